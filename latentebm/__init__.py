@@ -1,0 +1,32 @@
+"""latentebm: latent-space energy-based prior models learned with short-run Langevin dynamics.
+
+The model of Pang, Han, Nijkamp, Zhu and Wu, "Learning Latent Space Energy-Based Prior Model"
+(NeurIPS 2020): ``p(x, z) = p_alpha(z) p_beta(x | z)`` with an energy-tilted Gaussian prior
+``p_alpha(z) ∝ exp(f_alpha(z)) N(z; 0, sigma^2 I)`` and a generator ``p_beta(x | z)``.
+"""
+
+from latentebm.langevin import LangevinResult, LangevinSampler
+from latentebm.model import LatentEBM
+from latentebm.prior import EnergyPrior, GaussianPrior
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "EnergyPrior",
+    "GaussianPrior",
+    "LangevinResult",
+    "LangevinSampler",
+    "LatentEBM",
+    "__version__",
+    "load",
+]
+
+
+def load(path: str, device: str = "cpu"):  # type: ignore[no-untyped-def]
+    """Load a trained model from a run directory or checkpoint file.
+
+    See :mod:`latentebm.pretrained`.
+    """
+    from latentebm.pretrained import load as _load
+
+    return _load(path, device=device)

@@ -1,0 +1,73 @@
+"""From a validated recipe to objects: the task, the model and its optimisers.
+
+Components are named in the recipe by dotted path (``_component_``) or, for the prior, by a
+registry key, so a new task or generator plugs in without touching this module.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from latentebm.config import AdamConfig, Recipe, instantiate
+from latentebm.langevin import LangevinSampler
+from latentebm.model import LatentEBM, Optimizers
+from latentebm.prior import EnergyPrior, GaussianPrior
+
+PRIORS: dict[str, type[GaussianPrior]] = {"ebm": EnergyPrior, "gaussian": GaussianPrior}
+"""``model.prior.kind`` -> prior class."""
+
+
+def build_task(recipe: Recipe, state: dict[str, Any] | None = None) -> Any:
+    """The recipe's task (data + tokenizer); ``state`` restores a saved tokenizer."""
+    return instantiate(recipe.task, data_root=recipe.data.root, state=state)
+
+
+def build_prior(recipe: Recipe) -> GaussianPrior:
+    """``p_alpha(z)`` (``kind: ebm``) or the fixed ``N(0, sigma^2 I)`` (``kind: gaussian``)."""
+    cfg = recipe.model.prior
+    options: dict[str, dict[str, Any]] = {
+        "ebm": {"hidden_dims": tuple(cfg.hidden_dims), "negative_slope": cfg.negative_slope},
+        "gaussian": {},
+    }
+    return PRIORS[cfg.kind](recipe.model.z_dim, prior_sigma=cfg.prior_sigma, **options[cfg.kind])
+
+
+def build_model(recipe: Recipe, task: Any) -> LatentEBM:
+    """``LatentEBM`` with the recipe's prior, generator and the two chains of Table 5."""
+    model_cfg = recipe.model
+    generator = instantiate(model_cfg.generator, z_dim=model_cfg.z_dim, **task.generator_kwargs())
+    chains = [
+        LangevinSampler(c.n_steps, c.step_size, noise=c.noise, clamp=c.clamp)
+        for c in (model_cfg.prior_chain, model_cfg.posterior_chain)
+    ]
+    return LatentEBM(build_prior(recipe), generator, *chains)
+
+
+def _adam(params: Any, cfg: AdamConfig) -> torch.optim.Adam:
+    return torch.optim.Adam(
+        params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay
+    )
+
+
+def build_optimizers(recipe: Recipe, model: LatentEBM) -> Optimizers:
+    """Separate Adam optimisers for alpha (eta_0) and beta (eta_1), Algorithm 1."""
+    cfg = recipe.optim
+    prior_params = list(model.prior.parameters())
+    return Optimizers(
+        generator=_adam(model.generator.parameters(), cfg.generator),
+        prior=_adam(prior_params, cfg.prior) if prior_params else None,
+        generator_grad_clip=cfg.generator.grad_clip,
+        prior_grad_clip=cfg.prior.grad_clip,
+    )
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` -> ``cuda:<local_rank>`` when CUDA is available, else ``cpu``."""
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: '{name}' asked for, but CUDA is not available")
+    return device

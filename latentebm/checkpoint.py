@@ -1,0 +1,99 @@
+"""One-file checkpoints: written atomically, read with ``torch.load(weights_only=True)``.
+
+A checkpoint holds everything needed to continue a run exactly or to use the model without its
+recipe: weights, optimiser states, step and data position, the RNG states of every process,
+the resolved recipe, the task's tokenizer state and the library version.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CHECKPOINT_DIR = "checkpoints"
+_NAME = re.compile(r"^step_(\d+)\.pt$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable or does not fit the run."""
+
+
+def checkpoint_path(run_dir: Path, step: int) -> Path:
+    """``RUN_DIR/checkpoints/step_00001234.pt``."""
+    return run_dir / CHECKPOINT_DIR / f"step_{step:08d}.pt"
+
+
+def save_atomic(state: dict[str, Any], path: Path) -> None:
+    """Write ``state`` to ``path`` so that a reader sees the old file or the new one, never half.
+
+    The bytes go to a temporary file in the same directory, are flushed to disk, and the file
+    is renamed over ``path``.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Checkpoints of a run, oldest step first."""
+    folder = run_dir / CHECKPOINT_DIR
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint with the highest step in ``run_dir``, or None."""
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def prune_checkpoints(run_dir: Path, keep: int) -> None:
+    """Delete all but the ``keep`` newest checkpoints of ``run_dir``."""
+    if keep <= 0:
+        return
+    for old in list_checkpoints(run_dir)[:-keep]:
+        old.unlink(missing_ok=True)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or the newest checkpoint of a run directory."""
+    target = Path(path)
+    if target.is_file():
+        return target
+    if target.is_dir():
+        latest = latest_checkpoint(target)
+        if latest is None:
+            raise CheckpointError(f"{target}: no checkpoint in {target / CHECKPOINT_DIR}")
+        return latest
+    raise CheckpointError(f"{target}: no such checkpoint file or run directory")
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True`` (no arbitrary code runs)."""
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any failure is reported the same way
+        raise CheckpointError(f"{path}: cannot read checkpoint ({error})") from error
+    if not isinstance(state, dict) or "model" not in state or "recipe" not in state:
+        raise CheckpointError(f"{path}: not a latentebm checkpoint")
+    return state

@@ -1,0 +1,180 @@
+"""The ``latentebm`` command: ``train``, ``generate``, ``ls``, ``cp``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+EXAMPLES = """\
+examples:
+  latentebm train recipes/quickstart.yaml
+  LATENTEBM_DATA=../shared/data latentebm train recipes/ptb.yaml
+  latentebm train ptb trainer.max_steps=2000 optim.generator.lr=5e-4 seed=3
+  latentebm train ptb trainer.run_dir=runs/ptb/long trainer.resume=auto
+  latentebm generate runs/ptb/20261123-101500 -n 20 --decode sample --temperature 0.8
+  latentebm ls
+  latentebm cp ptb my_ptb.yaml
+"""
+
+
+def builtin_recipes() -> dict[str, Path]:
+    """Recipe name -> path of the recipes shipped with the package."""
+    folder = resources.files("recipes")
+    return {
+        Path(str(entry)).stem: Path(str(entry))
+        for entry in folder.iterdir()
+        if str(entry).endswith(".yaml")
+    }
+
+
+def resolve_recipe(name: str) -> Path:
+    """A recipe file path, or the name of a built-in recipe (``ptb`` -> recipes/ptb.yaml)."""
+    path = Path(name)
+    if path.exists() or path.suffix in (".yaml", ".yml"):
+        return path
+    recipes = builtin_recipes()
+    if name in recipes:
+        return recipes[name]
+    raise FileNotFoundError(
+        f"{name}: no such recipe file or built-in recipe (built-in: {', '.join(sorted(recipes))})"
+    )
+
+
+def _describe(path: Path) -> str:
+    """First comment line of a recipe."""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").strip()
+    return ""
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    for name, path in sorted(builtin_recipes().items()):
+        print(f"{name:<16} {_describe(path)}")
+    return 0
+
+
+def cmd_cp(args: argparse.Namespace) -> int:
+    source = resolve_recipe(args.recipe)
+    dest = Path(args.dest)
+    if dest.exists():
+        raise FileExistsError(f"{dest}: exists; not overwritten")
+    shutil.copyfile(source, dest)
+    print(f"copied {source} -> {dest}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from latentebm.config import load_recipe
+    from latentebm.train import Trainer
+
+    recipe = load_recipe(resolve_recipe(args.recipe), args.overrides)
+    Trainer(recipe).fit()
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from latentebm.pretrained import load
+
+    model = load(args.run, device=args.device)
+    sentences = model.generate(
+        args.n,
+        decode=args.decode,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        langevin_steps=args.langevin_steps,
+        seed=args.seed,
+    )
+    text = "\n".join(sentences) + "\n"
+    if args.output:
+        out = Path(args.output)
+        if out.exists() and not args.force:
+            raise FileExistsError(f"{out}: exists; not overwritten (use --force)")
+        out.write_text(text, encoding="utf-8")
+        print(f"{len(sentences)} samples from {model.checkpoint} -> {out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="latentebm",
+        description="Latent-space energy-based prior models trained with short-run Langevin.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = sub.add_parser(
+        "train",
+        help="train a model from a recipe",
+        epilog="examples:\n  latentebm train recipes/quickstart.yaml\n"
+        "  latentebm train ptb trainer.max_steps=100 model.posterior_chain.n_steps=10\n"
+        "  latentebm train ptb trainer.resume=auto\n"
+        "  torchrun --nproc_per_node 2 -m latentebm.cli train ptb",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    train.add_argument("recipe", help="a recipe file, or a built-in recipe name (latentebm ls)")
+    train.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. seed=3"
+    )
+    train.set_defaults(func=cmd_train)
+
+    gen = sub.add_parser(
+        "generate",
+        help="sample from a trained model",
+        epilog="examples:\n  latentebm generate runs/ptb/20261123-101500 -n 20\n"
+        "  latentebm generate RUN_DIR -n 1000 --decode sample --top-k 40 -o samples.txt",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    gen.add_argument("run", help="a run directory (newest checkpoint) or a checkpoint file")
+    gen.add_argument("-n", type=int, default=10, help="number of samples (default 10)")
+    gen.add_argument("--decode", choices=("greedy", "sample"), default="greedy")
+    gen.add_argument("--temperature", type=float, default=1.0)
+    gen.add_argument("--top-k", type=int, default=None)
+    gen.add_argument(
+        "--langevin-steps", type=int, default=None, help="prior chain length (default: K0)"
+    )
+    gen.add_argument("--seed", type=int, default=None)
+    gen.add_argument("--device", default="cpu")
+    gen.add_argument("-o", "--output", default=None, help="write to this file instead of stdout")
+    gen.add_argument("--force", action="store_true", help="overwrite --output if it exists")
+    gen.set_defaults(func=cmd_generate)
+
+    ls = sub.add_parser("ls", help="list the built-in recipes")
+    ls.set_defaults(func=cmd_ls)
+
+    cp = sub.add_parser("cp", help="copy a built-in recipe to edit it")
+    cp.add_argument("recipe")
+    cp.add_argument("dest")
+    cp.set_defaults(func=cmd_cp)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; user errors print one line and exit non-zero (LATENTEBM_DEBUG=1: traceback)."""
+    from latentebm.checkpoint import CheckpointError
+    from latentebm.config import RecipeError
+    from latentebm.train import Interrupted, TrainingError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except Interrupted as error:
+        print(f"latentebm: {error}", file=sys.stderr)
+        return error.exit_code
+    except (RecipeError, TrainingError, CheckpointError, OSError, ValueError) as error:
+        if os.environ.get("LATENTEBM_DEBUG"):
+            raise
+        print(f"latentebm: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

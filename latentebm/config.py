@@ -1,0 +1,865 @@
+"""Typed recipes: YAML files plus dotted command-line overrides, validated into dataclasses.
+
+A recipe is a YAML file such as ``recipes/ptb.yaml``; the command line may override any key with
+``section.sub.key=value`` items (``latentebm train recipes/ptb.yaml trainer.max_steps=100``). The
+merged mapping is validated against the :class:`Recipe` dataclass schema below. Every problem is
+reported as one :class:`RecipeError` whose message is a single line naming where the bad key came
+from (the file, or ``command line`` plus the override item) and its dotted key path, e.g.::
+
+    recipes/ptb.yaml: trainer.max_stpes: unknown key (known: batch_size, ...); did you mean ...
+    command line: trainer.max_steps=abc: expected int, got str 'abc'
+
+Component sections (the task, the generator) name a class with ``_component_: pkg.mod.Class``;
+the remaining keys of the section are validated against ``Class.Config`` (a dataclass) and the
+object is later built with :func:`instantiate` as ``Class(config, **extra)``.
+
+A section whose field has a dataclass default (``model.prior_chain``, ``optim.generator``, ...)
+may be given partially: the keys not given keep the values of that default, so
+``optim.generator.lr=1e-4`` keeps ``grad_clip: 5.0``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import importlib
+import re
+import types
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import MISSING, dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+__all__ = [
+    "AdamConfig",
+    "ChainConfig",
+    "ComponentConfig",
+    "DataConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "PriorConfig",
+    "Recipe",
+    "RecipeError",
+    "TrainerConfig",
+    "apply_overrides",
+    "instantiate",
+    "load_recipe",
+    "recipe_from_dict",
+    "recipe_to_dict",
+    "recipe_to_yaml",
+    "save_recipe",
+    "validate",
+]
+
+T = TypeVar("T")
+
+COMMAND_LINE = "command line"
+"""Source name used in error messages for keys that came from command-line overrides."""
+
+COMPONENT_KEY = "_component_"
+"""Key of a component section that holds the dotted path of the class to build."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------------------------
+
+
+class RecipeError(ValueError):
+    """The single error type of recipe loading and validation; its message is one line."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(re.sub(r"\s*[\r\n]+\s*", " ", str(message)).strip())
+
+
+def _describe(value: Any) -> str:
+    """Short one-line description of a value for error messages: ``str 'abc'``, ``null``."""
+    if value is None:
+        return "null"
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+def _format_path(parts: Sequence[str | int]) -> str:
+    """``("model", "prior", "hidden_dims", 1)`` -> ``model.prior.hidden_dims[1]``."""
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+@dataclass
+class _Context:
+    """Where the data being validated came from, to name the right source in errors."""
+
+    source: str
+    overrides: Mapping[tuple[str, ...], str] = field(default_factory=dict)  # key path -> item
+    created: Mapping[tuple[str, ...], str] = field(default_factory=dict)  # new section -> item
+
+    def origin(self, parts: Sequence[str | int]) -> tuple[tuple[str, ...], str] | None:
+        """The override (key path, item) that set ``parts`` or a section containing it.
+
+        A section that did not exist before an override created it counts only for errors about
+        the section itself (e.g. a misspelt section name), not for keys missing inside it.
+        """
+        exact = tuple(parts)
+        if exact in self.created and exact not in self.overrides:
+            return exact, self.created[exact]  # type: ignore[return-value]
+        for n in range(len(parts), 0, -1):
+            prefix = parts[:n]
+            if all(isinstance(p, str) for p in prefix):
+                key = tuple(str(p) for p in prefix)
+                if key in self.overrides:
+                    return key, self.overrides[key]
+        return None
+
+    def raw_override(self, parts: Sequence[str | int]) -> str | None:
+        """The unparsed text of the override that set exactly ``parts``, if any."""
+        found = self.origin(parts)
+        if found is None or len(found[0]) != len(parts):
+            return None
+        return found[1].partition("=")[2].strip()
+
+    def error(self, parts: Sequence[str | int], message: str) -> RecipeError:
+        """A RecipeError for the key at ``parts``, prefixed with the key's source."""
+        found = self.origin(parts)
+        if found is not None:
+            key, item = found
+            if len(key) == len(parts):
+                return RecipeError(f"{COMMAND_LINE}: {item}: {message}")
+            return RecipeError(f"{COMMAND_LINE}: {_format_path(parts)} (from '{item}'): {message}")
+        if not parts:
+            return RecipeError(f"{self.source}: {message}")
+        return RecipeError(f"{self.source}: {_format_path(parts)}: {message}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Component sections
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ComponentConfig:
+    """A recipe section that names a class (``_component_``) plus that class's own config."""
+
+    component: str
+    """Dotted import path of the class, e.g. ``latentebm.generators.lstm.LSTMDecoder``."""
+    args: Any
+    """Validated instance of the class's ``Config`` dataclass."""
+
+    def resolve(self) -> type:
+        """Import and return the component class."""
+        return _import_component(self.component, (COMPONENT_KEY,), _Context("component"))
+
+
+def instantiate(component: ComponentConfig, **extra: Any) -> object:
+    """Build the component: ``cls(component.args, **extra)``."""
+    cls = component.resolve()
+    return cls(component.args, **extra)
+
+
+def _import_component(target: str, parts: Sequence[str | int], ctx: _Context) -> type:
+    module_name, _, attr = target.rpartition(".")
+    if not module_name or not attr:
+        raise ctx.error(
+            parts, f"cannot import {target!r} (expected a dotted path like 'package.module.Class')"
+        )
+    try:
+        module = importlib.import_module(module_name)
+        obj = getattr(module, attr)
+    except Exception as exc:  # anything raised while importing user code is reported
+        raise ctx.error(parts, f"cannot import {target!r} ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(obj, type):
+        raise ctx.error(parts, f"{target!r} is {_describe(obj)}, not a class")
+    return obj
+
+
+# ---------------------------------------------------------------------------------------------
+# Generic validation
+# ---------------------------------------------------------------------------------------------
+
+_NO = object()  # sentinel: scalar conversion failed
+_SCALARS = (bool, int, float, str)
+
+
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls)
+
+
+def _is_scalar_type(tp: Any) -> bool:
+    return tp in _SCALARS or get_origin(tp) is Literal
+
+
+def _type_name(tp: Any) -> str:
+    """Human name of an annotation for ``expected ...`` messages."""
+    origin = get_origin(tp)
+    if tp is type(None):
+        return "null"
+    if tp is Any:
+        return "any value"
+    if origin is Literal:
+        return f"one of {list(get_args(tp))!r}"
+    if origin is Union or origin is types.UnionType:
+        return " or ".join(_type_name(a) for a in get_args(tp))
+    if tp is ComponentConfig:
+        return f"a mapping with a '{COMPONENT_KEY}' key"
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return "a mapping (section)"
+    if origin is not None:
+        inner = ", ".join("..." if a is Ellipsis else _type_name(a) for a in get_args(tp))
+        return f"{origin.__name__}[{inner}]"
+    return getattr(tp, "__name__", repr(tp))
+
+
+def _convert_scalar(tp: Any, value: Any, raw: str | None) -> Any:
+    """Convert ``value`` to scalar type ``tp``; returns ``_NO`` when it does not fit."""
+    if tp is bool:
+        return value if isinstance(value, bool) else _NO
+    if tp is int:
+        return value if isinstance(value, int) and not isinstance(value, bool) else _NO
+    if tp is float:
+        if isinstance(value, bool):
+            return _NO
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, str):  # PyYAML (YAML 1.1) reads `1e-4` as a string
+            try:
+                return float(value)
+            except ValueError:
+                return _NO
+        return _NO
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if raw is not None and isinstance(value, int | float | bool):
+            return raw  # `name=2020` on the command line means the string "2020"
+        return _NO
+    if get_origin(tp) is Literal:
+        for choice in get_args(tp):
+            if type(value) is type(choice) and value == choice:
+                return choice
+        return _NO
+    raise TypeError(f"not a scalar annotation: {tp!r}")
+
+
+def _convert(tp: Any, value: Any, parts: tuple[str | int, ...], ctx: _Context) -> Any:
+    """Validate ``value`` against annotation ``tp`` and return the converted value."""
+    if tp is Any:
+        return value
+    origin = get_origin(tp)
+
+    if origin is Union or origin is types.UnionType:
+        args = get_args(tp)
+        members = [a for a in args if a is not type(None)]
+        if value is None:
+            if len(members) < len(args):
+                return None
+            raise ctx.error(parts, f"expected {_type_name(tp)}, got null")
+        if all(_is_scalar_type(m) for m in members):
+            raw = ctx.raw_override(parts)
+            for member in members:
+                result = _convert_scalar(member, value, raw)
+                if result is not _NO:
+                    return result
+            raise ctx.error(parts, f"expected {_type_name(tp)}, got {_describe(value)}")
+        if len(members) == 1:
+            return _convert(members[0], value, parts, ctx)
+        for member in members:
+            try:
+                return _convert(member, value, parts, ctx)
+            except RecipeError:
+                continue
+        raise ctx.error(parts, f"expected {_type_name(tp)}, got {_describe(value)}")
+
+    if _is_scalar_type(tp):
+        result = _convert_scalar(tp, value, ctx.raw_override(parts))
+        if result is _NO:
+            raise ctx.error(parts, f"expected {_type_name(tp)}, got {_describe(value)}")
+        return result
+
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ctx.error(parts, f"expected null, got {_describe(value)}")
+
+    if tp is list or origin is list:
+        if not isinstance(value, list | tuple):
+            raise ctx.error(parts, f"expected {_type_name(tp)}, got {_describe(value)}")
+        (item_tp,) = get_args(tp) or (Any,)
+        return [_convert(item_tp, item, (*parts, i), ctx) for i, item in enumerate(value)]
+
+    if tp is tuple or origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ctx.error(parts, f"expected {_type_name(tp)} (a list), got {_describe(value)}")
+        args = get_args(tp)
+        if not args or (len(args) == 2 and args[1] is Ellipsis):
+            item_tp = args[0] if args else Any
+            return tuple(_convert(item_tp, item, (*parts, i), ctx) for i, item in enumerate(value))
+        if len(value) != len(args):
+            raise ctx.error(
+                parts, f"expected a list of {len(args)} entries, got {len(value)}: {value!r}"
+            )
+        pairs = enumerate(zip(args, value, strict=True))
+        return tuple(_convert(a, item, (*parts, i), ctx) for i, (a, item) in pairs)
+
+    if tp is dict or origin is dict:
+        if not isinstance(value, Mapping):
+            raise ctx.error(parts, f"expected a mapping, got {_describe(value)}")
+        key_tp, value_tp = get_args(tp) or (Any, Any)
+        out: dict[Any, Any] = {}
+        for key, item in value.items():
+            item_parts = (*parts, str(key))
+            out[_convert(key_tp, key, item_parts, ctx)] = _convert(value_tp, item, item_parts, ctx)
+        return out
+
+    if tp is ComponentConfig:
+        return _convert_component(value, parts, ctx)
+
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return _convert_dataclass(tp, value, parts, ctx)
+
+    raise TypeError(f"unsupported annotation {tp!r} for recipe key {_format_path(parts)!r}")
+
+
+def _unknown_key_message(key: Any, known: Iterable[str]) -> str:
+    known = sorted(known)
+    message = f"unknown key (known: {', '.join(known)})"
+    close = difflib.get_close_matches(str(key), known, n=1)
+    if close:
+        message += f"; did you mean '{close[0]}'?"
+    return message
+
+
+def _default_section(f: dataclasses.Field[Any]) -> Any:
+    """The dataclass instance a field defaults to (for merging a partial section), or None."""
+    if f.default_factory is MISSING:
+        return None
+    default = f.default_factory()
+    if dataclasses.is_dataclass(default) and not isinstance(default, ComponentConfig | type):
+        return default
+    return None
+
+
+def _deep_merge(base: dict[str, Any], update: Mapping[Any, Any]) -> dict[str, Any]:
+    """``base`` with ``update`` merged in, recursively for nested mappings."""
+    out = dict(base)
+    for key, value in update.items():
+        old = out.get(key)
+        same_component = not (
+            isinstance(value, Mapping)
+            and isinstance(old, Mapping)
+            and COMPONENT_KEY in value
+            and value[COMPONENT_KEY] != old.get(COMPONENT_KEY)
+        )
+        if isinstance(old, dict) and isinstance(value, Mapping) and same_component:
+            out[key] = _deep_merge(old, value)
+        else:
+            out[key] = value
+    return out
+
+
+def _convert_dataclass(
+    cls: type[T],
+    value: Any,
+    parts: tuple[str | int, ...],
+    ctx: _Context,
+    extra_keys: tuple[str, ...] = (),
+) -> T:
+    if isinstance(value, cls):
+        value = _to_plain(value)
+    if not isinstance(value, Mapping):
+        raise ctx.error(parts, f"expected a mapping (section), got {_describe(value)}")
+    init_fields = [f for f in dataclasses.fields(cls) if f.init]  # type: ignore[arg-type]
+    names = {f.name for f in init_fields}
+    for key in value:
+        if key not in names and key not in extra_keys:
+            raise ctx.error((*parts, str(key)), _unknown_key_message(key, names | set(extra_keys)))
+    hints = _hints(cls)
+    kwargs: dict[str, Any] = {}
+    for f in init_fields:
+        key_parts = (*parts, f.name)
+        if f.name in value:
+            item = value[f.name]
+            if isinstance(item, Mapping):
+                default = _default_section(f)
+                if default is not None:
+                    item = _deep_merge(_to_plain(default), item)
+            converted = _convert(hints[f.name], item, key_parts, ctx)
+            check: Callable[[Any], str | None] | None = f.metadata.get("check")
+            if check is not None and converted is not None:
+                problem = check(converted)
+                if problem:
+                    raise ctx.error(key_parts, problem)
+            kwargs[f.name] = converted
+        elif f.default is MISSING and f.default_factory is MISSING:
+            raise ctx.error(key_parts, "missing required key")
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ctx.error(parts, f"invalid {cls.__name__}: {exc}") from exc
+
+
+def _convert_component(value: Any, parts: tuple[str | int, ...], ctx: _Context) -> ComponentConfig:
+    if isinstance(value, ComponentConfig):
+        value = _to_plain(value)
+    if not isinstance(value, Mapping):
+        raise ctx.error(
+            parts, f"expected a mapping with a '{COMPONENT_KEY}' key, got {_describe(value)}"
+        )
+    if COMPONENT_KEY not in value:
+        raise ctx.error(parts, f"missing '{COMPONENT_KEY}' key (dotted path of the class to build)")
+    target = value[COMPONENT_KEY]
+    target_parts = (*parts, COMPONENT_KEY)
+    if not isinstance(target, str):
+        raise ctx.error(
+            target_parts, f"expected str (like 'package.module.Class'), got {_describe(target)}"
+        )
+    cls = _import_component(target, target_parts, ctx)
+    config_cls = getattr(cls, "Config", None)
+    if not (isinstance(config_cls, type) and dataclasses.is_dataclass(config_cls)):
+        raise ctx.error(
+            target_parts, f"{target} has no dataclass attribute 'Config' describing its keys"
+        )
+    args = _convert_dataclass(config_cls, value, parts, ctx, extra_keys=(COMPONENT_KEY,))
+    return ComponentConfig(component=target, args=args)
+
+
+def validate(
+    cls: type[T],
+    data: Mapping[str, Any],
+    path: str = "",
+    source: str = "<recipe>",
+    *,
+    overrides: Mapping[str, str] | None = None,
+) -> T:
+    """Build dataclass ``cls`` (or any supported annotation) from ``data``, checking every key.
+
+    Args:
+        cls: the dataclass (or ``ComponentConfig``) to build.
+        data: the mapping read from YAML (after overrides).
+        path: dotted key path of ``data`` inside the recipe (``""`` for the top level); used in
+            error messages.
+        source: where ``data`` came from (a file name, ``"checkpoint"``), used in error messages.
+        overrides: dotted key path (from the recipe root) -> command-line item that set it; errors
+            at or below such a key name ``command line`` and the item instead of ``source``.
+
+    Raises:
+        RecipeError: on an unknown key, a wrong type, a missing required key, a bad value or a
+            component that cannot be imported.
+    """
+    ctx = _Context(source, {tuple(k.split(".")): v for k, v in (overrides or {}).items()})
+    parts: tuple[str | int, ...] = tuple(path.split(".")) if path else ()
+    return _convert(cls, data, parts, ctx)
+
+
+# ---------------------------------------------------------------------------------------------
+# Plain-dict conversion
+# ---------------------------------------------------------------------------------------------
+
+
+def _to_plain(obj: Any) -> Any:
+    """Nested python primitives: dataclasses -> dicts, tuples -> lists, components -> mappings."""
+    if isinstance(obj, ComponentConfig):
+        return {COMPONENT_KEY: obj.component, **_to_plain(obj.args)}
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init}
+    if isinstance(obj, Mapping):
+        return {key: _to_plain(value) for key, value in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_to_plain(value) for value in obj]
+    return obj
+
+
+# ---------------------------------------------------------------------------------------------
+# Value checks (attached to schema fields through metadata)
+# ---------------------------------------------------------------------------------------------
+
+Check = Callable[[Any], "str | None"]
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else f"must be > 0, got {value!r}"
+
+
+def _non_negative(value: float) -> str | None:
+    return None if value >= 0 else f"must be >= 0, got {value!r}"
+
+
+def _each_positive(values: Sequence[float]) -> str | None:
+    for i, value in enumerate(values):
+        if not value > 0:
+            return f"entries must be > 0, got {value!r} at index {i}"
+    return None
+
+
+def _betas(values: Sequence[float]) -> str | None:
+    for i, value in enumerate(values):
+        if not 0.0 <= value < 1.0:
+            return f"entries must be in [0, 1), got {value!r} at index {i}"
+    return None
+
+
+_DEVICE_RE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def _device(value: str) -> str | None:
+    if _DEVICE_RE.fullmatch(value):
+        return None
+    return f"expected auto, cpu, cuda, cuda:N or mps, got {value!r}"
+
+
+def _field(
+    default: Any = MISSING,
+    doc: str = "",
+    *,
+    factory: Callable[[], Any] | None = None,
+    check: Check | None = None,
+) -> Any:
+    """A dataclass field carrying its documentation (``doc``) and a value ``check``."""
+    metadata: dict[str, Any] = {"doc": doc}
+    if check is not None:
+        metadata["check"] = check
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+# ---------------------------------------------------------------------------------------------
+# Schema
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class DataConfig:
+    """Where the data sets live."""
+
+    root: str | None = _field(None, "Data root directory; null -> environment LATENTEBM_DATA.")
+
+
+@dataclass(kw_only=True)
+class PriorConfig:
+    """The latent prior: an energy-based correction of N(0, sigma^2 I), or the Gaussian alone."""
+
+    kind: Literal["ebm", "gaussian"] = _field("ebm", "ebm: learned EBM prior; gaussian: N(0, I).")
+    hidden_dims: list[int] = _field(
+        doc="Hidden layer widths of the energy MLP.",
+        factory=lambda: [200, 200],
+        check=_each_positive,
+    )
+    negative_slope: float = _field(
+        0.2, "LeakyReLU negative slope of the energy MLP.", check=_non_negative
+    )
+    prior_sigma: float = _field(1.0, "Std of the Gaussian reference density.", check=_positive)
+
+
+@dataclass(kw_only=True)
+class ChainConfig:
+    """Short-run Langevin dynamics: z <- z + a^2/2 * grad log p(z) + a * noise."""
+
+    n_steps: int = _field(
+        doc="Number of Langevin steps (K); 0 disables the chain.", check=_non_negative
+    )
+    step_size: float = _field(
+        doc="Noise scale a of one step; the drift is a^2/2 times the gradient of the log density.",
+        check=_positive,
+    )
+    noise: bool = _field(True, "Add the Gaussian noise term (false: gradient ascent only).")
+    clamp: float | None = _field(
+        None, "Clamp z to [-clamp, clamp] after each step; null: off.", check=_positive
+    )
+
+
+@dataclass(kw_only=True)
+class ModelConfig:
+    """The latent-space EBM model: prior, generator and the two Langevin samplers."""
+
+    z_dim: int = _field(32, "Dimension of the latent vector z.", check=_positive)
+    prior: PriorConfig = _field(doc="Latent prior.", factory=PriorConfig)
+    generator: ComponentConfig = _field(
+        doc="Generator p(x|z), e.g. _component_: latentebm.generators.lstm.LSTMDecoder."
+    )
+    prior_chain: ChainConfig = _field(
+        doc="Langevin sampler of the prior (Table 5: K0, s0).",
+        factory=lambda: ChainConfig(n_steps=60, step_size=0.4),
+    )
+    posterior_chain: ChainConfig = _field(
+        doc="Langevin sampler of the posterior (Table 5: K1, s1).",
+        factory=lambda: ChainConfig(n_steps=20, step_size=0.1),
+    )
+
+
+@dataclass(kw_only=True)
+class AdamConfig:
+    """Adam optimiser settings for one set of parameters."""
+
+    lr: float = _field(doc="Learning rate.", check=_positive)
+    betas: tuple[float, float] = _field((0.9, 0.999), "Adam (beta1, beta2).", check=_betas)
+    weight_decay: float = _field(0.0, "L2 weight decay.", check=_non_negative)
+    grad_clip: float | None = _field(
+        None, "Clip the gradient norm to this; null: no clipping.", check=_positive
+    )
+    lr_decay: float = _field(1.0, "Multiplicative learning-rate decay per epoch.", check=_positive)
+
+
+@dataclass(kw_only=True)
+class OptimConfig:
+    """One optimiser for the prior EBM, one for the generator."""
+
+    prior: AdamConfig = _field(
+        doc="Optimiser of the prior EBM.",
+        factory=lambda: AdamConfig(lr=1e-4, betas=(0.5, 0.999)),
+    )
+    generator: AdamConfig = _field(
+        doc="Optimiser of the generator.",
+        factory=lambda: AdamConfig(lr=1e-3, betas=(0.9, 0.999), grad_clip=5.0),
+    )
+
+
+@dataclass(kw_only=True)
+class TrainerConfig:
+    """Training loop, validation, checkpointing and logging."""
+
+    max_steps: int = _field(40000, "Total number of training steps.", check=_positive)
+    batch_size: int = _field(32, "Training batch size.", check=_positive)
+    log_every: int = _field(10, "Log training metrics every this many steps.", check=_positive)
+    valid_every: int = _field(1000, "Run validation every this many steps.", check=_positive)
+    valid_batches: int | None = _field(
+        20, "Validation batches per run; null: whole valid split.", check=_positive
+    )
+    checkpoint_every: int = _field(
+        1000, "Save a checkpoint every this many steps.", check=_positive
+    )
+    keep_checkpoints: int = _field(
+        3, "Number of most recent checkpoints kept.", check=_non_negative
+    )
+    run_dir: str | None = _field(None, "Run directory; null: <runs_root>/<name>/<timestamp>.")
+    runs_root: str = _field("runs", "Parent directory of default run directories.")
+    resume: str | None = _field(
+        None,
+        "Resume from: null (fresh run), auto (latest run of this recipe), or a checkpoint "
+        "file or run directory.",
+    )
+    nonfinite: Literal["stop", "skip"] = _field(
+        "stop", "On a non-finite loss: stop training, or skip the batch."
+    )
+    samples_at_end: int = _field(
+        10, "Number of samples written at the end of training.", check=_non_negative
+    )
+    tensorboard: bool = _field(True, "Write TensorBoard event files.")
+    progress: bool = _field(True, "Show a progress bar.")
+
+
+@dataclass(kw_only=True)
+class Recipe:
+    """A complete training recipe."""
+
+    name: str | None = _field(None, "Recipe name; defaults to the recipe file's stem.")
+    seed: int = _field(0, "Random seed.")
+    device: str = _field("auto", "auto | cpu | cuda | cuda:N | mps.", check=_device)
+    data: DataConfig = _field(doc="Data location.", factory=DataConfig)
+    task: ComponentConfig = _field(doc="The task, e.g. _component_: tasks.text.TextTask.")
+    model: ModelConfig = _field(doc="The model.")
+    optim: OptimConfig = _field(doc="The optimisers.", factory=OptimConfig)
+    trainer: TrainerConfig = _field(doc="The training loop.", factory=TrainerConfig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Overrides
+# ---------------------------------------------------------------------------------------------
+
+_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
+
+
+def _parse_override(item: Any) -> tuple[tuple[str, ...], Any]:
+    if not isinstance(item, str):
+        raise RecipeError(f"{COMMAND_LINE}: {item!r}: expected a 'key.path=value' string")
+    if "=" not in item:
+        raise RecipeError(f"{COMMAND_LINE}: {item}: expected key.path=value (no '=' found)")
+    key, _, raw = item.partition("=")
+    parts = tuple(p.strip() for p in key.strip().split("."))
+    if not all(_KEY_RE.fullmatch(p) for p in parts):
+        raise RecipeError(f"{COMMAND_LINE}: {item}: invalid key path {key.strip()!r}")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise RecipeError(
+            f"{COMMAND_LINE}: {item}: cannot parse value {raw!r} as YAML ({problem})"
+        ) from None
+    return parts, value
+
+
+def _apply_overrides(
+    data: Mapping[str, Any], overrides: Sequence[str]
+) -> tuple[dict[str, Any], dict[tuple[str, ...], str], dict[tuple[str, ...], str]]:
+    """Apply overrides.
+
+    Returns the new mapping, the key paths the overrides set (-> item) and the sections that
+    overrides created because they were missing (-> first item that created them).
+    """
+    if isinstance(overrides, str):
+        overrides = [overrides]
+    out: dict[str, Any] = copy.deepcopy(dict(data))
+    origins: dict[tuple[str, ...], str] = {}
+    created: dict[tuple[str, ...], str] = {}
+    for item in overrides:
+        parts, value = _parse_override(item)
+        node = out
+        for i, key in enumerate(parts[:-1]):
+            child = node.get(key)
+            if child is None:
+                child = {}
+                created.setdefault(parts[: i + 1], item)
+            elif isinstance(child, Mapping):
+                child = dict(child)
+            else:
+                section = ".".join(parts[: i + 1])
+                raise RecipeError(
+                    f"{COMMAND_LINE}: {item}: cannot set a key inside '{section}', which is "
+                    f"{_describe(child)}, not a section"
+                )
+            node[key] = child
+            node = child
+        node[parts[-1]] = value
+        for old in [p for p in origins if p[: len(parts)] == parts]:
+            del origins[old]
+        for old in [p for p in created if p[: len(parts)] == parts]:
+            del created[old]
+        origins[parts] = item
+    return out, origins, created
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Return a copy of ``data`` with ``a.b.c=value`` overrides applied (``data`` is unchanged).
+
+    Values are parsed with ``yaml.safe_load`` (``5``, ``1e-3``, ``true``, ``null``, ``[200,200]``);
+    missing sections on the way are created. Raises RecipeError for an item without ``=``, a bad
+    key path, an unparsable value or a key set inside a non-mapping value.
+    """
+    return _apply_overrides(data, overrides)[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+# ---------------------------------------------------------------------------------------------
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate keys in a mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:  # unhashable key: the base class reports it
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found duplicate key {key!r}",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_yaml(path: Path, source: str) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError(f"{source}: recipe file not found") from None
+    except IsADirectoryError:
+        raise RecipeError(f"{source}: is a directory, not a recipe file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecipeError(f"{source}: cannot read recipe ({type(exc).__name__}: {exc})") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        what = exc.problem or "syntax error"
+        if exc.context:
+            what += f" ({exc.context})"
+        raise RecipeError(f"{source}: {where}invalid YAML: {what}") from None
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{source}: invalid YAML: {exc}") from None
+    if data is None:
+        raise RecipeError(f"{source}: recipe is empty (expected a mapping of recipe keys)")
+    if not isinstance(data, dict):
+        raise RecipeError(
+            f"{source}: top level must be a mapping of recipe keys, got {_describe(data)}"
+        )
+    return data
+
+
+def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
+    """Read a YAML recipe, apply command-line overrides and validate it.
+
+    ``name`` defaults to the file's stem. Raises RecipeError naming the file (or ``command line``
+    and the override item) and the key path on any problem.
+    """
+    source = str(path)
+    data = _read_yaml(Path(path), source)
+    merged, origins, created = _apply_overrides(data, overrides)
+    recipe: Recipe = _convert(Recipe, merged, (), _Context(source, origins, created))
+    if recipe.name is None:
+        recipe.name = Path(path).stem
+    return recipe
+
+
+def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
+    """Plain nested dict of python primitives (YAML- and ``torch.load(weights_only=True)``-safe).
+
+    Tuples become lists and component sections become ``{_component_: path, **args}``.
+    """
+    return _to_plain(recipe)
+
+
+def recipe_from_dict(data: Mapping[str, Any], source: str = "checkpoint") -> Recipe:
+    """Inverse of :func:`recipe_to_dict` (validates; ``source`` names the origin in errors)."""
+    return _convert(Recipe, data, (), _Context(source))
+
+
+class _Dumper(yaml.SafeDumper):
+    """SafeDumper writing flat lists inline (``betas: [0.5, 0.999]``) and sections as blocks."""
+
+
+def _represent_list(dumper: yaml.SafeDumper, data: list[Any]) -> yaml.SequenceNode:
+    flat = all(isinstance(x, bool | int | float | str) or x is None for x in data)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flat)
+
+
+_Dumper.add_representer(list, _represent_list)
+
+
+def recipe_to_yaml(recipe: Recipe) -> str:
+    """The recipe as YAML text, keys in schema order."""
+    return yaml.dump(
+        recipe_to_dict(recipe),
+        Dumper=_Dumper,
+        sort_keys=False,
+        default_flow_style=False,
+        allow_unicode=True,
+    )
+
+
+def save_recipe(recipe: Recipe, path: str | Path) -> None:
+    """Write the recipe as YAML to ``path`` (parent directories are created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(recipe_to_yaml(recipe), encoding="utf-8")

@@ -1,0 +1,157 @@
+"""LSTM decoder ``p_beta(x | z)`` for token sequences (text, SMILES, SELFIES).
+
+Seed 001 appendix B.1: a one-layer unidirectional LSTM (Table 7: PTB embedding 128, hidden 512),
+weights initialised from Unif(-0.1, 0.1). z sets the initial hidden state through a linear map
+and is concatenated to every input embedding, so every step sees the latent code.
+
+Sequences are ``LongTensor (B, T)``: ``<bos> x_1 ... x_n <eos> <pad> ...``. The likelihood
+scores the tokens after ``<bos>`` up to and including ``<eos>``; padding is masked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class LSTMDecoder(nn.Module):
+    """``log p_beta(x | z) = sum_t log p(x_t | x_<t, z)`` with an LSTM.
+
+    Args:
+        config: sizes and decoding defaults (the recipe's ``model.generator`` section).
+        z_dim: dimension of z.
+        vocab_size, pad_id, bos_id, eos_id: from the task's tokenizer.
+    """
+
+    @dataclass
+    class Config:
+        embedding_dim: int = 128
+        """Size of the token embeddings (Table 7: 128 for PTB)."""
+        hidden_dim: int = 512
+        """LSTM hidden units (Table 7: 512 for PTB)."""
+        num_layers: int = 1
+        """Stacked LSTM layers (1 in the paper)."""
+        dropout: float = 0.0
+        """Dropout on embeddings and LSTM outputs during training."""
+        init_range: float = 0.1
+        """Weights start from Unif(-init_range, init_range) (seed 001 appendix B.1)."""
+        max_decode_length: int = 60
+        """Longest sequence produced by ``sample`` unless told otherwise."""
+
+    def __init__(
+        self,
+        config: LSTMDecoder.Config,
+        *,
+        z_dim: int,
+        vocab_size: int,
+        pad_id: int,
+        bos_id: int,
+        eos_id: int,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.z_dim = z_dim
+        self.vocab_size = vocab_size
+        self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
+        self.embedding = nn.Embedding(vocab_size, config.embedding_dim, padding_idx=pad_id)
+        self.dropout = nn.Dropout(config.dropout)
+        self.latent_to_hidden = nn.Linear(z_dim, config.hidden_dim * config.num_layers)
+        self.lstm = nn.LSTM(
+            config.embedding_dim + z_dim, config.hidden_dim, config.num_layers, batch_first=True
+        )
+        self.output = nn.Linear(config.hidden_dim, vocab_size)
+        for param in self.parameters():
+            nn.init.uniform_(param, -config.init_range, config.init_range)
+        with torch.no_grad():
+            self.embedding.weight[pad_id].zero_()
+
+    def _initial_state(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        batch = z.shape[0]
+        layers, hidden = self.config.num_layers, self.config.hidden_dim
+        h0 = self.latent_to_hidden(z).view(batch, layers, hidden).transpose(0, 1).contiguous()
+        return h0, torch.zeros_like(h0)
+
+    def _hidden_states(self, inputs: Tensor, z: Tensor) -> Tensor:
+        """LSTM outputs for ``inputs (B, T)`` given z: shape ``(B, T, hidden_dim)``."""
+        embedded = self.dropout(self.embedding(inputs))
+        z_every_step = z.unsqueeze(1).expand(-1, inputs.shape[1], -1)
+        output, _ = self.lstm(torch.cat([embedded, z_every_step], dim=2), self._initial_state(z))
+        return self.dropout(output)
+
+    def token_log_likelihood(self, x: Tensor, z: Tensor) -> Tensor:
+        """``log p(x_t | x_<t, z)`` for every target position, shape ``(B, T-1)``; 0 at padding."""
+        inputs, targets = x[:, :-1], x[:, 1:]
+        logits = self.output(self._hidden_states(inputs, z))
+        nll = F.cross_entropy(
+            logits.reshape(-1, self.vocab_size),
+            targets.reshape(-1),
+            ignore_index=self.pad_id,
+            reduction="none",
+        )
+        return -nll.view(targets.shape)
+
+    def log_likelihood(self, x: Tensor, z: Tensor) -> Tensor:
+        """``log p_beta(x | z)`` summed over the target tokens (incl. ``<eos>``), shape ``(B,)``."""
+        return self.token_log_likelihood(x, z).sum(dim=1)
+
+    def num_targets(self, x: Tensor) -> Tensor:
+        """Number of scored tokens per sequence (after ``<bos>``, up to and incl. ``<eos>``)."""
+        return (x[:, 1:] != self.pad_id).sum(dim=1)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        z: Tensor,
+        *,
+        decode: Literal["greedy", "sample"] = "greedy",
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        max_length: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Decode one sequence per row of z.
+
+        Args:
+            decode: ``greedy`` (arg-max token each step) or ``sample`` (from the softmax of
+                ``logits / temperature``, restricted to the ``top_k`` most likely tokens if set).
+            max_length: most tokens per sequence (default ``config.max_decode_length``).
+
+        Returns:
+            ``LongTensor (B, L)`` of token ids without ``<bos>``; each row ends at its first
+            ``<eos>``, followed by ``<pad>``.
+        """
+        if decode not in ("greedy", "sample"):
+            raise ValueError(f"decode must be 'greedy' or 'sample', got {decode!r}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        length = max_length or self.config.max_decode_length
+        batch = z.shape[0]
+        state = self._initial_state(z)
+        token = torch.full((batch, 1), self.bos_id, dtype=torch.long, device=z.device)
+        finished = torch.zeros(batch, dtype=torch.bool, device=z.device)
+        out: list[Tensor] = []
+        z_step = z.unsqueeze(1)
+        for _ in range(length):
+            step_in = torch.cat([self.embedding(token), z_step], dim=2)
+            hidden, state = self.lstm(step_in, state)
+            logits = self.output(hidden[:, 0])
+            if decode == "greedy":
+                next_token = logits.argmax(dim=1)
+            else:
+                logits = logits / temperature
+                if top_k is not None and top_k < logits.shape[1]:
+                    kth = logits.topk(top_k, dim=1).values[:, -1:]
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
+                probs = torch.softmax(logits, dim=1)
+                next_token = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+            next_token = next_token.masked_fill(finished, self.pad_id)
+            out.append(next_token)
+            finished |= next_token == self.eos_id
+            if bool(finished.all()):
+                break
+            token = next_token.unsqueeze(1)
+        return torch.stack(out, dim=1)

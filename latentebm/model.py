@@ -1,0 +1,253 @@
+"""``LatentEBM``: prior + generator, and one learning iteration (seed 001, Algorithm 1).
+
+One iteration on a mini-batch ``{x_i}``:
+
+1. prior chain: ``z_i^- ~ p~_alpha(z)`` by K0 Langevin steps from ``N(0, sigma^2 I)``;
+2. posterior chain: ``z_i^+ ~ p~_theta(z | x_i)`` by K1 steps on
+   ``log p_beta(x_i | z) + f_alpha(z) - ||z||^2 / (2 sigma^2)``, from the same reference;
+3. prior update along ``mean grad_alpha f(z^+) - mean grad_alpha f(z^-)`` (eq. 10), i.e. descend
+   ``L_alpha = mean f(z^-) - mean f(z^+)``;
+4. generator update along ``mean grad_beta log p_beta(x_i | z_i^+)`` (eq. 11), i.e. descend
+   ``L_beta = -mean log p_beta(x_i | z_i^+)``.
+
+Both chains run with every parameter frozen (:func:`latentebm.langevin.frozen`), so sampling
+does no weight-gradient work and leaves every ``.grad`` untouched.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from latentebm.langevin import LangevinResult, LangevinSampler, LogDensity, frozen
+from latentebm.prior import GaussianPrior
+
+
+class NonFiniteError(RuntimeError):
+    """A loss, energy or gradient of a learning step is NaN or infinite.
+
+    Attributes:
+        term: the name of the first offending term (e.g. ``prior_loss``).
+        value: its value.
+    """
+
+    def __init__(self, term: str, value: float) -> None:
+        super().__init__(f"non-finite {term} = {value}")
+        self.term = term
+        self.value = value
+
+
+@dataclass
+class Optimizers:
+    """The two optimisers of Algorithm 1 (learning rates eta_0 for alpha, eta_1 for beta)."""
+
+    generator: torch.optim.Optimizer
+    prior: torch.optim.Optimizer | None = None
+    generator_grad_clip: float | None = None
+    prior_grad_clip: float | None = None
+
+
+@dataclass
+class LossTerms:
+    """The losses of one iteration (with graphs) and the chains that produced them."""
+
+    prior_loss: Tensor | None
+    generator_loss: Tensor
+    log_likelihood: Tensor
+    energy_pos: Tensor | None
+    energy_neg: Tensor | None
+    prior_chain: LangevinResult | None
+    posterior_chain: LangevinResult
+
+
+GradHook = Callable[[list[nn.Module]], None]
+
+
+class LatentEBM(nn.Module):
+    """``p(x, z) = p_alpha(z) p_beta(x | z)`` with short-run Langevin for prior and posterior.
+
+    Args:
+        prior: :class:`~latentebm.prior.EnergyPrior` (or the plain
+            :class:`~latentebm.prior.GaussianPrior` for the fixed-prior baseline).
+        generator: any module following :class:`~latentebm.generators.Generator`.
+        prior_chain: the K0-step sampler of ``p_alpha(z)`` (Table 5: 60 steps, a0 = 0.4).
+        posterior_chain: the K1-step sampler of ``p(z | x)`` (Table 5: 20 steps, a1 = 0.1).
+    """
+
+    def __init__(
+        self,
+        prior: GaussianPrior,
+        generator: nn.Module,
+        prior_chain: LangevinSampler,
+        posterior_chain: LangevinSampler,
+    ) -> None:
+        super().__init__()
+        self.prior = prior
+        self.generator = generator
+        self.prior_chain = prior_chain
+        self.posterior_chain = posterior_chain
+
+    @property
+    def z_dim(self) -> int:
+        return self.prior.z_dim
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.generator.parameters()).device
+
+    # ----------------------------------------------------------------------------- sampling
+    def posterior_log_density(self, x: Tensor) -> LogDensity:
+        """``z -> log p_beta(x | z) + log p_alpha(z)`` (unnormalised): the posterior target."""
+
+        def log_density(z: Tensor) -> Tensor:
+            return self.generator.log_likelihood(x, z) + self.prior.log_density(z)
+
+        return log_density
+
+    def sample_prior(
+        self,
+        n: int,
+        *,
+        generator: torch.Generator | None = None,
+        n_steps: int | None = None,
+        record_steps: tuple[int, ...] = (),
+    ) -> LangevinResult:
+        """``z^- ~ p~_alpha(z)``: K0 Langevin steps from ``N(0, sigma^2 I)`` (Algorithm 1, step 2).
+
+        A Gaussian prior is sampled exactly (no chain) unless ``n_steps`` is given.
+        """
+        z_init = self.prior.sample_reference(n, generator=generator, device=self.device)
+        if not self.prior.has_energy and n_steps is None:
+            n_steps = 0
+        with frozen(self):
+            return self.prior_chain.run(
+                self.prior.log_density,
+                z_init,
+                generator=generator,
+                n_steps=n_steps,
+                record_steps=record_steps,
+            )
+
+    def sample_posterior(
+        self, x: Tensor, *, generator: torch.Generator | None = None, n_steps: int | None = None
+    ) -> LangevinResult:
+        """``z^+ ~ p~_theta(z | x)``: K1 Langevin steps from ``N(0, sigma^2 I)`` (step 3)."""
+        z_init = self.prior.sample_reference(x.shape[0], generator=generator, device=self.device)
+        with frozen(self):
+            return self.posterior_chain.run(
+                self.posterior_log_density(x), z_init, generator=generator, n_steps=n_steps
+            )
+
+    @torch.no_grad()
+    def generate(
+        self,
+        n: int,
+        *,
+        generator: torch.Generator | None = None,
+        n_steps: int | None = None,
+        **decode_opts: Any,
+    ) -> Any:
+        """Ancestral sampling: ``z ~ p~_alpha(z)``, then ``x = generator.sample(z)``."""
+        z = self.sample_prior(n, generator=generator, n_steps=n_steps).z
+        return self.generator.sample(z, generator=generator, **decode_opts)
+
+    # ----------------------------------------------------------------------------- learning
+    def compute_losses(self, x: Tensor, *, generator: torch.Generator | None = None) -> LossTerms:
+        """Run both chains on the batch and build ``L_alpha`` and ``L_beta`` (eqs. 10-11)."""
+        prior_chain = None
+        if self.prior.has_energy:
+            prior_chain = self.sample_prior(x.shape[0], generator=generator)
+        posterior_chain = self.sample_posterior(x, generator=generator)
+        z_pos = posterior_chain.z
+        log_likelihood = self.generator.log_likelihood(x, z_pos)
+        generator_loss = -log_likelihood.mean()
+        prior_loss = energy_pos = energy_neg = None
+        if prior_chain is not None:
+            energy_pos = self.prior.energy(z_pos)
+            energy_neg = self.prior.energy(prior_chain.z)
+            prior_loss = energy_neg.mean() - energy_pos.mean()
+        return LossTerms(
+            prior_loss=prior_loss,
+            generator_loss=generator_loss,
+            log_likelihood=log_likelihood.detach(),
+            energy_pos=None if energy_pos is None else energy_pos.detach(),
+            energy_neg=None if energy_neg is None else energy_neg.detach(),
+            prior_chain=prior_chain,
+            posterior_chain=posterior_chain,
+        )
+
+    def learning_step(
+        self,
+        x: Tensor,
+        optimizers: Optimizers,
+        *,
+        generator: torch.Generator | None = None,
+        grad_hook: GradHook | None = None,
+    ) -> dict[str, float]:
+        """One iteration of Algorithm 1. Returns its named terms as floats.
+
+        Terms: ``energy_pos`` / ``energy_neg`` (mean f on posterior / prior samples),
+        ``energy_diff`` (their difference: the d_t of seed 004), ``recon_nll`` (mean
+        ``-log p_beta(x|z^+)`` per example), ``prior_loss``, ``posterior_grad_norm`` and
+        ``prior_grad_norm`` (mean ``||grad log pi||`` along each chain: the r_t of seed 004),
+        ``generator_param_grad_norm`` and ``prior_param_grad_norm`` (before clipping).
+
+        ``grad_hook(modules)`` runs after the backward pass and before clipping (the trainer
+        averages gradients over processes there).
+
+        Raises:
+            NonFiniteError: a term is NaN or infinite; no parameter was changed.
+        """
+        optimizers.generator.zero_grad(set_to_none=True)
+        if optimizers.prior is not None:
+            optimizers.prior.zero_grad(set_to_none=True)
+        losses = self.compute_losses(x, generator=generator)
+        total = losses.generator_loss
+        if losses.prior_loss is not None:
+            total = total + losses.prior_loss
+        total.backward()
+        if grad_hook is not None:
+            grad_hook([self.prior, self.generator])
+
+        terms: dict[str, float] = {
+            "recon_nll": float(losses.generator_loss.detach()),
+            "posterior_grad_norm": losses.posterior_chain.mean_grad_norm,
+            "generator_param_grad_norm": _clip(self.generator, optimizers.generator_grad_clip),
+        }
+        if losses.prior_loss is not None:
+            assert losses.energy_pos is not None and losses.energy_neg is not None
+            assert losses.prior_chain is not None
+            energy_pos = float(losses.energy_pos.mean())
+            energy_neg = float(losses.energy_neg.mean())
+            terms.update(
+                prior_loss=float(losses.prior_loss.detach()),
+                energy_pos=energy_pos,
+                energy_neg=energy_neg,
+                energy_diff=energy_pos - energy_neg,
+                prior_grad_norm=losses.prior_chain.mean_grad_norm,
+                prior_param_grad_norm=_clip(self.prior, optimizers.prior_grad_clip),
+            )
+        for name, value in terms.items():
+            if not math.isfinite(value):
+                optimizers.generator.zero_grad(set_to_none=True)
+                if optimizers.prior is not None:
+                    optimizers.prior.zero_grad(set_to_none=True)
+                raise NonFiniteError(name, value)
+        optimizers.generator.step()
+        if optimizers.prior is not None and losses.prior_loss is not None:
+            optimizers.prior.step()
+        return terms
+
+
+def _clip(module: nn.Module, max_norm: float | None) -> float:
+    """Clip the gradient norm of ``module`` to ``max_norm`` (if set); return the norm before."""
+    params = [p for p in module.parameters() if p.grad is not None]
+    if not params:
+        return 0.0
+    limit = float("inf") if max_norm is None else max_norm
+    return float(torch.nn.utils.clip_grad_norm_(params, limit))

@@ -1,0 +1,101 @@
+"""Latent priors: the exponentially tilted Gaussian ``p_alpha(z)`` and the plain Gaussian.
+
+Seed 001 (Pang et al. 2020), eq. 2::
+
+    p_alpha(z) = exp(f_alpha(z)) p_0(z) / Z(alpha),   p_0(z) = N(z; 0, sigma^2 I)
+
+``f_alpha`` is a small MLP (Table 6: z_dim -> 200 -> 200 -> 1, LeakyReLU 0.2). Only the
+unnormalised log density ``f_alpha(z) - ||z||^2 / (2 sigma^2)`` is needed for Langevin sampling
+and for the learning gradient (eq. 10); ``log Z(alpha)`` matters only for likelihood estimates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+class GaussianPrior(nn.Module):
+    """The reference ``p_0(z) = N(0, prior_sigma^2 I)`` used alone (the fixed-prior baseline).
+
+    It has the same interface as :class:`EnergyPrior` with ``f(z) = 0`` and no parameters.
+    """
+
+    has_energy: bool = False
+
+    def __init__(self, z_dim: int, prior_sigma: float = 1.0) -> None:
+        super().__init__()
+        if prior_sigma <= 0:
+            raise ValueError(f"prior_sigma must be > 0, got {prior_sigma}")
+        self.z_dim = z_dim
+        self.prior_sigma = float(prior_sigma)
+
+    def energy(self, z: Tensor) -> Tensor:
+        """``f(z)``: identically zero, shape ``(B,)``."""
+        return z.new_zeros(z.shape[0])
+
+    def log_reference(self, z: Tensor) -> Tensor:
+        """``log p_0(z)`` up to its constant: ``-||z||^2 / (2 sigma^2)``, shape ``(B,)``."""
+        return -0.5 * z.pow(2).sum(dim=1) / self.prior_sigma**2
+
+    def log_density(self, z: Tensor) -> Tensor:
+        """Unnormalised ``log p(z) = f(z) + log p_0(z)`` (eq. 2 less ``log Z``), shape ``(B,)``."""
+        return self.energy(z) + self.log_reference(z)
+
+    def sample_reference(
+        self,
+        n: int,
+        *,
+        generator: torch.Generator | None = None,
+        device: torch.device | None = None,
+    ) -> Tensor:
+        """Draw ``n`` samples of ``p_0 = N(0, sigma^2 I)``: every chain's initial state (eq. 9)."""
+        device = device if device is not None else _module_device(self)
+        return self.prior_sigma * torch.randn(n, self.z_dim, generator=generator, device=device)
+
+
+class EnergyPrior(GaussianPrior):
+    """``p_alpha(z) ∝ exp(f_alpha(z)) N(z; 0, prior_sigma^2 I)`` (seed 001, eq. 2).
+
+    Args:
+        z_dim: dimension d of z.
+        hidden_dims: widths of the hidden layers of the MLP ``f_alpha`` (Table 6: 200, 200).
+        negative_slope: LeakyReLU slope (0.2 in Table 6).
+        prior_sigma: standard deviation sigma of the Gaussian reference ``p_0``.
+    """
+
+    has_energy: bool = True
+
+    def __init__(
+        self,
+        z_dim: int,
+        hidden_dims: Sequence[int] = (200, 200),
+        negative_slope: float = 0.2,
+        prior_sigma: float = 1.0,
+    ) -> None:
+        super().__init__(z_dim, prior_sigma)
+        layers: list[nn.Module] = []
+        width = z_dim
+        for hidden in hidden_dims:
+            layers += [nn.Linear(width, hidden), nn.LeakyReLU(negative_slope)]
+            width = hidden
+        layers.append(nn.Linear(width, 1))
+        self.f = nn.Sequential(*layers)
+        for module in self.f:
+            if isinstance(module, nn.Linear):  # Xavier-normal, seed 001 appendix B.1
+                nn.init.xavier_normal_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def energy(self, z: Tensor) -> Tensor:
+        """``f_alpha(z)``, shape ``(B,)``: the tilt of the reference (higher = more probable)."""
+        return self.f(z).squeeze(-1)
+
+
+def _module_device(module: nn.Module) -> torch.device:
+    for tensor in module.parameters():
+        return tensor.device
+    for tensor in module.buffers():
+        return tensor.device
+    return torch.device("cpu")

@@ -1,0 +1,574 @@
+"""``Trainer``: runs Algorithm 1 over a dataset with logging, validation and checkpoints.
+
+A run lives in ``runs/<recipe>/<timestamp>/`` (or ``trainer.run_dir``) and holds
+``config.yaml`` (the resolved recipe), ``metrics.jsonl`` (one JSON object per logged step),
+TensorBoard event files, ``checkpoints/step_*.pt`` and ``samples/``. A run directory is never
+overwritten: continuing one is asked for with ``trainer.resume=auto`` or a checkpoint path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import signal
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from latentebm import __version__
+from latentebm.build import build_model, build_optimizers, build_task, resolve_device
+from latentebm.checkpoint import (
+    CheckpointError,
+    checkpoint_path,
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    resolve_checkpoint,
+    save_atomic,
+)
+from latentebm.config import Recipe, recipe_from_dict, recipe_to_dict, save_recipe
+from latentebm.distributed import (
+    DistContext,
+    average_gradients,
+    barrier,
+    broadcast_object,
+    broadcast_parameters,
+    gather_objects,
+    init_distributed,
+    reduce_values,
+    shutdown,
+)
+from latentebm.model import LatentEBM, NonFiniteError, Optimizers
+
+MAX_CONSECUTIVE_SKIPS = 10
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a non-finite term, a run directory in the way, ...)."""
+
+
+class Interrupted(RuntimeError):
+    """SIGINT or SIGTERM arrived; a checkpoint was saved. ``exit_code`` is 128 + signal."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass
+class TrainState:
+    """Where training stands: ``step`` updates done, the next batch ``batch_in_epoch``."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    skipped: int = 0
+    best_valid: float = math.inf
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+class Trainer:
+    """Train a :class:`LatentEBM` as a recipe says.
+
+    Args:
+        recipe: the validated recipe (:func:`latentebm.config.load_recipe`).
+    """
+
+    def __init__(self, recipe: Recipe) -> None:
+        self.recipe = recipe
+        self.cfg = recipe.trainer
+        self.ctx: DistContext = DistContext()
+        self.state = TrainState()
+        self._signal: int | None = None
+        self._writer: Any = None
+        self.run_dir: Path | None = None
+
+    # ------------------------------------------------------------------ setup
+    def _find_resume(self) -> Path | None:
+        resume = self.cfg.resume
+        if resume is None:
+            return None
+        if resume != "auto":
+            return resolve_checkpoint(resume)
+        if self.cfg.run_dir is not None:
+            return latest_checkpoint(Path(self.cfg.run_dir))
+        runs = Path(self.cfg.runs_root) / self._name()
+        candidates = sorted(p for p in runs.glob("*") if p.is_dir()) if runs.is_dir() else []
+        for run in reversed(candidates):
+            found = latest_checkpoint(run)
+            if found is not None:
+                return found
+        return None
+
+    def _name(self) -> str:
+        return self.recipe.name or "run"
+
+    def _new_run_dir(self) -> Path:
+        if self.cfg.run_dir is not None:
+            run_dir = Path(self.cfg.run_dir)
+            if run_dir.exists() and any(run_dir.iterdir()):
+                raise TrainingError(
+                    f"trainer.run_dir: {run_dir} exists and is not empty; continue it with "
+                    "resume=auto, or choose another trainer.run_dir"
+                )
+            return run_dir
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        base = Path(self.cfg.runs_root) / self._name()
+        run_dir, n = base / stamp, 1
+        while run_dir.exists():
+            run_dir, n = base / f"{stamp}-{n}", n + 1
+        return run_dir
+
+    def _check_compatible(self, saved: dict[str, Any], source: Path) -> None:
+        """The model and task of a resumed run must be those of the checkpoint."""
+        current = recipe_to_dict(self.recipe)
+        for section in ("task", "model"):
+            diff = _first_difference(saved.get(section), current.get(section), section)
+            if diff is not None:
+                raise TrainingError(
+                    f"resume from {source}: {diff}; a resumed run keeps its task and model "
+                    "(start a new run to change them)"
+                )
+
+    # ------------------------------------------------------------------ main
+    def fit(self) -> Path:
+        """Train until ``trainer.max_steps``; return the run directory."""
+        use_cuda = self.recipe.device.startswith("cuda") or (
+            self.recipe.device == "auto" and torch.cuda.is_available()
+        )
+        self.ctx = init_distributed(use_cuda)
+        try:
+            return self._fit()
+        finally:
+            if self._writer is not None:
+                self._writer.close()
+            shutdown(self.ctx)
+
+    def _fit(self) -> Path:
+        ctx, cfg = self.ctx, self.cfg
+        device = resolve_device(self.recipe.device, ctx.local_rank)
+        resume_from = self._find_resume() if ctx.is_main else None
+        resume_from = broadcast_object(resume_from, ctx)
+        saved: dict[str, Any] | None = None
+        if resume_from is not None:
+            saved = load_checkpoint(resume_from, map_location="cpu")
+            self._check_compatible(saved["recipe"], resume_from)
+            run_dir = Path(saved["run_dir"]) if cfg.run_dir is None else Path(cfg.run_dir)
+        else:
+            run_dir = self._new_run_dir() if ctx.is_main else Path()
+        run_dir = broadcast_object(run_dir, ctx)
+        self.run_dir = run_dir
+
+        torch.manual_seed(self.recipe.seed)  # the same initial weights on every rank
+        task = build_task(self.recipe, state=None if saved is None else saved["task_state"])
+        model = build_model(self.recipe, task).to(device)
+        optimizers = build_optimizers(self.recipe, model)
+        langevin_rng = torch.Generator(device)
+        langevin_rng.manual_seed(_rank_seed(self.recipe.seed, ctx.rank, salt=1))
+        _seed_everything(_rank_seed(self.recipe.seed, ctx.rank, salt=2))
+        if saved is not None:
+            self._restore(saved, model, optimizers, langevin_rng)
+        broadcast_parameters(model, ctx)
+
+        if ctx.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "samples").mkdir(exist_ok=True)
+            _save_config(self.recipe, run_dir, self.state.step)
+            self._open_writer(run_dir)
+            action = (
+                f"resuming from {resume_from} at step {self.state.step}" if saved else "new run"
+            )
+            _say(f"latentebm {__version__}: {action}; run dir {run_dir}")
+            _say(f"task: {task.describe()}")
+            n_params = sum(p.numel() for p in model.parameters())
+            _say(
+                f"model: {n_params:,} parameters on {device}; {model.prior_chain!r} (prior), "
+                f"{model.posterior_chain!r} (posterior); {ctx.world_size} process(es)"
+            )
+        barrier(ctx)
+
+        self._install_signal_handlers()
+        try:
+            self._loop(task, model, optimizers, langevin_rng, device)
+        finally:
+            self._restore_signal_handlers()
+        if ctx.is_main and cfg.samples_at_end > 0:
+            self._write_samples(task, model, device, cfg.samples_at_end, echo=True)
+        return run_dir
+
+    def _loop(
+        self,
+        task: Any,
+        model: LatentEBM,
+        optimizers: Optimizers,
+        langevin_rng: torch.Generator,
+        device: torch.device,
+    ) -> None:
+        ctx, cfg, st = self.ctx, self.cfg, self.state
+        has_valid = _has_split(task, "valid")
+        progress = _progress(cfg.max_steps, st.step, enabled=cfg.progress and ctx.is_main)
+        sums: dict[str, float] = defaultdict(float)
+        count, tokens, interval_start = 0, 0, time.perf_counter()
+        consecutive_skips = 0
+        model.train()
+
+        def grad_hook(modules: list[torch.nn.Module]) -> None:
+            average_gradients(modules, ctx)
+
+        while st.step < cfg.max_steps:
+            batches = task.batches(
+                "train",
+                cfg.batch_size,
+                seed=self.recipe.seed,
+                epoch=st.epoch,
+                rank=ctx.rank,
+                world_size=ctx.world_size,
+            )
+            if not batches:
+                raise TrainingError("the training split yields no batch: is it empty?")
+            while st.batch_in_epoch < len(batches) and st.step < cfg.max_steps:
+                x = batches[st.batch_in_epoch].to(device, non_blocking=True)
+                st.batch_in_epoch += 1
+                try:
+                    terms = model.learning_step(
+                        x, optimizers, generator=langevin_rng, grad_hook=grad_hook
+                    )
+                except NonFiniteError as error:
+                    consecutive_skips += 1
+                    if cfg.nonfinite == "stop" or consecutive_skips > MAX_CONSECUTIVE_SKIPS:
+                        where = self._save_checkpoint(task, model, optimizers, langevin_rng)
+                        raise TrainingError(
+                            f"step {st.step + 1}: {error.term} is {error.value} (not finite); "
+                            f"stopped before updating, state saved to {where}. Lower the "
+                            "learning rates or step sizes, or set trainer.nonfinite=skip"
+                        ) from error
+                    st.skipped += 1
+                    if ctx.is_main:
+                        _say(f"step {st.step + 1}: {error.term} is {error.value}; batch skipped")
+                    continue
+                consecutive_skips = 0
+                st.step += 1
+                count += 1
+                tokens += int(task.num_target_tokens(x))
+                for key, value in terms.items():
+                    sums[key] += value
+                if st.step % cfg.log_every == 0 or st.step == cfg.max_steps:
+                    row = {k: v / count for k, v in sums.items()}
+                    elapsed = time.perf_counter() - interval_start
+                    row["tokens_per_s"] = tokens * ctx.world_size / max(elapsed, 1e-9)
+                    row["steps_per_s"] = count / max(elapsed, 1e-9)
+                    row = reduce_values(row, ctx)
+                    self._log(row, progress)
+                    sums.clear()
+                    count, tokens, interval_start = 0, 0, time.perf_counter()
+                if has_valid and (st.step % cfg.valid_every == 0 or st.step == cfg.max_steps):
+                    self._log(self.validate(task, model, device), progress)
+                    interval_start = time.perf_counter()
+                if st.step % cfg.checkpoint_every == 0 or st.step == cfg.max_steps:
+                    self._save_checkpoint(task, model, optimizers, langevin_rng)
+                if self._signal is not None:
+                    where = self._save_checkpoint(task, model, optimizers, langevin_rng)
+                    name = signal.Signals(self._signal).name
+                    raise Interrupted(
+                        f"{name} at step {st.step}: checkpoint saved to {where}; "
+                        "continue with resume=auto",
+                        exit_code=128 + self._signal,
+                    )
+            if st.batch_in_epoch >= len(batches):
+                st.epoch += 1
+                st.batch_in_epoch = 0
+                _decay_lr(optimizers, self.recipe)
+        if progress is not None:
+            progress.close()
+
+    # ------------------------------------------------------------------ validation
+    def validate(self, task: Any, model: LatentEBM, device: torch.device) -> dict[str, float]:
+        """Reconstruction NLL of the valid split with posterior samples (K1 steps).
+
+        ``valid_recon_nll`` is ``-log p_beta(x | z^+)`` per sentence in nats (summed over
+        tokens incl. ``<eos>``), ``valid_recon_ppl`` is ``exp(total NLL / total tokens)``.
+        It is not a likelihood bound of ``log p(x)``; it measures how well the posterior
+        chain finds a z that explains x. The chains use a fixed seed, so values are
+        comparable across steps, and the training RNG is not disturbed.
+        """
+        cfg = self.cfg
+        batches = task.batches(
+            "valid",
+            cfg.batch_size,
+            seed=0,
+            epoch=0,
+            shuffle=False,
+            rank=self.ctx.rank,
+            world_size=self.ctx.world_size,
+        )
+        if cfg.valid_batches is not None:
+            batches = batches[: cfg.valid_batches]
+        rng = torch.Generator(device)
+        rng.manual_seed(12345 + self.ctx.rank)
+        was_training = model.training
+        model.eval()
+        total_nll, total_tokens, total_sentences = 0.0, 0.0, 0.0
+        for batch in batches:
+            x = batch.to(device)
+            z = model.sample_posterior(x, generator=rng).z
+            with torch.no_grad():
+                total_nll -= float(model.generator.log_likelihood(x, z).sum())
+            total_tokens += int(task.num_target_tokens(x))
+            total_sentences += x.shape[0]
+        model.train(was_training)
+        sums = reduce_values(
+            {"nll": total_nll, "tokens": total_tokens, "sentences": total_sentences},
+            self.ctx,
+            average=False,
+        )
+        sentences = max(sums["sentences"], 1.0)
+        return {
+            "valid_recon_nll": sums["nll"] / sentences,
+            "valid_recon_ppl": math.exp(min(sums["nll"] / max(sums["tokens"], 1.0), 700.0)),
+        }
+
+    # ------------------------------------------------------------------ logging
+    def _open_writer(self, run_dir: Path) -> None:
+        if not self.cfg.tensorboard:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is a dependency, but keep training without it
+            _say("tensorboard is not installed: TensorBoard logging is off")
+            return
+        self._writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=self.state.step)
+
+    def _log(self, row: dict[str, float], progress: Any) -> None:
+        if not self.ctx.is_main:
+            return
+        st = self.state
+        record = {"step": st.step, "epoch": st.epoch, "time": time.time(), **row}
+        assert self.run_dir is not None
+        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self._writer is not None:
+            for key, value in row.items():
+                self._writer.add_scalar(key, value, st.step)
+        if progress is not None:
+            progress.n = st.step
+            shown = {k: row[k] for k in _BAR_KEYS if k in row}
+            progress.set_postfix({k: f"{v:.3g}" for k, v in shown.items()}, refresh=False)
+            progress.refresh()
+        elif "valid_recon_nll" in row or st.step % (self.cfg.log_every * 10) == 0:
+            text = " ".join(f"{k}={v:.4g}" for k, v in row.items())
+            _say(f"step {st.step}: {text}")
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save_checkpoint(
+        self,
+        task: Any,
+        model: LatentEBM,
+        optimizers: Optimizers,
+        langevin_rng: torch.Generator,
+    ) -> Path:
+        assert self.run_dir is not None
+        rng_states = gather_objects(_rng_state(langevin_rng), self.ctx)
+        path = checkpoint_path(self.run_dir, self.state.step)
+        if self.ctx.is_main:
+            st = self.state
+            state = {
+                "format": 1,
+                "library_version": __version__,
+                "step": st.step,
+                "epoch": st.epoch,
+                "batch_in_epoch": st.batch_in_epoch,
+                "skipped": st.skipped,
+                "world_size": self.ctx.world_size,
+                "run_dir": str(self.run_dir),
+                "recipe": recipe_to_dict(self.recipe),
+                "task_state": task.state_dict(),
+                "model": model.state_dict(),
+                "optim_generator": optimizers.generator.state_dict(),
+                "optim_prior": None if optimizers.prior is None else optimizers.prior.state_dict(),
+                "rng": rng_states,
+            }
+            save_atomic(state, path)
+            prune_checkpoints(self.run_dir, self.cfg.keep_checkpoints)
+        barrier(self.ctx)
+        return path
+
+    def _restore(
+        self,
+        saved: dict[str, Any],
+        model: LatentEBM,
+        optimizers: Optimizers,
+        langevin_rng: torch.Generator,
+    ) -> None:
+        model.load_state_dict(saved["model"])
+        optimizers.generator.load_state_dict(saved["optim_generator"])
+        if optimizers.prior is not None and saved["optim_prior"] is not None:
+            optimizers.prior.load_state_dict(saved["optim_prior"])
+        self.state = TrainState(
+            step=int(saved["step"]),
+            epoch=int(saved["epoch"]),
+            batch_in_epoch=int(saved["batch_in_epoch"]),
+            skipped=int(saved.get("skipped", 0)),
+        )
+        rng = saved["rng"]
+        if len(rng) == self.ctx.world_size:
+            _set_rng_state(rng[self.ctx.rank], langevin_rng)
+        elif self.ctx.is_main:
+            _say(
+                f"checkpoint was written by {len(rng)} process(es), this run has "
+                f"{self.ctx.world_size}: random streams restart from the seed"
+            )
+
+    def _write_samples(
+        self, task: Any, model: LatentEBM, device: torch.device, n: int, echo: bool
+    ) -> list[str]:
+        rng = torch.Generator(device)
+        rng.manual_seed(self.recipe.seed)
+        model.eval()
+        sentences = task.decode(model.generate(n, generator=rng, decode="greedy"))
+        assert self.run_dir is not None
+        out = self.run_dir / "samples" / f"step_{self.state.step:08d}.txt"
+        out.write_text("\n".join(sentences) + "\n", encoding="utf-8")
+        if echo:
+            _say(f"{n} samples (prior chain K0={model.prior_chain.n_steps}, greedy) -> {out}")
+            for sentence in sentences:
+                print(sentence, flush=True)
+        return sentences
+
+    # ------------------------------------------------------------------ signals
+    def _install_signal_handlers(self) -> None:
+        self._previous: dict[int, Any] = {}
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            if self._signal is not None:  # a second signal: stop now
+                raise KeyboardInterrupt
+            self._signal = signum
+            if self.ctx.is_main:
+                _say(f"\n{signal.Signals(signum).name}: saving a checkpoint after this step ...")
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError):  # not the main thread
+                self._previous[signum] = signal.signal(signum, handler)
+
+    def _restore_signal_handlers(self) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+
+
+_BAR_KEYS = ("recon_nll", "energy_diff", "valid_recon_nll", "tokens_per_s")
+
+
+def _save_config(recipe: Recipe, run_dir: Path, step: int) -> None:
+    """Write ``config.yaml``; a resumed run with other settings gets ``config.step_N.yaml``."""
+    first = run_dir / "config.yaml"
+    if not first.exists():
+        save_recipe(recipe, first)
+        return
+    current = yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False)
+    if yaml.safe_dump(yaml.safe_load(first.read_text()), sort_keys=False) != current:
+        save_recipe(recipe, run_dir / f"config.step_{step:08d}.yaml")
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _progress(total: int, initial: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="train", unit="it", dynamic_ncols=True)
+
+
+def _has_split(task: Any, split: str) -> bool:
+    try:
+        return task.num_sentences(split) > 0
+    except ValueError:
+        return False
+
+
+def _decay_lr(optimizers: Optimizers, recipe: Recipe) -> None:
+    """Per-epoch learning-rate decay (``optim.*.lr_decay``)."""
+    pairs = [(optimizers.generator, recipe.optim.generator.lr_decay)]
+    if optimizers.prior is not None:
+        pairs.append((optimizers.prior, recipe.optim.prior.lr_decay))
+    for optimizer, decay in pairs:
+        if decay != 1.0:
+            for group in optimizer.param_groups:
+                group["lr"] *= decay
+
+
+def _rank_seed(seed: int, rank: int, salt: int) -> int:
+    return (seed * 1_000_003 + rank * 7919 + salt) % (2**63)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def _rng_state(langevin_rng: torch.Generator) -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "python": random.getstate(),
+        "numpy": [
+            np_state[0],
+            np_state[1].tolist(),
+            int(np_state[2]),
+            int(np_state[3]),
+            float(np_state[4]),
+        ],
+        "langevin": langevin_rng.get_state(),
+    }
+
+
+def _set_rng_state(state: dict[str, Any], langevin_rng: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    random.setstate(_to_tuple(state["python"]))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    langevin_rng.set_state(state["langevin"])
+
+
+def _to_tuple(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_to_tuple(v) for v in value)
+    return value
+
+
+def _first_difference(saved: Any, current: Any, path: str) -> str | None:
+    if isinstance(saved, dict) and isinstance(current, dict):
+        for key in sorted(set(saved) | set(current)):
+            diff = _first_difference(saved.get(key), current.get(key), f"{path}.{key}")
+            if diff is not None:
+                return diff
+        return None
+    if isinstance(saved, (list, tuple)) and isinstance(current, (list, tuple)):
+        saved, current = list(saved), list(current)
+    if saved != current:
+        return f"{path} is {current!r} here but {saved!r} in the checkpoint"
+    return None
+
+
+def reload_recipe(saved: dict[str, Any], source: Path) -> Recipe:
+    """The recipe stored in a checkpoint."""
+    try:
+        return recipe_from_dict(saved["recipe"], source=str(source))
+    except KeyError as error:
+        raise CheckpointError(f"{source}: checkpoint has no recipe") from error

@@ -1,0 +1,1 @@
+"""Task plug-ins (data loading, tokenization, metrics) built on the latentebm core."""

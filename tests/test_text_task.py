@@ -1,0 +1,331 @@
+"""Tests for tasks.text (vocabulary, tokenizers, TextTask batching)."""
+
+import io
+import os
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from latentebm.data import DataFileError
+from tasks.text import (
+    SentencePieceTokenizer,
+    TextTask,
+    Tokenizer,
+    Vocabulary,
+    WordTokenizer,
+    tokenizer_from_state_dict,
+)
+
+Config = TextTask.Config
+
+
+def _write(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def _random_corpus(n: int, seed: int, max_len: int = 40) -> list[str]:
+    rng = random.Random(seed)
+    words = [f"w{i}" for i in range(50)] + ["the", "a", "of", "<unk>"]
+    return [" ".join(rng.choices(words, k=rng.randint(1, max_len))) for _ in range(n)]
+
+
+def _roundtrip(obj: dict) -> dict:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+@pytest.fixture
+def small_task(tmp_path: Path) -> TextTask:
+    train = _write(tmp_path / "train.txt", ["b a c a", "", "a b <unk>", "d"])
+    valid = _write(tmp_path / "valid.txt", ["a z b", "c"])
+    return TextTask(Config(train=train.name, valid=valid.name), str(tmp_path))
+
+
+# ----------------------------------------------------------------------------- vocabulary
+
+
+def test_vocabulary_order_and_specials() -> None:
+    vocab = Vocabulary.build([["b", "a", "c", "a"], ["a", "b", "<unk>"], ["d"], ["<unk>"]])
+    # specials, then frequency descending (a:3, b:2), then alphabetical ties (c, d)
+    assert vocab.itos == ["<pad>", "<unk>", "<bos>", "<eos>", "a", "b", "c", "d"]
+    assert (vocab.pad_id, vocab.unk_id, vocab.bos_id, vocab.eos_id) == (0, 1, 2, 3)
+    assert vocab.itos.count("<unk>") == 1
+    assert vocab.encode(["a", "<unk>", "zzz", "d"]) == [4, 1, 1, 7]
+    assert vocab.decode([2, 4, 1, 5, 3, 6, 0]) == ["a", "<unk>", "b"]
+    assert vocab.decode([2, 4, 3], strip_specials=False) == ["<bos>", "a", "<eos>"]
+    assert len(vocab) == 8
+
+
+def test_vocabulary_min_freq_max_size() -> None:
+    sents = [["a", "a", "a", "b", "b", "c"]]
+    assert Vocabulary.build(sents, min_freq=2).itos[4:] == ["a", "b"]
+    assert len(Vocabulary.build(sents, max_size=5)) == 5
+    v = Vocabulary.build(sents)
+    assert Vocabulary.from_state_dict(_roundtrip(v.state_dict())).itos == v.itos
+
+
+# ----------------------------------------------------------------------------- text task
+
+
+def test_encode_decode_padding(small_task: TextTask) -> None:
+    task = small_task
+    assert task.generator_kwargs() == {"vocab_size": 8, "pad_id": 0, "bos_id": 2, "eos_id": 3}
+    batch = task.encode(["a b", "d c a <unk> q"])
+    a, b, c, d = 4, 5, 6, 7
+    assert batch.dtype == torch.long
+    assert batch.tolist() == [[2, a, b, 3, 0, 0, 0], [2, d, c, a, 1, 1, 3]]
+    assert task.decode(batch) == ["a b", "d c a <unk> <unk>"]
+    assert task.decode(batch.tolist()) == ["a b", "d c a <unk> <unk>"]
+    assert task.num_target_tokens(batch) == 3 + 6
+    assert task.num_sentences("train") == 3  # blank line skipped
+    assert task.num_sentences("valid") == 2
+    assert "train 3" in task.describe() and "vocab 8" in task.describe()
+
+
+def test_unconfigured_split(small_task: TextTask) -> None:
+    with pytest.raises(ValueError, match="test"):
+        small_task.num_sentences("test")
+    with pytest.raises(ValueError, match="bogus"):
+        small_task.batches("bogus", 2, seed=0, epoch=0)
+
+
+def test_length_filters_and_max_sentences(tmp_path: Path) -> None:
+    lines = ["a", "a b", "a b c", "a b c d", "a b c d e"]
+    _write(tmp_path / "t.txt", lines)
+    cfg = Config(train="t.txt", min_length=2, max_length=4)
+    task = TextTask(cfg, str(tmp_path))
+    assert task.sentences("train") == ["a b", "a b c", "a b c d"]
+    assert "1 short" in task.describe() and "1 long" in task.describe()
+    task = TextTask(Config(train="t.txt", max_sentences=2), str(tmp_path))
+    assert task.num_sentences("train") == 2
+
+
+def test_valid_fraction_split(tmp_path: Path) -> None:
+    lines = [f"s{i} x" for i in range(100)]
+    _write(tmp_path / "t.txt", lines)
+    cfg = Config(train="t.txt", valid_fraction=0.1)
+    t1 = TextTask(cfg, str(tmp_path))
+    t2 = TextTask(cfg, str(tmp_path))
+    assert t1.num_sentences("valid") == 10 and t1.num_sentences("train") == 90
+    assert t1.sentences("valid") == t2.sentences("valid")  # fixed seed
+    assert not set(t1.sentences("valid")) & set(t1.sentences("train"))
+    assert t1.sentences("train") == sorted(t1.sentences("train"), key=lambda s: int(s[1:-2]))
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError):
+        Config(train="x", valid="y", valid_fraction=0.1)
+    with pytest.raises(ValueError):
+        Config(train="x", tokenizer="chars")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        Config(train="x", valid_fraction=1.0)
+
+
+def test_missing_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LATENTEBM_DATA", raising=False)
+    with pytest.raises(DataFileError) as info:
+        TextTask(Config(train="ptb/ptb.train.txt.gz"), str(tmp_path))
+    assert "ptb/ptb.train.txt.gz" in str(info.value) and "LATENTEBM_DATA" in str(info.value)
+
+
+# ----------------------------------------------------------------------------- batching
+
+
+@pytest.fixture(scope="module")
+def batch_task(tmp_path_factory: pytest.TempPathFactory) -> TextTask:
+    d = tmp_path_factory.mktemp("batch")
+    _write(d / "train.txt", _random_corpus(2000, seed=1))
+    _write(d / "valid.txt", _random_corpus(103, seed=2))
+    return TextTask(Config(train="train.txt", valid="valid.txt"), str(d))
+
+
+def _row_ids(batches: list[torch.Tensor]) -> list[tuple[int, ...]]:
+    return [tuple(r[r != 0].tolist()) for b in batches for r in b]
+
+
+def test_batches_deterministic_and_cover(batch_task: TextTask) -> None:
+    task = batch_task
+    b1 = task.batches("train", 16, seed=3, epoch=0)
+    b2 = task.batches("train", 16, seed=3, epoch=0)
+    b3 = task.batches("train", 16, seed=3, epoch=1)
+    assert len(b1) == len(b2) and all(torch.equal(x, y) for x, y in zip(b1, b2, strict=True))
+    assert not all(x.shape == y.shape and torch.equal(x, y) for x, y in zip(b1, b3, strict=False))
+    expected = sorted(_row_ids([task.encode(task.sentences("train"))]))
+    for bs in (b1, b3):
+        assert sorted(_row_ids(bs)) == expected  # every sentence exactly once
+        assert sum(b.shape[0] for b in bs) == 2000
+        assert all(b.shape[0] <= 16 for b in bs)
+        assert all(((b[:, 0] == 2) & ((b == 3).sum(1) == 1)).all() for b in bs)
+
+
+def test_batches_similar_lengths(batch_task: TextTask) -> None:
+    task = batch_task
+
+    def spread(bs: list[torch.Tensor]) -> float:
+        lens = [(b != 0).sum(1) for b in bs]
+        return sum(float(x.max() - x.min()) for x in lens) / len(lens)
+
+    bucketed = spread(task.batches("train", 16, seed=0, epoch=0))
+    unsorted = spread(task.batches("train", 16, seed=0, epoch=0, shuffle=False))
+    assert unsorted > 20
+    assert bucketed < 0.1 * unsorted
+
+
+def test_batches_no_shuffle_file_order(batch_task: TextTask) -> None:
+    task = batch_task
+    bs = task.batches("valid", 10, seed=0, epoch=5, shuffle=False)
+    assert [b.shape[0] for b in bs] == [10] * 10 + [3]
+    flat = [s for b in bs for s in task.decode(b)]
+    expected = task.decode(task.encode(task.sentences("valid")))
+    assert flat == expected
+    assert all(
+        torch.equal(x, y)
+        for x, y in zip(bs, task.batches("valid", 10, seed=9, epoch=0, shuffle=False), strict=True)
+    )
+
+
+def test_batches_ranks(batch_task: TextTask) -> None:
+    task = batch_task
+    full = task.batches("train", 16, seed=4, epoch=2)
+    world = 3
+    shares = [
+        task.batches("train", 16, seed=4, epoch=2, rank=r, world_size=world) for r in range(3)
+    ]
+    assert len({len(s) for s in shares}) == 1
+    assert len(shares[0]) == len(full) // world
+    # rank r gets full[r::world] (truncated): the shares are disjoint slices of one epoch
+    for r, s in enumerate(shares):
+        assert all(torch.equal(x, y) for x, y in zip(s, full[r::world], strict=False))
+    used = sorted(_row_ids([b for s in shares for b in s]))
+    kept = sorted(_row_ids(full[: world * len(shares[0])]))
+    assert used == kept
+    with pytest.raises(ValueError):
+        task.batches("train", 16, seed=4, epoch=2, rank=3, world_size=3)
+
+
+# ----------------------------------------------------------------------------- state dicts
+
+
+def test_word_state_roundtrip(batch_task: TextTask) -> None:
+    task = batch_task
+    state = _roundtrip(task.state_dict())
+    restored = TextTask(Config(train="does/not/exist.txt"), None, state=state)
+    sents = task.sentences("valid")[:20] + ["w1 unseen w2"]
+    assert torch.equal(task.encode(sents), restored.encode(sents))
+    assert restored.generator_kwargs() == task.generator_kwargs()
+    with pytest.raises(ValueError, match="tokenizer"):
+        TextTask(Config(train="x", tokenizer="sentencepiece"), None, state=state)
+
+
+@pytest.fixture(scope="module")
+def spm_task(tmp_path_factory: pytest.TempPathFactory) -> TextTask:
+    d = tmp_path_factory.mktemp("spm")
+    rng = random.Random(0)
+    words = [
+        "the",
+        "cat",
+        "dog",
+        "sat",
+        "on",
+        "mat",
+        "big",
+        "small",
+        "red",
+        "house",
+        "tree",
+        "runs",
+        "jumps",
+        "over",
+        "under",
+    ]
+    lines = [" ".join(rng.choice(words) for _ in range(rng.randint(2, 12))) for _ in range(300)]
+    lines[5] = "the <unk> sat on the mat"
+    _write(d / "train.txt", lines)
+    cfg = Config(train="train.txt", tokenizer="sentencepiece", spm_vocab_size=60)
+    return TextTask(cfg, str(d))
+
+
+def test_sentencepiece_task(spm_task: TextTask) -> None:
+    task = spm_task
+    tok = task.tokenizer
+    assert isinstance(tok, SentencePieceTokenizer) and isinstance(tok, Tokenizer)
+    assert (tok.pad_id, tok.unk_id, tok.bos_id, tok.eos_id) == (0, 1, 2, 3)
+    assert 4 < len(tok) <= 60
+    sents = ["the cat sat on the mat", "big red house", "the <unk> runs"]
+    batch = task.encode(sents)
+    assert (batch[:, 0] == 2).all()
+    assert task.decode(batch) == sents
+    assert 1 in batch[2].tolist()  # literal <unk> -> unk id
+    assert task.num_sentences("train") == 300
+
+
+def test_sentencepiece_state_roundtrip(spm_task: TextTask) -> None:
+    state = _roundtrip(spm_task.state_dict())
+    assert isinstance(state["tokenizer"]["model"], torch.Tensor)
+    restored = TextTask(Config(train="nowhere", tokenizer="sentencepiece"), None, state=state)
+    sents = ["the dog jumps over the big tree", "small mat <unk>", "zebra"]
+    assert torch.equal(spm_task.encode(sents), restored.encode(sents))
+    tok = tokenizer_from_state_dict(state["tokenizer"])
+    assert tok.encode(sents[0]) == spm_task.tokenizer.encode(sents[0])
+
+
+def test_word_tokenizer_lowercase() -> None:
+    tok = WordTokenizer(Vocabulary.build([["the", "cat"]]), lowercase=True)
+    assert isinstance(tok, Tokenizer)
+    assert tok.encode("The CAT") == [5, 4]  # cat=4, the=5 (tie -> alphabetical)
+    restored = tokenizer_from_state_dict(_roundtrip(tok.state_dict()))
+    assert restored.encode("The CAT") == tok.encode("the cat")
+
+
+# ----------------------------------------------------------------------------- real data
+
+
+def test_builtin_wordnet(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LATENTEBM_DATA", raising=False)
+    cfg = Config(train="builtin:wordnet30_examples.txt.gz", valid_fraction=0.05, lowercase=True)
+    task = TextTask(cfg, None)
+    n_train, n_valid = task.num_sentences("train"), task.num_sentences("valid")
+    assert n_train + n_valid == 48224
+    assert n_valid == round(48224 * 0.05)
+    assert len(task.batches("train", 64, seed=0, epoch=0)) > 0
+
+
+def _ptb_root() -> Path:
+    root = os.environ.get("LATENTEBM_DATA")
+    if not root:
+        pytest.skip("LATENTEBM_DATA is not set; real PTB test needs the data root")
+    ptb = Path(root) / "ptb"
+    if not all((ptb / f"ptb.{s}.txt.gz").is_file() for s in ("train", "valid", "test")):
+        pytest.skip(f"PTB files not found under {ptb}")
+    return Path(root)
+
+
+@pytest.mark.real_data
+def test_real_ptb() -> None:
+    root = _ptb_root()
+    cfg = Config(
+        train="ptb/ptb.train.txt.gz", valid="ptb/ptb.valid.txt.gz", test="ptb/ptb.test.txt.gz"
+    )
+    task = TextTask(cfg, str(root))
+    assert [task.num_sentences(s) for s in ("train", "valid", "test")] == [42068, 3370, 3761]
+    # 9,999 word types incl. <unk> in train: 9,998 words + 4 specials
+    assert len(task.tokenizer) == 10002
+    itos = task.tokenizer.vocab.itos
+    assert itos[:5] == ["<pad>", "<unk>", "<bos>", "<eos>", "the"]
+    sri = root / "ptb" / "ptb.sri_text.dict"
+    if sri.is_file():
+        ref = [line.split()[0] for line in sri.read_text().splitlines()]
+        assert set(ref[4:]) == set(itos[4:])
+    # valid/test have no OOV w.r.t. train except PTB's own <unk> tokens
+    valid = task.encode(task.sentences("valid"))
+    n_unk = int((valid == 1).sum())
+    n_unk_text = sum(s.split().count("<unk>") for s in task.sentences("valid"))
+    assert n_unk == n_unk_text
+    train_batches = task.batches("train", 32, seed=0, epoch=0)
+    assert sum(b.shape[0] for b in train_batches) == 42068
+    assert sum(task.num_target_tokens(b) for b in train_batches) == 887521 + 42068
