@@ -303,17 +303,11 @@ class Trainer:
         comparable across steps, and the training RNG is not disturbed.
         """
         cfg = self.cfg
-        batches = task.batches(
-            "valid",
-            cfg.batch_size,
-            seed=0,
-            epoch=0,
-            shuffle=False,
-            rank=self.ctx.rank,
-            world_size=self.ctx.world_size,
-        )
+        batches = task.batches("valid", cfg.batch_size, seed=0, epoch=0, shuffle=False)
         if cfg.valid_batches is not None:
             batches = batches[: cfg.valid_batches]
+        # the same sentences for any number of processes
+        batches = batches[self.ctx.rank :: self.ctx.world_size]
         rng = torch.Generator(device)
         rng.manual_seed(12345 + self.ctx.rank)
         was_training = model.training
