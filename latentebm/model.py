@@ -203,9 +203,7 @@ class LatentEBM(nn.Module):
         Raises:
             NonFiniteError: a term is NaN or infinite; no parameter was changed.
         """
-        optimizers.generator.zero_grad(set_to_none=True)
-        if optimizers.prior is not None:
-            optimizers.prior.zero_grad(set_to_none=True)
+        self.zero_grad(set_to_none=True)
         losses = self.compute_losses(x, generator=generator)
         total = losses.generator_loss
         if losses.prior_loss is not None:
@@ -234,9 +232,7 @@ class LatentEBM(nn.Module):
             )
         for name, value in terms.items():
             if not math.isfinite(value):
-                optimizers.generator.zero_grad(set_to_none=True)
-                if optimizers.prior is not None:
-                    optimizers.prior.zero_grad(set_to_none=True)
+                self.zero_grad(set_to_none=True)
                 raise NonFiniteError(name, value)
         optimizers.generator.step()
         if optimizers.prior is not None and losses.prior_loss is not None:

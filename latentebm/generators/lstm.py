@@ -122,13 +122,17 @@ class LSTMDecoder(nn.Module):
 
         Returns:
             ``LongTensor (B, L)`` of token ids without ``<bos>``; each row ends at its first
-            ``<eos>``, followed by ``<pad>``.
+            ``<eos>``, followed by ``<pad>``. ``<pad>`` and ``<bos>`` are never produced.
         """
         if decode not in ("greedy", "sample"):
             raise ValueError(f"decode must be 'greedy' or 'sample', got {decode!r}")
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        length = max_length or self.config.max_decode_length
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        if max_length is not None and max_length < 1:
+            raise ValueError(f"max_length must be >= 1, got {max_length}")
+        length = self.config.max_decode_length if max_length is None else max_length
         batch = z.shape[0]
         state = self._initial_state(z)
         token = torch.full((batch, 1), self.bos_id, dtype=torch.long, device=z.device)
@@ -139,6 +143,9 @@ class LSTMDecoder(nn.Module):
             step_in = torch.cat([self.embedding(token), z_step], dim=2)
             hidden, state = self.lstm(step_in, state)
             logits = self.output(hidden[:, 0])
+            # never emitted: <pad> marks the end of a row, <bos> only starts one
+            logits[:, self.pad_id] = float("-inf")
+            logits[:, self.bos_id] = float("-inf")
             if decode == "greedy":
                 next_token = logits.argmax(dim=1)
             else:

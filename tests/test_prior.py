@@ -1,0 +1,93 @@
+"""Tests of the latent priors (seed 001, eq. 2; Table 6 for the MLP)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from latentebm.prior import EnergyPrior, GaussianPrior
+
+
+def test_energy_prior_log_density_is_f_minus_scaled_norm() -> None:
+    torch.manual_seed(0)
+    sigma = 0.7
+    prior = EnergyPrior(4, hidden_dims=(6, 5), prior_sigma=sigma)
+    z = torch.randn(9, 4)
+    with torch.no_grad():
+        f = prior.f(z).squeeze(-1)
+        torch.testing.assert_close(prior.energy(z), f)
+        torch.testing.assert_close(prior.log_reference(z), -z.pow(2).sum(dim=1) / (2 * sigma**2))
+        torch.testing.assert_close(prior.log_density(z), f - z.pow(2).sum(dim=1) / (2 * sigma**2))
+    assert prior.has_energy
+
+
+@pytest.mark.parametrize(
+    ("hidden_dims", "widths"),
+    [((200, 200), [(4, 200), (200, 200), (200, 1)]), ((7,), [(4, 7), (7, 1)]), ((), [(4, 1)])],
+)
+def test_widths_follow_hidden_dims(hidden_dims: tuple[int, ...], widths: list[tuple[int, int]]):
+    prior = EnergyPrior(4, hidden_dims=hidden_dims)
+    linears = [m for m in prior.f if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == widths
+    # one activation between consecutive linear layers, none after the last
+    acts = [m for m in prior.f if isinstance(m, nn.LeakyReLU)]
+    assert len(acts) == len(hidden_dims)
+    assert isinstance(prior.f[-1], nn.Linear)
+    for m in linears:  # Xavier-normal weights, zero biases (appendix B.1)
+        assert (m.bias == 0).all()
+
+
+@pytest.mark.parametrize("slope", [0.2, 0.05])
+def test_leaky_relu_slope(slope: float) -> None:
+    torch.manual_seed(1)
+    prior = EnergyPrior(3, hidden_dims=(5, 4), negative_slope=slope)
+    assert all(m.negative_slope == slope for m in prior.f if isinstance(m, nn.LeakyReLU))
+    lin = [m for m in prior.f if isinstance(m, nn.Linear)]
+    z = torch.randn(8, 3)
+    h = F.leaky_relu(lin[0](z), slope)
+    h = F.leaky_relu(lin[1](h), slope)
+    expected = lin[2](h).squeeze(-1)
+    with torch.no_grad():
+        torch.testing.assert_close(prior.energy(z), expected.detach())
+    assert EnergyPrior(3).f[1].negative_slope == 0.2  # Table 6 default
+
+
+def test_shapes() -> None:
+    for prior in (EnergyPrior(5, hidden_dims=(8,)), GaussianPrior(5)):
+        z = torch.randn(11, 5)
+        assert prior.energy(z).shape == (11,)
+        assert prior.log_reference(z).shape == (11,)
+        assert prior.log_density(z).shape == (11,)
+        one = prior.log_density(torch.randn(1, 5))
+        assert one.shape == (1,)
+        assert prior.sample_reference(7).shape == (7, 5)
+
+
+def test_gaussian_prior() -> None:
+    prior = GaussianPrior(3, prior_sigma=2.0)
+    assert not prior.has_energy
+    assert list(prior.parameters()) == []
+    z = torch.randn(4, 3)
+    assert torch.equal(prior.energy(z), torch.zeros(4))
+    torch.testing.assert_close(prior.log_density(z), -z.pow(2).sum(dim=1) / 8.0)
+    for bad in (0.0, -1.0):
+        with pytest.raises(ValueError):
+            GaussianPrior(3, prior_sigma=bad)
+
+
+def test_sample_reference_reproducible_and_scaled() -> None:
+    sigma, n, d = 0.5, 20000, 2
+    prior = EnergyPrior(d, hidden_dims=(4,), prior_sigma=sigma)
+    a = prior.sample_reference(n, generator=torch.Generator().manual_seed(0))
+    b = prior.sample_reference(n, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a, b)
+    torch.testing.assert_close(
+        a, sigma * torch.randn(n, d, generator=torch.Generator().manual_seed(0))
+    )
+    # std of N(0, sigma^2): the sample mean of z^2 over n d values has SE sigma^2 sqrt(2/(n d))
+    second = a.double().pow(2).mean().item()
+    assert abs(second - sigma**2) < 4.5 * sigma**2 * math.sqrt(2 / (n * d))
