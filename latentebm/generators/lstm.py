@@ -85,9 +85,12 @@ class LSTMDecoder(nn.Module):
     def token_log_likelihood(self, x: Tensor, z: Tensor) -> Tensor:
         """``log p(x_t | x_<t, z)`` for every target position, shape ``(B, T-1)``; 0 at padding."""
         inputs, targets = x[:, :-1], x[:, 1:]
-        logits = self.output(self._hidden_states(inputs, z))
+        # One contiguous (B*T, H) matrix: the LSTM's output is time-major in memory, and a
+        # plain GEMM on a packed copy is faster than a batched matmul over the strided view.
+        hidden = self._hidden_states(inputs, z).reshape(-1, self.config.hidden_dim)
+        logits = self.output(hidden)
         nll = F.cross_entropy(
-            logits.reshape(-1, self.vocab_size),
+            logits,
             targets.reshape(-1),
             ignore_index=self.pad_id,
             reduction="none",

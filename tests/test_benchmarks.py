@@ -1,0 +1,98 @@
+"""Smoke tests of ``benchmarks/train_step.py`` (the timing itself is not checked)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "train_step.py"
+
+
+def _load_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_train_step", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_run_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    elapsed = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stderr
+    assert elapsed < 15.0, f"--quick took {elapsed:.1f} s"
+    assert "ratio iteration / plain" in proc.stdout
+
+    data = json.loads(out.read_text())
+    assert set(data) >= {"benchmark", "config", "timings_s", "results", "machine"}
+    for piece in ("plain", "iteration", "posterior_step", "prior_chain", "fwd_bwd"):
+        stats = data["timings_s"][piece]
+        assert len(stats["samples"]) == data["config"]["repeats"] == 2
+        assert stats["median"] > 0 and stats["iqr"] >= 0
+        assert all(t > 0 for t in stats["samples"])
+    results = data["results"]
+    for key in (
+        "ratio",
+        "ratio_of_medians",
+        "ratio_vs_fwd_bwd",
+        "floor",
+        "target_ratio",
+        "target_tokens_per_s",
+        "plain_target_tokens_per_s",
+        "posterior_steps_per_s",
+        "posterior_step_over_plain",
+        "expected_ratio_from_parts",
+    ):
+        assert results[key] > 0, key
+    assert isinstance(results["above_floor_pct"], float)
+    assert isinstance(results["meets_target"], bool)
+    k1 = data["config"]["k1"]
+    assert results["floor"] == pytest.approx((2 * k1 + 3) / 3)
+    config = data["config"]
+    assert config["target_tokens"] == config["batch_size"] * config["length"]
+    machine = data["machine"]
+    for key in ("torch", "threads", "cpu_model", "date", "git_commit", "command"):
+        assert key in machine, key
+    assert machine["threads"] >= 1
+    assert "--quick" in machine["command"]
+
+
+def test_batch_and_presets() -> None:
+    bench = _load_script()
+    task = bench.SyntheticTextTask(vocab_size=50)
+    x = bench.make_batch(5, 7, task, torch.Generator().manual_seed(0))
+    assert x.shape == (5, 8)
+    assert (x[:, 0] == task.bos_id).all() and (x[:, -1] == task.eos_id).all()
+    assert ((x[:, 1:-1] >= 4) & (x[:, 1:-1] < 50)).all()
+    assert int((x[:, 1:] != task.pad_id).sum()) == 35
+
+    args = bench.parse_args(["--preset", "reference", "--k1", "5", "--set", "model.z_dim=16"])
+    overrides = bench.recipe_overrides(args)
+    assert "model.generator.hidden_dim=256" in overrides
+    assert overrides[-2:] == ["model.posterior_chain.n_steps=5", "model.z_dim=16"]
+    assert args.vocab_size == 10002 and args.length == 27 and args.repeats == 10
+    assert args.batch_size is None  # the recipe's trainer.batch_size (32 in ptb.yaml)
+
+    times = {name: [0.3, 0.2, 0.1] for name in bench.PIECES}
+    times["iteration"] = [3.0, 2.0, 1.0]
+    results = bench.derive(times, k1=3, target_tokens=100)
+    assert results["ratio"] == pytest.approx(10.0)
+    assert results["floor"] == pytest.approx(3.0)
+    assert results["target_tokens_per_s"] == pytest.approx(50.0)
