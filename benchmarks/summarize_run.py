@@ -16,6 +16,8 @@ def read_metrics(run_dir: Path) -> tuple[list[dict[str, float]], list[dict[str, 
     train, valid = [], []
     for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
+        if "event" in row:
+            continue
         (valid if "valid_recon_nll" in row else train).append(row)
     return train, valid
 

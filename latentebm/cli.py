@@ -166,6 +166,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except KeyboardInterrupt:
+        print("latentebm: interrupted", file=sys.stderr)
+        return 130
     except Interrupted as error:
         print(f"latentebm: {error}", file=sys.stderr)
         return error.exit_code

@@ -190,6 +190,8 @@ class Trainer:
                 f"resuming from {resume_from} at step {self.state.step}" if saved else "new run"
             )
             _say(f"latentebm {__version__}: {action}; run dir {run_dir}")
+            if saved is not None:
+                self._append_metrics({"event": "resumed", "checkpoint": str(resume_from)})
             _say(f"task: {task.describe()}")
             n_params = sum(p.numel() for p in model.parameters())
             _say(
@@ -343,14 +345,19 @@ class Trainer:
             return
         self._writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=self.state.step)
 
-    def _log(self, row: dict[str, float], progress: Any) -> None:
-        if not self.ctx.is_main:
-            return
+    def _append_metrics(self, row: dict[str, Any]) -> None:
+        """One JSON line in ``metrics.jsonl`` with the step, epoch and wall time."""
         st = self.state
         record = {"step": st.step, "epoch": st.epoch, "time": time.time(), **row}
         assert self.run_dir is not None
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
+
+    def _log(self, row: dict[str, float], progress: Any) -> None:
+        if not self.ctx.is_main:
+            return
+        st = self.state
+        self._append_metrics(row)
         if self._writer is not None:
             for key, value in row.items():
                 self._writer.add_scalar(key, value, st.step)
