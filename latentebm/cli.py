@@ -1,4 +1,4 @@
-"""The ``latentebm`` command: ``train``, ``generate``, ``ls``, ``cp``."""
+"""The ``latentebm`` command: ``train``, ``generate``, ``ls``, ``cat``, ``keys``, ``cp``."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ examples:
   latentebm train ptb trainer.run_dir=runs/ptb/long trainer.resume=auto
   latentebm generate runs/ptb/20261123-101500 -n 20 --decode sample --temperature 0.8
   latentebm ls
+  latentebm cat ptb trainer.max_steps=100      # the resolved recipe
+  latentebm keys                               # every recipe key, documented
   latentebm cp ptb my_ptb.yaml
 """
 
@@ -66,6 +68,21 @@ def cmd_cp(args: argparse.Namespace) -> int:
         raise FileExistsError(f"{dest}: exists; not overwritten")
     shutil.copyfile(source, dest)
     print(f"copied {source} -> {dest}")
+    return 0
+
+
+def cmd_cat(args: argparse.Namespace) -> int:
+    from latentebm.config import load_recipe, recipe_to_yaml
+
+    sys.stdout.write(recipe_to_yaml(load_recipe(resolve_recipe(args.recipe), args.overrides)))
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from latentebm.config import describe_keys
+
+    for key, type_name, default, doc in describe_keys():
+        print(f"{key:<34} {type_name:<26} {default:<14} {doc}")
     return 0
 
 
@@ -146,6 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("-o", "--output", default=None, help="write to this file instead of stdout")
     gen.add_argument("--force", action="store_true", help="overwrite --output if it exists")
     gen.set_defaults(func=cmd_generate)
+
+    cat = sub.add_parser("cat", help="print a recipe resolved with overrides and defaults")
+    cat.add_argument("recipe", help="a recipe file, or a built-in recipe name")
+    cat.add_argument("overrides", nargs="*", metavar="key=value")
+    cat.set_defaults(func=cmd_cat)
+
+    keys = sub.add_parser("keys", help="list every recipe key with its type, default and meaning")
+    keys.set_defaults(func=cmd_keys)
 
     ls = sub.add_parser("ls", help="list the built-in recipes")
     ls.set_defaults(func=cmd_ls)

@@ -52,6 +52,7 @@ __all__ = [
     "recipe_to_dict",
     "recipe_to_yaml",
     "save_recipe",
+    "describe_keys",
     "validate",
 ]
 
@@ -630,7 +631,9 @@ class TrainerConfig:
     """Training loop, validation, checkpointing and logging."""
 
     max_steps: int = _field(40000, "Total number of training steps.", check=_positive)
-    batch_size: int = _field(32, "Training batch size.", check=_positive)
+    batch_size: int = _field(
+        32, "Training batch size per process (torchrun: times the process count).", check=_positive
+    )
     log_every: int = _field(10, "Log training metrics every this many steps.", check=_positive)
     valid_every: int = _field(1000, "Run validation every this many steps.", check=_positive)
     valid_batches: int | None = _field(
@@ -646,8 +649,9 @@ class TrainerConfig:
     runs_root: str = _field("runs", "Parent directory of default run directories.")
     resume: str | None = _field(
         None,
-        "Resume from: null (fresh run), auto (latest run of this recipe), or a checkpoint "
-        "file or run directory.",
+        "Resume from: null (fresh run), auto (newest checkpoint of trainer.run_dir if set, else "
+        "of the newest run of this recipe; a fresh run if none), or a checkpoint file or run "
+        "directory.",
     )
     nonfinite: Literal["stop", "skip"] = _field(
         "stop", "On a non-finite loss: stop training, or skip the batch."
@@ -863,3 +867,43 @@ def save_recipe(recipe: Recipe, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(recipe_to_yaml(recipe), encoding="utf-8")
+
+
+def describe_keys(
+    cls: type = Recipe, prefix: str = "", defaults: Any = None
+) -> list[tuple[str, str, str, str]]:
+    """``(key path, type, default, doc)`` for every key of the recipe schema, depth first.
+
+    Component sections (task, generator) list ``_component_`` only: their keys belong to the
+    component's own ``Config`` dataclass.
+    """
+    rows: list[tuple[str, str, str, str]] = []
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        tp = hints[f.name]
+        doc = f.metadata.get("doc", "")
+        if defaults is not None:
+            default: Any = getattr(defaults, f.name)
+        elif f.default is not MISSING:
+            default = f.default
+        elif f.default_factory is not MISSING:
+            default = f.default_factory()
+        else:
+            default = MISSING
+        if tp is ComponentConfig:
+            rows.append((f"{key}._component_", "dotted path", "(required)", doc))
+        elif dataclasses.is_dataclass(tp) and isinstance(tp, type):
+            rows.append((key, "section", "", doc))
+            rows.extend(describe_keys(tp, f"{key}.", None if default is MISSING else default))
+        else:
+            shown = "(required)" if default is MISSING else _describe_default(default)
+            rows.append((key, _type_name(tp), shown, doc))
+    return rows
+
+
+def _describe_default(value: Any) -> str:
+    if value is None:
+        return "null"
+    text = yaml.safe_dump(_to_plain(value), default_flow_style=True).strip()
+    return text.removesuffix("...").strip()
