@@ -643,7 +643,7 @@ class TrainerConfig:
         1000, "Save a checkpoint every this many steps.", check=_positive
     )
     keep_checkpoints: int = _field(
-        3, "Number of most recent checkpoints kept.", check=_non_negative
+        3, "Number of most recent checkpoints kept; 0: keep all.", check=_non_negative
     )
     run_dir: str | None = _field(None, "Run directory; null: <runs_root>/<name>/<timestamp>.")
     runs_root: str = _field("runs", "Parent directory of default run directories.")

@@ -37,7 +37,7 @@ from latentebm.checkpoint import (
     resolve_checkpoint,
     save_atomic,
 )
-from latentebm.config import Recipe, recipe_from_dict, recipe_to_dict, save_recipe
+from latentebm.config import Recipe, recipe_from_dict, recipe_to_dict, recipe_to_yaml, save_recipe
 from latentebm.distributed import (
     DistContext,
     average_gradients,
@@ -114,20 +114,38 @@ class Trainer:
     def _name(self) -> str:
         return self.recipe.name or "run"
 
-    def _new_run_dir(self) -> Path:
+    def _claim_new_run_dir(self) -> Path:
+        """Create a fresh run directory and claim it by writing ``config.yaml`` exclusively.
+
+        Creating and claiming are single atomic file-system operations, so two runs started
+        at the same moment never share a directory.
+        """
         if self.cfg.run_dir is not None:
             run_dir = Path(self.cfg.run_dir)
             if run_dir.exists() and any(run_dir.iterdir()):
-                raise TrainingError(
-                    f"trainer.run_dir: {run_dir} exists and is not empty; continue it with "
-                    "resume=auto, or choose another trainer.run_dir"
+                hint = (
+                    "it has no checkpoint to resume from; choose another trainer.run_dir"
+                    if self.cfg.resume == "auto"
+                    else "continue it with trainer.resume=auto, or choose another trainer.run_dir"
                 )
-            return run_dir
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        base = Path(self.cfg.runs_root) / self._name()
-        run_dir, n = base / stamp, 1
-        while run_dir.exists():
-            run_dir, n = base / f"{stamp}-{n}", n + 1
+                raise TrainingError(f"trainer.run_dir: {run_dir} exists and is not empty; {hint}")
+            run_dir.mkdir(parents=True, exist_ok=True)
+        else:
+            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+            base = Path(self.cfg.runs_root) / self._name()
+            base.mkdir(parents=True, exist_ok=True)
+            run_dir, n = base / stamp, 1
+            while True:
+                try:
+                    run_dir.mkdir()
+                    break
+                except FileExistsError:
+                    run_dir, n = base / f"{stamp}-{n}", n + 1
+        try:
+            with open(run_dir / "config.yaml", "x", encoding="utf-8") as handle:
+                handle.write(recipe_to_yaml(self.recipe))
+        except FileExistsError as error:
+            raise TrainingError(f"trainer.run_dir: {run_dir} was taken by another run") from error
         return run_dir
 
     def _check_compatible(self, saved: dict[str, Any], source: Path) -> None:
@@ -164,11 +182,6 @@ class Trainer:
         if resume_from is not None:
             saved = load_checkpoint(resume_from, map_location="cpu")
             self._check_compatible(saved["recipe"], resume_from)
-            run_dir = Path(saved["run_dir"]) if cfg.run_dir is None else Path(cfg.run_dir)
-        else:
-            run_dir = self._new_run_dir() if ctx.is_main else Path()
-        run_dir = broadcast_object(run_dir, ctx)
-        self.run_dir = run_dir
 
         torch.manual_seed(self.recipe.seed)  # the same initial weights on every rank
         task = build_task(self.recipe, state=None if saved is None else saved["task_state"])
@@ -181,9 +194,14 @@ class Trainer:
             self._restore(saved, model, optimizers, langevin_rng)
         broadcast_parameters(model, ctx)
 
+        if saved is not None:
+            run_dir = Path(saved["run_dir"]) if cfg.run_dir is None else Path(cfg.run_dir)
+        else:
+            run_dir = self._claim_new_run_dir() if ctx.is_main else Path()
+        run_dir = broadcast_object(run_dir, ctx)
+        self.run_dir = run_dir
         if ctx.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "samples").mkdir(exist_ok=True)
+            (run_dir / "samples").mkdir(parents=True, exist_ok=True)
             _save_config(self.recipe, run_dir, self.state.step)
             self._open_writer(run_dir)
             action = (
@@ -207,6 +225,7 @@ class Trainer:
             self._restore_signal_handlers()
         if ctx.is_main and cfg.samples_at_end > 0:
             self._write_samples(task, model, device, cfg.samples_at_end, echo=True)
+        barrier(ctx)  # no process leaves while another still uses the process group
         return run_dir
 
     def _loop(
@@ -250,10 +269,16 @@ class Trainer:
                     consecutive_skips += 1
                     if cfg.nonfinite == "stop" or consecutive_skips > MAX_CONSECUTIVE_SKIPS:
                         where = self._save_checkpoint(task, model, optimizers, langevin_rng)
+                        reason = (
+                            f"{error.term} is {error.value} (not finite)"
+                            if cfg.nonfinite == "stop"
+                            else f"{consecutive_skips} batches in a row were not finite, the last "
+                            f"with {error.term} = {error.value}"
+                        )
                         raise TrainingError(
-                            f"step {st.step + 1}: {error.term} is {error.value} (not finite); "
-                            f"stopped before updating, state saved to {where}. Lower the "
-                            "learning rates or step sizes, or set trainer.nonfinite=skip"
+                            f"step {st.step + 1}: {reason}; stopped before updating, state "
+                            f"saved to {where}. Lower the learning rates or step sizes"
+                            + (", or set trainer.nonfinite=skip" if cfg.nonfinite == "stop" else "")
                         ) from error
                     st.skipped += 1
                     if ctx.is_main:

@@ -1,0 +1,411 @@
+"""End-to-end tests of the ``latentebm`` command on a tiny synthetic corpus (tests/conftest.py)."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import latentebm
+from latentebm.checkpoint import checkpoint_path, list_checkpoints
+from latentebm.cli import main
+from latentebm.config import load_recipe, recipe_to_dict
+from tests.conftest import (
+    cli_env,
+    latentebm_command,
+    tiny_recipe_dict,
+    tiny_sentences,
+)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+STAMP = re.compile(r"^\d{8}-\d{6}(-\d+)?$")
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, float]]:
+    lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def one_error_line(stderr: str) -> str:
+    """``stderr`` must be exactly one line starting with ``latentebm: error:``; returns it."""
+    lines = stderr.splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{stderr}"
+    assert lines[0].startswith("latentebm: error: "), lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """One CLI training run of 6 steps, shared by the tests of this module."""
+    root = tmp_path_factory.mktemp("cli_run")
+    corpus = root / "tiny.txt"
+    corpus.write_text("\n".join(tiny_sentences()) + "\n", encoding="utf-8")
+    recipe = root / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe_dict(corpus)), encoding="utf-8")
+    runs_root = root / "runs"
+    overrides = ["trainer.max_steps=6", f"trainer.runs_root={runs_root}"]
+    done = subprocess.run(
+        [*latentebm_command(), "train", str(recipe), *overrides],
+        cwd=root,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return {
+        "recipe": recipe,
+        "overrides": overrides,
+        "runs_root": runs_root,
+        "corpus": corpus,
+        "process": done,
+    }
+
+
+def run_dir_of(trained: dict[str, object]) -> Path:
+    runs = sorted((trained["runs_root"] / "tiny").iterdir())  # type: ignore[operator]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+# ----------------------------------------------------------------------------- train
+
+
+def test_train_end_to_end(trained: dict[str, object]) -> None:
+    done = trained["process"]
+    assert isinstance(done, subprocess.CompletedProcess)
+    assert done.returncode == 0, done.stderr
+    run = run_dir_of(trained)
+    assert run.parent == trained["runs_root"] / "tiny"  # type: ignore[operator]
+    assert STAMP.match(run.name), run.name
+    assert f"run dir {run}" in done.stderr
+
+    # config.yaml is the resolved recipe, overrides included
+    saved = load_recipe(run / "config.yaml")
+    expected = load_recipe(trained["recipe"], trained["overrides"])  # type: ignore[arg-type]
+    assert recipe_to_dict(saved) == recipe_to_dict(expected)
+    assert saved.trainer.max_steps == 6
+
+    # metrics: one training row per step (log_every 1), validation rows at 3 and 6
+    rows = read_metrics(run)
+    train_rows = [r for r in rows if "recon_nll" in r]
+    valid_rows = [r for r in rows if "valid_recon_nll" in r]
+    assert [r["step"] for r in train_rows] == [1, 2, 3, 4, 5, 6]
+    assert [r["step"] for r in valid_rows] == [3, 6]
+    others = [r for r in rows if r not in train_rows and r not in valid_rows]
+    assert all("event" in r for r in others), others  # nothing else but event rows
+    for row in train_rows:
+        for key in ("recon_nll", "energy_pos", "energy_neg", "energy_diff"):
+            assert isinstance(row[key], float), (key, row)
+        assert row["energy_diff"] == pytest.approx(row["energy_pos"] - row["energy_neg"], abs=1e-9)
+        assert row["recon_nll"] > 0
+        assert row["prior_grad_norm"] > 0
+        assert row["posterior_grad_norm"] > 0
+    for row in valid_rows:
+        assert row["valid_recon_nll"] > 0
+        assert row["valid_recon_ppl"] > 1
+
+    # checkpoints every 3 steps
+    assert [p.name for p in list_checkpoints(run)] == ["step_00000003.pt", "step_00000006.pt"]
+
+    # the samples printed on stdout (and nothing else) are those written to samples/
+    written = (run / "samples" / "step_00000006.txt").read_text(encoding="utf-8").splitlines()
+    assert len(written) == 2
+    assert done.stdout.splitlines() == written
+
+
+def test_generate_prints_n_lines(trained: dict[str, object]) -> None:
+    run = run_dir_of(trained)
+    args = ["generate", str(run), "-n", "5", "--decode", "sample", "--seed", "1"]
+    done = subprocess.run(
+        [*latentebm_command(), *args],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 5
+    words = {w for s in tiny_sentences() for w in s.split()}
+    assert all(set(line.split()) <= words | {"<unk>"} for line in lines)
+
+
+def test_generate_output_file_is_not_overwritten(
+    trained: dict[str, object], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = run_dir_of(trained)
+    out = tmp_path / "samples.txt"
+    args = ["generate", str(run), "-n", "5", "--seed", "0", "-o", str(out)]
+    assert main(args) == 0
+    first = out.read_bytes()
+    assert len(first.decode().splitlines()) == 5
+    assert capsys.readouterr().out == ""  # with -o nothing goes to stdout
+
+    out.write_text("keep me\n", encoding="utf-8")
+    assert main(args) != 0
+    line = one_error_line(capsys.readouterr().err)
+    assert str(out) in line and "--force" in line
+    assert out.read_text(encoding="utf-8") == "keep me\n"
+
+    assert main([*args, "--force"]) == 0
+    assert out.read_bytes() == first  # same seed, same samples
+
+
+def test_ls_lists_builtin_recipes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ls"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert {"ptb", "quickstart"} <= set(names)
+
+
+def test_help_ends_with_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    lines = capsys.readouterr().out.rstrip().splitlines()
+    start = max(i for i, line in enumerate(lines) if line.strip() == "examples:")
+    examples = lines[start + 1 :]
+    assert len(examples) >= 3
+    assert all(line.startswith("  ") and "latentebm" in line for line in examples), examples
+    assert any("latentebm train" in line for line in examples)
+    assert any("latentebm generate" in line for line in examples)
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("trainer.max_stpes=3", "command line: trainer.max_stpes=3: unknown key (known: "),
+        ("trainer.max_steps=abc", "command line: trainer.max_steps=abc: expected int, got str"),
+    ],
+    ids=["unknown-key", "wrong-type"],
+)
+def test_recipe_error_is_one_line_from_the_command(
+    tiny_recipe, run_cli, tmp_path: Path, override: str, expected: str
+) -> None:
+    done = run_cli("train", tiny_recipe(), override, f"trainer.runs_root={tmp_path}")
+    assert done.returncode == 2
+    line = one_error_line(done.stderr)
+    assert line.startswith(f"latentebm: error: {expected}"), line
+    if "stpes" in override:
+        assert line.endswith("did you mean 'max_steps'?")
+    assert done.stdout == ""
+    assert not (tmp_path / "tiny").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("trainer.max_steps=abc", r"trainer\.max_steps.*expected int"),
+        ("trainer.max_stpes=3", r"trainer\.max_stpes.*unknown key.*max_steps"),
+        ("model.prior.hidden_dims=[8, -1]", r"model\.prior\.hidden_dims.*> 0"),
+        ("trainer.nonfinite=ignore", r"trainer\.nonfinite.*'stop', 'skip'"),
+    ],
+    ids=["wrong-type", "unknown-key", "bad-value", "bad-choice"],
+)
+def test_bad_override_is_one_error_line(
+    tiny_recipe, tmp_path: Path, capsys: pytest.CaptureFixture[str], override: str, expected: str
+) -> None:
+    code = main(["train", str(tiny_recipe()), override, f"trainer.runs_root={tmp_path}"])
+    assert code != 0
+    captured = capsys.readouterr()
+    assert re.search(expected, one_error_line(captured.err)), captured.err
+    assert captured.out == ""
+    assert not (tmp_path / "tiny").exists()
+
+
+def test_missing_data_file_names_file_and_env(
+    tiny_recipe, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    recipe = tiny_recipe(task={"train": "corpora/missing.txt"})
+    args = ["train", str(recipe), f"trainer.runs_root={tmp_path / 'runs'}"]
+
+    monkeypatch.setenv("LATENTEBM_DATA", str(tmp_path / "data_root"))
+    assert main(args) != 0
+    line = one_error_line(capsys.readouterr().err)
+    assert "corpora/missing.txt" in line and "LATENTEBM_DATA" in line
+    assert str(tmp_path / "data_root") in line
+
+    monkeypatch.delenv("LATENTEBM_DATA")
+    assert main(args) != 0
+    line = one_error_line(capsys.readouterr().err)
+    assert "corpora/missing.txt" in line and "LATENTEBM_DATA" in line
+    assert not (tmp_path / "runs").exists()  # nothing created for a run that never started
+
+
+def test_run_dir_is_never_overwritten(
+    tiny_recipe, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    args = ["train", str(tiny_recipe()), "trainer.max_steps=2", f"trainer.run_dir={run}"]
+    assert main(args) == 0
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    capsys.readouterr()
+
+    assert main(args) != 0
+    line = one_error_line(capsys.readouterr().err)
+    assert str(run) in line and "resume=auto" in line
+    after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_resume_with_changed_model_names_the_key(
+    tiny_recipe, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recipe = str(tiny_recipe())
+    run = tmp_path / "run"
+    assert main(["train", recipe, "trainer.max_steps=2", f"trainer.run_dir={run}"]) == 0
+    files = sorted(p.name for p in run.rglob("*"))
+    capsys.readouterr()
+
+    changed = ["model.z_dim=5", "trainer.resume=auto", "trainer.max_steps=4"]
+    assert main(["train", recipe, f"trainer.run_dir={run}", *changed]) != 0
+    line = one_error_line(capsys.readouterr().err)
+    assert "model.z_dim" in line
+    assert "5" in line and "4" in line
+    assert sorted(p.name for p in run.rglob("*")) == files  # nothing written
+
+
+# ----------------------------------------------------------------------------- signals
+
+
+def test_sigint_saves_checkpoint_and_resume_continues(tiny_recipe, run_cli, tmp_path: Path) -> None:
+    recipe = tiny_recipe(trainer={"checkpoint_every": 10_000, "valid_every": 10_000})
+    run = tmp_path / "run"
+    command = [*latentebm_command(), "train", str(recipe)]
+    command += ["trainer.max_steps=1000000", f"trainer.run_dir={run}"]
+    process = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (run / "metrics.jsonl").exists():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "no metrics.jsonl after 60 s"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 128 + signal.SIGINT == 130, stderr
+    found = re.search(r"latentebm: SIGINT at step (\d+): checkpoint saved to (\S+);", stderr)
+    assert found, stderr
+    step = int(found.group(1))
+    assert "resume=auto" in stderr.splitlines()[-1]
+    assert Path(found.group(2)) == checkpoint_path(run, step)
+    # checkpoint_every is 10000: the only checkpoint is the one the signal asked for
+    assert list_checkpoints(run) == [checkpoint_path(run, step)]
+    state = torch.load(checkpoint_path(run, step), weights_only=True)
+    assert state["step"] == step
+    assert max(r["step"] for r in read_metrics(run)) == step
+    assert stdout == ""  # interrupted: no samples
+
+    done = run_cli(
+        "train",
+        recipe,
+        f"trainer.run_dir={run}",
+        "trainer.resume=auto",
+        f"trainer.max_steps={step + 2}",
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"resuming from {checkpoint_path(run, step)} at step {step}" in done.stderr
+    steps = [r["step"] for r in read_metrics(run) if "recon_nll" in r]
+    assert steps == list(range(1, step + 3))
+    assert latest_step(run) == step + 2
+
+
+def latest_step(run: Path) -> int:
+    return int(torch.load(list_checkpoints(run)[-1], weights_only=True)["step"])
+
+
+# ----------------------------------------------------------------------------- torchrun
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes(tiny_recipe, tmp_path: Path) -> None:
+    runs_root = tmp_path / "runs"
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "latentebm.cli",
+        "train",
+        str(tiny_recipe()),
+        "trainer.max_steps=4",
+        "trainer.valid_every=2",
+        "trainer.checkpoint_every=2",
+        f"trainer.runs_root={runs_root}",
+    ]
+    done = subprocess.run(
+        command, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 0, done.stderr
+    runs = list((runs_root / "tiny").iterdir())
+    assert len(runs) == 1, runs  # rank 0 chose the run dir, rank 1 used it
+    run = runs[0]
+    assert done.stderr.count("new run; run dir") == 1
+    assert "2 process(es)" in done.stderr
+
+    rows = read_metrics(run)
+    assert [r["step"] for r in rows if "recon_nll" in r] == [1, 2, 3, 4]
+    assert [r["step"] for r in rows if "valid_recon_nll" in r] == [2, 4]
+    assert len(done.stdout.splitlines()) == 2  # samples printed once
+
+    state = torch.load(checkpoint_path(run, 4), weights_only=True)
+    assert state["world_size"] == 2
+    assert len(state["rng"]) == 2  # one random state per rank
+    # rank r reads batches r, r+2, ...: 4 steps used 8 batches of the first epoch
+    assert (state["epoch"], state["batch_in_epoch"]) == (0, 4)
+
+    samples = latentebm.load(run).generate(3, seed=0)
+    assert len(samples) == 3 and all(isinstance(s, str) for s in samples)
+
+
+def test_cat_prints_the_resolved_recipe(
+    tiny_recipe, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recipe = tiny_recipe()
+    assert main(["cat", str(recipe), "trainer.max_steps=7", "model.posterior_chain.n_steps=2"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    expected = recipe_to_dict(
+        load_recipe(recipe, ["trainer.max_steps=7", "model.posterior_chain.n_steps=2"])
+    )
+    assert printed == expected
+    assert printed["trainer"]["max_steps"] == 7
+
+
+def test_keys_documents_every_schema_key(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["keys"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    keys = {line.split()[0]: line for line in lines}
+    for key in (
+        "model.posterior_chain.step_size",
+        "optim.generator.grad_clip",
+        "trainer.resume",
+        "task._component_",
+        "model.generator._component_",
+    ):
+        assert key in keys
+    assert "0.1" in keys["model.posterior_chain.step_size"]  # Table 5's s1 is the default
+    assert "a^2/2" in keys["model.posterior_chain.step_size"]

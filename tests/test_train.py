@@ -1,0 +1,344 @@
+"""Tests of the ``Trainer``: run directories, exact resume, checkpoints, the non-finite guard,
+``latentebm.load`` and data-parallel training, on the tiny recipe of tests/conftest.py."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import latentebm
+import latentebm.train as train_module
+from latentebm.checkpoint import checkpoint_path, list_checkpoints, save_atomic
+from latentebm.config import load_recipe, recipe_to_dict
+from latentebm.model import LatentEBM
+from latentebm.train import MAX_CONSECUTIVE_SKIPS, Trainer, TrainingError
+from tasks.text import TextTask
+from tests.conftest import cli_env
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+FIXTURES = Path(__file__).parent / "fixtures"
+VOLATILE = {"time", "tokens_per_s", "steps_per_s"}
+
+
+def fit(recipe: Path, *overrides: str) -> Path:
+    """Train in this process (faster than the CLI); returns the run directory."""
+    return Trainer(load_recipe(recipe, list(overrides))).fit()
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def load_latest(run_dir: Path) -> dict[str, Any]:
+    return torch.load(list_checkpoints(run_dir)[-1], weights_only=True)
+
+
+def assert_same(a: Any, b: Any, where: str = "") -> None:
+    """Exact equality of nested checkpoint contents (tensors with ``torch.equal``)."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict), f"{where}: {type(b)} is not a dict"
+    else:
+        assert type(a) is type(b), f"{where}: {type(a)} != {type(b)}"
+    if isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and torch.equal(a, b), f"{where}: tensors differ"
+    elif isinstance(a, dict):  # dict or OrderedDict
+        assert a.keys() == b.keys(), f"{where}: keys {a.keys()} != {b.keys()}"
+        for key in a:
+            assert_same(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), f"{where}: lengths {len(a)} != {len(b)}"
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+class FrozenClock(datetime):
+    """``datetime`` whose ``now()`` is always the same second."""
+
+    @classmethod
+    def now(cls, tz: Any = None) -> FrozenClock:  # type: ignore[override]
+        return cls(2030, 1, 2, 3, 4, 5)
+
+
+# ----------------------------------------------------------------------------- exact resume
+
+
+@pytest.mark.parametrize(
+    "train_sentences",
+    [
+        pytest.param(64, id="resume-mid-epoch"),  # 4 batches/epoch: resume at batch 3 of 4
+        pytest.param(48, id="resume-at-epoch-end"),  # 3 batches/epoch: resume after batch 3
+    ],
+)
+@pytest.mark.parametrize("resume", ["auto", "run-dir"])
+def test_resume_equals_uninterrupted(
+    tiny_recipe, tmp_path: Path, train_sentences: int, resume: str
+) -> None:
+    recipe = tiny_recipe(
+        task={"max_sentences": train_sentences},
+        optim={"generator": {"lr_decay": 0.5}, "prior": {"lr_decay": 0.8}},
+        trainer={"log_every": 1, "valid_every": 3, "checkpoint_every": 3},
+    )
+    straight = fit(recipe, "trainer.max_steps=6", f"trainer.run_dir={tmp_path / 'a'}")
+
+    interrupted = tmp_path / "b"
+    assert fit(recipe, "trainer.max_steps=3", f"trainer.run_dir={interrupted}") == interrupted
+    if resume == "auto":
+        again = ["trainer.resume=auto", f"trainer.run_dir={interrupted}"]
+    else:
+        again = [f"trainer.resume={interrupted}"]  # the run dir comes from the checkpoint
+    assert fit(recipe, "trainer.max_steps=6", *again) == interrupted
+
+    a, b = load_latest(straight), load_latest(interrupted)
+    assert a["step"] == b["step"] == 6
+    assert a["epoch"] == 1, "the epoch boundary must fall inside the run"
+    for key in ("model", "optim_generator", "optim_prior", "rng", "epoch", "batch_in_epoch"):
+        assert_same(a[key], b[key], key)
+    # the per-epoch decay was applied once, not again on resume
+    assert b["optim_generator"]["param_groups"][0]["lr"] == pytest.approx(1e-3 * 0.5)
+
+    def after_resume(run: Path) -> list[dict[str, Any]]:
+        rows = [r for r in read_metrics(run) if r["step"] > 3]
+        return [{k: v for k, v in r.items() if k not in VOLATILE} for r in rows]
+
+    assert after_resume(interrupted) == after_resume(straight)
+    assert len(after_resume(straight)) == 4  # steps 4, 5, 6 and the validation at 6
+    steps = [r["step"] for r in read_metrics(interrupted) if "recon_nll" in r]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    # config.yaml keeps the first settings; the resumed run's recipe is saved beside it
+    assert load_recipe(interrupted / "config.yaml").trainer.max_steps == 3
+    resumed_config = load_recipe(interrupted / "config.step_00000003.yaml")
+    assert resumed_config.trainer.max_steps == 6
+
+
+# ----------------------------------------------------------------------------- run directories
+
+
+def test_existing_run_dir_is_refused(tiny_recipe, tmp_path: Path) -> None:
+    recipe = tiny_recipe()
+    run = tmp_path / "run"
+    fit(recipe, "trainer.max_steps=2", f"trainer.run_dir={run}")
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    with pytest.raises(TrainingError, match=re.escape(str(run)) + ".*resume=auto"):
+        fit(recipe, "trainer.max_steps=2", f"trainer.run_dir={run}")
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_runs_started_in_the_same_second_get_different_dirs(
+    tiny_recipe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(train_module, "datetime", FrozenClock)
+    recipe = tiny_recipe()
+    first = fit(recipe, "trainer.max_steps=1", f"trainer.runs_root={tmp_path}")
+    second = fit(recipe, "trainer.max_steps=1", f"trainer.runs_root={tmp_path}")
+    assert first == tmp_path / "tiny" / "20300102-030405"
+    assert second == tmp_path / "tiny" / "20300102-030405-1"
+    for run in (first, second):
+        assert [r["step"] for r in read_metrics(run) if "recon_nll" in r] == [1]
+
+
+def test_overlapping_runs_get_different_dirs(
+    tiny_recipe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(train_module, "datetime", FrozenClock)
+    recipe = tiny_recipe()
+    args = ["trainer.max_steps=1", f"trainer.runs_root={tmp_path}"]
+    real_build_task = train_module.build_task
+    rival: list[Path] = []
+
+    def build_task_while_another_run_starts(*a: Any, **kw: Any) -> Any:
+        if not rival:  # the first run is loading its data: a second run starts and finishes
+            rival.append(tmp_path)
+            rival[0] = fit(recipe, *args)
+        return real_build_task(*a, **kw)
+
+    monkeypatch.setattr(train_module, "build_task", build_task_while_another_run_starts)
+    first = fit(recipe, *args)
+    assert first != rival[0]
+    for run in (first, rival[0]):
+        assert [r["step"] for r in read_metrics(run) if "recon_nll" in r] == [1]
+
+
+def test_resume_with_changed_model_is_refused(tiny_recipe, tmp_path: Path) -> None:
+    recipe = tiny_recipe()
+    run = tmp_path / "run"
+    fit(recipe, "trainer.max_steps=2", f"trainer.run_dir={run}")
+    files = sorted(run.rglob("*"))
+    with pytest.raises(TrainingError, match=r"model\.z_dim is 5 here but 4 in the checkpoint"):
+        fit(recipe, "model.z_dim=5", "trainer.resume=auto", f"trainer.run_dir={run}")
+    with pytest.raises(TrainingError, match=r"model\.generator\.hidden_dim"):
+        fit(recipe, "model.generator.hidden_dim=32", f"trainer.resume={run}")
+    assert sorted(run.rglob("*")) == files
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def test_checkpoint_contents_and_pruning(tiny_recipe, tmp_path: Path) -> None:
+    recipe = tiny_recipe()
+    overrides = ["trainer.max_steps=6", "trainer.checkpoint_every=1", "trainer.keep_checkpoints=2"]
+    run = fit(recipe, *overrides, f"trainer.run_dir={tmp_path / 'run'}")
+    folder = run / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == ["step_00000005.pt", "step_00000006.pt"]
+
+    state = torch.load(folder / "step_00000006.pt", weights_only=True)
+    for key in ("step", "rng", "recipe", "task_state", "library_version", "model"):
+        assert key in state, key
+    assert state["step"] == 6
+    assert state["library_version"] == latentebm.__version__
+    expected = load_recipe(recipe, [*overrides, f"trainer.run_dir={tmp_path / 'run'}"])
+    assert state["recipe"] == recipe_to_dict(expected)
+    assert len(state["rng"]) == 1
+    assert {"torch", "python", "numpy", "langevin"} <= set(state["rng"][0])
+    task = TextTask(expected.task.args, state=state["task_state"])
+    assert task.vocab_size == state["model"]["generator.output.weight"].shape[0]
+    assert torch.load(folder / "step_00000005.pt", weights_only=True)["step"] == 5
+
+
+def test_save_atomic_leaves_no_temp_file(tmp_path: Path) -> None:
+    path = tmp_path / "checkpoints" / "step_00000001.pt"
+    save_atomic({"step": 1, "w": torch.ones(2)}, path)
+    with pytest.raises(Exception):  # noqa: B017 - torch.save cannot pickle a lambda
+        save_atomic({"step": 2, "bad": lambda: None}, path)
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+    assert torch.load(path, weights_only=True)["step"] == 1  # the old file is intact
+
+
+# ----------------------------------------------------------------------------- non-finite
+
+
+def test_nonfinite_stops_with_step_and_term(tiny_recipe, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    with pytest.raises(TrainingError) as error:
+        fit(tiny_recipe(), "optim.prior.lr=1e30", f"trainer.run_dir={run}")
+    message = str(error.value)
+    found = re.match(r"step (\d+): (\w+) is (nan|inf|-inf) \(not finite\)", message)
+    assert found, message
+    assert found.group(2) in {"recon_nll", "energy_pos", "energy_neg", "energy_diff", "prior_loss"}
+    assert "trainer.nonfinite=skip" in message
+    step = int(found.group(1))
+    assert step >= 2  # the first step is fine; its huge update breaks the next one
+    saved = checkpoint_path(run, step - 1)
+    assert str(saved) in message
+    assert torch.load(saved, weights_only=True)["step"] == step - 1
+
+
+def test_nonfinite_skip_gives_up_after_consecutive_failures(
+    tiny_recipe, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recipe, run = tiny_recipe(), tmp_path / "run"
+    with pytest.raises(TrainingError, match=r"step \d+: 11 batches in a row were not finite"):
+        fit(recipe, "optim.prior.lr=1e30", "trainer.nonfinite=skip", f"trainer.run_dir={run}")
+    assert capsys.readouterr().err.count("batch skipped") == MAX_CONSECUTIVE_SKIPS
+
+
+@pytest.fixture
+def poisoned_third_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The third learning step's generator loss (hence recon_nll) is NaN."""
+    original = LatentEBM.compute_losses
+    calls: list[int] = []
+
+    def compute_losses(self: LatentEBM, x: torch.Tensor, **kw: Any) -> Any:
+        losses = original(self, x, **kw)
+        calls.append(1)
+        if len(calls) == 3:
+            losses.generator_loss = losses.generator_loss * math.nan
+        return losses
+
+    monkeypatch.setattr(LatentEBM, "compute_losses", compute_losses)
+
+
+@pytest.mark.usefixtures("poisoned_third_step")
+def test_nonfinite_stop_names_step_and_term(tiny_recipe, tmp_path: Path) -> None:
+    with pytest.raises(TrainingError, match=r"^step 3: recon_nll is nan \(not finite\)"):
+        fit(tiny_recipe(), f"trainer.run_dir={tmp_path / 'run'}")
+    state = torch.load(checkpoint_path(tmp_path / "run", 2), weights_only=True)
+    assert state["step"] == 2
+
+
+@pytest.mark.usefixtures("poisoned_third_step")
+def test_nonfinite_skip_continues(
+    tiny_recipe, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = fit(tiny_recipe(), "trainer.nonfinite=skip", f"trainer.run_dir={tmp_path / 'run'}")
+    assert "step 3: recon_nll is nan; batch skipped" in capsys.readouterr().err
+    state = load_latest(run)
+    assert state["step"] == 6
+    assert state["skipped"] == 1
+    assert state["batch_in_epoch"] == 7  # 6 updates + the skipped batch
+    rows = [r for r in read_metrics(run) if "recon_nll" in r]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert all(math.isfinite(r["recon_nll"]) for r in rows)
+
+
+# ----------------------------------------------------------------------------- load
+
+
+def test_load_and_generate(tiny_recipe, tiny_corpus: Path, tmp_path: Path) -> None:
+    run = fit(tiny_recipe(), "trainer.max_steps=3", f"trainer.run_dir={tmp_path / 'run'}")
+    tiny_corpus.unlink()  # a trained model needs no data
+    model = latentebm.load(str(run))
+    assert model.step == 3
+    samples = model.generate(3, seed=0)
+    assert len(samples) == 3 and all(isinstance(s, str) for s in samples)
+    assert model.generate(3, seed=0) == samples
+    sampled = model.generate(3, seed=0, decode="sample")
+    assert model.generate(3, seed=0, decode="sample") == sampled
+    assert model.generate(3, seed=1, decode="sample") != sampled
+    # a checkpoint file works as well as its run directory
+    assert latentebm.load(str(checkpoint_path(run, 3))).generate(3, seed=0) == samples
+
+
+# ----------------------------------------------------------------------------- distributed
+
+
+@pytest.mark.slow
+def test_two_process_ranks_stay_identical(
+    tiny_recipe, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recipe = tiny_recipe()
+    run, probes = tmp_path / "run", tmp_path / "probes"
+    probes.mkdir()
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc_per_node", "2", str(FIXTURES / "ddp_probe.py"), str(probes)]
+    command += ["train", str(recipe), "trainer.max_steps=4", "trainer.checkpoint_every=2"]
+    command += ["trainer.samples_at_end=0", f"trainer.run_dir={run}"]
+    done = subprocess.run(
+        command, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 0, done.stderr
+
+    # gradients: different on each rank before the all-reduce, their mean on both after
+    g0 = torch.load(probes / "grads_rank0.pt", weights_only=True)
+    g1 = torch.load(probes / "grads_rank1.pt", weights_only=True)
+    assert len(g0["before"]) == len(g1["before"]) > 0
+    assert not all(torch.equal(a, b) for a, b in zip(g0["before"], g1["before"], strict=True))
+    pairs = zip(g0["after"], g1["after"], strict=True)
+    for a, b, (after0, after1) in zip(g0["before"], g1["before"], pairs, strict=True):
+        assert torch.equal(after0, after1)
+        torch.testing.assert_close(after0, (a + b) / 2, rtol=1e-6, atol=1e-9)
+
+    # parameters: the same on both ranks at every checkpoint, and those saved
+    for step in (2, 4):
+        m0 = torch.load(probes / f"model_rank0_step{step}.pt", weights_only=True)
+        m1 = torch.load(probes / f"model_rank1_step{step}.pt", weights_only=True)
+        assert_same(m0, m1, f"step {step}")
+        assert_same(m0, torch.load(checkpoint_path(run, step), weights_only=True)["model"])
+
+    # one process continues the two-process run
+    capsys.readouterr()
+    fit(recipe, "trainer.max_steps=6", "trainer.resume=auto", f"trainer.run_dir={run}")
+    assert "checkpoint was written by 2 process(es)" in capsys.readouterr().err
+    assert load_latest(run)["step"] == 6
