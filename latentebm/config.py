@@ -659,6 +659,12 @@ class TrainerConfig:
     samples_at_end: int = _field(
         10, "Number of samples written at the end of training.", check=_non_negative
     )
+    sample_decode: Literal["greedy", "sample"] = _field(
+        "greedy", "Decoding of the samples written at the end: greedy, or sampled."
+    )
+    sample_temperature: float = _field(
+        1.0, "Softmax temperature when sample_decode is sample.", check=_positive
+    )
     tensorboard: bool = _field(True, "Write TensorBoard event files.")
     progress: bool = _field(True, "Show a progress bar.")
 

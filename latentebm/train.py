@@ -461,12 +461,15 @@ class Trainer:
         rng = torch.Generator(device)
         rng.manual_seed(self.recipe.seed)
         model.eval()
-        sentences = task.decode(model.generate(n, generator=rng, decode="greedy"))
+        decode, temperature = self.cfg.sample_decode, self.cfg.sample_temperature
+        tokens = model.generate(n, generator=rng, decode=decode, temperature=temperature)
+        sentences = task.decode(tokens)
         assert self.run_dir is not None
         out = self.run_dir / "samples" / f"step_{self.state.step:08d}.txt"
         out.write_text("\n".join(sentences) + "\n", encoding="utf-8")
         if echo:
-            _say(f"{n} samples (prior chain K0={model.prior_chain.n_steps}, greedy) -> {out}")
+            how = decode if decode == "greedy" else f"sampled at temperature {temperature}"
+            _say(f"{n} samples (prior chain K0={model.prior_chain.n_steps}, {how}) -> {out}")
             for sentence in sentences:
                 print(sentence, flush=True)
         return sentences
