@@ -80,6 +80,18 @@ class Tokenizer(Protocol):
         ...
 
 
+def _content_ids(ids: Iterable[int]) -> list[int]:
+    """The ids before the first ``<eos>``, without ``<pad>`` and ``<bos>``."""
+    out: list[int] = []
+    for i in ids:
+        i = int(i)
+        if i == EOS_ID:
+            break
+        if i not in (PAD_ID, BOS_ID):
+            out.append(i)
+    return out
+
+
 class Vocabulary:
     """Word-level vocabulary with PTB conventions.
 
@@ -147,15 +159,7 @@ class Vocabulary:
         itos = self.itos
         if not strip_specials:
             return [itos[int(i)] for i in ids]
-        out: list[str] = []
-        for i in ids:
-            i = int(i)
-            if i == EOS_ID:
-                break
-            if i in (PAD_ID, BOS_ID):
-                continue
-            out.append(itos[i])
-        return out
+        return [itos[i] for i in _content_ids(ids)]
 
     def __len__(self) -> int:
         return len(self.itos)
@@ -324,15 +328,7 @@ class SentencePieceTokenizer:
 
     def decode(self, ids: Iterable[int]) -> str:
         """Detokenized text (skips pad/bos, stops at eos)."""
-        keep: list[int] = []
-        for i in ids:
-            i = int(i)
-            if i == EOS_ID:
-                break
-            if i in (PAD_ID, BOS_ID):
-                continue
-            keep.append(i)
-        return " ".join(self.sp.decode(keep).split())
+        return " ".join(self.sp.decode(_content_ids(ids)).split())
 
     def __len__(self) -> int:
         return int(self.sp.get_piece_size())

@@ -105,10 +105,10 @@ def tiny_recipe(tmp_path: Path, tiny_corpus: Path) -> Callable[..., Path]:
     return make
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def single_thread() -> Iterator[None]:
-    """One intra-op thread while the test runs: tiny models run much faster (and alongside
-    other jobs) without thread hand-offs."""
+    """One intra-op thread while each test runs: the tests' tiny models run several times
+    faster without thread hand-offs (and alongside other jobs); no result depends on it."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -130,8 +130,6 @@ def cli_env(**extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
-
-
 
 
 def latentebm_command() -> list[str]:

@@ -25,8 +25,6 @@ from tests.conftest import (
     tiny_sentences,
 )
 
-pytestmark = pytest.mark.usefixtures("single_thread")
-
 STAMP = re.compile(r"^\d{8}-\d{6}(-\d+)?$")
 
 

@@ -231,8 +231,9 @@ def test_overrides_nested_and_lists(tmp_path: Path) -> None:
 def test_override_creates_missing_sections_keeping_defaults(tmp_path: Path) -> None:
     recipe = load_recipe(
         write(tmp_path, MINIMAL),
-        ["optim.generator.lr=3e-4", "model.prior_chain.noise=false", "data.root=/d", "seed=null"]
-        [:3],
+        ["optim.generator.lr=3e-4", "model.prior_chain.noise=false", "data.root=/d", "seed=null"][
+            :3
+        ],
     )
     assert recipe.optim.generator == AdamConfig(lr=3e-4, grad_clip=5.0)
     assert recipe.optim.prior == AdamConfig(lr=1e-4, betas=(0.5, 0.999))
@@ -364,11 +365,17 @@ def test_literal_choice_error(tmp_path: Path) -> None:
 
 
 def test_missing_required(tmp_path: Path) -> None:
-    no_task = write(tmp_path, MINIMAL.replace("task:\n  _component_: tests.test_config.DummyTask\n",
-                                              ""), "no_task.yaml")
+    no_task = write(
+        tmp_path,
+        MINIMAL.replace("task:\n  _component_: tests.test_config.DummyTask\n", ""),
+        "no_task.yaml",
+    )
     assert error_of(lambda: load_recipe(no_task)) == f"{no_task}: task: missing required key"
-    no_gen = write(tmp_path, "task:\n  _component_: tests.test_config.DummyTask\nmodel:\n"
-                   "  z_dim: 4\n", "no_gen.yaml")
+    no_gen = write(
+        tmp_path,
+        "task:\n  _component_: tests.test_config.DummyTask\nmodel:\n  z_dim: 4\n",
+        "no_gen.yaml",
+    )
     assert error_of(lambda: load_recipe(no_gen)) == (
         f"{no_gen}: model.generator: missing required key"
     )
@@ -376,8 +383,11 @@ def test_missing_required(tmp_path: Path) -> None:
     assert message == "x.yaml: model.prior_chain.step_size: missing required key"
     no_lr = error_of(lambda: validate(AdamConfig, {}, "optim.extra", "x.yaml"))
     assert no_lr == "x.yaml: optim.extra.lr: missing required key"
-    no_component = write(tmp_path, MINIMAL.replace("  _component_: tests.test_config.DummyTask",
-                                                   "  foo: 3"), "no_comp.yaml")
+    no_component = write(
+        tmp_path,
+        MINIMAL.replace("  _component_: tests.test_config.DummyTask", "  foo: 3"),
+        "no_comp.yaml",
+    )
     assert "task: missing '_component_' key" in error_of(lambda: load_recipe(no_component))
 
 

@@ -19,7 +19,6 @@ variance v (lam = 1/v) this is the unadjusted-Langevin bias ``v / (1 - s / (2 v)
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -39,18 +38,6 @@ from latentebm.prior import EnergyPrior, GaussianPrior
 # most ~10 such comparisons; P(|N(0,1)| > 4.5) = 6.8e-6, so a correct sampler fails a given seed
 # with probability < 1e-4 (and the seeds are fixed, so the outcome is deterministic).
 N_SE = 4.5
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread() -> Iterator[None]:
-    # Tiny tensors: 2 intra-op threads on a shared 2-core machine made these tests ~10x slower
-    # (thread hand-off dominates); no result here depends on the thread count.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 # --------------------------------------------------------------------------- helpers

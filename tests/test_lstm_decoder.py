@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -13,18 +12,6 @@ from latentebm.generators import Generator
 from latentebm.generators.lstm import LSTMDecoder
 
 PAD, BOS, EOS, VOCAB, Z_DIM = 0, 1, 2, 9, 3
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread() -> Iterator[None]:
-    # torch.lstm on these tiny inputs is ~20x slower with 2 intra-op threads on a shared machine
-    # (thread hand-off dominates); results do not depend on the thread count here.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def make_decoder(num_layers: int = 1, init_range: float = 0.5, **config: object) -> LSTMDecoder:

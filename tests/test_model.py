@@ -17,7 +17,6 @@ own samples are used).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -26,39 +25,16 @@ from torch import Tensor, nn
 from latentebm.langevin import LangevinSampler
 from latentebm.model import LatentEBM, LossTerms, NonFiniteError, Optimizers
 from latentebm.prior import EnergyPrior, GaussianPrior
+from tests.test_langevin import LinearGaussianGenerator as LinearGaussian
 
 Z_DIM, X_DIM, BATCH, TAU = 3, 4, 6, 0.5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread() -> Iterator[None]:
-    # Tiny tensors: 2 intra-op threads on a shared 2-core machine made these tests ~10x slower
-    # (thread hand-off dominates); no result here depends on the thread count.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-class LinearGaussianGenerator(nn.Module):
-    """``log_likelihood(x, z) = -||x - (W z + b)||^2 / (2 tau^2)`` (summed over dims)."""
+class LinearGaussianGenerator(LinearGaussian):
+    """The linear-Gaussian generator of test_langevin.py with random ``W`` and ``b``."""
 
     def __init__(self, z_dim: int, x_dim: int, tau: float) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(0.5 * torch.randn(x_dim, z_dim))
-        self.bias = nn.Parameter(0.1 * torch.randn(x_dim))
-        self.tau = tau
-
-    def mean(self, z: Tensor) -> Tensor:
-        return z @ self.weight.T + self.bias
-
-    def log_likelihood(self, x: Tensor, z: Tensor) -> Tensor:
-        return -(x - self.mean(z)).pow(2).sum(dim=1) / (2 * self.tau**2)
-
-    def sample(self, z: Tensor, **_: object) -> Tensor:
-        return self.mean(z)
+        super().__init__(0.5 * torch.randn(x_dim, z_dim), 0.1 * torch.randn(x_dim), tau)
 
 
 class NaNGenerator(LinearGaussianGenerator):

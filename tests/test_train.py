@@ -24,8 +24,6 @@ from latentebm.train import MAX_CONSECUTIVE_SKIPS, Trainer, TrainingError
 from tasks.text import TextTask
 from tests.conftest import cli_env
 
-pytestmark = pytest.mark.usefixtures("single_thread")
-
 FIXTURES = Path(__file__).parent / "fixtures"
 VOLATILE = {"time", "tokens_per_s", "steps_per_s"}
 
