@@ -19,7 +19,12 @@ class Generator(Protocol):
     """
 
     def log_likelihood(self, x: Tensor, z: Tensor) -> Tensor:
-        """``log p_beta(x_i | z_i)`` for each example, shape ``(B,)``."""
+        """``log p_beta(x_i | z_i)`` for each example, shape ``(B,)``.
+
+        It must be the normalised log-likelihood (a Gaussian image generator includes its
+        ``-(D/2) log(2 pi tau^2)``) for likelihood and perplexity estimates to be right; the
+        Langevin chains and the learning gradients do not depend on the constant.
+        """
         ...
 
     def sample(self, z: Tensor, **decode_opts: Any) -> Any:
