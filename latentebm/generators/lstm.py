@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from latentebm.generators.fused import linear_cross_entropy
+
 
 class LSTMDecoder(nn.Module):
     """``log p_beta(x | z) = sum_t log p(x_t | x_<t, z)`` with an LSTM.
@@ -41,6 +43,13 @@ class LSTMDecoder(nn.Module):
         """Weights start from Unif(-init_range, init_range) (seed 001 appendix B.1)."""
         max_decode_length: int = 60
         """Longest sequence produced by ``sample`` unless told otherwise."""
+        fused_output: bool = True
+        """Score tokens with the fused, chunked output layer
+        (:func:`latentebm.generators.fused.linear_cross_entropy`) when the output layer is
+        frozen and z needs a gradient (the Langevin chains): same values and z-gradients as the
+        plain ``linear`` + ``cross_entropy`` up to rounding, without materialising the
+        ``(B*T, vocab)`` logits. Training steps (weights need gradients) and no-grad scoring
+        always take the plain path. ``False``: always the plain path."""
 
     def __init__(
         self,
@@ -88,13 +97,23 @@ class LSTMDecoder(nn.Module):
         # One contiguous (B*T, H) matrix: the LSTM's output is time-major in memory, and a
         # plain GEMM on a packed copy is faster than a batched matmul over the strided view.
         hidden = self._hidden_states(inputs, z).reshape(-1, self.config.hidden_dim)
-        logits = self.output(hidden)
-        nll = F.cross_entropy(
-            logits,
-            targets.reshape(-1),
-            ignore_index=self.pad_id,
-            reduction="none",
-        )
+        if self.config.fused_output:
+            # fused and chunked when the output layer is frozen (Langevin), else plain
+            nll = linear_cross_entropy(
+                hidden,
+                self.output.weight,
+                self.output.bias,
+                targets.reshape(-1),
+                ignore_index=self.pad_id,
+            )
+        else:
+            logits = self.output(hidden)
+            nll = F.cross_entropy(
+                logits,
+                targets.reshape(-1),
+                ignore_index=self.pad_id,
+                reduction="none",
+            )
         return -nll.view(targets.shape)
 
     def log_likelihood(self, x: Tensor, z: Tensor) -> Tensor:
