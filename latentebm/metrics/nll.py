@@ -418,28 +418,39 @@ def estimate_log_likelihood(
     with _eval_mode(model):
         if log_z is None:
             log_z = log_partition(model.prior, log_z_samples, generator=generator)
-        proposal = fit_proposal(
+        log_w = _log_weights(
             model,
             x,
+            n_importance,
+            log_z,
+            generator,
+            batch_size,
             n_chains=n_chains,
             chain_steps=chain_steps,
             widen=widen,
             covariance=covariance,
             shrinkage=shrinkage,
             jitter=jitter,
-            generator=generator,
-            batch_size=batch_size,
-        )
-        log_w = importance_log_weights(
-            model,
-            x,
-            proposal,
-            n_importance,
-            log_z=log_z,
-            generator=generator,
-            batch_size=batch_size,
         )
     return torch.logsumexp(log_w, dim=1) - math.log(n_importance)
+
+
+def _log_weights(
+    model: LatentEBM,
+    x: Tensor,
+    n_importance: int,
+    log_z: LogPartitionEstimate | float,
+    generator: torch.Generator,
+    batch_size: int,
+    **proposal_options: Any,
+) -> Tensor:
+    """Fit the proposal to posterior chains of ``x``, then ``(B, M)`` importance log weights."""
+    proposal = fit_proposal(
+        model, x, generator=generator, batch_size=batch_size, **proposal_options
+    )
+    return importance_log_weights(
+        model, x, proposal, n_importance, log_z=log_z, generator=generator, batch_size=batch_size
+    )
 
 
 # ----------------------------------------------------------------------------- dataset level
@@ -533,26 +544,19 @@ def evaluate_nll(
     with _eval_mode(model):
         for batch in batches:
             x = batch.to(device)
-            proposal = fit_proposal(
+            log_w = _log_weights(
                 model,
                 x,
+                n_importance,
+                log_z,
+                generator,
+                batch_size,
                 n_chains=n_chains,
                 chain_steps=chain_steps,
                 widen=widen,
                 covariance=covariance,
                 shrinkage=shrinkage,
                 jitter=jitter,
-                generator=generator,
-                batch_size=batch_size,
-            )
-            log_w = importance_log_weights(
-                model,
-                x,
-                proposal,
-                n_importance,
-                log_z=log_z,
-                generator=generator,
-                batch_size=batch_size,
             )
             log_p = torch.logsumexp(log_w, dim=1) - math.log(n_importance)
             ess = torch.exp(2 * torch.logsumexp(log_w, dim=1) - torch.logsumexp(2 * log_w, dim=1))
