@@ -1,4 +1,5 @@
-"""The ``latentebm`` command: ``train``, ``generate``, ``ls``, ``cat``, ``keys``, ``cp``."""
+"""The ``latentebm`` command: ``train``, ``generate``, ``diagnose``, ``ls``, ``cat``, ``keys``,
+``cp``."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ examples:
   latentebm train ptb trainer.max_steps=2000 optim.generator.lr=5e-4 seed=3
   latentebm train ptb trainer.run_dir=runs/ptb/long trainer.resume=auto
   latentebm generate runs/ptb/20261123-101500 -n 20 --decode sample --temperature 0.8
+  latentebm diagnose runs/ptb/20261123-101500 --long-chain-steps 2000   # d_t, r_t plots
   latentebm ls
   latentebm cat ptb trainer.max_steps=100      # the resolved recipe
   latentebm keys                               # every recipe key, documented
@@ -119,6 +121,48 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fmt(value: object, spec: str = ".4g") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from latentebm.diagnostics import PlotDependencyError, diagnose
+
+    try:
+        result = diagnose(
+            args.run,
+            out_dir=args.output,
+            n_chains=args.chains,
+            n_steps=args.long_chain_steps,
+            seed=args.seed,
+        )
+    except PlotDependencyError as error:
+        print(f"latentebm: error: {error}", file=sys.stderr)
+        return 2
+    osc = result["oscillation"] or {}
+    chain = result["long_chain"] or {}
+    rows = [
+        ("logged training rows", _fmt(result["n_train_rows"], "d")),
+        ("d_t mean", _fmt(osc.get("mean"))),
+        ("d_t std", _fmt(osc.get("std"))),
+        ("d_t sign-change fraction", _fmt(osc.get("sign_change_fraction"), ".3f")),
+        ("d_t lag-1 autocorrelation", _fmt(osc.get("lag1_autocorrelation"), ".3f")),
+        ("oscillation (seed 004)", osc.get("label", "-")),
+        ("r_t prior chain (mean)", _fmt(result["r_t"]["prior"])),
+        ("r_t posterior chain (mean)", _fmt(result["r_t"]["posterior"])),
+    ]
+    if chain:
+        rows += [
+            (f"long chain f(z), step 0 ({chain['n_chains']} chains)", _fmt(chain["energy_start"])),
+            (f"long chain f(z), step {chain['n_steps']}", _fmt(chain["energy_end"])),
+        ]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    print(f"plots and diagnostics.json -> {result['out_dir']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="latentebm",
@@ -163,6 +207,32 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("-o", "--output", default=None, help="write to this file instead of stdout")
     gen.add_argument("--force", action="store_true", help="overwrite --output if it exists")
     gen.set_defaults(func=cmd_generate)
+
+    diag = sub.add_parser(
+        "diagnose",
+        help="plot d_t, r_t and a long prior chain of a run (seed 004)",
+        epilog="examples:\n  latentebm diagnose runs/ptb/20261123-101500\n"
+        "  latentebm diagnose RUN_DIR --long-chain-steps 0      # metrics only, no checkpoint\n"
+        "writes RUN_DIR/diagnostics/ (or -o DIR); existing files are never overwritten: a\n"
+        "second run writes into diagnostics-2/ (DIR-2/), and so on.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    diag.add_argument("run", help="a run directory (metrics.jsonl and checkpoints)")
+    diag.add_argument(
+        "--long-chain-steps",
+        type=int,
+        default=2000,
+        metavar="N",
+        help="Langevin steps of the long prior chain (default 2000; 0: skip it)",
+    )
+    diag.add_argument(
+        "--chains", type=int, default=64, metavar="N", help="long-chain chains (default 64)"
+    )
+    diag.add_argument("--seed", type=int, default=0, help="long-chain seed (default 0)")
+    diag.add_argument(
+        "-o", "--output", default=None, metavar="DIR", help="default: RUN_DIR/diagnostics"
+    )
+    diag.set_defaults(func=cmd_diagnose)
 
     cat = sub.add_parser("cat", help="print a recipe resolved with overrides and defaults")
     cat.add_argument("recipe", help="a recipe file, or a built-in recipe name")

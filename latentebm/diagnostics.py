@@ -1,0 +1,418 @@
+"""Learning diagnostics of a run (seed 004, Nijkamp et al., "On the Anatomy of MCMC-Based
+Maximum Likelihood Learning of EBMs"): ``latentebm diagnose RUN_DIR``.
+
+Seed 004 reads MCMC-based ML learning through two quantities, both logged by the trainer in
+``metrics.jsonl``:
+
+* ``d_t`` (``energy_diff``): the difference of the mean energy on positive samples (posterior
+  chain, ``z^+``) and on negative samples (prior chain, ``z^-``). It should oscillate around 0.
+  *Strong oscillation* (seed 004, appendix D): the sign of ``d_t`` tends to flip from one
+  update to the next (a strongly negative short-lag autocorrelation; expansion follows
+  contraction), typical of non-convergent learning with a high learning rate or Adam.
+  *Weak oscillation*: the sign of ``d_t`` does not depend on recent updates.
+* ``r_t`` (``prior_grad_norm`` / ``posterior_grad_norm``): the mean gradient magnitude along
+  each chain, which should settle at a value balanced with the Langevin noise.
+
+Seed 004 also checks what the short-run chain is *not*: running the prior chain far past its
+training length ``K0`` shows whether ``p_alpha`` has a meaningful steady state (energy and log
+density along a long chain, seed 004 / seed 001 Fig. 4). :func:`long_prior_chain` does this.
+
+Note that a ``metrics.jsonl`` row holds the *mean* of each term over the ``log_every`` steps
+before it, so with ``log_every > 1`` the step-to-step oscillation of ``d_t`` is smoothed out;
+log every step (``trainer.log_every=1``) for a faithful oscillation diagnosis.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+#: lag-1 autocorrelation at or below which (with frequent sign changes) oscillation is "strong".
+STRONG_LAG1 = -0.3
+#: fraction of sign changes of consecutive ``d_t`` at or above which oscillation may be "strong".
+STRONG_SIGN_CHANGES = 0.5
+#: the PNG files :func:`diagnose` writes (``long_chain.png`` only when the long chain runs).
+PLOT_FILES = ("d_t.png", "r_t.png", "autocorrelation.png", "long_chain.png")
+
+
+class PlotDependencyError(ImportError):
+    """matplotlib, needed for the diagnostic plots, is not installed."""
+
+
+# --------------------------------------------------------------------------------- metrics
+def read_metrics(run_dir: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Training rows and validation rows of ``run_dir/metrics.jsonl``.
+
+    Event rows (with an ``event`` key, e.g. ``resumed``) are skipped; a row with
+    ``valid_recon_nll`` is a validation row, any other row a training row.
+
+    Raises:
+        ValueError: ``metrics.jsonl`` is missing, empty, has no training or validation row,
+            or holds a line that is not JSON.
+    """
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file (is {run_dir} a latentebm run directory?)")
+    train: list[dict[str, Any]] = []
+    valid: list[dict[str, Any]] = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}:{number}: not JSON ({error.msg})") from error
+        if "event" in row:
+            continue
+        (valid if "valid_recon_nll" in row else train).append(row)
+    if not train and not valid:
+        raise ValueError(f"{path}: empty (no logged training step yet)")
+    return train, valid
+
+
+# ------------------------------------------------------------------------ oscillation of d_t
+def autocorrelation(values: Sequence[float], max_lag: int) -> np.ndarray:
+    """Normalised sample autocorrelation ``rho(0..max_lag)`` of a series (seed 004, app. D).
+
+    The standard (biased) estimator, with ``m`` the mean and ``n`` the length::
+
+        rho(k) = sum_{t=0}^{n-1-k} (x_t - m)(x_{t+k} - m) / sum_{t=0}^{n-1} (x_t - m)^2
+
+    so ``rho(0) = 1`` and, e.g., the alternating series ``+1, -1, ...`` of even length ``n``
+    gives ``rho(1) = -(n-1)/n`` and ``rho(2) = (n-2)/n``. Lags ``>= n`` are 0. A constant series
+    has no variance: ``rho(0) = 1`` and every other lag is 0.
+
+    Returns:
+        an array of ``max_lag + 1`` floats.
+
+    Raises:
+        ValueError: ``values`` is empty or ``max_lag < 0``.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 1 or x.size == 0:
+        raise ValueError("autocorrelation needs a non-empty 1-D series")
+    if max_lag < 0:
+        raise ValueError(f"max_lag must be >= 0, got {max_lag}")
+    out = np.zeros(max_lag + 1)
+    out[0] = 1.0
+    centred = x - x.mean()
+    denom = float(np.dot(centred, centred))
+    if denom <= 0.0 or not math.isfinite(denom):
+        return out
+    n = x.size
+    for k in range(1, min(max_lag, n - 1) + 1):
+        out[k] = float(np.dot(centred[: n - k], centred[k:])) / denom
+    return out
+
+
+def oscillation_summary(d_t: Sequence[float]) -> dict[str, Any]:
+    """Summary statistics of ``d_t`` and a one-word oscillation label (seed 004, appendix D).
+
+    Keys: ``n``, ``mean``, ``std`` (population), ``sign_change_fraction`` (the fraction of
+    consecutive pairs whose signs differ, zeros counting as no sign), ``lag1_autocorrelation``
+    (:func:`autocorrelation` at lag 1) and ``label``:
+
+    * ``"strong"``: lag-1 autocorrelation ``<= -0.3`` *and* sign-change fraction ``>= 0.5``,
+      i.e. the sign of ``d_t`` tends to flip after each update (strong oscillation: expansion
+      follows contraction). For i.i.d. noise around 0 the lag-1 autocorrelation is about 0
+      (standard error ``1/sqrt(n)``) and the sign-change fraction about 0.5;
+    * ``"weak"``: otherwise (the sign of ``d_t`` does not depend on the previous update, or
+      ``d_t`` drifts smoothly);
+    * ``"insufficient"``: fewer than 4 values.
+
+    Raises:
+        ValueError: ``d_t`` is empty.
+    """
+    x = np.asarray(d_t, dtype=np.float64)
+    if x.size == 0:
+        raise ValueError("oscillation_summary needs at least one d_t value")
+    signs = np.sign(x)
+    if x.size > 1:
+        changes = (signs[1:] * signs[:-1]) < 0
+        sign_change_fraction = float(changes.mean())
+    else:
+        sign_change_fraction = 0.0
+    lag1 = float(autocorrelation(x, 1)[1])
+    if x.size < 4:
+        label = "insufficient"
+    elif lag1 <= STRONG_LAG1 and sign_change_fraction >= STRONG_SIGN_CHANGES:
+        label = "strong"
+    else:
+        label = "weak"
+    return {
+        "n": int(x.size),
+        "mean": float(x.mean()),
+        "std": float(x.std()),
+        "sign_change_fraction": sign_change_fraction,
+        "lag1_autocorrelation": lag1,
+        "label": label,
+    }
+
+
+def rolling_mean(values: Sequence[float], window: int) -> np.ndarray:
+    """Trailing mean over up to ``window`` values (shorter at the start), same length as input."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        return x
+    window = max(1, int(window))
+    cumsum = np.concatenate([[0.0], np.cumsum(x)])
+    idx = np.arange(1, x.size + 1)
+    start = np.maximum(idx - window, 0)
+    return (cumsum[idx] - cumsum[start]) / (idx - start)
+
+
+# ----------------------------------------------------------------------- long prior chain
+def long_prior_chain(
+    model: Any,
+    n_chains: int = 64,
+    n_steps: int = 2000,
+    record_every: int = 10,
+    generator: torch.Generator | None = None,
+) -> dict[str, Any]:
+    """Energy and log density along a long prior chain (seed 004's long-run check).
+
+    Runs ``model.sample_prior(n_chains, n_steps=n_steps, record_steps=...)`` (the training
+    sampler, far past its ``K0`` steps, from ``N(0, sigma^2 I)``) and evaluates, at every
+    ``record_every``-th step and at the last, the mean over the chains of the energy
+    ``f_alpha(z)`` (``model.prior.energy``) and of the unnormalised log density
+    ``f_alpha(z) - ||z||^2 / (2 sigma^2)``. Sampling freezes the parameters and evaluation runs
+    under ``torch.no_grad``: no parameter gradient is computed.
+
+    Returns:
+        ``steps``, ``energy`` and ``log_density`` (lists of equal length, step 0 = the
+        initial state), ``energy_start`` / ``energy_end``, ``log_density_start`` /
+        ``log_density_end``, ``grad_norm_start`` / ``grad_norm_end`` (mean ``||grad log p||``
+        over the first / last ``record_every`` steps), ``n_chains``, ``n_steps`` and
+        ``training_steps`` (``K0``).
+    """
+    if n_chains < 1:
+        raise ValueError(f"n_chains must be >= 1, got {n_chains}")
+    if n_steps < 1:
+        raise ValueError(f"n_steps must be >= 1, got {n_steps}")
+    if record_every < 1:
+        raise ValueError(f"record_every must be >= 1, got {record_every}")
+    steps = sorted(set(range(0, n_steps + 1, record_every)) | {n_steps})
+    result = model.sample_prior(
+        n_chains, generator=generator, n_steps=n_steps, record_steps=tuple(steps)
+    )
+    energy: list[float] = []
+    log_density: list[float] = []
+    with torch.no_grad():
+        for step in steps:
+            z = result.trajectory[step]
+            energy.append(float(model.prior.energy(z).mean()))
+            log_density.append(float(model.prior.log_density(z).mean()))
+    grad_norm = result.grad_norm
+    window = min(record_every, grad_norm.numel())
+    return {
+        "steps": steps,
+        "energy": energy,
+        "log_density": log_density,
+        "energy_start": energy[0],
+        "energy_end": energy[-1],
+        "log_density_start": log_density[0],
+        "log_density_end": log_density[-1],
+        "grad_norm_start": float(grad_norm[:window].mean()),
+        "grad_norm_end": float(grad_norm[-window:].mean()),
+        "n_chains": int(n_chains),
+        "n_steps": int(n_steps),
+        "training_steps": int(model.prior_chain.n_steps),
+    }
+
+
+# -------------------------------------------------------------------------------- output
+def fresh_dir(path: str | Path) -> Path:
+    """``path`` if it is absent or empty, else the first absent-or-empty ``path-2``, ``path-3``...
+
+    Existing diagnostics are never overwritten: a second ``diagnose`` of a run writes into
+    ``diagnostics-2/``. The directory is created.
+    """
+    base = Path(path)
+    candidate, n = base, 1
+    while candidate.exists() and (not candidate.is_dir() or any(candidate.iterdir())):
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    candidate.mkdir(parents=True, exist_ok=True)
+    return candidate
+
+
+def _pyplot() -> Any:
+    """``matplotlib.pyplot`` with the Agg backend, imported on first use."""
+    try:
+        import matplotlib
+    except ImportError as error:
+        raise PlotDependencyError(
+            "the diagnostic plots need matplotlib: pip install 'latentebm[plot]'"
+        ) from error
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _series(rows: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    pairs = [(int(r["step"]), float(r[key])) for r in rows if key in r]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return float(np.mean(values)) if len(values) else None
+
+
+def diagnose(
+    run_dir: str | Path,
+    out_dir: str | Path | None = None,
+    n_chains: int = 64,
+    n_steps: int = 2000,
+    seed: int = 0,
+    record_every: int | None = None,
+) -> dict[str, Any]:
+    """Diagnose a run (seed 004): oscillation of ``d_t``, ``r_t``, and a long prior chain.
+
+    Writes into ``out_dir`` (default ``RUN_DIR/diagnostics``; if it already holds files, the
+    first free ``...-2``, ``...-3`` sibling, see :func:`fresh_dir`):
+
+    * ``d_t.png``: ``d_t`` over the training steps with a rolling mean;
+    * ``r_t.png``: ``r_t`` of the prior and the posterior chain;
+    * ``autocorrelation.png``: the autocorrelation of ``d_t``;
+    * ``long_chain.png``: mean energy and log density along a long prior chain of ``n_steps``
+      steps (needs a checkpoint; skipped when ``n_steps == 0``);
+    * ``diagnostics.json``: what this function returns.
+
+    Args:
+        run_dir: a run directory with ``metrics.jsonl`` (and checkpoints for the long chain).
+        out_dir: where to write; see above.
+        n_chains: chains of the long prior run.
+        n_steps: length of the long prior chain (0: no long chain).
+        seed: seed of the long chain's initial states and noise.
+        record_every: evaluate the long chain every this many steps (default ``n_steps/200``).
+
+    Returns:
+        a dict with ``run_dir``, ``out_dir``, ``files``, ``n_train_rows``, ``n_valid_rows``,
+        ``log_every``, ``oscillation`` (:func:`oscillation_summary` of ``d_t``, or ``None``
+        for a model without an energy prior), ``autocorrelation``, ``r_t`` (means of
+        ``prior``/``posterior``), ``valid_recon_nll`` (last) and ``long_chain``
+        (:func:`long_prior_chain` plus ``checkpoint`` and ``checkpoint_step``, or ``None``).
+
+    Raises:
+        ValueError: no usable ``metrics.jsonl``, or no training row.
+        PlotDependencyError: matplotlib is missing.
+    """
+    run_dir = Path(run_dir)
+    train, valid = read_metrics(run_dir)
+    if not train:
+        raise ValueError(f"{run_dir / 'metrics.jsonl'}: no training rows")
+    plt = _pyplot()  # fail before any long computation
+
+    d_steps, d_t = _series(train, "energy_diff")
+    prior_steps, prior_r = _series(train, "prior_grad_norm")
+    post_steps, post_r = _series(train, "posterior_grad_norm")
+    oscillation = oscillation_summary(d_t) if d_t else None
+    max_lag = max(1, min(50, len(d_t) - 1)) if d_t else 1
+    acf = autocorrelation(d_t, max_lag) if d_t else np.zeros(0)
+    log_every = int(np.median(np.diff(d_steps))) if len(d_steps) > 1 else None
+
+    long_chain: dict[str, Any] | None = None
+    if n_steps > 0:
+        from latentebm.pretrained import load
+
+        pretrained = load(run_dir)
+        generator = torch.Generator(pretrained.model.device).manual_seed(seed)
+        every = record_every if record_every is not None else max(1, n_steps // 200)
+        long_chain = long_prior_chain(
+            pretrained.model,
+            n_chains=n_chains,
+            n_steps=n_steps,
+            record_every=every,
+            generator=generator,
+        )
+        long_chain["checkpoint"] = str(pretrained.checkpoint)
+        long_chain["checkpoint_step"] = pretrained.step
+
+    out = fresh_dir(out_dir if out_dir is not None else run_dir / "diagnostics")
+    files: list[str] = []
+
+    def save(fig: Any, name: str) -> None:
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=90)
+        plt.close(fig)
+        files.append(name)
+
+    # d_t with a rolling mean
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    if d_t:
+        window = max(1, min(50, len(d_t) // 10))
+        ax.plot(d_steps, d_t, lw=0.8, alpha=0.6, label="d_t")
+        ax.plot(d_steps, rolling_mean(d_t, window), lw=1.8, label=f"rolling mean ({window})")
+        ax.legend()
+        assert oscillation is not None
+        ax.set_title(
+            f"d_t = mean f(z+) - mean f(z-): {oscillation['label']} oscillation "
+            f"(lag-1 acf {oscillation['lag1_autocorrelation']:.2f})"
+        )
+    else:
+        ax.set_title("d_t: not logged (no energy prior)")
+    ax.axhline(0.0, color="grey", lw=0.5)
+    ax.set_xlabel("training step")
+    save(fig, "d_t.png")
+
+    # r_t of both chains
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    if prior_r:
+        ax.plot(prior_steps, prior_r, label="prior chain (z-)")
+    if post_r:
+        ax.plot(post_steps, post_r, label="posterior chain (z+)")
+    ax.set(title="r_t: mean |grad log pi| along the chain", xlabel="training step")
+    if prior_r or post_r:
+        ax.legend()
+    save(fig, "r_t.png")
+
+    # autocorrelation of d_t
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    if acf.size:
+        lags = np.arange(acf.size)
+        ax.vlines(lags, 0.0, acf, lw=2)
+        ax.plot(lags, acf, "o", ms=3)
+        band = 2.0 / math.sqrt(len(d_t))
+        ax.axhspan(-band, band, color="grey", alpha=0.2, label="±2/sqrt(n)")
+        ax.legend()
+    ax.axhline(0.0, color="black", lw=0.5)
+    ax.set(title="autocorrelation of d_t", xlabel="lag (logged rows)", ylim=(-1.05, 1.05))
+    save(fig, "autocorrelation.png")
+
+    # long prior chain
+    if long_chain is not None:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+        for ax, key, title in (
+            (axes[0], "energy", "mean f(z) along a long prior chain"),
+            (axes[1], "log_density", "mean f(z) - |z|^2 / (2 sigma^2)"),
+        ):
+            ax.plot(long_chain["steps"], long_chain[key])
+            ax.axvline(long_chain["training_steps"], color="red", lw=0.8, ls="--", label="K0")
+            ax.set(title=title, xlabel="Langevin step")
+            ax.legend()
+        save(fig, "long_chain.png")
+
+    summary: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "out_dir": str(out),
+        "files": files + ["diagnostics.json"],
+        "n_train_rows": len(train),
+        "n_valid_rows": len(valid),
+        "log_every": log_every,
+        "oscillation": oscillation,
+        "autocorrelation": [float(v) for v in acf],
+        "r_t": {"prior": _mean(prior_r), "posterior": _mean(post_r)},
+        "valid_recon_nll": float(valid[-1]["valid_recon_nll"]) if valid else None,
+        "long_chain": long_chain,
+    }
+    with open(out / "diagnostics.json", "x", encoding="utf-8") as handle:
+        json.dump(summary, handle, indent=2)
+        handle.write("\n")
+    return summary
