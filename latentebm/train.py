@@ -29,6 +29,7 @@ import yaml
 from latentebm import __version__
 from latentebm.build import build_model, build_optimizers, build_task, resolve_device
 from latentebm.checkpoint import (
+    CHECKPOINT_DIR,
     CheckpointError,
     checkpoint_path,
     latest_checkpoint,
@@ -148,6 +149,16 @@ class Trainer:
             raise TrainingError(f"trainer.run_dir: {run_dir} was taken by another run") from error
         return run_dir
 
+    def _continues_in_place(self, checkpoint: Path) -> bool:
+        """A resumed run writes into the checkpoint's run directory unless ``trainer.run_dir``
+        names another one (then it starts there, from the checkpoint's state). A checkpoint
+        file outside a run's ``checkpoints/`` folder starts a new run directory."""
+        if checkpoint.parent.name != CHECKPOINT_DIR:
+            return False
+        if self.cfg.run_dir is None:
+            return True
+        return Path(self.cfg.run_dir).resolve() == checkpoint.parent.parent.resolve()
+
     def _check_compatible(self, saved: dict[str, Any], source: Path) -> None:
         """The model and task of a resumed run must be those of the checkpoint."""
         current = recipe_to_dict(self.recipe)
@@ -194,9 +205,9 @@ class Trainer:
             self._restore(saved, model, optimizers, langevin_rng)
         broadcast_parameters(model, ctx)
 
-        if saved is not None:
-            run_dir = Path(saved["run_dir"]) if cfg.run_dir is None else Path(cfg.run_dir)
-        else:
+        if saved is not None and resume_from is not None and self._continues_in_place(resume_from):
+            run_dir = resume_from.parent.parent  # RUN_DIR/checkpoints/step_N.pt
+        else:  # a new run, or a resumed one forked into another trainer.run_dir
             run_dir = self._claim_new_run_dir() if ctx.is_main else Path()
         run_dir = broadcast_object(run_dir, ctx)
         self.run_dir = run_dir

@@ -340,3 +340,17 @@ def test_two_process_ranks_stay_identical(
     fit(recipe, "trainer.max_steps=6", "trainer.resume=auto", f"trainer.run_dir={run}")
     assert "checkpoint was written by 2 process(es)" in capsys.readouterr().err
     assert load_latest(run)["step"] == 6
+
+
+def test_resume_into_another_run_dir_forks_the_run(tiny_recipe, tmp_path: Path) -> None:
+    """resume=<checkpoint> with another trainer.run_dir continues there; the source run is
+    left as it was, and the forked run equals the uninterrupted one."""
+    recipe = tiny_recipe()
+    source, fork, straight = tmp_path / "source", tmp_path / "fork", tmp_path / "straight"
+    fit(recipe, "trainer.max_steps=3", f"trainer.run_dir={source}")
+    before = {p: p.read_bytes() for p in source.rglob("*") if p.is_file()}
+    fit(recipe, "trainer.max_steps=6", f"trainer.run_dir={fork}", f"trainer.resume={source}")
+    fit(recipe, "trainer.max_steps=6", f"trainer.run_dir={straight}")
+    assert {p: p.read_bytes() for p in source.rglob("*") if p.is_file()} == before
+    assert_same(load_latest(fork)["model"], load_latest(straight)["model"])
+    assert (fork / "config.yaml").is_file()
