@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,13 +43,18 @@ class Pretrained:
         langevin_steps: int | None = None,
         seed: int | None = None,
         batch_size: int = 500,
+        beam_size: int = 5,
+        length_penalty: float = 0.0,
     ) -> list[str]:
-        """``n`` decoded samples: ``z`` from the prior chain (K0 steps, or ``langevin_steps``)."""
-        generator = torch.Generator(self.model.device)
-        if seed is not None:
-            generator.manual_seed(seed)
-        else:
-            generator.seed()
+        """``n`` decoded samples: ``z`` from the prior chain (K0 steps, or ``langevin_steps``).
+
+        ``decode``: ``greedy``, ``sample`` (``temperature``, ``top_k``) or ``beam``
+        (``beam_size``, ``length_penalty``), see ``LSTMDecoder.sample``.
+        """
+        generator = self._generator(seed)
+        beam = (
+            {"beam_size": beam_size, "length_penalty": length_penalty} if decode == "beam" else {}
+        )
         out: list[str] = []
         while len(out) < n:
             size = min(batch_size, n - len(out))
@@ -59,9 +65,70 @@ class Pretrained:
                 decode=decode,
                 temperature=temperature,
                 top_k=top_k,
+                **beam,
             )
             out.extend(self.task.decode(tokens))
         return out
+
+    def _generator(self, seed: int | None) -> torch.Generator:
+        generator = torch.Generator(self.model.device)
+        if seed is not None:
+            generator.manual_seed(seed)
+        else:
+            generator.seed()
+        return generator
+
+    def trajectory(
+        self,
+        n: int,
+        steps: Sequence[int],
+        *,
+        langevin_steps: int | None = None,
+        seed: int | None = None,
+        **decode_opts: Any,
+    ) -> dict[str, Any]:
+        """Sentences at ``steps`` of ``n`` prior chains of ``langevin_steps`` steps (default K0)
+        and the energy along them: :func:`latentebm.generation.prior_trajectory`."""
+        from latentebm.generation import prior_trajectory
+
+        return prior_trajectory(
+            self.model,
+            self.task,
+            n,
+            steps,
+            langevin_steps,
+            generator=self._generator(seed),
+            **decode_opts,
+        )
+
+    def interpolate(
+        self,
+        sentence_a: str,
+        sentence_b: str,
+        n_points: int = 8,
+        *,
+        path: str = "linear",
+        posterior_steps: int | None = None,
+        n_chains: int = 8,
+        seed: int | None = None,
+        **decode_opts: Any,
+    ) -> list[tuple[float, str]]:
+        """``[(t, sentence)]`` along a path between the posterior z of two sentences:
+        :func:`latentebm.generation.interpolate`."""
+        from latentebm.generation import interpolate
+
+        return interpolate(
+            self.model,
+            self.task,
+            sentence_a,
+            sentence_b,
+            n_points,
+            path,  # type: ignore[arg-type]
+            posterior_steps,
+            n_chains=n_chains,
+            generator=self._generator(seed),
+            **decode_opts,
+        )
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> Pretrained:

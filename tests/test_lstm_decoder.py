@@ -254,7 +254,7 @@ def test_sample_argument_validation() -> None:
         with pytest.raises(ValueError, match="temperature"):
             decoder.sample(z, decode="sample", temperature=bad)
     with pytest.raises(ValueError, match="decode"):
-        decoder.sample(z, decode="beam")  # type: ignore[arg-type]
+        decoder.sample(z, decode="nucleus")  # type: ignore[arg-type]
 
 
 def test_sample_rejects_bad_top_k_and_length() -> None:

@@ -129,25 +129,30 @@ class LSTMDecoder(nn.Module):
         self,
         z: Tensor,
         *,
-        decode: Literal["greedy", "sample"] = "greedy",
+        decode: Literal["greedy", "sample", "beam"] = "greedy",
         temperature: float = 1.0,
         top_k: int | None = None,
         max_length: int | None = None,
         generator: torch.Generator | None = None,
+        beam_size: int = 5,
+        length_penalty: float = 0.0,
     ) -> Tensor:
         """Decode one sequence per row of z.
 
         Args:
-            decode: ``greedy`` (arg-max token each step) or ``sample`` (from the softmax of
-                ``logits / temperature``, restricted to the ``top_k`` most likely tokens if set).
+            decode: ``greedy`` (arg-max token each step), ``sample`` (from the softmax of
+                ``logits / temperature``, restricted to the ``top_k`` most likely tokens if set)
+                or ``beam`` (beam search, see :meth:`beam_search`; ``temperature`` and ``top_k``
+                are ignored).
             max_length: most tokens per sequence (default ``config.max_decode_length``).
+            beam_size, length_penalty: for ``decode="beam"``.
 
         Returns:
             ``LongTensor (B, L)`` of token ids without ``<bos>``; each row ends at its first
             ``<eos>``, followed by ``<pad>``. ``<pad>`` and ``<bos>`` are never produced.
         """
-        if decode not in ("greedy", "sample"):
-            raise ValueError(f"decode must be 'greedy' or 'sample', got {decode!r}")
+        if decode not in ("greedy", "sample", "beam"):
+            raise ValueError(f"decode must be 'greedy', 'sample' or 'beam', got {decode!r}")
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if top_k is not None and top_k < 1:
@@ -155,6 +160,10 @@ class LSTMDecoder(nn.Module):
         if max_length is not None and max_length < 1:
             raise ValueError(f"max_length must be >= 1, got {max_length}")
         length = self.config.max_decode_length if max_length is None else max_length
+        if decode == "beam":
+            return self.beam_search(
+                z, beam_size=beam_size, length_penalty=length_penalty, max_length=length
+            )
         batch = z.shape[0]
         state = self._initial_state(z)
         token = torch.full((batch, 1), self.bos_id, dtype=torch.long, device=z.device)
@@ -184,3 +193,79 @@ class LSTMDecoder(nn.Module):
                 break
             token = next_token.unsqueeze(1)
         return torch.stack(out, dim=1)
+
+    @torch.no_grad()
+    def beam_search(
+        self,
+        z: Tensor,
+        *,
+        beam_size: int = 5,
+        length_penalty: float = 0.0,
+        max_length: int | None = None,
+    ) -> Tensor:
+        """The most likely sequence per row of z found by beam search (batched over rows).
+
+        Hypotheses are scored by their log-probability ``sum_t log p(x_t | x_<t, z)`` under the
+        full softmax (the score :meth:`log_likelihood` gives ``<bos> + sequence``), ranked by
+        ``score / length ** length_penalty`` (length: tokens incl. ``<eos>``; 0: no
+        normalisation, the exact log-probability). A hypothesis that emits ``<eos>`` is finished:
+        it stays in the beam with a fixed score and competes with the open ones; the search stops
+        when every hypothesis is finished or after ``max_length`` tokens (open hypotheses are then
+        cut there, as greedy decoding does). ``<pad>`` and ``<bos>`` are never produced.
+        ``beam_size=1`` is greedy decoding.
+
+        Returns:
+            ``LongTensor (B, L)`` in the format of :meth:`sample`.
+        """
+        if beam_size < 1:
+            raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+        if length_penalty < 0:
+            raise ValueError(f"length_penalty must be >= 0, got {length_penalty}")
+        length = self.config.max_decode_length if max_length is None else max_length
+        if length < 1:
+            raise ValueError(f"max_length must be >= 1, got {length}")
+        batch, k, vocab, device = z.shape[0], beam_size, self.vocab_size, z.device
+        z_beams = z.repeat_interleave(k, dim=0)  # (B*k, d): row b*k + j is beam j of row b
+        state = self._initial_state(z_beams)
+        scores = torch.full((batch, k), float("-inf"), device=device)
+        scores[:, 0] = 0.0  # one live hypothesis to start with: the others are copies
+        lengths = torch.zeros(batch, k, device=device)
+        finished = torch.zeros(batch, k, dtype=torch.bool, device=device)
+        tokens = torch.empty(batch, k, 0, dtype=torch.long, device=device)
+        token = torch.full((batch * k, 1), self.bos_id, dtype=torch.long, device=device)
+        z_step = z_beams.unsqueeze(1)
+        # a finished hypothesis has one continuation, <pad>, with log-probability 0
+        after_end = torch.full((vocab,), float("-inf"), device=device)
+        after_end[self.pad_id] = 0.0
+        for _ in range(length):
+            step_in = torch.cat([self.embedding(token), z_step], dim=2)
+            hidden, state = self.lstm(step_in, state)
+            log_probs = torch.log_softmax(self.output(hidden[:, 0]).float(), dim=1)
+            log_probs[:, self.pad_id] = float("-inf")
+            log_probs[:, self.bos_id] = float("-inf")
+            log_probs = log_probs.view(batch, k, vocab)
+            log_probs = torch.where(finished.unsqueeze(2), after_end, log_probs)
+            candidates = (scores.unsqueeze(2) + log_probs).view(batch, k * vocab)
+            new_lengths = (lengths + (~finished).float()).unsqueeze(2).expand(-1, -1, vocab)
+            rank = candidates
+            if length_penalty:
+                rank = candidates / new_lengths.reshape(batch, k * vocab) ** length_penalty
+            best = rank.topk(k, dim=1).indices  # (B, k)
+            origin, next_token = best // vocab, best % vocab
+            scores = candidates.gather(1, best)
+            lengths = new_lengths.reshape(batch, k * vocab).gather(1, best)
+            finished = finished.gather(1, origin) | (next_token == self.eos_id)
+            history = tokens.gather(1, origin.unsqueeze(2).expand(-1, -1, tokens.shape[2]))
+            tokens = torch.cat([history, next_token.unsqueeze(2)], dim=2)
+            rows = (origin + torch.arange(batch, device=device).unsqueeze(1) * k).view(-1)
+            state = (state[0].index_select(1, rows), state[1].index_select(1, rows))
+            if bool((finished | scores.isneginf()).all()):
+                break
+            token = next_token.view(batch * k, 1)
+        rank = scores
+        if length_penalty:
+            rank = scores / lengths.clamp(min=1) ** length_penalty
+        choice = rank.argmax(dim=1)
+        out = tokens[torch.arange(batch, device=device), choice]
+        width = int((out != self.pad_id).sum(dim=1).max()) if batch else 0
+        return out[:, : max(width, 1)]
