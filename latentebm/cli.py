@@ -97,17 +97,82 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _decode_opts(args: argparse.Namespace) -> dict[str, object]:
+    """The decoding options of ``generate`` / ``interpolate`` for ``LSTMDecoder.sample``."""
+    opts: dict[str, object] = {
+        "decode": args.decode,
+        "temperature": args.temperature,
+        "top_k": args.top_k,
+    }
+    if args.decode == "beam":
+        opts.update(beam_size=args.beam_size, length_penalty=args.length_penalty)
+    return opts
+
+
+def _add_decode_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--decode", choices=("greedy", "sample", "beam"), default="greedy")
+    parser.add_argument("--temperature", type=float, default=1.0, help="for --decode sample")
+    parser.add_argument("--top-k", type=int, default=None, help="for --decode sample")
+    parser.add_argument(
+        "--beam-size", type=int, default=5, metavar="K", help="for --decode beam (default 5)"
+    )
+    parser.add_argument(
+        "--length-penalty",
+        type=float,
+        default=0.0,
+        metavar="A",
+        help="for --decode beam: rank by log p / length**A (default 0: plain log p)",
+    )
+
+
+def _generate_trajectory(args: argparse.Namespace, model: object) -> int:
+    from datetime import datetime
+
+    from latentebm.diagnostics import PlotDependencyError, fresh_dir
+    from latentebm.generation import format_trajectory, plot_energy
+
+    try:
+        steps = sorted({int(s) for s in args.trajectory.split(",") if s.strip()})
+    except ValueError as error:
+        raise ValueError(f"--trajectory: comma-separated steps, e.g. 0,40,100 ({error})") from None
+    if not steps:
+        raise ValueError("--trajectory: give at least one step, e.g. 0,40,100")
+    n_steps = args.langevin_steps
+    if n_steps is None:  # K0, or longer if a step asks for it
+        n_steps = max(model.model.prior_chain.n_steps, steps[-1])  # type: ignore[attr-defined]
+    result = model.trajectory(  # type: ignore[attr-defined]
+        args.n, steps, langevin_steps=n_steps, seed=args.seed, **_decode_opts(args)
+    )
+    if args.trajectory_dir:
+        out = fresh_dir(args.trajectory_dir)
+    else:
+        checkpoint = Path(model.checkpoint)  # type: ignore[attr-defined]
+        run = Path(args.run) if Path(args.run).is_dir() else checkpoint.parent.parent
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = fresh_dir(run / "samples" / f"trajectory-{stamp}")
+    text = format_trajectory(result)
+    (out / "trajectory.txt").write_text(text, encoding="utf-8")
+    sys.stdout.write(text)
+    try:
+        plot_energy(result, out / "energy.png")
+    except PlotDependencyError as error:
+        print(f"latentebm: error: {error}", file=sys.stderr)
+        return 2
+    print(f"trajectory.txt and energy.png -> {out}", file=sys.stderr)
+    return 0
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from latentebm.pretrained import load
 
     model = load(args.run, device=args.device)
+    if args.trajectory:
+        return _generate_trajectory(args, model)
     sentences = model.generate(
         args.n,
-        decode=args.decode,
-        temperature=args.temperature,
-        top_k=args.top_k,
         langevin_steps=args.langevin_steps,
         seed=args.seed,
+        **_decode_opts(args),  # type: ignore[arg-type]
     )
     text = "\n".join(sentences) + "\n"
     if args.output:
@@ -118,6 +183,53 @@ def cmd_generate(args: argparse.Namespace) -> int:
         print(f"{len(sentences)} samples from {model.checkpoint} -> {out}", file=sys.stderr)
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    from latentebm.pretrained import load
+
+    model = load(args.run, device=args.device)
+    pairs = model.interpolate(
+        args.sentence_a,
+        args.sentence_b,
+        args.points,
+        path=args.path,
+        posterior_steps=args.posterior_steps,
+        n_chains=args.chains,
+        seed=args.seed,
+        **_decode_opts(args),
+    )
+    for t, sentence in pairs:
+        print(f"{t:.3f}\t{sentence}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from latentebm.evaluate import evaluate, format_table
+
+    options = {
+        "n_importance": args.importance_samples,
+        "n_chains": args.chains,
+        "chain_steps": args.chain_steps,
+        "batch_size": args.batch_size,
+    }
+    options = {key: value for key, value in options.items() if value is not None}
+    if options.get("chain_steps") == -1:
+        options["chain_steps"] = None  # the model's K1
+    result = evaluate(
+        args.run,
+        args.split,
+        args.metrics,
+        max_batches=args.max_batches,
+        seed=args.seed,
+        device=args.device,
+        output=args.output,
+        progress=not args.no_progress,
+        **options,
+    )
+    print(format_table(result))
+    print(f"written to {result['output']}")
     return 0
 
 
@@ -191,22 +303,56 @@ def build_parser() -> argparse.ArgumentParser:
         "generate",
         help="sample from a trained model",
         epilog="examples:\n  latentebm generate runs/ptb/20261123-101500 -n 20\n"
-        "  latentebm generate RUN_DIR -n 1000 --decode sample --top-k 40 -o samples.txt",
+        "  latentebm generate RUN_DIR -n 1000 --decode sample --top-k 40 -o samples.txt\n"
+        "  latentebm generate RUN_DIR -n 20 --decode beam --beam-size 5\n"
+        "  latentebm generate RUN_DIR -n 5 --langevin-steps 100 --trajectory 0,40,100\n"
+        "--trajectory writes trajectory.txt and energy.png (mean f(z) along the chain) into\n"
+        "RUN_DIR/samples/trajectory-<timestamp>/ (or --trajectory-dir DIR; never overwritten).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     gen.add_argument("run", help="a run directory (newest checkpoint) or a checkpoint file")
-    gen.add_argument("-n", type=int, default=10, help="number of samples (default 10)")
-    gen.add_argument("--decode", choices=("greedy", "sample"), default="greedy")
-    gen.add_argument("--temperature", type=float, default=1.0)
-    gen.add_argument("--top-k", type=int, default=None)
+    gen.add_argument("-n", type=int, default=10, help="number of samples / chains (default 10)")
+    _add_decode_args(gen)
     gen.add_argument(
         "--langevin-steps", type=int, default=None, help="prior chain length (default: K0)"
     )
+    gen.add_argument(
+        "--trajectory",
+        default=None,
+        metavar="STEPS",
+        help="decode z at these chain steps, e.g. 0,40,100, and plot the energy along the chain",
+    )
+    gen.add_argument("--trajectory-dir", default=None, metavar="DIR", help="see --trajectory")
     gen.add_argument("--seed", type=int, default=None)
     gen.add_argument("--device", default="cpu")
     gen.add_argument("-o", "--output", default=None, help="write to this file instead of stdout")
     gen.add_argument("--force", action="store_true", help="overwrite --output if it exists")
     gen.set_defaults(func=cmd_generate)
+
+    interp = sub.add_parser(
+        "interpolate",
+        help="decode a path between the posterior z of two sentences",
+        epilog="examples:\n"
+        "  latentebm interpolate RUN_DIR 'the cat sees a fish' 'a dog eats some milk'\n"
+        "  latentebm interpolate RUN_DIR 'a b' 'c d' --points 10 --path slerp --decode beam\n"
+        "prints t<TAB>sentence lines; z of a sentence = mean of --chains posterior chains.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    interp.add_argument("run", help="a run directory (newest checkpoint) or a checkpoint file")
+    interp.add_argument("sentence_a")
+    interp.add_argument("sentence_b")
+    interp.add_argument("--points", type=int, default=8, help="points on the path (default 8)")
+    interp.add_argument("--path", choices=("linear", "slerp"), default="linear")
+    interp.add_argument(
+        "--chains", type=int, default=8, help="posterior chains averaged per sentence (default 8)"
+    )
+    interp.add_argument(
+        "--posterior-steps", type=int, default=None, help="posterior chain length (default: K1)"
+    )
+    _add_decode_args(interp)
+    interp.add_argument("--seed", type=int, default=None)
+    interp.add_argument("--device", default="cpu")
+    interp.set_defaults(func=cmd_interpolate)
 
     diag = sub.add_parser(
         "diagnose",
@@ -233,6 +379,33 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", default=None, metavar="DIR", help="default: RUN_DIR/diagnostics"
     )
     diag.set_defaults(func=cmd_diagnose)
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="NLL / perplexity of a trained model on a split (writes metrics.json)",
+        epilog="examples:\n  latentebm evaluate runs/ptb/20261123-101500\n"
+        "  latentebm evaluate RUN_DIR --split valid --importance-samples 100 --chain-steps 100\n"
+        "  latentebm evaluate RUN_DIR --max-batches 2 -o /tmp/metrics.json   # quick look\n"
+        "metrics: nll (fppl, rppl, bleu: not implemented yet). Writes RUN_DIR/metrics.json\n"
+        "(or -o PATH), merging: an earlier result for the same split and metric moves into\n"
+        "the new entry's history list.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ev.add_argument("run", help="a run directory (newest checkpoint) or a checkpoint file")
+    ev.add_argument("--split", default="test", help="default test")
+    ev.add_argument("--metrics", default="nll", help="comma-separated (default nll)")
+    ev.add_argument("--importance-samples", type=int, default=None, metavar="M", help="default 30")
+    ev.add_argument("--chains", type=int, default=None, metavar="C", help="default 8")
+    ev.add_argument(
+        "--chain-steps", type=int, default=None, metavar="K", help="default 0 (-1: the model's K1)"
+    )
+    ev.add_argument("--batch-size", type=int, default=None, metavar="B", help="default 64")
+    ev.add_argument("--max-batches", type=int, default=None, metavar="N", help="first N only")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("-o", "--output", default=None, metavar="PATH", help="default RUN/metrics.json")
+    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ev.set_defaults(func=cmd_evaluate)
 
     cat = sub.add_parser("cat", help="print a recipe resolved with overrides and defaults")
     cat.add_argument("recipe", help="a recipe file, or a built-in recipe name")
