@@ -7,19 +7,9 @@ the training terms over time, and (with matplotlib installed) a PNG of both.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-
-def read_metrics(run_dir: Path) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
-    """Training rows and validation rows of ``run_dir/metrics.jsonl``."""
-    train, valid = [], []
-    for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
-        if "event" in row:
-            continue
-        (valid if "valid_recon_nll" in row else train).append(row)
-    return train, valid
+from latentebm.diagnostics import read_metrics
 
 
 def markdown(train: list[dict[str, float]], valid: list[dict[str, float]], every: int) -> str:
