@@ -105,6 +105,24 @@ def tiny_recipe(tmp_path: Path, tiny_corpus: Path) -> Callable[..., Path]:
     return make
 
 
+def train_tiny_run(root: Path, *overrides: str, **sections: Any) -> Path:
+    """Write the tiny corpus and recipe under ``root`` and train it in this process (one
+    thread); returns the run directory. For module-scoped fixtures that share one run."""
+    from latentebm.config import load_recipe
+    from latentebm.train import Trainer
+
+    corpus = root / "tiny.txt"
+    corpus.write_text("\n".join(tiny_sentences()) + "\n", encoding="utf-8")
+    recipe = root / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe_dict(corpus, **sections)), encoding="utf-8")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return Trainer(load_recipe(recipe, list(overrides))).fit()
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def single_thread() -> Iterator[None]:
     """One intra-op thread while each test runs: the tests' tiny models run several times

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from latentebm.cli import main
-from latentebm.config import load_recipe
 from latentebm.evaluate import (
     KNOWN_METRICS,
     NotImplementedMetricError,
@@ -17,7 +16,7 @@ from latentebm.evaluate import (
     length_sorted_batches,
     write_metrics,
 )
-from latentebm.train import Trainer
+from tests.conftest import train_tiny_run
 
 FAST = {"n_importance": 4, "n_chains": 2, "chain_steps": 2, "batch_size": 32, "progress": False}
 
@@ -25,24 +24,13 @@ FAST = {"n_importance": 4, "n_chains": 2, "chain_steps": 2, "batch_size": 32, "p
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny run (3 steps) trained once for this module."""
-    from tests.conftest import tiny_recipe_dict, tiny_sentences
-
     root = tmp_path_factory.mktemp("evaluate")
-    corpus = root / "tiny.txt"
-    corpus.write_text("\n".join(tiny_sentences()) + "\n", encoding="utf-8")
-    recipe = root / "tiny.yaml"
-    import yaml
-
-    recipe.write_text(
-        yaml.safe_dump(
-            tiny_recipe_dict(
-                corpus,
-                task={"valid_fraction": 0.2},
-                trainer={"max_steps": 3, "samples_at_end": 0},
-            )
-        )
+    return train_tiny_run(
+        root,
+        f"trainer.run_dir={root / 'run'}",
+        task={"valid_fraction": 0.2},
+        trainer={"max_steps": 3, "samples_at_end": 0},
     )
-    return Trainer(load_recipe(recipe, [f"trainer.run_dir={root / 'run'}"])).fit()
 
 
 def test_evaluate_writes_metrics_json(tiny_run: Path) -> None:

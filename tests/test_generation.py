@@ -13,9 +13,8 @@ from torch import Tensor
 
 import latentebm
 from latentebm.cli import main
-from latentebm.config import load_recipe
 from latentebm.generation import interpolate, prior_trajectory, slerp
-from latentebm.train import Trainer
+from tests.conftest import train_tiny_run
 from tests.test_lstm_decoder import BOS, EOS, PAD, VOCAB, Z_DIM, make_decoder
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -156,30 +155,9 @@ def test_slerp_of_parallel_vectors_is_linear(scale: float) -> None:
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run directory trained in this process for 3 steps on the tiny recipe."""
-    import yaml
-
-    from tests.conftest import tiny_recipe_dict, tiny_sentences
-
     root = tmp_path_factory.mktemp("generation")
-    corpus = root / "tiny.txt"
-    corpus.write_text("\n".join(tiny_sentences()) + "\n", encoding="utf-8")
-    recipe = root / "tiny.yaml"
-    sections = {
-        "trainer": {
-            "max_steps": 3,
-            "checkpoint_every": 3,
-            "valid_every": 3,
-            "samples_at_end": 0,
-            "runs_root": str(root / "runs"),
-        }
-    }
-    recipe.write_text(yaml.safe_dump(tiny_recipe_dict(corpus, **sections)), encoding="utf-8")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return Trainer(load_recipe(recipe, [])).fit()
-    finally:
-        torch.set_num_threads(threads)
+    trainer = {"max_steps": 3, "checkpoint_every": 3, "valid_every": 3, "samples_at_end": 0}
+    return train_tiny_run(root, trainer={**trainer, "runs_root": str(root / "runs")})
 
 
 def test_prior_trajectory_steps_and_energy(tiny_run: Path) -> None:
