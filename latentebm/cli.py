@@ -205,6 +205,37 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _text_eval_settings(args: argparse.Namespace) -> object:
+    """``TextEvalSettings`` from the ``evaluate`` options (``--lm-set`` parsed as YAML)."""
+    import yaml
+
+    from latentebm.metrics.lm import LMConfig
+    from latentebm.metrics.text_eval import TextEvalSettings
+
+    lm_values: dict[str, object] = {}
+    for item in args.lm_set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--lm-set {item!r}: expected KEY=VALUE (e.g. epochs=2)")
+        lm_values[key.strip()] = yaml.safe_load(value)
+    options = {
+        "n_samples": args.samples,
+        "rppl_samples": args.rppl_samples,
+        "self_bleu_samples": args.self_bleu_samples,
+        "langevin_steps": args.langevin_steps,
+        "reconstruction_sentences": args.recon_sentences,
+        "reconstruction_steps": args.recon_steps,
+        "reconstruction_chains": args.recon_chains,
+        "lm_path": args.lm,
+    }
+    options = {key: value for key, value in options.items() if value is not None}
+    return TextEvalSettings(
+        **options,
+        **_decode_opts(args),
+        lm=LMConfig.from_dict(lm_values),  # type: ignore[arg-type]
+    )
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from latentebm.evaluate import evaluate, format_table
 
@@ -226,6 +257,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         device=args.device,
         output=args.output,
         progress=not args.no_progress,
+        text=_text_eval_settings(args),  # type: ignore[arg-type]
         **options,
     )
     print(format_table(result))
@@ -382,13 +414,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser(
         "evaluate",
-        help="NLL / perplexity of a trained model on a split (writes metrics.json)",
+        help="NLL, FPPL, RPPL, BLEU of a trained model on a split (writes metrics.json)",
         epilog="examples:\n  latentebm evaluate runs/ptb/20261123-101500\n"
         "  latentebm evaluate RUN_DIR --split valid --importance-samples 100 --chain-steps 100\n"
         "  latentebm evaluate RUN_DIR --max-batches 2 -o /tmp/metrics.json   # quick look\n"
-        "metrics: nll (fppl, rppl, bleu: not implemented yet). Writes RUN_DIR/metrics.json\n"
-        "(or -o PATH), merging: an earlier result for the same split and metric moves into\n"
-        "the new entry's history list.",
+        "  latentebm evaluate RUN_DIR --metrics fppl,rppl,bleu --lm runs/ptb/lm_real.pt \\\n"
+        "      --lm-set epochs=2 --lm-set hidden_dim=256   # the same scorer for every model\n"
+        "metrics: nll, fppl, rppl, bleu (reconstruction BLEU, self-BLEU, distinct-n, length);\n"
+        "protocol in docs/metrics.md. Writes RUN_DIR/metrics.json (or -o PATH), merging: an\n"
+        "earlier result for the same split and metric moves into the new entry's history.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ev.add_argument("run", help="a run directory (newest checkpoint) or a checkpoint file")
@@ -405,6 +439,40 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("-o", "--output", default=None, metavar="PATH", help="default RUN/metrics.json")
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+    text = ev.add_argument_group("fppl, rppl, bleu (text)")
+    text.add_argument("--samples", type=int, default=None, metavar="N", help="FPPL samples (10000)")
+    text.add_argument(
+        "--rppl-samples", type=int, default=None, metavar="N", help="default: train split size"
+    )
+    text.add_argument(
+        "--self-bleu-samples", type=int, default=None, metavar="N", help="default 1000"
+    )
+    text.add_argument(
+        "--langevin-steps", type=int, default=None, metavar="K", help="prior chain (default K0)"
+    )
+    _add_decode_args(text)
+    text.add_argument(
+        "--recon-sentences", type=int, default=None, metavar="N", help="BLEU: first N (all)"
+    )
+    text.add_argument(
+        "--recon-steps", type=int, default=None, metavar="K", help="BLEU: posterior chain (K1)"
+    )
+    text.add_argument("--recon-chains", type=int, default=None, metavar="C", help="default 1")
+    text.add_argument(
+        "--lm",
+        default=None,
+        metavar="PATH",
+        help="the real-data scorer: loaded if it exists, else trained and saved there "
+        "(default RUN/eval/lm_real.pt)",
+    )
+    text.add_argument(
+        "--lm-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="language-model setting (embedding_dim, hidden_dim, num_layers, dropout, "
+        "batch_size, lr, epochs, max_seconds, grad_clip, seed); repeatable",
+    )
     ev.set_defaults(func=cmd_evaluate)
 
     cat = sub.add_parser("cat", help="print a recipe resolved with overrides and defaults")

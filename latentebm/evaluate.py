@@ -1,8 +1,9 @@
 """``latentebm evaluate``: test-set metrics of a trained run, written to ``metrics.json``.
 
-Implemented: ``nll`` (importance-sampled ``-log p(x)`` per sentence and perplexity, see
-:mod:`latentebm.metrics.nll` for the estimator and what it bounds). Known but not implemented
-yet: ``fppl``, ``rppl``, ``bleu`` (asking for them is an error, never a made-up number).
+Metrics: ``nll`` (importance-sampled ``-log p(x)`` per sentence and perplexity, see
+:mod:`latentebm.metrics.nll` for the estimator and what it bounds), and for text tasks ``fppl``,
+``rppl`` and ``bleu`` (reconstruction BLEU, self-BLEU, distinct-n, average length), see
+:mod:`latentebm.metrics.text_eval` and ``docs/metrics.md`` for the protocol.
 
 Default settings (``n_importance=30``, ``n_chains=8``, ``chain_steps=0``, ``batch_size=64``,
 ``log_z_samples=100_000``) were chosen so that the PTB test split (3,761 sentences) with the PTB
@@ -25,8 +26,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from latentebm.metrics.text_eval import TextEvalSettings
+
 KNOWN_METRICS: tuple[str, ...] = ("nll", "fppl", "rppl", "bleu")
-IMPLEMENTED_METRICS: tuple[str, ...] = ("nll",)
 
 DEFAULT_N_IMPORTANCE = 30
 DEFAULT_N_CHAINS = 8
@@ -37,12 +39,8 @@ CHUNK_SIZE = 256  # (sentence, latent) pairs per decoder call: 1024 was slower, 
 METRICS_FILE = "metrics.json"
 
 
-class NotImplementedMetricError(ValueError):
-    """A known metric that ``evaluate`` cannot compute yet."""
-
-
 def check_metrics(metrics: str | Iterable[str]) -> list[str]:
-    """Parse ``"nll,fppl"`` or a sequence of names; unknown or unimplemented names raise."""
+    """Parse ``"nll,fppl"`` or a sequence of names; unknown names raise."""
     names = [m.strip() for m in metrics.split(",")] if isinstance(metrics, str) else list(metrics)
     names = [m for m in dict.fromkeys(names) if m]
     if not names:
@@ -51,12 +49,6 @@ def check_metrics(metrics: str | Iterable[str]) -> list[str]:
     if unknown:
         raise ValueError(
             f"unknown metric(s) {', '.join(unknown)} (known: {', '.join(KNOWN_METRICS)})"
-        )
-    missing = [m for m in names if m not in IMPLEMENTED_METRICS]
-    if missing:
-        raise NotImplementedMetricError(
-            f"metric(s) {', '.join(missing)} not implemented yet "
-            f"(implemented: {', '.join(IMPLEMENTED_METRICS)})"
         )
     return names
 
@@ -77,6 +69,7 @@ def evaluate(
     device: str | torch.device = "cpu",
     output: str | Path | None = None,
     write: bool = True,
+    text: TextEvalSettings | None = None,
 ) -> dict[str, Any]:
     """Evaluate a run's newest checkpoint on ``split`` and record the result.
 
@@ -123,7 +116,7 @@ def evaluate(
     Args:
         run_dir: a run directory (newest checkpoint) or a checkpoint file.
         split: the task's split (``test``, ``valid``, ``train``).
-        metrics: names or a comma-separated string; only ``nll`` is implemented.
+        metrics: names or a comma-separated string: ``nll``, ``fppl``, ``rppl``, ``bleu``.
         n_importance, n_chains, chain_steps, log_z_samples: the estimator's settings.
         batch_size: sentences per batch; their chains and importance samples go through the
             decoder in chunks of at most ``CHUNK_SIZE`` (256) (sentence, latent) pairs.
@@ -134,12 +127,15 @@ def evaluate(
         output: where to write; default ``RUN_DIR/metrics.json`` (the checkpoint's run
             directory). Existing entries are merged (see :func:`write_metrics`).
         write: ``False``: only return the result.
+        text: sampling and language-model settings of ``fppl``, ``rppl`` and ``bleu``
+            (default :class:`~latentebm.metrics.text_eval.TextEvalSettings`).
 
     Returns:
-        ``{"split", "metrics": {"nll": {...}}, "checkpoint", "step", "seconds", "output"}``;
-        the ``nll`` entry holds the values and every setting.
+        ``{"split", "metrics": {name: {...}}, "checkpoint", "step", "seconds", "output"}``;
+        each entry holds the values and every setting.
     """
     from latentebm.metrics.nll import evaluate_nll, log_partition
+    from latentebm.metrics.text_eval import evaluate_text_metrics
     from latentebm.pretrained import load
 
     names = check_metrics(metrics)
@@ -158,15 +154,14 @@ def evaluate(
     model, task = pretrained.model, pretrained.task
     if split not in getattr(task, "splits", [split]):
         raise ValueError(f"split {split!r} not in the task (has: {', '.join(task.splits)})")
-    batches = length_sorted_batches(task, split, batch_size)
-    n_batches_total = len(batches)
-    if max_batches is not None:
-        batches = batches[:max_batches]
-
-    generator = torch.Generator(device=model.device)
-    generator.manual_seed(seed)
     result: dict[str, Any] = {}
     if "nll" in names:
+        batches = length_sorted_batches(task, split, batch_size)
+        n_batches_total = len(batches)
+        if max_batches is not None:
+            batches = batches[:max_batches]
+        generator = torch.Generator(device=model.device)
+        generator.manual_seed(seed)
         t0 = time.perf_counter()
         log_z = log_partition(model.prior, log_z_samples, generator=generator)
         log_z_seconds = time.perf_counter() - t0
@@ -210,9 +205,28 @@ def evaluate(
         )
         result["nll"] = entry
 
-    out_path = (
-        Path(output) if output is not None else _run_dir(pretrained.checkpoint) / METRICS_FILE
+    run_dir = _run_dir(pretrained.checkpoint)
+    text_entries = evaluate_text_metrics(
+        pretrained,
+        names,
+        split,
+        text or TextEvalSettings(),
+        run_dir=run_dir,
+        seed=seed,
+        progress=_count_progress if progress else None,
     )
+    stamp = {
+        "split": split,
+        "checkpoint": str(pretrained.checkpoint),
+        "step": pretrained.step,
+        "device": str(model.device),
+        "torch_threads": torch.get_num_threads(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    for name, entry in text_entries.items():
+        result[name] = {**entry, **stamp}
+
+    out_path = Path(output) if output is not None else run_dir / METRICS_FILE
     if write:
         write_metrics(out_path, split, result)
     return {
@@ -287,12 +301,15 @@ def write_metrics(path: str | Path, split: str, metrics: dict[str, Any]) -> dict
 
 def format_table(result: dict[str, Any]) -> str:
     """The rows printed by ``latentebm evaluate``."""
-    rows: list[tuple[str, str]] = []
-    nll = result["metrics"].get("nll")
+    metrics = result["metrics"]
+    rows: list[tuple[str, str]] = [
+        ("split", result["split"]),
+        ("checkpoint", f"{result['checkpoint']} (step {result['step']})"),
+    ]
+    nll = metrics.get("nll")
     if nll is not None:
         rows += [
-            ("split", f"{result['split']} ({nll['sentences']} sentences, {nll['tokens']} tokens)"),
-            ("checkpoint", f"{result['checkpoint']} (step {result['step']})"),
+            ("NLL sentences", f"{nll['sentences']} ({nll['tokens']} tokens)"),
             ("NLL (nats/sentence)", f"{nll['nll_per_example']:.3f}"),
             ("NLL (nats/token)", f"{nll['nll_per_token']:.4f}"),
             ("PPL", f"{nll['ppl']:.2f}"),
@@ -303,22 +320,81 @@ def format_table(result: dict[str, Any]) -> str:
             ),
             ("mean ESS", f"{nll['mean_ess']:.2f} of {nll['n_importance']}"),
             (
-                "settings",
+                "NLL settings",
                 f"{nll['n_importance']} importance samples, {nll['n_chains']} chains x "
                 f"{nll['chain_steps']} steps, seed {nll['seed']}",
             ),
-            ("seconds", f"{nll['seconds']:.1f}"),
+            ("NLL seconds", f"{nll['seconds']:.1f}"),
         ]
         if not nll["complete"]:
             rows.append(("note", f"first {nll['batches']} of {nll['batches_in_split']} batches"))
+    rows += _text_rows(metrics)
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def _text_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = []
+    fppl, rppl, bleu = metrics.get("fppl"), metrics.get("rppl"), metrics.get("bleu")
+    any_entry = fppl or rppl or bleu
+    if any_entry is not None:
+        gen = any_entry["generation"]
+        steps = "K0" if gen["langevin_steps"] is None else gen["langevin_steps"]
+        rows.append(("generation", f"decode {gen['decode']}, prior chain {steps} steps"))
+    for entry in (fppl, rppl):
+        if entry is not None and "lm" in entry:
+            cfg, info = entry["lm"]["config"], entry["lm"]["info"]
+            name = "FPPL scorer" if entry is fppl else "RPPL LM"
+            rows.append(
+                (
+                    name,
+                    f"LSTM {cfg['embedding_dim']}/{cfg['hidden_dim']}, {info['epochs']} "
+                    f"epoch(s) on {info['train_sentences']} sentences, {info['seconds']:.0f} s",
+                )
+            )
+    if fppl is not None:
+        rows += [
+            ("FPPL", f"{fppl['fppl']:.2f} ({fppl['n_samples']} samples)"),
+            ("real-data PPL", f"{fppl['real_ppl']:.2f} (the scorer on the split)"),
+        ]
+    if rppl is not None:
+        rows.append(("RPPL", f"{rppl['rppl']:.2f} (LM on {rppl['rppl_samples']} samples)"))
+    if bleu is not None:
+        rows += [
+            (
+                "reconstruction BLEU",
+                f"{bleu['reconstruction_bleu']:.2f} ({bleu['reconstruction_sentences']} sentences)",
+            ),
+            (
+                "self-BLEU",
+                f"{bleu['self_bleu']:.2f} (real: {bleu['real_self_bleu']:.2f}; "
+                f"{bleu['self_bleu_samples']} sentences)",
+            ),
+            (
+                "distinct-1/2/3",
+                f"{bleu['distinct_1']:.3f} / {bleu['distinct_2']:.3f} / "
+                f"{bleu['distinct_3']:.3f} (real: {bleu['real_distinct_1']:.3f} / "
+                f"{bleu['real_distinct_2']:.3f} / {bleu['real_distinct_3']:.3f})",
+            ),
+            (
+                "average length",
+                f"{bleu['avg_length']:.1f} words (real: {bleu['real_avg_length']:.1f})",
+            ),
+        ]
+    return rows
 
 
 def _run_dir(checkpoint: Path) -> Path:
     """``RUN/checkpoints/step_N.pt`` -> ``RUN``; any other file -> its folder."""
     parent = checkpoint.parent
     return parent.parent if parent.name == "checkpoints" else parent
+
+
+def _count_progress(items: Iterable[Any], total: int, desc: str) -> Iterator[Any]:
+    """A tqdm bar over ``total`` items (batches) on stderr."""
+    from tqdm.auto import tqdm
+
+    yield from tqdm(items, total=total, desc=desc, dynamic_ncols=True, leave=False)
 
 
 def _progress(batches: list[Tensor], enabled: bool, desc: str) -> Iterator[Tensor]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from pathlib import Path
 
 import pytest
@@ -11,11 +12,17 @@ import pytest
 from latentebm.cli import main
 from latentebm.evaluate import (
     KNOWN_METRICS,
-    NotImplementedMetricError,
     evaluate,
     length_sorted_batches,
     write_metrics,
 )
+from latentebm.metrics.lm import (
+    LMConfig,
+    build_language_model,
+    save_language_model,
+    train_language_model,
+)
+from latentebm.metrics.text_eval import TextEvalSettings
 from tests.conftest import train_tiny_run
 
 FAST = {"n_importance": 4, "n_chains": 2, "chain_steps": 2, "batch_size": 32, "progress": False}
@@ -116,14 +123,92 @@ def test_unknown_metric(tiny_run: Path) -> None:
         assert name in str(error.value)
 
 
-@pytest.mark.parametrize("metrics", ["fppl", "nll,rppl,bleu"])
-def test_not_implemented_metric(tiny_run: Path, metrics: str) -> None:
-    with pytest.raises(NotImplementedMetricError, match="not implemented yet") as error:
-        evaluate(tiny_run, "valid", metrics, **FAST)
-    assert "nll" not in str(error.value).split("(")[0]
-    assert not (tiny_run / "metrics.json").exists() or "fppl" not in (
-        tiny_run / "metrics.json"
-    ).read_text(encoding="utf-8")
+TINY_LM = LMConfig(embedding_dim=8, hidden_dim=16, dropout=0.0, epochs=2, batch_size=16)
+SCORER = LMConfig(embedding_dim=16, hidden_dim=32, dropout=0.0, epochs=20, lr=1e-2, batch_size=16)
+
+
+def tiny_text_settings(**overrides: object) -> TextEvalSettings:
+    values: dict[str, object] = {
+        "n_samples": 40,
+        "rppl_samples": 40,
+        "self_bleu_samples": 20,
+        "reconstruction_sentences": 12,
+        "lm": TINY_LM,
+    }
+    values.update(overrides)
+    return TextEvalSettings(**values)  # type: ignore[arg-type]
+
+
+def test_fppl_rppl_bleu_end_to_end(tiny_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "metrics.json"
+    lm_path = tmp_path / "lm_real.pt"
+    settings = tiny_text_settings(lm_path=str(lm_path))
+    result = evaluate(
+        tiny_run, "valid", "fppl,rppl,bleu", text=settings, output=out, progress=False, seed=3
+    )
+    fppl, rppl, bleu = (result["metrics"][name] for name in ("fppl", "rppl", "bleu"))
+    assert lm_path.exists() and not fppl["lm"]["loaded"]
+    assert fppl["lm"]["info"]["epochs"] == 2 and fppl["lm"]["config"]["hidden_dim"] == 16
+    assert fppl["samples"]["sentences"] == 40 and 1 < fppl["fppl"] < 1e4
+    assert 1 < fppl["real_ppl"] < 1e4 and fppl["real"]["sentences"] == 40  # the valid split
+    assert rppl["rppl_samples"] == 40 and rppl["lm"]["info"]["train_sentences"] == 40
+    assert 1 < rppl["rppl"] < 1e6
+    assert 0 <= bleu["reconstruction_bleu"] <= 100 and bleu["reconstruction_sentences"] == 12
+    assert bleu["self_bleu_samples"] == 20 and 0 <= bleu["self_bleu"] <= 100
+    assert 0 < bleu["distinct_1"] <= 1 and bleu["real_avg_length"] > 2
+    for entry in (fppl, rppl, bleu):
+        assert entry["generation"]["decode"] == "greedy" and entry["step"] == 3
+        assert len(entry["examples"]) == 10
+    written = json.loads(out.read_text(encoding="utf-8"))["valid"]
+    assert set(written) == {"fppl", "rppl", "bleu"}
+    # the saved scorer is reused: the same samples (same seed, same number) -> the same FPPL
+    again = evaluate(tiny_run, "valid", "fppl", text=settings, output=out, progress=False, seed=3)[
+        "metrics"
+    ]["fppl"]
+    assert again["lm"]["loaded"] and again["fppl"] == pytest.approx(fppl["fppl"])
+    assert again["lm"]["info"]["seconds"] == fppl["lm"]["info"]["seconds"]
+
+
+def test_fppl_ranks_real_sentences_above_shuffled_ones(tiny_run: Path) -> None:
+    from latentebm.metrics.text_eval import _batcher, forward_perplexity
+    from latentebm.pretrained import load
+
+    task = load(tiny_run).task
+    lm = build_language_model(SCORER, **task.generator_kwargs())
+    train_language_model(lm, _batcher(task, task.sentences("train")), SCORER)
+    real = task.sentences("valid")
+    rng = random.Random(0)
+    shuffled = [" ".join(rng.sample(s.split(), len(s.split()))) for s in real]
+    assert (
+        forward_perplexity(lm, task, real, "valid")["fppl"]
+        < 0.7 * (forward_perplexity(lm, task, shuffled, "valid")["fppl"])
+    )
+
+
+def test_rppl_rewards_coverage(tiny_run: Path) -> None:
+    from latentebm.metrics.text_eval import reverse_perplexity
+    from latentebm.pretrained import load
+
+    task = load(tiny_run).task
+    train = task.sentences("train")
+    covering = reverse_perplexity(task, train, "valid", SCORER)["rppl"]
+    one_sentence = reverse_perplexity(task, [train[0]] * len(train), "valid", SCORER)["rppl"]
+    assert covering < 0.5 * one_sentence
+
+
+def test_a_scorer_from_another_tokenizer_is_refused(tiny_run: Path, tmp_path: Path) -> None:
+    lm_path = tmp_path / "other_lm.pt"
+    model = build_language_model(TINY_LM, vocab_size=7, pad_id=0, bos_id=1, eos_id=2)
+    save_language_model(lm_path, model, TINY_LM, {"kind": "word", "itos": ["x"]}, {})
+    with pytest.raises(ValueError, match="other_lm.pt: .*different tokenizer"):
+        evaluate(
+            tiny_run,
+            "valid",
+            "fppl",
+            text=tiny_text_settings(lm_path=str(lm_path)),
+            write=False,
+            progress=False,
+        )
 
 
 def test_cli(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -141,5 +226,15 @@ def test_cli(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert entry["chain_steps"] == 3  # the tiny recipe's K1
     assert len(entry["history"]) == 1
     capsys.readouterr()
-    assert main(["evaluate", str(tiny_run), "--metrics", "bleu", "-o", str(out)]) == 2
-    assert "not implemented yet" in capsys.readouterr().err
+    text = ["--samples", "20", "--rppl-samples", "30", "--self-bleu-samples", "10"]
+    text += ["--recon-sentences", "5", "--lm", str(tmp_path / "lm.pt"), "--decode", "sample"]
+    text += ["--lm-set", "hidden_dim=12", "--lm-set", "epochs=1", "--lm-set", "embedding_dim=8"]
+    argv = ["evaluate", str(tiny_run), "--split", "valid", "--metrics", "fppl,rppl,bleu"]
+    assert main([*argv, *text, "-o", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    for label in ("FPPL", "RPPL", "real-data PPL", "reconstruction BLEU", "self-BLEU"):
+        assert label in printed
+    entry = json.loads(out.read_text(encoding="utf-8"))["valid"]["rppl"]
+    assert entry["lm"]["config"]["hidden_dim"] == 12 and entry["generation"]["decode"] == "sample"
+    assert main([*argv, "--lm-set", "hidden=3", "-o", str(out), "--no-progress"]) == 2
+    assert "unknown language-model setting(s) hidden" in capsys.readouterr().err
