@@ -2,5 +2,6 @@
 
 from latentebm.generators.base import Generator
 from latentebm.generators.lstm import LSTMDecoder
+from latentebm.generators.transformer import TransformerDecoder
 
-__all__ = ["Generator", "LSTMDecoder"]
+__all__ = ["Generator", "LSTMDecoder", "TransformerDecoder"]
