@@ -14,13 +14,20 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from latentebm.data import open_text, resolve_data_path
+from latentebm.data import (
+    BUILTIN_PREFIX,
+    DataFileError,
+    data_root,
+    open_text,
+    resolve_data_path,
+)
 
 __all__ = [
     "BOS",
@@ -389,7 +396,8 @@ class TextTask:
         """The ``task:`` section of a text recipe."""
 
         train: str
-        """Training file (``ptb/ptb.train.txt.gz``, an absolute path, or ``builtin:FILE``)."""
+        """Training file (``ptb/ptb.train.txt.gz``, an absolute path, or ``builtin:FILE``), or a
+        folder: all its ``*.txt`` and ``*.txt.gz`` files, in name order (also for valid/test)."""
         valid: str | None = None
         test: str | None = None
         valid_fraction: float = 0.0
@@ -467,10 +475,39 @@ class TextTask:
 
     # ---------------------------------------------------------------- loading
 
+    def _folder(self, name: str) -> Path | None:
+        """The directory ``name`` resolves to (against the data root if relative), else None."""
+        if name.startswith(BUILTIN_PREFIX):
+            return None
+        path = Path(name).expanduser()
+        if not path.is_absolute():
+            base = data_root(self.data_root)
+            if base is None:
+                return None
+            path = base / path
+        return path if path.is_dir() else None
+
     def _read(self, name: str) -> list[str]:
-        path = resolve_data_path(name, self.data_root)
-        with open_text(path) as f:
-            return [s for s in (line.strip() for line in f) if s]
+        """Non-blank stripped lines of a file, or of every ``*.txt``/``*.txt.gz`` in a folder."""
+        folder = self._folder(name)
+        if folder is None:
+            paths = [resolve_data_path(name, self.data_root)]
+        else:
+            paths = sorted(
+                (
+                    p
+                    for p in folder.iterdir()
+                    if p.is_file() and p.name.endswith((".txt", ".txt.gz"))
+                ),
+                key=lambda p: p.name,
+            )
+            if not paths:
+                raise DataFileError(f"data folder {folder} has no *.txt or *.txt.gz files")
+        lines: list[str] = []
+        for path in paths:
+            with open_text(path) as f:
+                lines.extend(s for s in (line.strip() for line in f) if s)
+        return lines
 
     def _check_split(self, split: str) -> None:
         cfg = self.config

@@ -111,3 +111,285 @@ def test_real_ptb_source(tmp_path: Path, ptb: ModuleType) -> None:
         assert hashlib.md5(text).hexdigest() == ptb.EXPECTED_MD5[split]
     # Re-running over identical output is a no-op.
     assert ptb.main(["--source", str(src), "--out", str(out)]) == 0
+
+
+# ----------------------------------------------------------------------------- snli.py / yahoo.py
+
+
+def _load(name: str) -> ModuleType:
+    path = REPO / "data_scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_data_script", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def snli() -> ModuleType:
+    return _load("snli")
+
+
+@pytest.fixture
+def yahoo() -> ModuleType:
+    return _load("yahoo")
+
+
+def _bparse(sentence: str) -> str:
+    """A (flat) SNLI-style binary parse of a whitespace-tokenized sentence."""
+    return "( " + " ".join(f"( {w} )" for w in sentence.split()) + " )"
+
+
+def _pair(label: str, s1: str, s2: str) -> dict[str, object]:
+    """One SNLI 1.0 jsonl record with the release's field names (parses from the token lists)."""
+    return {
+        "annotator_labels": [label],
+        "captionID": "1.jpg#0",
+        "gold_label": label,
+        "pairID": "1.jpg#0r1n",
+        "sentence1": s1.replace(" .", ".").replace(" ,", ","),
+        "sentence1_binary_parse": _bparse(s1),
+        "sentence1_parse": "(ROOT (S))",
+        "sentence2": s2.replace(" .", "."),
+        "sentence2_binary_parse": _bparse(s2),
+        "sentence2_parse": "(ROOT (S))",
+    }
+
+
+SNLI_PAIRS = {
+    "train": [
+        _pair("neutral", "A Man , riding a horse .", "The man is outside ."),
+        _pair("contradiction", "A Man , riding a horse .", "Nobody rides ."),
+        _pair("-", "A Man , riding a horse .", "A horse jumps ."),
+        _pair("entailment", "Two dogs play .", "Animals play ."),
+    ],
+    "dev": [
+        _pair("-", "Kids eat .", "Children eat ."),
+        _pair("neutral", "Kids eat .", "Kids ate ."),
+    ],
+    "test": [_pair("entailment", "A cat sleeps .", "A cat is n't awake .")],
+}
+
+
+def _snli_zip(tmp_path: Path) -> Path:
+    import json
+    import zipfile
+
+    path = tmp_path / "snli_1.0.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("snli_1.0/", "")
+        for split, pairs in SNLI_PAIRS.items():
+            text = "".join(json.dumps(p) + "\n" for p in pairs)
+            zf.writestr(f"snli_1.0/snli_1.0_{split}.jsonl", text)
+            zf.writestr(f"__MACOSX/snli_1.0/._snli_1.0_{split}.jsonl", b"\0junk")
+    return path
+
+
+def _snli_counts(snli: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(snli, "EXPECTED_PAIRS", {"train": 4, "valid": 2, "test": 1})
+
+
+def _gz_lines(path: Path) -> list[str]:
+    raw = path.read_bytes()
+    assert raw[:2] == b"\x1f\x8b" and raw[4:8] == b"\0\0\0\0"  # gzip, mtime 0
+    return gzip.decompress(raw).decode("utf-8").splitlines()
+
+
+def test_snli_from_zip(tmp_path: Path, snli: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    _snli_counts(snli, monkeypatch)
+    out = tmp_path / "snli"
+    assert snli.main(["--source", str(_snli_zip(tmp_path)), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "snli.test.txt.gz",
+        "snli.train.txt.gz",
+        "snli.valid.txt.gz",
+    ]
+    # premises (repeats removed) then hypotheses; '-' rows kept; parse tokens; lower-cased
+    assert _gz_lines(out / "snli.train.txt.gz") == [
+        "a man , riding a horse .",
+        "two dogs play .",
+        "the man is outside .",
+        "nobody rides .",
+        "a horse jumps .",
+        "animals play .",
+    ]
+    assert _gz_lines(out / "snli.valid.txt.gz") == ["kids eat .", "children eat .", "kids ate ."]
+    assert _gz_lines(out / "snli.test.txt.gz") == ["a cat sleeps .", "a cat is n't awake ."]
+
+
+def test_snli_drop_unlabeled_and_folder_source(
+    tmp_path: Path, snli: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    _snli_counts(snli, monkeypatch)
+    src = tmp_path / "extracted" / "snli_1.0"
+    src.mkdir(parents=True)
+    for split, pairs in SNLI_PAIRS.items():
+        text = "".join(json.dumps(p) + "\n" for p in pairs)
+        (src / f"snli_1.0_{split}.jsonl").write_text(text, encoding="utf-8")
+    out = tmp_path / "out"
+    assert snli.main(["--source", str(src.parent), "--out", str(out), "--drop-unlabeled"]) == 0
+    train = _gz_lines(out / "snli.train.txt.gz")
+    assert "a horse jumps ." not in train and len(train) == 5
+    assert _gz_lines(out / "snli.valid.txt.gz") == ["kids eat .", "kids ate ."]
+
+
+def test_snli_tsv_and_fallback_tokenizer(
+    tmp_path: Path, snli: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(snli, "EXPECTED_PAIRS", {"train": 1, "valid": 1, "test": 1})
+    header = "gold_label\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1\tsentence2"
+    src = tmp_path / "src"
+    src.mkdir()
+    for split in ("train", "dev", "test"):
+        row = "neutral\t( ( A dog ) runs )\t\tA dog runs.\tIt's a dog, isn't it?"
+        (src / f"snli_1.0_{split}.txt").write_text(f"{header}\n{row}\n", encoding="utf-8")
+    out = tmp_path / "out"
+    assert snli.main(["--source", str(src), "--out", str(out)]) == 0
+    # sentence2 has no parse here: the regular-expression tokenizer is used
+    assert _gz_lines(out / "snli.test.txt.gz") == ["a dog runs", "it's a dog , isn't it ?"]
+    assert snli.simple_tokenize("Mr. Smith's well-known 3.5 hats.") == [
+        "Mr",
+        ".",
+        "Smith's",
+        "well-known",
+        "3.5",
+        "hats",
+        ".",
+    ]
+
+
+def test_snli_count_check_and_refuse_overwrite(
+    tmp_path: Path, snli: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    zip_path = _snli_zip(tmp_path)
+    out = tmp_path / "out"
+    assert snli.main(["--source", str(zip_path), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "count mismatch" in err and "550152" in err and "--skip-count-check" in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
+    assert snli.main(["--source", str(zip_path), "--out", str(out), "--skip-count-check"]) == 0
+
+    _snli_counts(snli, monkeypatch)
+    before = (out / "snli.train.txt.gz").read_bytes()
+    assert snli.main(["--source", str(zip_path), "--out", str(out)]) == 0  # same content: ok
+    assert (out / "snli.train.txt.gz").read_bytes() == before
+    (out / "snli.test.txt.gz").write_bytes(gzip.compress(b"mine\n"))
+    capsys.readouterr()
+    assert snli.main(["--source", str(zip_path), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "refusing to overwrite" in err and "snli.test.txt.gz" in err
+    assert gzip.decompress((out / "snli.test.txt.gz").read_bytes()) == b"mine\n"
+
+
+def test_snli_bad_sources(tmp_path: Path, snli: ModuleType, capsys) -> None:
+    import zipfile
+
+    empty = tmp_path / "empty.zip"
+    with zipfile.ZipFile(empty, "w") as zf:
+        zf.writestr("readme.txt", "nothing")
+    assert snli.main(["--source", str(empty), "--out", str(tmp_path / "o")]) == 1
+    assert "lacks snli_1.0_train.jsonl" in capsys.readouterr().err
+    assert snli.main(["--source", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "snli_1.0_train.jsonl").write_text("", encoding="utf-8")
+    assert snli.main(["--source", str(d), "--out", str(tmp_path / "o")]) == 1
+    assert "snli_1.0_dev.jsonl" in capsys.readouterr().err
+    for split in ("dev", "test"):
+        (d / f"snli_1.0_{split}.jsonl").write_text("", encoding="utf-8")
+    (d / "snli_1.0_train.jsonl").write_text("{not json\n", encoding="utf-8")
+    assert snli.main(["--source", str(d), "--out", str(tmp_path / "o")]) == 1
+    assert "line 1: not JSON" in capsys.readouterr().err
+
+
+YAHOO_DOCS = {
+    "train": [
+        "what is  the best way to learn ?  practice every _UNK day .",
+        "",
+        "how do i cook rice",
+    ],
+    "valid": ["why is the sky blue ?"],
+    "test": ["\twhere can i buy a _UNK ?  "],
+}
+
+
+def _yahoo_dir(tmp_path: Path) -> Path:
+    src = tmp_path / "yahoo_src" / "yahoo_data"
+    src.mkdir(parents=True)
+    for split, docs in YAHOO_DOCS.items():
+        text = "".join(d + "\n" for d in docs).encode("utf-8")
+        if split == "valid":  # a gz source file too
+            (src / f"yahoo.{split}.txt.gz").write_bytes(gzip.compress(text))
+        else:
+            (src / f"yahoo.{split}.txt").write_bytes(text)
+    return src.parent
+
+
+def test_yahoo_folder_and_archive(
+    tmp_path: Path, yahoo: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tarfile
+
+    monkeypatch.setattr(yahoo, "EXPECTED_DOCS", {"train": 2, "valid": 1, "test": 1})
+    src = _yahoo_dir(tmp_path)
+    out = tmp_path / "yahoo"
+    assert yahoo.main(["--source", str(src), "--out", str(out)]) == 0
+    assert _gz_lines(out / "yahoo.train.txt.gz") == [
+        "what is the best way to learn ? practice every <unk> day .",
+        "how do i cook rice",
+    ]
+    assert _gz_lines(out / "yahoo.valid.txt.gz") == ["why is the sky blue ?"]
+    assert _gz_lines(out / "yahoo.test.txt.gz") == ["where can i buy a <unk> ?"]
+
+    tgz = tmp_path / "yahoo.tar.gz"
+    with tarfile.open(tgz, "w:gz") as tar:
+        tar.add(src / "yahoo_data", arcname="data/yahoo")
+    out2 = tmp_path / "yahoo2"
+    assert yahoo.main(["--source", str(tgz), "--out", str(out2), "--unk-token", ""]) == 0
+    assert _gz_lines(out2 / "yahoo.test.txt.gz") == ["where can i buy a _UNK ?"]
+    assert (out2 / "yahoo.train.txt.gz").read_bytes() != (out / "yahoo.train.txt.gz").read_bytes()
+
+
+def test_yahoo_checks_and_refuse_overwrite(
+    tmp_path: Path, yahoo: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    src = _yahoo_dir(tmp_path)
+    out = tmp_path / "out"
+    assert yahoo.main(["--source", str(src), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "count mismatch" in err and "100000" in err and not out.exists()
+    monkeypatch.setattr(yahoo, "EXPECTED_DOCS", {"train": 2, "valid": 1, "test": 1})
+    assert yahoo.main(["--source", str(src), "--out", str(out)]) == 0
+    assert yahoo.main(["--source", str(src), "--out", str(out)]) == 0  # same content: ok
+    (out / "yahoo.valid.txt.gz").write_bytes(gzip.compress(b"other\n"))
+    capsys.readouterr()
+    assert yahoo.main(["--source", str(src), "--out", str(out)]) == 1
+    assert "refusing to overwrite" in capsys.readouterr().err
+    assert gzip.decompress((out / "yahoo.valid.txt.gz").read_bytes()) == b"other\n"
+
+    (src / "yahoo_data" / "yahoo.test.txt").unlink()
+    assert yahoo.main(["--source", str(src), "--out", str(tmp_path / "o2")]) == 1
+    assert "yahoo.test.txt" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # --source is required (no authoritative download URL)
+        yahoo.main(["--out", str(tmp_path / "o3")])
+
+
+def test_new_scripts_cli_exit_code(tmp_path: Path) -> None:
+    for name in ("snli", "yahoo"):
+        proc = subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "data_scripts" / f"{name}.py"),
+                "--source",
+                str(tmp_path / "missing"),
+                "--out",
+                str(tmp_path / "out"),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 1
+        assert proc.stderr.strip() == f"error: source {tmp_path / 'missing'} does not exist"

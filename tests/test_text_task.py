@@ -329,3 +329,80 @@ def test_real_ptb() -> None:
     train_batches = task.batches("train", 32, seed=0, epoch=0)
     assert sum(b.shape[0] for b in train_batches) == 42068
     assert sum(task.num_target_tokens(b) for b in train_batches) == 887521 + 42068
+
+
+# ----------------------------------------------------------------------------- folders, recipes
+
+
+def _folder(tmp_path: Path) -> Path:
+    import gzip
+
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / "b_second.txt.gz").write_bytes(gzip.compress(b"third line\n\n fourth line \n"))
+    _write(folder / "a_first.txt", ["first line", "", "second line"])
+    _write(folder / "c_notes.md", ["not text data"])  # neither .txt nor .txt.gz: ignored
+    (folder / "d_sub.txt").mkdir()  # a directory, not a file: ignored
+    return folder
+
+
+def test_folder_reads_txt_and_gz_in_name_order(tmp_path: Path) -> None:
+    folder = _folder(tmp_path)
+    expected = ["first line", "second line", "third line", "fourth line"]
+    task = TextTask(Config(train=str(folder)), None)  # absolute folder
+    assert task.sentences("train") == expected
+    # relative to the data root, and for valid/test too
+    task = TextTask(Config(train="corpus", valid="corpus", test="corpus"), str(tmp_path))
+    assert [task.sentences(s) for s in ("train", "valid", "test")] == [expected] * 3
+
+
+def test_empty_folder_error_names_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LATENTEBM_DATA", raising=False)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _write(empty / "readme.md", ["no"])
+    with pytest.raises(DataFileError) as info:
+        TextTask(Config(train=str(empty)), None)
+    message = str(info.value)
+    assert str(empty) in message and "*.txt" in message and "\n" not in message
+    with pytest.raises(DataFileError, match="no data root"):  # a relative name needs a root
+        TextTask(Config(train="empty"), None)
+
+
+def test_new_recipes_load_and_cat(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from latentebm.cli import builtin_recipes, main
+    from latentebm.config import load_recipe
+
+    recipes = builtin_recipes()
+    sizes = {"snli": (256, 256), "yahoo": (512, 1024), "text_folder": (64, 128)}
+    for name, (emb, hidden) in sizes.items():
+        overrides = [f"task.train={tmp_path}"] if name == "text_folder" else []
+        recipe = load_recipe(recipes[name], overrides)
+        assert recipe.name == name
+        gen = recipe.model.generator.args
+        assert (gen.embedding_dim, gen.hidden_dim) == (emb, hidden)
+        assert (recipe.model.prior_chain.n_steps, recipe.model.prior_chain.step_size) == (60, 0.4)
+        assert recipe.model.posterior_chain.n_steps == 20
+        assert main(["cat", name, *overrides]) == 0
+        assert f"name: {name}" in capsys.readouterr().out
+    assert load_recipe(recipes["snli"]).task.args.train == "snli/snli.train.txt.gz"
+    assert load_recipe(recipes["yahoo"]).task.args.max_vocab == 20000
+    assert load_recipe(recipes["snli"]).model.z_dim == 32
+
+
+def test_text_folder_recipe_task(tmp_path: Path) -> None:
+    from latentebm.cli import builtin_recipes
+    from latentebm.config import load_recipe
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    lines = [f"sentence number {i} has words" for i in range(60)]
+    _write(folder / "part1.txt", lines[:30])
+    _write(folder / "part2.txt", lines[30:])
+    recipe = load_recipe(
+        builtin_recipes()["text_folder"], [f"task.train={folder}", "task.spm_vocab_size=40"]
+    )
+    task = TextTask(recipe.task.args, recipe.data.root)
+    assert task.splits == ["train", "valid"]
+    assert task.num_sentences("valid") == 3  # 5% of 60
+    assert sorted(task.sentences("train") + task.sentences("valid")) == sorted(lines)
