@@ -56,6 +56,10 @@ def data_root(explicit: str | os.PathLike[str] | None) -> Path | None:
     return None
 
 
+_NEEDS_SOURCE = frozenset({"yahoo"})
+"""Data scripts that cannot download (no authoritative URL): the user supplies a copy."""
+
+
 def _script_hint(name_parts: tuple[str, ...], root: Path | None) -> str:
     """Return ``"; get it with: python data_scripts/X.py --out ROOT/X"`` if such a script exists."""
     if len(name_parts) < 2:
@@ -65,7 +69,8 @@ def _script_hint(name_parts: tuple[str, ...], root: Path | None) -> str:
     if not script.is_file():
         return ""
     out = f"{root}/{first}" if root is not None else f"<data root>/{first}"
-    return f"; get it with: python data_scripts/{first}.py --out {out}"
+    source = " --source LOCAL_COPY" if first in _NEEDS_SOURCE else ""
+    return f"; get it with: python data_scripts/{first}.py --out {out}{source}"
 
 
 def _resolve_builtin(name: str) -> Path:

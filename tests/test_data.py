@@ -47,6 +47,12 @@ def test_missing_file_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert "ptb/ptb.train.txt.gz" in msg and str(tmp_path) in msg
     assert "LATENTEBM_DATA" in msg
     assert f"python data_scripts/ptb.py --out {tmp_path}/ptb" in msg
+    assert "--source" not in msg  # ptb.py downloads
+    with pytest.raises(DataFileError) as info:
+        resolve_data_path("yahoo/yahoo.train.txt.gz", str(tmp_path))
+    assert f"python data_scripts/yahoo.py --out {tmp_path}/yahoo --source LOCAL_COPY" in str(
+        info.value
+    )
 
     with pytest.raises(DataFileError) as info:
         resolve_data_path("other/x.txt", str(tmp_path))
