@@ -15,8 +15,17 @@ from latentebm.langevin import LangevinSampler
 from latentebm.model import LatentEBM, Optimizers
 from latentebm.prior import EnergyPrior, GaussianPrior
 
-PRIORS: dict[str, type[GaussianPrior]] = {"ebm": EnergyPrior, "gaussian": GaussianPrior}
+PRIORS: dict[str, type[GaussianPrior]] = {
+    "ebm": EnergyPrior,
+    "gaussian": GaussianPrior,
+    "none": GaussianPrior,  # over a zero-dimensional z
+}
 """``model.prior.kind`` -> prior class."""
+
+
+def latent_dim(recipe: Recipe) -> int:
+    """``model.z_dim``, or 0 for ``prior.kind: none`` (a decoder without latent variable)."""
+    return 0 if recipe.model.prior.kind == "none" else recipe.model.z_dim
 
 
 def build_task(recipe: Recipe, state: dict[str, Any] | None = None) -> Any:
@@ -25,21 +34,28 @@ def build_task(recipe: Recipe, state: dict[str, Any] | None = None) -> Any:
 
 
 def build_prior(recipe: Recipe) -> GaussianPrior:
-    """``p_alpha(z)`` (``kind: ebm``) or the fixed ``N(0, sigma^2 I)`` (``kind: gaussian``)."""
+    """``p_alpha(z)`` (``kind: ebm``), the fixed ``N(0, sigma^2 I)`` (``kind: gaussian``) or
+    that Gaussian over a zero-dimensional z (``kind: none``)."""
     cfg = recipe.model.prior
     options: dict[str, dict[str, Any]] = {
         "ebm": {"hidden_dims": tuple(cfg.hidden_dims), "negative_slope": cfg.negative_slope},
         "gaussian": {},
+        "none": {},
     }
-    return PRIORS[cfg.kind](recipe.model.z_dim, prior_sigma=cfg.prior_sigma, **options[cfg.kind])
+    return PRIORS[cfg.kind](latent_dim(recipe), prior_sigma=cfg.prior_sigma, **options[cfg.kind])
 
 
 def build_model(recipe: Recipe, task: Any) -> LatentEBM:
-    """``LatentEBM`` with the recipe's prior, generator and the two chains of Table 5."""
+    """``LatentEBM`` with the recipe's prior, generator and the two chains of Table 5.
+
+    ``prior.kind: none`` gives the decoder alone: ``z`` has no dimensions and both chains have
+    0 steps, so a learning step is plain maximum likelihood of ``p_beta(x)``.
+    """
     model_cfg = recipe.model
-    generator = instantiate(model_cfg.generator, z_dim=model_cfg.z_dim, **task.generator_kwargs())
+    z_dim = latent_dim(recipe)
+    generator = instantiate(model_cfg.generator, z_dim=z_dim, **task.generator_kwargs())
     chains = [
-        LangevinSampler(c.n_steps, c.step_size, noise=c.noise, clamp=c.clamp)
+        LangevinSampler(c.n_steps if z_dim else 0, c.step_size, noise=c.noise, clamp=c.clamp)
         for c in (model_cfg.prior_chain, model_cfg.posterior_chain)
     ]
     return LatentEBM(build_prior(recipe), generator, *chains)

@@ -551,7 +551,11 @@ class DataConfig:
 class PriorConfig:
     """The latent prior: an energy-based correction of N(0, sigma^2 I), or the Gaussian alone."""
 
-    kind: Literal["ebm", "gaussian"] = _field("ebm", "ebm: learned EBM prior; gaussian: N(0, I).")
+    kind: Literal["ebm", "gaussian", "none"] = _field(
+        "ebm",
+        "ebm: learned EBM prior; gaussian: N(0, sigma^2 I); none: no latent variable (the "
+        "decoder alone, e.g. the CharRNN baseline: z_dim is taken as 0 and no chain runs).",
+    )
     hidden_dims: list[int] = _field(
         doc="Hidden layer widths of the energy MLP.",
         factory=lambda: [200, 200],

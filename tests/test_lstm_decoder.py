@@ -276,3 +276,50 @@ def test_sample_never_emits_pad_or_bos() -> None:
     for row in out.tolist():
         body = row[: row.index(EOS)] if EOS in row else row
         assert PAD not in body and BOS not in body
+
+
+# --------------------------------------------------------------------------- GRU cell
+def hand_gru_log_likelihood(decoder: LSTMDecoder, x: Tensor, z: Tensor) -> Tensor:
+    """Reference: explicit one-layer GRU equations (gate order r, z, n) and ``log_softmax``."""
+    gru, batch = decoder.lstm, x.shape[0]
+    h = decoder.latent_to_hidden(z)
+    total = torch.zeros(batch, dtype=z.dtype)
+    for t in range(x.shape[1] - 1):
+        inp = torch.cat([decoder.embedding.weight[x[:, t]], z], dim=1)
+        gi = inp @ gru.weight_ih_l0.T + gru.bias_ih_l0
+        gh = h @ gru.weight_hh_l0.T + gru.bias_hh_l0
+        i_r, i_z, i_n = gi.chunk(3, dim=1)
+        h_r, h_z, h_n = gh.chunk(3, dim=1)
+        reset, update = torch.sigmoid(i_r + h_r), torch.sigmoid(i_z + h_z)
+        candidate = torch.tanh(i_n + reset * h_n)
+        h = (1 - update) * candidate + update * h
+        log_probs = torch.log_softmax(decoder.output(h), dim=1)
+        for b in range(batch):
+            target = int(x[b, t + 1])
+            if target != PAD:
+                total[b] = total[b] + log_probs[b, target]
+    return total
+
+
+def test_gru_cell_likelihood_gradient_and_decoding() -> None:
+    decoder = make_decoder(cell="gru")
+    assert isinstance(decoder.lstm, torch.nn.GRU)
+    x, z = pad_batch(sentences()), latent(3)
+    with torch.no_grad():
+        value = decoder.log_likelihood(x, z)
+        torch.testing.assert_close(value, hand_gru_log_likelihood(decoder, x, z))
+        greedy = decoder.sample(z, decode="greedy")
+        assert torch.equal(decoder.sample(z, decode="beam", beam_size=1), greedy)
+        beam = decoder.sample(z, decode="beam", beam_size=4)
+
+    def score(tokens: Tensor) -> Tensor:
+        rows = [[BOS, *[int(t) for t in row if t != PAD]] for row in tokens]
+        with torch.no_grad():
+            return decoder.log_likelihood(pad_batch(rows), z)
+
+    assert (score(beam) >= score(greedy) - 1e-5).all()
+    z_grad = latent(3).requires_grad_(True)
+    (grad,) = torch.autograd.grad(decoder.log_likelihood(x, z_grad).sum(), z_grad)
+    assert grad.abs().max() > 1e-3
+    with pytest.raises(ValueError, match="cell must be 'lstm' or 'gru'"):
+        make_decoder(cell="rnn")

@@ -10,14 +10,18 @@ scores the tokens after ``<bos>`` up to and including ``<eos>``; padding is mask
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeAlias
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from latentebm.generators.fused import linear_cross_entropy
+
+RecurrentState: TypeAlias = Tensor | tuple[Tensor, Tensor]
+"""A GRU's ``h`` or an LSTM's ``(h, c)``, each ``(num_layers, B, hidden_dim)``."""
 
 
 class LSTMDecoder(nn.Module):
@@ -37,6 +41,9 @@ class LSTMDecoder(nn.Module):
         """LSTM hidden units (Table 7: 512 for PTB)."""
         num_layers: int = 1
         """Stacked LSTM layers (1 in the paper)."""
+        cell: Literal["lstm", "gru"] = "lstm"
+        """Recurrent cell: ``lstm`` (the paper) or ``gru`` (z sets the initial hidden state of
+        either; the LSTM's initial cell state is 0)."""
         dropout: float = 0.0
         """Dropout on embeddings and LSTM outputs during training."""
         init_range: float = 0.1
@@ -68,8 +75,14 @@ class LSTMDecoder(nn.Module):
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
         self.embedding = nn.Embedding(vocab_size, config.embedding_dim, padding_idx=pad_id)
         self.dropout = nn.Dropout(config.dropout)
-        self.latent_to_hidden = nn.Linear(z_dim, config.hidden_dim * config.num_layers)
-        self.lstm = nn.LSTM(
+        with warnings.catch_warnings():  # z_dim 0 (no latent): "zero-element tensors" warning
+            warnings.simplefilter("ignore", UserWarning)
+            self.latent_to_hidden = nn.Linear(z_dim, config.hidden_dim * config.num_layers)
+        if config.cell not in ("lstm", "gru"):
+            raise ValueError(f"generator.cell must be 'lstm' or 'gru', got {config.cell!r}")
+        rnn = nn.LSTM if config.cell == "lstm" else nn.GRU
+        # named ``lstm`` whatever the cell, so checkpoints keep their parameter names
+        self.lstm: nn.LSTM | nn.GRU = rnn(
             config.embedding_dim + z_dim, config.hidden_dim, config.num_layers, batch_first=True
         )
         self.output = nn.Linear(config.hidden_dim, vocab_size)
@@ -78,11 +91,21 @@ class LSTMDecoder(nn.Module):
         with torch.no_grad():
             self.embedding.weight[pad_id].zero_()
 
-    def _initial_state(self, z: Tensor) -> tuple[Tensor, Tensor]:
+    def _initial_state(self, z: Tensor) -> RecurrentState:
+        """``h0 = W z + b`` per layer (and ``c0 = 0`` for the LSTM)."""
         batch = z.shape[0]
         layers, hidden = self.config.num_layers, self.config.hidden_dim
         h0 = self.latent_to_hidden(z).view(batch, layers, hidden).transpose(0, 1).contiguous()
+        if self.config.cell == "gru":
+            return h0
         return h0, torch.zeros_like(h0)
+
+    @staticmethod
+    def _select_state(state: RecurrentState, rows: Tensor) -> RecurrentState:
+        """The state of the batch rows ``rows`` (beam search reordering)."""
+        if isinstance(state, tuple):
+            return state[0].index_select(1, rows), state[1].index_select(1, rows)
+        return state.index_select(1, rows)
 
     def _hidden_states(self, inputs: Tensor, z: Tensor) -> Tensor:
         """LSTM outputs for ``inputs (B, T)`` given z: shape ``(B, T, hidden_dim)``."""
@@ -258,7 +281,7 @@ class LSTMDecoder(nn.Module):
             history = tokens.gather(1, origin.unsqueeze(2).expand(-1, -1, tokens.shape[2]))
             tokens = torch.cat([history, next_token.unsqueeze(2)], dim=2)
             rows = (origin + torch.arange(batch, device=device).unsqueeze(1) * k).view(-1)
-            state = (state[0].index_select(1, rows), state[1].index_select(1, rows))
+            state = self._select_state(state, rows)
             if bool((finished | scores.isneginf()).all()):
                 break
             token = next_token.view(batch * k, 1)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import pickle
 import time
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -92,8 +91,7 @@ def build_language_model(
         fused_output=False,
     )
     # weights drawn from config.seed, without touching the global random state
-    with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
-        warnings.simplefilter("ignore", UserWarning)  # the empty z -> h0 weight
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         return LSTMDecoder(
             decoder_config,

@@ -544,20 +544,26 @@ def evaluate_nll(
     with _eval_mode(model):
         for batch in batches:
             x = batch.to(device)
-            log_w = _log_weights(
-                model,
-                x,
-                n_importance,
-                log_z,
-                generator,
-                batch_size,
-                n_chains=n_chains,
-                chain_steps=chain_steps,
-                widen=widen,
-                covariance=covariance,
-                shrinkage=shrinkage,
-                jitter=jitter,
-            )
+            if model.z_dim == 0:  # no latent variable (prior.kind none): log p(x) is exact
+                with torch.no_grad():
+                    empty_z = torch.zeros(x.shape[0], 0, device=device)
+                    exact = model.generator.log_likelihood(x, empty_z)
+                log_w = exact.unsqueeze(1).expand(-1, n_importance)
+            else:
+                log_w = _log_weights(
+                    model,
+                    x,
+                    n_importance,
+                    log_z,
+                    generator,
+                    batch_size,
+                    n_chains=n_chains,
+                    chain_steps=chain_steps,
+                    widen=widen,
+                    covariance=covariance,
+                    shrinkage=shrinkage,
+                    jitter=jitter,
+                )
             log_p = torch.logsumexp(log_w, dim=1) - math.log(n_importance)
             ess = torch.exp(2 * torch.logsumexp(log_w, dim=1) - torch.logsumexp(2 * log_w, dim=1))
             total_nll -= float(log_p.sum())
