@@ -14,6 +14,7 @@ from latentebm.config import AdamConfig, Recipe, instantiate
 from latentebm.langevin import LangevinSampler
 from latentebm.model import LatentEBM, Optimizers
 from latentebm.prior import EnergyPrior, GaussianPrior
+from latentebm.replay import ReplayBuffer
 
 PRIORS: dict[str, type[GaussianPrior]] = {
     "ebm": EnergyPrior,
@@ -58,7 +59,15 @@ def build_model(recipe: Recipe, task: Any) -> LatentEBM:
         LangevinSampler(c.n_steps if z_dim else 0, c.step_size, noise=c.noise, clamp=c.clamp)
         for c in (model_cfg.prior_chain, model_cfg.posterior_chain)
     ]
-    return LatentEBM(build_prior(recipe), generator, *chains)
+    inference = None
+    if model_cfg.posterior_chain.init == "amortized" and z_dim:
+        assert model_cfg.inference is not None
+        inference = instantiate(model_cfg.inference, z_dim=z_dim, **task.generator_kwargs())
+    replay = None
+    prior_chain = model_cfg.prior_chain
+    if prior_chain.init == "persistent" and z_dim:
+        replay = ReplayBuffer(prior_chain.buffer_size, z_dim, prior_chain.reinit_rate)
+    return LatentEBM(build_prior(recipe), generator, *chains, inference=inference, replay=replay)
 
 
 def _adam(params: Any, cfg: AdamConfig) -> torch.optim.Adam:
@@ -68,14 +77,17 @@ def _adam(params: Any, cfg: AdamConfig) -> torch.optim.Adam:
 
 
 def build_optimizers(recipe: Recipe, model: LatentEBM) -> Optimizers:
-    """Separate Adam optimisers for alpha (eta_0) and beta (eta_1), Algorithm 1."""
+    """Separate Adam optimisers for alpha (eta_0) and beta (eta_1), Algorithm 1, and phi."""
     cfg = recipe.optim
     prior_params = list(model.prior.parameters())
+    inference = model.inference
     return Optimizers(
         generator=_adam(model.generator.parameters(), cfg.generator),
         prior=_adam(prior_params, cfg.prior) if prior_params else None,
         generator_grad_clip=cfg.generator.grad_clip,
         prior_grad_clip=cfg.prior.grad_clip,
+        inference=None if inference is None else _adam(inference.parameters(), cfg.inference),
+        inference_grad_clip=cfg.inference.grad_clip,
     )
 
 

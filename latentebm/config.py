@@ -496,6 +496,10 @@ def _non_negative(value: float) -> str | None:
     return None if value >= 0 else f"must be >= 0, got {value!r}"
 
 
+def _probability(value: float) -> str | None:
+    return None if 0.0 <= value <= 1.0 else f"must be in [0, 1], got {value!r}"
+
+
 def _each_positive(values: Sequence[float]) -> str | None:
     for i, value in enumerate(values):
         if not value > 0:
@@ -582,6 +586,20 @@ class ChainConfig:
     clamp: float | None = _field(
         None, "Clamp z to [-clamp, clamp] after each step; null: off.", check=_positive
     )
+    init: Literal["noise", "persistent", "amortized"] = _field(
+        "noise",
+        "Where the chain starts: noise (N(0, sigma^2 I), the paper); persistent (prior chain "
+        "only: a replay buffer of earlier chain ends); amortized (posterior chain only: samples "
+        "of the inference model q_phi(z|x) of model.inference, seed 003).",
+    )
+    buffer_size: int = _field(
+        10000, "init persistent: number of stored chain ends.", check=_positive
+    )
+    reinit_rate: float = _field(
+        0.05,
+        "init persistent: probability that a drawn chain restarts from N(0, sigma^2 I).",
+        check=_probability,
+    )
 
 
 @dataclass(kw_only=True)
@@ -601,6 +619,11 @@ class ModelConfig:
         doc="Langevin sampler of the posterior (Table 5: K1, s1).",
         factory=lambda: ChainConfig(n_steps=20, step_size=0.1),
     )
+    inference: ComponentConfig | None = _field(
+        None,
+        "Inference model q_phi(z|x) for posterior_chain.init: amortized, e.g. "
+        "_component_: latentebm.inference.SequenceEncoder; null: none.",
+    )
 
 
 @dataclass(kw_only=True)
@@ -618,7 +641,7 @@ class AdamConfig:
 
 @dataclass(kw_only=True)
 class OptimConfig:
-    """One optimiser for the prior EBM, one for the generator."""
+    """One optimiser for the prior EBM, one for the generator (and one for an inference model)."""
 
     prior: AdamConfig = _field(
         doc="Optimiser of the prior EBM.",
@@ -626,6 +649,10 @@ class OptimConfig:
     )
     generator: AdamConfig = _field(
         doc="Optimiser of the generator.",
+        factory=lambda: AdamConfig(lr=1e-3, betas=(0.9, 0.999), grad_clip=5.0),
+    )
+    inference: AdamConfig = _field(
+        doc="Optimiser of the inference model (used only with model.inference).",
         factory=lambda: AdamConfig(lr=1e-3, betas=(0.9, 0.999), grad_clip=5.0),
     )
 
@@ -831,9 +858,30 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     data = _read_yaml(Path(path), source)
     merged, origins, created = _apply_overrides(data, overrides)
     recipe: Recipe = _convert(Recipe, merged, (), _Context(source, origins, created))
+    check_chain_init(recipe, source)
     if recipe.name is None:
         recipe.name = Path(path).stem
     return recipe
+
+
+def check_chain_init(recipe: Recipe, source: str) -> None:
+    """Each chain's ``init`` must be one it supports; ``amortized`` needs ``model.inference``."""
+    model = recipe.model
+    if model.prior_chain.init == "amortized":
+        raise RecipeError(
+            f"{source}: model.prior_chain.init: amortized is for the posterior chain; the prior "
+            "chain takes noise or persistent"
+        )
+    if model.posterior_chain.init == "persistent":
+        raise RecipeError(
+            f"{source}: model.posterior_chain.init: persistent is for the prior chain (a replay "
+            "buffer); the posterior chain takes noise or amortized"
+        )
+    if model.posterior_chain.init == "amortized" and model.inference is None:
+        raise RecipeError(
+            f"{source}: model.posterior_chain.init: amortized needs model.inference "
+            "(e.g. _component_: latentebm.inference.SequenceEncoder)"
+        )
 
 
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
@@ -846,7 +894,9 @@ def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
 
 def recipe_from_dict(data: Mapping[str, Any], source: str = "checkpoint") -> Recipe:
     """Inverse of :func:`recipe_to_dict` (validates; ``source`` names the origin in errors)."""
-    return _convert(Recipe, data, (), _Context(source))
+    recipe: Recipe = _convert(Recipe, data, (), _Context(source))
+    check_chain_init(recipe, source)
+    return recipe
 
 
 class _Dumper(yaml.SafeDumper):

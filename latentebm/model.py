@@ -12,6 +12,11 @@ One iteration on a mini-batch ``{x_i}``:
 
 Both chains run with every parameter frozen (:func:`latentebm.langevin.frozen`), so sampling
 does no weight-gradient work and leaves every ``.grad`` untouched.
+
+Chain initialisation (issue 6): the prior chain may start from a replay buffer of earlier chain
+ends (:class:`latentebm.replay.ReplayBuffer`, persistent chains) and the posterior chain from an
+inference model ``q_phi(z | x)`` (:mod:`latentebm.inference`, seed 003), which is then taught by
+the chain: ``L_phi = -mean log q_phi(z^+ | x)``. Steps 3 and 4 are unchanged.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from torch import Tensor, nn
 
 from latentebm.langevin import LangevinResult, LangevinSampler, LogDensity, frozen
 from latentebm.prior import GaussianPrior
+from latentebm.replay import ReplayBuffer
 
 
 class NonFiniteError(RuntimeError):
@@ -50,6 +56,9 @@ class Optimizers:
     prior: torch.optim.Optimizer | None = None
     generator_grad_clip: float | None = None
     prior_grad_clip: float | None = None
+    inference: torch.optim.Optimizer | None = None
+    """Optimiser of the inference model ``q_phi`` (amortised posterior initialisation)."""
+    inference_grad_clip: float | None = None
 
 
 @dataclass
@@ -63,6 +72,7 @@ class LossTerms:
     energy_neg: Tensor | None
     prior_chain: LangevinResult | None
     posterior_chain: LangevinResult
+    inference_loss: Tensor | None = None
 
 
 GradHook = Callable[[list[nn.Module]], None]
@@ -77,6 +87,10 @@ class LatentEBM(nn.Module):
         generator: any module following :class:`~latentebm.generators.Generator`.
         prior_chain: the K0-step sampler of ``p_alpha(z)`` (Table 5: 60 steps, a0 = 0.4).
         posterior_chain: the K1-step sampler of ``p(z | x)`` (Table 5: 20 steps, a1 = 0.1).
+        inference: ``q_phi(z | x)`` whose samples start the posterior chain (None: the chain
+            starts from ``N(0, sigma^2 I)``); see :mod:`latentebm.inference`.
+        replay: a replay buffer that starts the *training* prior chains (None: from
+            ``N(0, sigma^2 I)``); generation always starts from the reference.
     """
 
     def __init__(
@@ -85,12 +99,17 @@ class LatentEBM(nn.Module):
         generator: nn.Module,
         prior_chain: LangevinSampler,
         posterior_chain: LangevinSampler,
+        *,
+        inference: nn.Module | None = None,
+        replay: ReplayBuffer | None = None,
     ) -> None:
         super().__init__()
         self.prior = prior
         self.generator = generator
         self.prior_chain = prior_chain
         self.posterior_chain = posterior_chain
+        self.inference = inference
+        self.replay = replay
 
     @property
     def z_dim(self) -> int:
@@ -116,28 +135,49 @@ class LatentEBM(nn.Module):
         generator: torch.Generator | None = None,
         n_steps: int | None = None,
         record_steps: tuple[int, ...] = (),
+        persistent: bool = False,
     ) -> LangevinResult:
         """``z^- ~ p~_alpha(z)``: K0 Langevin steps from ``N(0, sigma^2 I)`` (Algorithm 1, step 2).
 
-        A Gaussian prior is sampled exactly (no chain) unless ``n_steps`` is given.
+        With ``persistent`` and a replay buffer, the chains start from the buffer (and their ends
+        are stored back): the learning step's prior chain. A Gaussian prior is sampled exactly
+        (no chain) unless ``n_steps`` is given.
         """
-        z_init = self.prior.sample_reference(n, generator=generator, device=self.device)
+
+        def reference(k: int) -> Tensor:
+            return self.prior.sample_reference(k, generator=generator, device=self.device)
+
+        indices = None
+        if persistent and self.replay is not None:
+            indices, z_init = self.replay.draw(n, reference, generator)
+        else:
+            z_init = reference(n)
         if not self.prior.has_energy and n_steps is None:
             n_steps = 0
         with frozen(self):
-            return self.prior_chain.run(
+            result = self.prior_chain.run(
                 self.prior.log_density,
                 z_init,
                 generator=generator,
                 n_steps=n_steps,
                 record_steps=record_steps,
             )
+        if indices is not None:
+            assert self.replay is not None
+            self.replay.update(indices, result.z)
+        return result
 
     def sample_posterior(
         self, x: Tensor, *, generator: torch.Generator | None = None, n_steps: int | None = None
     ) -> LangevinResult:
-        """``z^+ ~ p~_theta(z | x)``: K1 Langevin steps from ``N(0, sigma^2 I)`` (step 3)."""
-        z_init = self.prior.sample_reference(x.shape[0], generator=generator, device=self.device)
+        """``z^+ ~ p~_theta(z | x)``: K1 Langevin steps (step 3) from ``N(0, sigma^2 I)``, or from
+        ``q_phi(z | x)`` when the model has an inference model."""
+        if self.inference is not None:
+            z_init = self.inference.sample(x, generator=generator)
+        else:
+            z_init = self.prior.sample_reference(
+                x.shape[0], generator=generator, device=self.device
+            )
         with frozen(self):
             return self.posterior_chain.run(
                 self.posterior_log_density(x), z_init, generator=generator, n_steps=n_steps
@@ -161,7 +201,7 @@ class LatentEBM(nn.Module):
         """Run both chains on the batch and build ``L_alpha`` and ``L_beta`` (eqs. 10-11)."""
         prior_chain = None
         if self.prior.has_energy:
-            prior_chain = self.sample_prior(x.shape[0], generator=generator)
+            prior_chain = self.sample_prior(x.shape[0], generator=generator, persistent=True)
         posterior_chain = self.sample_posterior(x, generator=generator)
         z_pos = posterior_chain.z
         log_likelihood = self.generator.log_likelihood(x, z_pos)
@@ -171,6 +211,9 @@ class LatentEBM(nn.Module):
             energy_pos = self.prior.energy(z_pos)
             energy_neg = self.prior.energy(prior_chain.z)
             prior_loss = energy_neg.mean() - energy_pos.mean()
+        inference_loss = None
+        if self.inference is not None:  # teach q_phi with the revised samples (seed 003)
+            inference_loss = -self.inference.log_prob(z_pos.detach(), x).mean()
         return LossTerms(
             prior_loss=prior_loss,
             generator_loss=generator_loss,
@@ -179,6 +222,7 @@ class LatentEBM(nn.Module):
             energy_neg=None if energy_neg is None else energy_neg.detach(),
             prior_chain=prior_chain,
             posterior_chain=posterior_chain,
+            inference_loss=inference_loss,
         )
 
     def learning_step(
@@ -195,7 +239,9 @@ class LatentEBM(nn.Module):
         ``energy_diff`` (their difference: the d_t of seed 004), ``recon_nll`` (mean
         ``-log p_beta(x|z^+)`` per example), ``prior_loss``, ``posterior_grad_norm`` and
         ``prior_grad_norm`` (mean ``||grad log pi||`` along each chain: the r_t of seed 004),
-        ``generator_param_grad_norm`` and ``prior_param_grad_norm`` (before clipping).
+        ``generator_param_grad_norm`` and ``prior_param_grad_norm`` (before clipping); with an
+        inference model also ``inference_nll`` (``-mean log q_phi(z^+ | x)``) and
+        ``inference_param_grad_norm``.
 
         ``grad_hook(modules)`` runs after the backward pass and before clipping (the trainer
         averages gradients over processes there).
@@ -208,9 +254,14 @@ class LatentEBM(nn.Module):
         total = losses.generator_loss
         if losses.prior_loss is not None:
             total = total + losses.prior_loss
+        if losses.inference_loss is not None:
+            total = total + losses.inference_loss
         total.backward()
         if grad_hook is not None:
-            grad_hook([self.prior, self.generator])
+            modules: list[nn.Module] = [self.prior, self.generator]
+            if self.inference is not None:
+                modules.append(self.inference)
+            grad_hook(modules)
 
         terms: dict[str, float] = {
             "recon_nll": float(losses.generator_loss.detach()),
@@ -230,6 +281,12 @@ class LatentEBM(nn.Module):
                 prior_grad_norm=losses.prior_chain.mean_grad_norm,
                 prior_param_grad_norm=_clip(self.prior, optimizers.prior_grad_clip),
             )
+        if losses.inference_loss is not None:
+            assert self.inference is not None
+            terms.update(
+                inference_nll=float(losses.inference_loss.detach()),
+                inference_param_grad_norm=_clip(self.inference, optimizers.inference_grad_clip),
+            )
         for name, value in terms.items():
             if not math.isfinite(value):
                 self.zero_grad(set_to_none=True)
@@ -237,6 +294,8 @@ class LatentEBM(nn.Module):
         optimizers.generator.step()
         if optimizers.prior is not None and losses.prior_loss is not None:
             optimizers.prior.step()
+        if optimizers.inference is not None and losses.inference_loss is not None:
+            optimizers.inference.step()
         return terms
 
 

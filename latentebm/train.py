@@ -433,6 +433,9 @@ class Trainer:
                 "model": model.state_dict(),
                 "optim_generator": optimizers.generator.state_dict(),
                 "optim_prior": None if optimizers.prior is None else optimizers.prior.state_dict(),
+                "optim_inference": (
+                    None if optimizers.inference is None else optimizers.inference.state_dict()
+                ),
                 "rng": rng_states,
             }
             save_atomic(state, path)
@@ -451,6 +454,8 @@ class Trainer:
         optimizers.generator.load_state_dict(saved["optim_generator"])
         if optimizers.prior is not None and saved["optim_prior"] is not None:
             optimizers.prior.load_state_dict(saved["optim_prior"])
+        if optimizers.inference is not None and saved.get("optim_inference") is not None:
+            optimizers.inference.load_state_dict(saved["optim_inference"])
         self.state = TrainState(
             step=int(saved["step"]),
             epoch=int(saved["epoch"]),
@@ -543,6 +548,8 @@ def _decay_lr(optimizers: Optimizers, recipe: Recipe) -> None:
     pairs = [(optimizers.generator, recipe.optim.generator.lr_decay)]
     if optimizers.prior is not None:
         pairs.append((optimizers.prior, recipe.optim.prior.lr_decay))
+    if optimizers.inference is not None:
+        pairs.append((optimizers.inference, recipe.optim.inference.lr_decay))
     for optimizer, decay in pairs:
         if decay != 1.0:
             for group in optimizer.param_groups:

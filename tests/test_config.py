@@ -361,7 +361,7 @@ def test_literal_choice_error(tmp_path: Path) -> None:
         "command line: trainer.nonfinite=halt: expected one of ['stop', 'skip'], got str 'halt'"
     )
     message = error_of(lambda: load_recipe(path, ["model.prior.kind=flow"]))
-    assert "expected one of ['ebm', 'gaussian']" in message
+    assert "expected one of ['ebm', 'gaussian', 'none']" in message
 
 
 def test_missing_required(tmp_path: Path) -> None:
