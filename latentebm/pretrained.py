@@ -45,17 +45,25 @@ class Pretrained:
         batch_size: int = 500,
         beam_size: int = 5,
         length_penalty: float = 0.0,
+        progress: bool = False,
     ) -> list[str]:
         """``n`` decoded samples: ``z`` from the prior chain (K0 steps, or ``langevin_steps``).
 
         ``decode``: ``greedy``, ``sample`` (``temperature``, ``top_k``) or ``beam``
-        (``beam_size``, ``length_penalty``), see ``LSTMDecoder.sample``.
+        (``beam_size``, ``length_penalty``), see ``LSTMDecoder.sample``. ``progress``: a tqdm
+        bar on stderr. Samples are drawn ``batch_size`` at a time from one random stream, so
+        they depend on the seed, ``n`` and ``batch_size``.
         """
         generator = self._generator(seed)
         beam = (
             {"beam_size": beam_size, "length_penalty": length_penalty} if decode == "beam" else {}
         )
         out: list[str] = []
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=n, desc="generate", unit="sample", dynamic_ncols=True, leave=False)
         while len(out) < n:
             size = min(batch_size, n - len(out))
             tokens = self.model.generate(
@@ -68,6 +76,10 @@ class Pretrained:
                 **beam,
             )
             out.extend(self.task.decode(tokens))
+            if bar is not None:
+                bar.update(size)
+        if bar is not None:
+            bar.close()
         return out
 
     def _generator(self, seed: int | None) -> torch.Generator:

@@ -275,6 +275,7 @@ def evaluate_text_metrics(
         n_generate,
         seed=seed,
         langevin_steps=settings.langevin_steps,
+        progress=progress is not None,
         **settings.decode_options(),
     )
     generation_seconds = time.perf_counter() - started
