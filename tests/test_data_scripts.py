@@ -393,3 +393,120 @@ def test_new_scripts_cli_exit_code(tmp_path: Path) -> None:
         )
         assert proc.returncode == 1
         assert proc.stderr.strip() == f"error: source {tmp_path / 'missing'} does not exist"
+
+
+# ----------------------------------------------------------------------------- zinc250k.py
+
+
+@pytest.fixture
+def zinc() -> ModuleType:
+    return _load("zinc250k")
+
+
+_ZINC_SMILES = [
+    "CC(C)(C)c1ccc2occ(CC(=O)Nc3ccccc3F)c2c1",
+    "C[C@@H]1CC(Nc2cncc(-c3nncn3C)c2)C[C@@H](C)C1",
+    "N#Cc1ccc(-c2ccc(O[C@@H](C(=O)N3CCCC3)c3ccccc3)cc2)cc1",
+    "CCOC(=O)[C@@H]1CCCN(C(=O)c2nc(-c3ccc(C)cc3)n3c2CCCCC3)C1",
+    "Clc1ccc(Br)cc1C(=O)Nc1ccc([N+](=O)[O-])cc1",
+]
+
+
+def _zinc_csv(tmp_path: Path, n: int = 30) -> tuple[Path, list[str]]:
+    """A file in the chemical_vae format: quoted SMILES ending with a newline inside the quotes."""
+    smiles = [
+        _ZINC_SMILES[i % len(_ZINC_SMILES)] + "C" * (i // len(_ZINC_SMILES)) for i in range(n)
+    ]
+    lines = ["smiles,logP,qed,SAS"]
+    lines += [f'"{s}\n",{i * 0.5:.3f},0.{i:03d},{2 + i / 100:.3f}' for i, s in enumerate(smiles)]
+    path = tmp_path / "250k_rndm_zinc_drugs_clean_3.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path, smiles
+
+
+def _zinc_rows(path: Path) -> list[list[str]]:
+    import csv
+
+    with gzip.open(path, "rt", encoding="utf-8", newline="") as f:
+        return list(csv.reader(f))
+
+
+def test_zinc250k_from_source_with_quoted_newlines(
+    tmp_path: Path, zinc: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src, smiles = _zinc_csv(tmp_path)
+    monkeypatch.setattr(zinc, "N_VALID", 5)
+    monkeypatch.setattr(zinc, "N_TEST", 4)
+    out = tmp_path / "out"
+    assert zinc.main(["--source", str(src), "--out", str(out), "--skip-count-check"]) == 0
+    full = _zinc_rows(out / "zinc250k.csv.gz")
+    assert full[0] == ["smiles", "logP", "qed", "SAS"]
+    assert [r[0] for r in full[1:]] == smiles  # stripped of the quoted trailing newline
+    assert full[2][1:] == ["0.500", "0.001", "2.010"]
+    parts = {s: _zinc_rows(out / f"{s}.csv.gz")[1:] for s in ("train", "valid", "test")}
+    assert [len(parts[s]) for s in ("train", "valid", "test")] == [21, 5, 4]
+    together = [r[0] for s in ("train", "valid", "test") for r in parts[s]]
+    assert sorted(together) == sorted(smiles)  # a partition
+    for rows in parts.values():  # source order kept within each split
+        positions = [smiles.index(r[0]) for r in rows]
+        assert positions == sorted(positions)
+    # deterministic: a second run finds identical files; a .gz source gives the same output
+    first = {p.name: p.read_bytes() for p in out.iterdir()}
+    gz_src = tmp_path / "src.csv.gz"
+    gz_src.write_bytes(gzip.compress(src.read_bytes()))
+    assert zinc.main(["--source", str(gz_src), "--out", str(out), "--skip-count-check"]) == 0
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == first
+    # the molecule task reads the result
+    pytest.importorskip("rdkit")
+    from tasks.molecules import MoleculeTask
+
+    task = MoleculeTask(
+        MoleculeTask.Config(
+            train="train.csv.gz", valid="valid.csv.gz", test="test.csv.gz", cache=False, n_jobs=1
+        ),
+        str(out),
+    )
+    assert [task.num_sentences(s) for s in ("train", "valid", "test")] == [21, 5, 4]
+
+
+def test_zinc250k_refuses_overwrite_and_checks(
+    tmp_path: Path,
+    zinc: ModuleType,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(zinc, "N_VALID", 5)
+    monkeypatch.setattr(zinc, "N_TEST", 5)
+    src, _ = _zinc_csv(tmp_path, n=40)
+    out = tmp_path / "out"
+    # the row count is checked
+    assert zinc.main(["--source", str(src), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "40 molecules, expected 249455" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+    out.mkdir()
+    (out / "test.csv.gz").write_bytes(gzip.compress(b"something else\n"))
+    assert zinc.main(["--source", str(src), "--out", str(out), "--skip-count-check"]) == 1
+    err = capsys.readouterr().err
+    assert "refusing to overwrite" in err and "test.csv.gz" in err
+    assert sorted(p.name for p in out.iterdir()) == ["test.csv.gz"]  # nothing written
+    # bad sources: missing file, missing column
+    assert zinc.main(["--source", str(tmp_path / "missing"), "--out", str(out)]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    bad = tmp_path / "bad.csv"
+    bad.write_text("SMILE,logP\nCCO,1.0\n", encoding="utf-8")
+    assert zinc.main(["--source", str(bad), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert str(bad) in err and "smiles" in err
+
+
+def test_zinc250k_split_sizes(zinc: ModuleType) -> None:
+    splits = zinc.split_indices(zinc.EXPECTED_ROWS)
+    assert [len(splits[s]) for s in ("train", "valid", "test")] == [229_455, 10_000, 10_000]
+    assert splits == zinc.split_indices(zinc.EXPECTED_ROWS)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "data_scripts" / "zinc250k.py"), "--help"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0 and "--source" in proc.stdout
