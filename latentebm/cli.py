@@ -166,6 +166,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from latentebm.pretrained import load
 
     model = load(args.run, device=args.device)
+    if args.grid and not hasattr(model.task, "draw_grid"):
+        raise ValueError(f"--grid: the {type(model.task).__name__} cannot draw its samples")
     if args.trajectory:
         return _generate_trajectory(args, model)
     sentences = model.generate(
@@ -183,6 +185,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
         print(f"{len(sentences)} samples from {model.checkpoint} -> {out}", file=sys.stderr)
     else:
         sys.stdout.write(text)
+    if args.grid:
+        grid = Path(args.grid)
+        if grid.exists() and not args.force:
+            raise FileExistsError(f"{grid}: exists; not overwritten (use --force)")
+        n_valid = model.task.draw_grid(sentences, grid)
+        print(f"grid of {len(sentences)} ({n_valid} valid) -> {grid}", file=sys.stderr)
     return 0
 
 
@@ -229,11 +237,28 @@ def _text_eval_settings(args: argparse.Namespace) -> object:
         "lm_path": args.lm,
     }
     options = {key: value for key, value in options.items() if value is not None}
+    decode = _decode_opts(args)
+    decode["decode"] = args.decode or "greedy"  # the public FPPL protocol decodes greedily
     return TextEvalSettings(
         **options,
-        **_decode_opts(args),
+        **decode,
         lm=LMConfig.from_dict(lm_values),  # type: ignore[arg-type]
     )
+
+
+def _molecule_eval_settings(args: argparse.Namespace) -> object:
+    """``MoleculeEvalSettings`` from the ``evaluate`` options."""
+    from latentebm.metrics.molecule_eval import MoleculeEvalSettings
+
+    options = {
+        "n_samples": args.samples,
+        "langevin_steps": args.langevin_steps,
+        "n_jobs": args.jobs,
+        "decode": args.decode or "sample",
+        "temperature": args.temperature,
+        "top_k": args.top_k,
+    }
+    return MoleculeEvalSettings(**{k: v for k, v in options.items() if v is not None})
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -258,6 +283,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         output=args.output,
         progress=not args.no_progress,
         text=_text_eval_settings(args),  # type: ignore[arg-type]
+        molecules=_molecule_eval_settings(args),  # type: ignore[arg-type]
         **options,
     )
     print(format_table(result))
@@ -358,7 +384,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=None)
     gen.add_argument("--device", default="cpu")
     gen.add_argument("-o", "--output", default=None, help="write to this file instead of stdout")
-    gen.add_argument("--force", action="store_true", help="overwrite --output if it exists")
+    gen.add_argument("--force", action="store_true", help="overwrite --output/--grid if they exist")
+    gen.add_argument(
+        "--grid", default=None, metavar="PNG", help="also draw the samples (molecule tasks)"
+    )
     gen.set_defaults(func=cmd_generate)
 
     interp = sub.add_parser(
@@ -427,7 +456,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("run", help="a run directory (newest checkpoint) or a checkpoint file")
     ev.add_argument("--split", default="test", help="default test")
-    ev.add_argument("--metrics", default="nll", help="comma-separated (default nll)")
+    ev.add_argument(
+        "--metrics",
+        default=None,
+        help="comma-separated (default: the task's, nll for text, molecules for molecules)",
+    )
     ev.add_argument("--importance-samples", type=int, default=None, metavar="M", help="default 30")
     ev.add_argument("--chains", type=int, default=None, metavar="C", help="default 8")
     ev.add_argument(
@@ -439,8 +472,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("-o", "--output", default=None, metavar="PATH", help="default RUN/metrics.json")
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
-    text = ev.add_argument_group("fppl, rppl, bleu (text)")
-    text.add_argument("--samples", type=int, default=None, metavar="N", help="FPPL samples (10000)")
+    text = ev.add_argument_group("fppl, rppl, bleu (text); moses, molecules (molecules)")
+    text.add_argument(
+        "--samples",
+        type=int,
+        default=None,
+        metavar="N",
+        help="generated samples (fppl 10000, moses 30000, molecules 10000)",
+    )
+    text.add_argument(
+        "--jobs", type=int, default=None, metavar="J", help="RDKit worker processes (2)"
+    )
     text.add_argument(
         "--rppl-samples", type=int, default=None, metavar="N", help="default: train split size"
     )
@@ -451,6 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--langevin-steps", type=int, default=None, metavar="K", help="prior chain (default K0)"
     )
     _add_decode_args(text)
+    text.set_defaults(decode=None)  # text: greedy (FPPL protocol); molecules: sample
     text.add_argument(
         "--recon-sentences", type=int, default=None, metavar="N", help="BLEU: first N (all)"
     )

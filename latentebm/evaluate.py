@@ -3,7 +3,10 @@
 Metrics: ``nll`` (importance-sampled ``-log p(x)`` per sentence and perplexity, see
 :mod:`latentebm.metrics.nll` for the estimator and what it bounds), and for text tasks ``fppl``,
 ``rppl`` and ``bleu`` (reconstruction BLEU, self-BLEU, distinct-n, average length), see
-:mod:`latentebm.metrics.text_eval` and ``docs/metrics.md`` for the protocol.
+:mod:`latentebm.metrics.text_eval` and ``docs/metrics.md`` for the protocol; for molecule
+tasks ``moses`` (the MOSES table) and ``molecules`` (validity, uniqueness, novelty), see
+:mod:`latentebm.metrics.molecule_eval`. Without ``metrics`` a task's ``default_metrics`` are
+evaluated (text: ``nll``; molecules: ``molecules``).
 
 Default settings (``n_importance=30``, ``n_chains=8``, ``chain_steps=0``, ``batch_size=64``,
 ``log_z_samples=100_000``) were chosen so that the PTB test split (3,761 sentences) with the PTB
@@ -26,9 +29,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from latentebm.metrics.molecule_eval import MoleculeEvalSettings
 from latentebm.metrics.text_eval import TextEvalSettings
 
-KNOWN_METRICS: tuple[str, ...] = ("nll", "fppl", "rppl", "bleu")
+KNOWN_METRICS: tuple[str, ...] = ("nll", "fppl", "rppl", "bleu", "moses", "molecules")
 
 DEFAULT_N_IMPORTANCE = 30
 DEFAULT_N_CHAINS = 8
@@ -56,7 +60,7 @@ def check_metrics(metrics: str | Iterable[str]) -> list[str]:
 def evaluate(
     run_dir: str | Path,
     split: str = "test",
-    metrics: str | Sequence[str] = ("nll",),
+    metrics: str | Sequence[str] | None = None,
     *,
     n_importance: int = DEFAULT_N_IMPORTANCE,
     n_chains: int = DEFAULT_N_CHAINS,
@@ -70,6 +74,7 @@ def evaluate(
     output: str | Path | None = None,
     write: bool = True,
     text: TextEvalSettings | None = None,
+    molecules: MoleculeEvalSettings | None = None,
 ) -> dict[str, Any]:
     """Evaluate a run's newest checkpoint on ``split`` and record the result.
 
@@ -116,7 +121,8 @@ def evaluate(
     Args:
         run_dir: a run directory (newest checkpoint) or a checkpoint file.
         split: the task's split (``test``, ``valid``, ``train``).
-        metrics: names or a comma-separated string: ``nll``, ``fppl``, ``rppl``, ``bleu``.
+        metrics: names or a comma-separated string: ``nll``, ``fppl``, ``rppl``, ``bleu``,
+            ``moses``, ``molecules``; None: the task's ``default_metrics`` (else ``nll``).
         n_importance, n_chains, chain_steps, log_z_samples: the estimator's settings.
         batch_size: sentences per batch; their chains and importance samples go through the
             decoder in chunks of at most ``CHUNK_SIZE`` (256) (sentence, latent) pairs.
@@ -129,16 +135,20 @@ def evaluate(
         write: ``False``: only return the result.
         text: sampling and language-model settings of ``fppl``, ``rppl`` and ``bleu``
             (default :class:`~latentebm.metrics.text_eval.TextEvalSettings`).
+        molecules: sampling settings of ``moses`` and ``molecules``
+            (default :class:`~latentebm.metrics.molecule_eval.MoleculeEvalSettings`).
 
     Returns:
         ``{"split", "metrics": {name: {...}}, "checkpoint", "step", "seconds", "output"}``;
         each entry holds the values and every setting.
     """
+    from latentebm.metrics.molecule_eval import evaluate_molecule_metrics
     from latentebm.metrics.nll import evaluate_nll, log_partition
     from latentebm.metrics.text_eval import evaluate_text_metrics
     from latentebm.pretrained import load
 
-    names = check_metrics(metrics)
+    if metrics is not None:
+        check_metrics(metrics)  # fail before loading anything
     for name, value in (("n_importance", n_importance), ("batch_size", batch_size)):
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
@@ -152,6 +162,7 @@ def evaluate(
     started = time.perf_counter()
     pretrained = load(run_dir, device=device)
     model, task = pretrained.model, pretrained.task
+    names = check_metrics(metrics if metrics is not None else default_metrics(task))
     if split not in getattr(task, "splits", [split]):
         raise ValueError(f"split {split!r} not in the task (has: {', '.join(task.splits)})")
     result: dict[str, Any] = {}
@@ -223,7 +234,15 @@ def evaluate(
         "torch_threads": torch.get_num_threads(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    for name, entry in text_entries.items():
+    molecule_entries = evaluate_molecule_metrics(
+        pretrained,
+        names,
+        molecules or MoleculeEvalSettings(),
+        data_root=pretrained.recipe.data.root,
+        seed=seed,
+        progress=progress,
+    )
+    for name, entry in {**text_entries, **molecule_entries}.items():
         result[name] = {**entry, **stamp}
 
     out_path = Path(output) if output is not None else run_dir / METRICS_FILE
@@ -237,6 +256,11 @@ def evaluate(
         "seconds": time.perf_counter() - started,
         "output": str(out_path) if write else None,
     }
+
+
+def default_metrics(task: Any) -> tuple[str, ...]:
+    """What ``evaluate`` computes when no metric is named: ``task.default_metrics`` or nll."""
+    return tuple(getattr(task, "default_metrics", ("nll",)))
 
 
 def length_sorted_batches(task: Any, split: str, batch_size: int) -> list[Tensor]:
@@ -329,6 +353,7 @@ def format_table(result: dict[str, Any]) -> str:
         if not nll["complete"]:
             rows.append(("note", f"first {nll['batches']} of {nll['batches_in_split']} batches"))
     rows += _text_rows(metrics)
+    rows += _molecule_rows(metrics)
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
@@ -381,6 +406,51 @@ def _text_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
                 f"{bleu['avg_length']:.1f} words (real: {bleu['real_avg_length']:.1f})",
             ),
         ]
+    return rows
+
+
+MOSES_COLUMNS: tuple[str, ...] = (
+    "valid",
+    "unique@1000",
+    "unique@10000",
+    "FCD/Test",
+    "FCD/TestSF",
+    "SNN/Test",
+    "SNN/TestSF",
+    "Frag/Test",
+    "Frag/TestSF",
+    "Scaf/Test",
+    "Scaf/TestSF",
+    "IntDiv",
+    "IntDiv2",
+    "Filters",
+    "Novelty",
+    "logP",
+    "SA",
+    "QED",
+    "weight",
+)
+
+
+def _molecule_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = []
+    for name in ("molecules", "moses"):
+        entry = metrics.get(name)
+        if entry is None:
+            continue
+        gen = entry["generation"]
+        steps = "K0" if gen["langevin_steps"] is None else gen["langevin_steps"]
+        rows.append(
+            (
+                f"{name} samples",
+                f"{entry['n_samples']} (decode {gen['decode']}, prior chain {steps} steps, "
+                f"{entry['seconds']:.0f} s)",
+            )
+        )
+        keys = MOSES_COLUMNS if name == "moses" else ("validity", "uniqueness", "novelty")
+        for key in keys:
+            if key in entry:
+                rows.append((key, f"{entry[key]:.4f}"))
     return rows
 
 

@@ -125,6 +125,33 @@ def _selfies() -> Any:
     return selfies
 
 
+def draw_grid(
+    smiles: Sequence[str], path: str | Path, *, per_row: int = 6, cell_size: int = 220
+) -> int:
+    """Write a PNG grid of the molecules (RDKit drawing), each labelled with its SMILES; an
+    invalid string gets an empty cell labelled ``invalid``. Returns the number drawn valid."""
+    chem = _rdkit()
+    from rdkit.Chem import Draw
+
+    if per_row < 1:
+        raise ValueError(f"per_row must be >= 1, got {per_row}")
+    mols, legends, n_valid = [], [], 0
+    for text in smiles:
+        mol = chem.MolFromSmiles(text) if text else None
+        if mol is None:
+            mols.append(chem.Mol())
+            legends.append(f"invalid: {text[:28]}")
+        else:
+            mols.append(mol)
+            legends.append(text if len(text) <= 32 else text[:29] + "...")
+            n_valid += 1
+    image = Draw.MolsToGridImage(
+        mols, molsPerRow=per_row, subImgSize=(cell_size, cell_size), legends=legends
+    )
+    image.save(str(path))
+    return n_valid
+
+
 def tokenize_smiles(smiles: str) -> list[str]:
     """Atom-level SMILES tokens; ``"".join(tokenize_smiles(s)) == s``."""
     return _SMILES_RE.findall(smiles)
@@ -391,6 +418,9 @@ class _Split:
 
 class MoleculeTask:
     """Molecule data (SMILES/SELFIES), tokenizer and length-bucketed batching."""
+
+    default_metrics: tuple[str, ...] = ("molecules",)
+    """What ``latentebm evaluate`` computes unless told: validity, uniqueness, novelty."""
 
     @dataclass
     class Config:
@@ -813,6 +843,10 @@ class MoleculeTask:
         """The (canonical) SMILES kept in ``split``, in file order."""
         data = self._split(split)
         return data.file.smiles(data.index)
+
+    def draw_grid(self, samples: Sequence[str], path: str | Path) -> int:
+        """PNG grid of decoded samples (:func:`draw_grid`); returns how many are valid."""
+        return draw_grid(samples, path)
 
     def smiles(self, split: str) -> list[str]:
         """Alias of :meth:`sentences`."""

@@ -391,6 +391,9 @@ class _Split:
 class TextTask:
     """Sentence data, tokenizer and length-bucketed batching for text models."""
 
+    default_metrics: tuple[str, ...] = ("nll",)
+    """What ``latentebm evaluate`` computes unless told (see ``docs/metrics.md``)."""
+
     @dataclass
     class Config:
         """The ``task:`` section of a text recipe."""
