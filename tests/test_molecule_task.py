@@ -356,39 +356,6 @@ def test_molecule_recipes_load_and_cat(capsys: pytest.CaptureFixture[str]) -> No
     assert "name: qm9" in out and "tasks.molecules.MoleculeTask" in out
 
 
-@pytest.mark.slow
-def test_qm9_tiny_training_and_generate(tmp_path: Path, qm9_cache: Path) -> None:
-    import latentebm
-    from latentebm.cli import builtin_recipes
-    from latentebm.config import load_recipe
-    from latentebm.train import Trainer
-
-    overrides = [
-        f"task.cache_dir={qm9_cache}",
-        "task.max_molecules=300",
-        "model.z_dim=4",
-        "model.prior.hidden_dims=[8,8]",
-        "model.generator.embedding_dim=8",
-        "model.generator.hidden_dim=16",
-        "model.prior_chain.n_steps=3",
-        "model.posterior_chain.n_steps=2",
-        "trainer.max_steps=4",
-        "trainer.batch_size=16",
-        "trainer.valid_every=2",
-        "trainer.valid_batches=1",
-        "trainer.checkpoint_every=2",
-        "trainer.samples_at_end=2",
-        "trainer.progress=false",
-        "trainer.tensorboard=false",
-        "device=cpu",
-        f"trainer.run_dir={tmp_path / 'run'}",
-    ]
-    recipe = load_recipe(builtin_recipes()["qm9"], overrides)
-    run = Trainer(recipe).fit()
-    samples = latentebm.load(str(run)).generate(5, seed=0)
-    assert len(samples) == 5 and all(isinstance(s, str) for s in samples)
-
-
 def test_no_valid_molecules_is_an_error(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
