@@ -56,3 +56,15 @@ def test_nll_is_exact(no_latent_run: Path) -> None:
         exact = -model.generator.log_likelihood(x, torch.zeros(x.shape[0], 0)).sum()
     assert entry["total_nll"] == pytest.approx(float(exact), rel=1e-5)
     assert entry["mean_ess"] == pytest.approx(3.0, rel=1e-4) and entry["log_z"] == 0.0
+
+
+def test_estimate_log_likelihood_is_exact_per_example(no_latent_run: Path) -> None:
+    from latentebm.metrics.nll import estimate_log_likelihood
+
+    pretrained = latentebm.load(no_latent_run)
+    model, task = pretrained.model, pretrained.task
+    x = task.encode(task.sentences("valid")[:5])
+    estimate = estimate_log_likelihood(model, x, n_importance=4)
+    with torch.no_grad():
+        exact = model.generator.log_likelihood(x, torch.zeros(5, 0))
+    torch.testing.assert_close(estimate, exact.double(), rtol=1e-6, atol=1e-6)

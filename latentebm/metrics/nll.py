@@ -415,24 +415,31 @@ def estimate_log_likelihood(
     """
     if generator is None:
         generator = _generator_from_global_rng(model.device)
+    proposal = _proposal_options(n_chains, chain_steps, widen, covariance, shrinkage, jitter)
     with _eval_mode(model):
         if log_z is None:
             log_z = log_partition(model.prior, log_z_samples, generator=generator)
-        log_w = _log_weights(
-            model,
-            x,
-            n_importance,
-            log_z,
-            generator,
-            batch_size,
-            n_chains=n_chains,
-            chain_steps=chain_steps,
-            widen=widen,
-            covariance=covariance,
-            shrinkage=shrinkage,
-            jitter=jitter,
-        )
+        log_w = _log_weights(model, x, n_importance, log_z, generator, batch_size, proposal)
     return torch.logsumexp(log_w, dim=1) - math.log(n_importance)
+
+
+def _proposal_options(
+    n_chains: int,
+    chain_steps: int | None,
+    widen: float,
+    covariance: Covariance,
+    shrinkage: float | None,
+    jitter: float,
+) -> dict[str, Any]:
+    """The keyword arguments of :func:`fit_proposal` that the public functions pass through."""
+    return {
+        "n_chains": n_chains,
+        "chain_steps": chain_steps,
+        "widen": widen,
+        "covariance": covariance,
+        "shrinkage": shrinkage,
+        "jitter": jitter,
+    }
 
 
 def _log_weights(
@@ -442,9 +449,18 @@ def _log_weights(
     log_z: LogPartitionEstimate | float,
     generator: torch.Generator,
     batch_size: int,
-    **proposal_options: Any,
+    proposal_options: dict[str, Any],
 ) -> Tensor:
-    """Fit the proposal to posterior chains of ``x``, then ``(B, M)`` importance log weights."""
+    """Fit the proposal to posterior chains of ``x``, then ``(B, M)`` importance log weights.
+
+    Without a latent variable (``z_dim == 0``, ``prior.kind: none``) ``log p(x)`` is
+    ``log p_beta(x)`` itself: every weight is that exact value.
+    """
+    if model.z_dim == 0:
+        with torch.no_grad():
+            empty_z = torch.zeros(x.shape[0], 0, device=x.device)
+            exact = model.generator.log_likelihood(x, empty_z)
+        return exact.double().unsqueeze(1).expand(-1, n_importance)
     proposal = fit_proposal(
         model, x, generator=generator, batch_size=batch_size, **proposal_options
     )
@@ -540,30 +556,12 @@ def evaluate_nll(
     log_z_value = log_z.value if isinstance(log_z, LogPartitionEstimate) else float(log_z)
     log_z_se = log_z.std_error if isinstance(log_z, LogPartitionEstimate) else 0.0
 
+    proposal = _proposal_options(n_chains, chain_steps, widen, covariance, shrinkage, jitter)
     total_nll, total_tokens, n_examples, ess_sum = 0.0, 0, 0, 0.0
     with _eval_mode(model):
         for batch in batches:
             x = batch.to(device)
-            if model.z_dim == 0:  # no latent variable (prior.kind none): log p(x) is exact
-                with torch.no_grad():
-                    empty_z = torch.zeros(x.shape[0], 0, device=device)
-                    exact = model.generator.log_likelihood(x, empty_z)
-                log_w = exact.unsqueeze(1).expand(-1, n_importance)
-            else:
-                log_w = _log_weights(
-                    model,
-                    x,
-                    n_importance,
-                    log_z,
-                    generator,
-                    batch_size,
-                    n_chains=n_chains,
-                    chain_steps=chain_steps,
-                    widen=widen,
-                    covariance=covariance,
-                    shrinkage=shrinkage,
-                    jitter=jitter,
-                )
+            log_w = _log_weights(model, x, n_importance, log_z, generator, batch_size, proposal)
             log_p = torch.logsumexp(log_w, dim=1) - math.log(n_importance)
             ess = torch.exp(2 * torch.logsumexp(log_w, dim=1) - torch.logsumexp(2 * log_w, dim=1))
             total_nll -= float(log_p.sum())
