@@ -36,17 +36,17 @@ Standard library only.
 
 from __future__ import annotations
 
-import argparse
-import gzip
 import json
-import os
 import re
 import sys
-import tempfile
-import urllib.request
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
+
+if (_here := str(Path(__file__).resolve().parent)) not in sys.path:
+    sys.path.insert(0, _here)  # loaded by file path rather than run as a script
+import _common  # noqa: E402
+from _common import DataScriptError  # noqa: E402
 
 URL = "https://nlp.stanford.edu/projects/snli/snli_1.0.zip"
 SPLITS = ("train", "valid", "test")
@@ -65,10 +65,6 @@ FIELDS = (
 """The fields kept from each record (the release has more; keeping few saves memory)."""
 
 _TOKEN_RE = re.compile(r"\w+(?:['\-.]\w+)*|[^\w\s]")
-
-
-class SNLIError(Exception):
-    """Any failure of this script (reported as one line, exit code 1)."""
 
 
 Record = dict[str, str]
@@ -128,9 +124,9 @@ def parse_jsonl(text: str, where: str) -> list[Record]:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise SNLIError(f"{where} line {i}: not JSON ({exc.msg})") from exc
+            raise DataScriptError(f"{where} line {i}: not JSON ({exc.msg})") from exc
         if not isinstance(obj, dict) or "sentence1" not in obj or "sentence2" not in obj:
-            raise SNLIError(f"{where} line {i}: no sentence1/sentence2 fields")
+            raise DataScriptError(f"{where} line {i}: no sentence1/sentence2 fields")
         out.append({k: "" if obj.get(k) is None else str(obj[k]) for k in FIELDS if k in obj})
     return out
 
@@ -139,10 +135,10 @@ def parse_tsv(text: str, where: str) -> list[Record]:
     """Records of a release ``.txt`` file (tab separated, header row with field names)."""
     lines = text.splitlines()
     if not lines:
-        raise SNLIError(f"{where} is empty")
+        raise DataScriptError(f"{where} is empty")
     header = lines[0].split("\t")
     if "sentence1" not in header or "sentence2" not in header:
-        raise SNLIError(f"{where}: header lacks sentence1/sentence2 columns")
+        raise DataScriptError(f"{where}: header lacks sentence1/sentence2 columns")
     out: list[Record] = []
     for line in lines[1:]:
         if line.strip():
@@ -152,10 +148,7 @@ def parse_tsv(text: str, where: str) -> list[Record]:
 
 
 def _parse(name: str, data: bytes, where: str) -> list[Record]:
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise SNLIError(f"{where} is not UTF-8: {exc}") from exc
+    text = _common.decode_utf8(data, where)
     return parse_jsonl(text, where) if name.endswith(".jsonl") else parse_tsv(text, where)
 
 
@@ -174,7 +167,9 @@ def read_source_dir(source: Path) -> dict[str, list[Record]]:
                 break
         else:
             name = source_name(split)
-            raise SNLIError(f"{name} (or .txt) not found in {source} or {source / 'snli_1.0'}")
+            raise DataScriptError(
+                f"{name} (or .txt) not found in {source} or {source / 'snli_1.0'}"
+            )
     return out
 
 
@@ -196,66 +191,11 @@ def read_zip(zip_path: Path) -> dict[str, list[Record]]:
                         out[split] = _parse(member, zf.read(member), where)
                         break
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise SNLIError(f"cannot read zip {zip_path}: {exc}") from exc
+        raise DataScriptError(f"cannot read zip {zip_path}: {exc}") from exc
     missing = [source_name(s) for s in SPLITS if s not in out]
     if missing:
-        raise SNLIError(f"{zip_path} lacks {', '.join(missing)}")
+        raise DataScriptError(f"{zip_path} lacks {', '.join(missing)}")
     return out
-
-
-def download(url: str, dest: Path) -> Path:
-    """Download ``url`` to ``dest`` (a file path) and return it."""
-    print(f"downloading {url} ...", file=sys.stderr)
-    try:
-        with urllib.request.urlopen(url, timeout=60) as resp, open(dest, "wb") as f:
-            while chunk := resp.read(1 << 20):
-                f.write(chunk)
-    except OSError as exc:
-        raise SNLIError(f"download of {url} failed: {exc}") from exc
-    return dest
-
-
-def check_counts(records: dict[str, list[Record]]) -> None:
-    """Raise :class:`SNLIError` unless every split has its expected number of pairs."""
-    bad = [
-        f"{source_name(s)} has {len(records[s])} pairs, expected {EXPECTED_PAIRS[s]}"
-        for s in SPLITS
-        if len(records[s]) != EXPECTED_PAIRS[s]
-    ]
-    if bad:
-        raise SNLIError("count mismatch: " + "; ".join(bad) + " (--skip-count-check to accept)")
-
-
-def write_outputs(data: dict[str, bytes], out: Path) -> list[Path]:
-    """Write ``out/snli.{split}.txt.gz`` (gzip level 9, mtime 0).
-
-    An existing file with the same uncompressed content is left alone; one with different (or
-    unreadable) content raises :class:`SNLIError` before anything is written.
-    """
-    targets = {s: out / f"snli.{s}.txt.gz" for s in SPLITS}
-    todo = []
-    for split, path in targets.items():
-        if path.exists():
-            try:
-                same = gzip.decompress(path.read_bytes()) == data[split]
-            except (OSError, EOFError):
-                same = False
-            if not same:
-                raise SNLIError(
-                    f"{path} exists with different content; refusing to overwrite it "
-                    "(delete it first)"
-                )
-            print(f"{path} already present", file=sys.stderr)
-        else:
-            todo.append(split)
-    out.mkdir(parents=True, exist_ok=True)
-    for split in todo:
-        path = targets[split]
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(gzip.compress(data[split], compresslevel=9, mtime=0))
-        os.replace(tmp, path)
-        print(f"wrote {path}", file=sys.stderr)
-    return [targets[s] for s in SPLITS]
 
 
 def fetch(
@@ -266,41 +206,28 @@ def fetch(
     skip_count_check: bool = False,
 ) -> list[Path]:
     """Read (or download), check, preprocess and write the three splits; return the paths."""
-    if source is None:
-        with tempfile.TemporaryDirectory() as tmp:
-            records = read_zip(download(url, Path(tmp) / "snli_1.0.zip"))
-    elif source.is_dir():
-        records = read_source_dir(source)
-    elif source.is_file():
-        records = read_zip(source)
-    else:
-        raise SNLIError(f"source {source} does not exist")
+    records = _common.read_source(source, read_zip, read_source_dir, url, "snli_1.0.zip")
     if not skip_count_check:
-        check_counts(records)
+        counts = {s: len(records[s]) for s in SPLITS}
+        _common.check_counts(counts, EXPECTED_PAIRS, source_name, "pairs")
     data: dict[str, bytes] = {}
     for split in SPLITS:
         sentences = extract(records[split], drop_unlabeled=drop_unlabeled)
         if not sentences:
-            raise SNLIError(f"no sentences in {source_name(split)}")
-        data[split] = "".join(s + "\n" for s in sentences).encode("utf-8")
+            raise DataScriptError(f"no sentences in {source_name(split)}")
+        data[split] = _common.text_lines(sentences)
         print(
             f"{split}: {len(records[split])} pairs -> {len(sentences)} sentences", file=sys.stderr
         )
-    return write_outputs(data, out)
+    return _common.write_gz_files(out, {f"snli.{s}.txt.gz": data[s] for s in SPLITS})
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit code."""
-    parser = argparse.ArgumentParser(
-        description="Extract SNLI 1.0 sentences as snli.{train,valid,test}.txt.gz "
-        "(ARAE convention; see docs/datasets.md)."
-    )
-    parser.add_argument("--out", type=Path, required=True, help="output directory")
-    parser.add_argument(
-        "--source",
-        type=Path,
-        default=None,
-        help="local snli_1.0.zip, or a directory with snli_1.0_{train,dev,test}.jsonl (or .txt); "
+    parser = _common.make_parser(
+        "Extract SNLI 1.0 sentences as snli.{train,valid,test}.txt.gz "
+        "(ARAE convention; see docs/datasets.md).",
+        "local snli_1.0.zip, or a directory with snli_1.0_{train,dev,test}.jsonl (or .txt); "
         "default: download " + URL,
     )
     parser.add_argument(
@@ -308,23 +235,16 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="drop pairs with gold_label '-' (NLI convention; default keeps them, as ARAE)",
     )
-    parser.add_argument(
-        "--skip-count-check",
-        action="store_true",
-        help=f"accept pair counts other than {EXPECTED_PAIRS}",
-    )
+    _common.add_skip_count_check(parser, f"accept pair counts other than {EXPECTED_PAIRS}")
     args = parser.parse_args(argv)
-    try:
-        fetch(
+    return _common.run(
+        lambda: fetch(
             args.out,
             args.source,
             drop_unlabeled=args.drop_unlabeled,
             skip_count_check=args.skip_count_check,
         )
-    except SNLIError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    )
 
 
 if __name__ == "__main__":

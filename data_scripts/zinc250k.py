@@ -30,16 +30,17 @@ Standard library only.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import gzip
 import io
-import os
 import random
 import sys
-import tempfile
-import urllib.request
 from pathlib import Path
+
+if (_here := str(Path(__file__).resolve().parent)) not in sys.path:
+    sys.path.insert(0, _here)  # loaded by file path rather than run as a script
+import _common  # noqa: E402
+from _common import COUNT_CHECK_HINT, DataScriptError  # noqa: E402
 
 URL = (
     "https://raw.githubusercontent.com/aspuru-guzik-group/chemical_vae/master/models/"
@@ -53,10 +54,6 @@ SEED = 0
 OUTPUTS = ("zinc250k", "train", "valid", "test")
 
 
-class ZincError(Exception):
-    """Any failure of this script (reported as one line, exit code 1)."""
-
-
 def read_rows(path: Path) -> list[list[str]]:
     """Rows ``[smiles, logP, qed, SAS]`` of the source CSV (``.csv`` or ``.csv.gz``), SMILES
     stripped of surrounding whitespace (the trailing newline inside the quotes)."""
@@ -66,14 +63,14 @@ def read_rows(path: Path) -> list[list[str]]:
             raw = gzip.decompress(raw)
         text = raw.decode("utf-8-sig")
     except (OSError, EOFError, UnicodeDecodeError) as exc:
-        raise ZincError(f"cannot read {path}: {exc}") from exc
+        raise DataScriptError(f"cannot read {path}: {exc}") from exc
     reader = csv.reader(io.StringIO(text, newline=""))
     header = [h.strip() for h in next(reader, [])]
     if not header:
-        raise ZincError(f"{path} is empty")
+        raise DataScriptError(f"{path} is empty")
     missing = [c for c in COLUMNS if c not in header]
     if missing:
-        raise ZincError(
+        raise DataScriptError(
             f"{path}: header {','.join(header)} lacks column(s) {', '.join(missing)} "
             f"(expected {','.join(COLUMNS)})"
         )
@@ -83,15 +80,15 @@ def read_rows(path: Path) -> list[list[str]]:
         if not row or all(not v.strip() for v in row):
             continue
         if len(row) < len(header):
-            raise ZincError(
+            raise DataScriptError(
                 f"{path}: record {line_no} has {len(row)} fields, expected {len(header)}"
             )
         values = [row[c].strip() for c in cols]
         if not values[0]:
-            raise ZincError(f"{path}: record {line_no} has an empty SMILES")
+            raise DataScriptError(f"{path}: record {line_no} has an empty SMILES")
         rows.append(values)
     if not rows:
-        raise ZincError(f"{path} has no molecules")
+        raise DataScriptError(f"{path} has no molecules")
     return rows
 
 
@@ -103,7 +100,7 @@ def split_indices(
     n_valid = N_VALID if n_valid is None else n_valid
     n_test = N_TEST if n_test is None else n_test
     if n_valid + n_test >= n:
-        raise ZincError(f"{n} molecules are too few for {n_valid} valid + {n_test} test")
+        raise DataScriptError(f"{n} molecules are too few for {n_valid} valid + {n_test} test")
     order = list(range(n))
     random.Random(SEED).shuffle(order)
     return {
@@ -122,94 +119,30 @@ def to_csv(rows: list[list[str]]) -> bytes:
     return buf.getvalue().encode("utf-8")
 
 
-def write_outputs(data: dict[str, bytes], out: Path) -> list[Path]:
-    """Write ``out/{name}.csv.gz``; an existing file with the same uncompressed content is left
-    alone, one with different content raises :class:`ZincError` before anything is written."""
-    targets = {name: out / f"{name}.csv.gz" for name in data}
-    todo = []
-    for name, path in targets.items():
-        if path.exists():
-            try:
-                same = gzip.decompress(path.read_bytes()) == data[name]
-            except (OSError, EOFError):
-                same = False
-            if not same:
-                raise ZincError(
-                    f"{path} exists with different content; refusing to overwrite it "
-                    "(delete it first)"
-                )
-            print(f"{path} already present", file=sys.stderr)
-        else:
-            todo.append(name)
-    out.mkdir(parents=True, exist_ok=True)
-    for name in todo:
-        path = targets[name]
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(gzip.compress(data[name], compresslevel=9, mtime=0))
-        os.replace(tmp, path)
-        print(f"wrote {path}", file=sys.stderr)
-    return list(targets.values())
-
-
-def download(url: str, dest: Path) -> Path:
-    """Download ``url`` to ``dest`` (a file path) and return it."""
-    print(f"downloading {url} ...", file=sys.stderr)
-    try:
-        with urllib.request.urlopen(url, timeout=60) as resp, open(dest, "wb") as f:
-            while chunk := resp.read(1 << 20):
-                f.write(chunk)
-    except OSError as exc:
-        raise ZincError(f"download of {url} failed: {exc}") from exc
-    return dest
-
-
 def fetch(
     out: Path, source: Path | None = None, url: str = URL, skip_count_check: bool = False
 ) -> list[Path]:
     """Read (or download), check, split and write; returns the written paths."""
-    if source is None:
-        with tempfile.TemporaryDirectory() as tmp:
-            rows = read_rows(download(url, Path(tmp) / "zinc250k.csv"))
-    elif source.is_file():
-        rows = read_rows(source)
-    else:
-        raise ZincError(f"source {source} does not exist")
+    rows = _common.read_source(source, read_rows, url=url, download_name="zinc250k.csv")
     if not skip_count_check and len(rows) != EXPECTED_ROWS:
-        raise ZincError(
-            f"{len(rows)} molecules, expected {EXPECTED_ROWS} (--skip-count-check to accept)"
-        )
+        raise DataScriptError(f"{len(rows)} molecules, expected {EXPECTED_ROWS}{COUNT_CHECK_HINT}")
     splits = split_indices(len(rows))
-    data = {"zinc250k": to_csv(rows)}
+    data = {"zinc250k.csv.gz": to_csv(rows)}
     for name in ("train", "valid", "test"):
-        data[name] = to_csv([rows[i] for i in splits[name]])
+        data[f"{name}.csv.gz"] = to_csv([rows[i] for i in splits[name]])
         print(f"{name}: {len(splits[name])} molecules", file=sys.stderr)
-    return write_outputs(data, out)
+    return _common.write_gz_files(out, data)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit code."""
-    parser = argparse.ArgumentParser(
-        description="Write ZINC250k as zinc250k.csv.gz and a fixed train/valid/test split."
+    parser = _common.make_parser(
+        "Write ZINC250k as zinc250k.csv.gz and a fixed train/valid/test split.",
+        "local 250k_rndm_zinc_drugs_clean_3.csv (or .csv.gz); default: download " + URL,
     )
-    parser.add_argument("--out", type=Path, required=True, help="output directory")
-    parser.add_argument(
-        "--source",
-        type=Path,
-        default=None,
-        help="local 250k_rndm_zinc_drugs_clean_3.csv (or .csv.gz); default: download " + URL,
-    )
-    parser.add_argument(
-        "--skip-count-check",
-        action="store_true",
-        help=f"accept a row count other than {EXPECTED_ROWS}",
-    )
+    _common.add_skip_count_check(parser, f"accept a row count other than {EXPECTED_ROWS}")
     args = parser.parse_args(argv)
-    try:
-        fetch(args.out, args.source, skip_count_check=args.skip_count_check)
-    except ZincError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return _common.run(lambda: fetch(args.out, args.source, skip_count_check=args.skip_count_check))
 
 
 if __name__ == "__main__":
