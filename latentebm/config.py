@@ -662,6 +662,12 @@ class TrainerConfig:
     """Training loop, validation, checkpointing and logging."""
 
     max_steps: int = _field(40000, "Total number of training steps.", check=_positive)
+    max_minutes: float | None = _field(
+        None,
+        "Also stop (validate, checkpoint) once this many minutes of training have been spent, "
+        "summed over resumed segments: a fixed compute budget; null: no limit.",
+        check=_positive,
+    )
     batch_size: int = _field(
         32, "Training batch size per process (torchrun: times the process count).", check=_positive
     )

@@ -75,6 +75,8 @@ class TrainState:
     epoch: int = 0
     batch_in_epoch: int = 0
     skipped: int = 0
+    train_seconds: float = 0.0
+    """Wall seconds spent in the training loop so far, over all resumed segments."""
     best_valid: float = math.inf
     history: list[dict[str, float]] = field(default_factory=list)
 
@@ -258,7 +260,10 @@ class Trainer:
         def grad_hook(modules: list[torch.nn.Module]) -> None:
             average_gradients(modules, ctx)
 
-        while st.step < cfg.max_steps:
+        budget = None if cfg.max_minutes is None else 60.0 * cfg.max_minutes
+        segment_start, seconds_before = time.perf_counter(), st.train_seconds
+        out_of_time = False
+        while st.step < cfg.max_steps and not out_of_time:
             batches = task.batches(
                 "train",
                 cfg.batch_size,
@@ -269,7 +274,7 @@ class Trainer:
             )
             if not batches:
                 raise TrainingError("the training split yields no batch: is it empty?")
-            while st.batch_in_epoch < len(batches) and st.step < cfg.max_steps:
+            while st.batch_in_epoch < len(batches) and st.step < cfg.max_steps and not out_of_time:
                 x = batches[st.batch_in_epoch].to(device, non_blocking=True)
                 st.batch_in_epoch += 1
                 try:
@@ -297,11 +302,16 @@ class Trainer:
                     continue
                 consecutive_skips = 0
                 st.step += 1
+                st.train_seconds = seconds_before + time.perf_counter() - segment_start
+                if budget is not None:  # the same decision on every rank
+                    spent = reduce_values({"seconds": st.train_seconds}, ctx)["seconds"]
+                    out_of_time = spent >= budget
+                last = st.step == cfg.max_steps or out_of_time
                 count += 1
                 tokens += int(task.num_target_tokens(x))
                 for key, value in terms.items():
                     sums[key] += value
-                if st.step % cfg.log_every == 0 or st.step == cfg.max_steps:
+                if st.step % cfg.log_every == 0 or last:
                     row = {k: v / count for k, v in sums.items()}
                     elapsed = time.perf_counter() - interval_start
                     row["tokens_per_s"] = tokens * ctx.world_size / max(elapsed, 1e-9)
@@ -310,10 +320,10 @@ class Trainer:
                     self._log(row, progress)
                     sums.clear()
                     count, tokens, interval_start = 0, 0, time.perf_counter()
-                if has_valid and (st.step % cfg.valid_every == 0 or st.step == cfg.max_steps):
+                if has_valid and (st.step % cfg.valid_every == 0 or last):
                     self._log(self.validate(task, model, device), progress)
                     interval_start = time.perf_counter()
-                if st.step % cfg.checkpoint_every == 0 or st.step == cfg.max_steps:
+                if st.step % cfg.checkpoint_every == 0 or last:
                     self._save_checkpoint(task, model, optimizers, langevin_rng)
                 if self._signal is not None:
                     where = self._save_checkpoint(task, model, optimizers, langevin_rng)
@@ -329,6 +339,11 @@ class Trainer:
                 _decay_lr(optimizers, self.recipe)
         if progress is not None:
             progress.close()
+        if out_of_time and ctx.is_main:
+            _say(
+                f"trainer.max_minutes={cfg.max_minutes} reached at step {st.step} "
+                f"({st.train_seconds:.0f} s of training); checkpoint saved"
+            )
 
     # ------------------------------------------------------------------ validation
     def validate(self, task: Any, model: LatentEBM, device: torch.device) -> dict[str, float]:
@@ -425,6 +440,7 @@ class Trainer:
                 "step": st.step,
                 "epoch": st.epoch,
                 "batch_in_epoch": st.batch_in_epoch,
+                "train_seconds": st.train_seconds,
                 "skipped": st.skipped,
                 "world_size": self.ctx.world_size,
                 "run_dir": str(self.run_dir),
@@ -461,6 +477,7 @@ class Trainer:
             epoch=int(saved["epoch"]),
             batch_in_epoch=int(saved["batch_in_epoch"]),
             skipped=int(saved.get("skipped", 0)),
+            train_seconds=float(saved.get("train_seconds", 0.0)),
         )
         rng = saved["rng"]
         if len(rng) == self.ctx.world_size:

@@ -354,3 +354,20 @@ def test_resume_into_another_run_dir_forks_the_run(tiny_recipe, tmp_path: Path) 
     assert {p: p.read_bytes() for p in source.rglob("*") if p.is_file()} == before
     assert_same(load_latest(fork)["model"], load_latest(straight)["model"])
     assert (fork / "config.yaml").is_file()
+
+
+def test_max_minutes_stops_with_a_checkpoint_and_counts_over_resumes(
+    tiny_recipe, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recipe = tiny_recipe(trainer={"checkpoint_every": 100, "valid_every": 100})
+    run = tmp_path / "run"
+    fit(recipe, "trainer.max_steps=50", "trainer.max_minutes=1e-6", f"trainer.run_dir={run}")
+    first = load_latest(run)
+    assert first["step"] == 1  # the budget is spent by the first step; it still checkpoints
+    assert first["train_seconds"] > 0
+    assert "max_minutes=1e-06 reached at step 1" in capsys.readouterr().err
+    rows = read_metrics(run)
+    assert any("valid_recon_nll" in r and r["step"] == 1 for r in rows)  # validated at the end
+    fit(recipe, "trainer.max_steps=3", "trainer.resume=auto", f"trainer.run_dir={run}")
+    resumed = load_latest(run)
+    assert resumed["step"] == 3 and resumed["train_seconds"] > first["train_seconds"]
