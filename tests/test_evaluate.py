@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 
 import pytest
+import torch
 
 from latentebm.cli import main
 from latentebm.evaluate import (
@@ -238,3 +239,43 @@ def test_cli(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert entry["lm"]["config"]["hidden_dim"] == 12 and entry["generation"]["decode"] == "sample"
     assert main([*argv, "--lm-set", "hidden=3", "-o", str(out), "--no-progress"]) == 2
     assert "unknown language-model setting(s) hidden" in capsys.readouterr().err
+
+
+class _CopyModel:
+    """A "model" whose posterior z is the token ids themselves and whose decoder copies them
+    back: a perfect reconstruction, so BLEU is 100 exactly when the order is kept."""
+
+    class _Chain:
+        def __init__(self, z: torch.Tensor) -> None:
+            self.z = z
+
+    class _Decoder:
+        def sample(self, z: torch.Tensor, **options: object) -> torch.Tensor:
+            return z.round().long()[:, 1:]  # drop <bos>
+
+    device = torch.device("cpu")
+
+    def __init__(self) -> None:
+        self.generator = self._Decoder()
+
+    def sample_posterior(self, x: torch.Tensor, **options: object) -> _CopyModel._Chain:
+        return self._Chain(x.float())
+
+
+def test_reconstructions_keep_the_split_order(tiny_run: Path) -> None:
+    from latentebm.metrics.text_eval import reconstruction_bleu
+    from latentebm.pretrained import load
+
+    task = load(tiny_run).task
+    result = reconstruction_bleu(
+        _CopyModel(),
+        task,
+        "valid",
+        tiny_text_settings(reconstruction_sentences=None),
+        generator=torch.Generator().manual_seed(0),
+        batch_size=7,  # several length-sorted chunks
+    )
+    assert result["reconstruction_sentences"] == 40
+    assert result["reconstruction_bleu"] == pytest.approx(100.0)
+    first = result["reconstruction_examples"][0]
+    assert first["sentence"] == first["reconstruction"] == task.sentences("valid")[0]

@@ -201,28 +201,35 @@ def reconstruction_bleu(
     batch_size: int = 64,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Corpus BLEU of greedy reconstructions ``x -> z (posterior chains) -> x'`` of ``split``."""
+    """Corpus BLEU of greedy reconstructions ``x -> z (posterior chains) -> x'`` of ``split``.
+
+    Sentences go through the chains in batches of similar length (less padding), and the
+    reconstructions are put back in file order.
+    """
     from latentebm.generation import posterior_mean
 
     sentences = task.sentences(split)
     if settings.reconstruction_sentences is not None:
         sentences = sentences[: settings.reconstruction_sentences]
-    chunks = [sentences[i : i + batch_size] for i in range(0, len(sentences), batch_size)]
+    order = sorted(range(len(sentences)), key=lambda i: len(sentences[i].split()))
+    chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     iterator: Iterable[Any] = chunks
     if progress is not None:
         iterator = progress(chunks, len(chunks), f"reconstruct {split}")
     references = [task.decode(task.encode([s]))[0] for s in sentences]
-    hypotheses: list[str] = []
+    hypotheses = [""] * len(sentences)
     for chunk in iterator:
         z = posterior_mean(
             model,
             task,
-            chunk,
+            [sentences[i] for i in chunk],
             n_chains=settings.reconstruction_chains,
             posterior_steps=settings.reconstruction_steps,
             generator=generator,
         )
-        hypotheses.extend(task.decode(model.generator.sample(z, decode="greedy")))
+        decoded = task.decode(model.generator.sample(z, decode="greedy"))
+        for index, text in zip(chunk, decoded, strict=True):
+            hypotheses[index] = text
     return {
         "reconstruction_bleu": corpus_bleu(hypotheses, references),
         "reconstruction_sentences": len(sentences),
