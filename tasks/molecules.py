@@ -66,6 +66,7 @@ import numpy as np
 import torch
 
 from latentebm.data import data_root, open_text, resolve_data_path
+from tasks.batching import BucketedBatches
 
 __all__ = [
     "SMILES_REGEX",
@@ -416,7 +417,7 @@ class _Split:
 # --------------------------------------------------------------------------------------------
 
 
-class MoleculeTask:
+class MoleculeTask(BucketedBatches):
     """Molecule data (SMILES/SELFIES), tokenizer and length-bucketed batching."""
 
     default_metrics: tuple[str, ...] = ("molecules",)
@@ -869,48 +870,9 @@ class MoleculeTask:
         """Predicted tokens in a batch: everything after ``<bos>`` including ``<eos>``, no pad."""
         return int((batch[:, 1:] != PAD_ID).sum().item())
 
-    def batches(
-        self,
-        split: str,
-        batch_size: int,
-        *,
-        seed: int,
-        epoch: int,
-        shuffle: bool = True,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> list[torch.Tensor]:
-        """Padded batches covering ``split`` once (same scheme as ``TextTask.batches``).
-
-        With ``shuffle`` the order is a deterministic function of ``(seed, epoch)``: molecules
-        are shuffled, cut into pools of ``50 * batch_size``, each pool is sorted by length and
-        chunked into batches, and the batch order is shuffled. Without ``shuffle`` batches
-        follow file order. Rank ``r`` of ``world_size`` gets ``all_batches[r::world_size]``,
-        truncated so every rank has the same count.
-        """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if world_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(f"invalid rank {rank} for world_size {world_size}")
-        data = self._split(split)
-        n = len(data)
-        if shuffle:
-            g = torch.Generator().manual_seed(seed * 100003 + epoch)
-            perm = torch.randperm(n, generator=g).numpy()
-            pool = batch_size * 50
-            groups: list[np.ndarray] = []
-            for start in range(0, n, pool):
-                idx = perm[start : start + pool]
-                idx = idx[np.argsort(data.lengths[idx], kind="stable")]
-                groups.extend(idx[i : i + batch_size] for i in range(0, len(idx), batch_size))
-            order = torch.randperm(len(groups), generator=g).tolist()
-            groups = [groups[i] for i in order]
-        else:
-            all_idx = np.arange(n)
-            groups = [all_idx[i : i + batch_size] for i in range(0, n, batch_size)]
-        per_rank = len(groups) // world_size
-        mine = groups[rank::world_size][:per_rank]
-        return [self._pad([data.seq(i) for i in g.tolist()]) for g in mine]
+    def _batch(self, data: _Split, index: np.ndarray) -> torch.Tensor:
+        """The padded batch of the molecules ``index`` of a split (for ``batches``)."""
+        return self._pad([data.seq(i) for i in index.tolist()])
 
     def describe(self) -> str:
         """One line: molecules per split, tokenizer and vocab size, skipped/dropped counts."""

@@ -28,6 +28,7 @@ from latentebm.data import (
     open_text,
     resolve_data_path,
 )
+from tasks.batching import BucketedBatches
 
 __all__ = [
     "BOS",
@@ -388,7 +389,7 @@ class _Split:
         self.dropped_long = dropped_long
 
 
-class TextTask:
+class TextTask(BucketedBatches):
     """Sentence data, tokenizer and length-bucketed batching for text models."""
 
     default_metrics: tuple[str, ...] = ("nll",)
@@ -671,49 +672,10 @@ class TextTask:
         """Predicted tokens in a batch: everything after ``<bos>`` including ``<eos>``, no pad."""
         return int((batch[:, 1:] != self.tokenizer.pad_id).sum().item())
 
-    def batches(
-        self,
-        split: str,
-        batch_size: int,
-        *,
-        seed: int,
-        epoch: int,
-        shuffle: bool = True,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> list[torch.Tensor]:
-        """Padded batches covering ``split`` once.
-
-        With ``shuffle`` the order is a deterministic function of ``(seed, epoch)``: sentences
-        are shuffled, cut into pools of ``50 * batch_size``, each pool is sorted by length and
-        chunked into batches (so lengths within a batch are similar), and the batch order is
-        shuffled. Without ``shuffle`` batches follow file order. Rank ``r`` of ``world_size``
-        gets ``all_batches[r::world_size]``, truncated so every rank has the same count.
-        """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if world_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(f"invalid rank {rank} for world_size {world_size}")
-        data = self._split(split)
-        n = len(data.seqs)
-        if shuffle:
-            g = torch.Generator().manual_seed(seed * 100003 + epoch)
-            perm = torch.randperm(n, generator=g).numpy()
-            pool = batch_size * 50
-            groups: list[np.ndarray] = []
-            for start in range(0, n, pool):
-                idx = perm[start : start + pool]
-                idx = idx[np.argsort(data.lengths[idx], kind="stable")]
-                groups.extend(idx[i : i + batch_size] for i in range(0, len(idx), batch_size))
-            order = torch.randperm(len(groups), generator=g).tolist()
-            groups = [groups[i] for i in order]
-        else:
-            all_idx = np.arange(n)
-            groups = [all_idx[i : i + batch_size] for i in range(0, n, batch_size)]
-        per_rank = len(groups) // world_size
-        mine = groups[rank::world_size][:per_rank]
+    def _batch(self, data: _Split, index: np.ndarray) -> torch.Tensor:
+        """The padded batch of the sentences ``index`` of a split (for ``batches``)."""
         seqs = data.seqs
-        return [self._pad([seqs[i] for i in g.tolist()]) for g in mine]
+        return self._pad([seqs[i] for i in index.tolist()])
 
     def describe(self) -> str:
         """One line: sentences per split, tokenizer and vocab size, dropped counts."""

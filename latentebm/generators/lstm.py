@@ -18,19 +18,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from latentebm.generators import decoding
 from latentebm.generators.fused import linear_cross_entropy
 
 RecurrentState: TypeAlias = Tensor | tuple[Tensor, Tensor]
 """A GRU's ``h`` or an LSTM's ``(h, c)``, each ``(num_layers, B, hidden_dim)``."""
 
 
-class LSTMDecoder(nn.Module):
+class LSTMDecoder(nn.Module, decoding.StepwiseDecoder[RecurrentState]):
     """``log p_beta(x | z) = sum_t log p(x_t | x_<t, z)`` with an LSTM.
 
     Args:
         config: sizes and decoding defaults (the recipe's ``model.generator`` section).
         z_dim: dimension of z.
         vocab_size, pad_id, bos_id, eos_id: from the task's tokenizer.
+
+    Decoding (``sample``, ``beam_search``) is
+    :class:`~latentebm.generators.decoding.StepwiseDecoder` with the LSTM step.
     """
 
     @dataclass
@@ -100,12 +104,23 @@ class LSTMDecoder(nn.Module):
             return h0
         return h0, torch.zeros_like(h0)
 
-    @staticmethod
-    def _select_state(state: RecurrentState, rows: Tensor) -> RecurrentState:
+    def _reorder_state(self, state: RecurrentState, rows: Tensor) -> RecurrentState:
         """The state of the batch rows ``rows`` (beam search reordering)."""
         if isinstance(state, tuple):
             return state[0].index_select(1, rows), state[1].index_select(1, rows)
         return state.index_select(1, rows)
+
+    def _step(self, z: Tensor) -> decoding.Step[RecurrentState]:
+        """The decoding step given z ``(B, d)`` (:mod:`latentebm.generators.decoding`): next-token
+        logits ``(B, V)`` after ``token (B, 1)``, z concatenated to its embedding, and the
+        updated state."""
+        z_step = z.unsqueeze(1)
+
+        def step(token: Tensor, state: RecurrentState) -> tuple[Tensor, RecurrentState]:
+            hidden, state = self.lstm(torch.cat([self.embedding(token), z_step], dim=2), state)
+            return self.output(hidden[:, 0]), state
+
+        return step
 
     def _hidden_states(self, inputs: Tensor, z: Tensor) -> Tensor:
         """LSTM outputs for ``inputs (B, T)`` given z: shape ``(B, T, hidden_dim)``."""
@@ -146,149 +161,3 @@ class LSTMDecoder(nn.Module):
     def num_targets(self, x: Tensor) -> Tensor:
         """Number of scored tokens per sequence (after ``<bos>``, up to and incl. ``<eos>``)."""
         return (x[:, 1:] != self.pad_id).sum(dim=1)
-
-    @torch.no_grad()
-    def sample(
-        self,
-        z: Tensor,
-        *,
-        decode: Literal["greedy", "sample", "beam"] = "greedy",
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        max_length: int | None = None,
-        generator: torch.Generator | None = None,
-        beam_size: int = 5,
-        length_penalty: float = 0.0,
-    ) -> Tensor:
-        """Decode one sequence per row of z.
-
-        Args:
-            decode: ``greedy`` (arg-max token each step), ``sample`` (from the softmax of
-                ``logits / temperature``, restricted to the ``top_k`` most likely tokens if set)
-                or ``beam`` (beam search, see :meth:`beam_search`; ``temperature`` and ``top_k``
-                are ignored).
-            max_length: most tokens per sequence (default ``config.max_decode_length``).
-            beam_size, length_penalty: for ``decode="beam"``.
-
-        Returns:
-            ``LongTensor (B, L)`` of token ids without ``<bos>``; each row ends at its first
-            ``<eos>``, followed by ``<pad>``. ``<pad>`` and ``<bos>`` are never produced.
-        """
-        if decode not in ("greedy", "sample", "beam"):
-            raise ValueError(f"decode must be 'greedy', 'sample' or 'beam', got {decode!r}")
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        if top_k is not None and top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
-        if max_length is not None and max_length < 1:
-            raise ValueError(f"max_length must be >= 1, got {max_length}")
-        length = self.config.max_decode_length if max_length is None else max_length
-        if decode == "beam":
-            return self.beam_search(
-                z, beam_size=beam_size, length_penalty=length_penalty, max_length=length
-            )
-        batch = z.shape[0]
-        state = self._initial_state(z)
-        token = torch.full((batch, 1), self.bos_id, dtype=torch.long, device=z.device)
-        finished = torch.zeros(batch, dtype=torch.bool, device=z.device)
-        out: list[Tensor] = []
-        z_step = z.unsqueeze(1)
-        for _ in range(length):
-            step_in = torch.cat([self.embedding(token), z_step], dim=2)
-            hidden, state = self.lstm(step_in, state)
-            logits = self.output(hidden[:, 0])
-            # never emitted: <pad> marks the end of a row, <bos> only starts one
-            logits[:, self.pad_id] = float("-inf")
-            logits[:, self.bos_id] = float("-inf")
-            if decode == "greedy":
-                next_token = logits.argmax(dim=1)
-            else:
-                logits = logits / temperature
-                if top_k is not None and top_k < logits.shape[1]:
-                    kth = logits.topk(top_k, dim=1).values[:, -1:]
-                    logits = logits.masked_fill(logits < kth, float("-inf"))
-                probs = torch.softmax(logits, dim=1)
-                next_token = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-            next_token = next_token.masked_fill(finished, self.pad_id)
-            out.append(next_token)
-            finished |= next_token == self.eos_id
-            if bool(finished.all()):
-                break
-            token = next_token.unsqueeze(1)
-        return torch.stack(out, dim=1)
-
-    @torch.no_grad()
-    def beam_search(
-        self,
-        z: Tensor,
-        *,
-        beam_size: int = 5,
-        length_penalty: float = 0.0,
-        max_length: int | None = None,
-    ) -> Tensor:
-        """The most likely sequence per row of z found by beam search (batched over rows).
-
-        Hypotheses are scored by their log-probability ``sum_t log p(x_t | x_<t, z)`` under the
-        full softmax (the score :meth:`log_likelihood` gives ``<bos> + sequence``), ranked by
-        ``score / length ** length_penalty`` (length: tokens incl. ``<eos>``; 0: no
-        normalisation, the exact log-probability). A hypothesis that emits ``<eos>`` is finished:
-        it stays in the beam with a fixed score and competes with the open ones; the search stops
-        when every hypothesis is finished or after ``max_length`` tokens (open hypotheses are then
-        cut there, as greedy decoding does). ``<pad>`` and ``<bos>`` are never produced.
-        ``beam_size=1`` is greedy decoding.
-
-        Returns:
-            ``LongTensor (B, L)`` in the format of :meth:`sample`.
-        """
-        if beam_size < 1:
-            raise ValueError(f"beam_size must be >= 1, got {beam_size}")
-        if length_penalty < 0:
-            raise ValueError(f"length_penalty must be >= 0, got {length_penalty}")
-        length = self.config.max_decode_length if max_length is None else max_length
-        if length < 1:
-            raise ValueError(f"max_length must be >= 1, got {length}")
-        batch, k, vocab, device = z.shape[0], beam_size, self.vocab_size, z.device
-        z_beams = z.repeat_interleave(k, dim=0)  # (B*k, d): row b*k + j is beam j of row b
-        state = self._initial_state(z_beams)
-        scores = torch.full((batch, k), float("-inf"), device=device)
-        scores[:, 0] = 0.0  # one live hypothesis to start with: the others are copies
-        lengths = torch.zeros(batch, k, device=device)
-        finished = torch.zeros(batch, k, dtype=torch.bool, device=device)
-        tokens = torch.empty(batch, k, 0, dtype=torch.long, device=device)
-        token = torch.full((batch * k, 1), self.bos_id, dtype=torch.long, device=device)
-        z_step = z_beams.unsqueeze(1)
-        # a finished hypothesis has one continuation, <pad>, with log-probability 0
-        after_end = torch.full((vocab,), float("-inf"), device=device)
-        after_end[self.pad_id] = 0.0
-        for _ in range(length):
-            step_in = torch.cat([self.embedding(token), z_step], dim=2)
-            hidden, state = self.lstm(step_in, state)
-            log_probs = torch.log_softmax(self.output(hidden[:, 0]).float(), dim=1)
-            log_probs[:, self.pad_id] = float("-inf")
-            log_probs[:, self.bos_id] = float("-inf")
-            log_probs = log_probs.view(batch, k, vocab)
-            log_probs = torch.where(finished.unsqueeze(2), after_end, log_probs)
-            candidates = (scores.unsqueeze(2) + log_probs).view(batch, k * vocab)
-            new_lengths = (lengths + (~finished).float()).unsqueeze(2).expand(-1, -1, vocab)
-            rank = candidates
-            if length_penalty:
-                rank = candidates / new_lengths.reshape(batch, k * vocab) ** length_penalty
-            best = rank.topk(k, dim=1).indices  # (B, k)
-            origin, next_token = best // vocab, best % vocab
-            scores = candidates.gather(1, best)
-            lengths = new_lengths.reshape(batch, k * vocab).gather(1, best)
-            finished = finished.gather(1, origin) | (next_token == self.eos_id)
-            history = tokens.gather(1, origin.unsqueeze(2).expand(-1, -1, tokens.shape[2]))
-            tokens = torch.cat([history, next_token.unsqueeze(2)], dim=2)
-            rows = (origin + torch.arange(batch, device=device).unsqueeze(1) * k).view(-1)
-            state = self._select_state(state, rows)
-            if bool((finished | scores.isneginf()).all()):
-                break
-            token = next_token.view(batch * k, 1)
-        rank = scores
-        if length_penalty:
-            rank = scores / lengths.clamp(min=1) ** length_penalty
-        choice = rank.argmax(dim=1)
-        out = tokens[torch.arange(batch, device=device), choice]
-        width = int((out != self.pad_id).sum(dim=1).max()) if batch else 0
-        return out[:, : max(width, 1)]

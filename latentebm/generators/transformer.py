@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from latentebm.generators import decoding
 from latentebm.generators.fused import linear_cross_entropy
 
 INSTALL_HINT = "the transformer decoder needs `pip install latentebm[transformer]`"
@@ -56,13 +57,16 @@ def _reorder_cache(cache: Any, rows: Tensor) -> Any:
     return tuple(tuple(t.index_select(0, rows) for t in layer) for layer in cache)
 
 
-class TransformerDecoder(nn.Module):
+class TransformerDecoder(nn.Module, decoding.StepwiseDecoder[Any]):
     """``log p_beta(x | z) = sum_t log p(x_t | x_<t, z)`` with a GPT-2 conditioned on z.
 
     Args:
         config: sizes, conditioning and decoding defaults (the recipe's ``model.generator``).
         z_dim: dimension of z.
         vocab_size, pad_id, bos_id, eos_id: from the task's tokenizer.
+
+    Decoding (``sample``, ``beam_search``) is
+    :class:`~latentebm.generators.decoding.StepwiseDecoder`, incremental on GPT-2's KV cache.
     """
 
     @dataclass
@@ -257,170 +261,36 @@ class TransformerDecoder(nn.Module):
         return (x[:, 1:] != self.pad_id).sum(dim=1)
 
     # ------------------------------------------------------------------------- decoding
-    def _step_logits(self, token: Tensor, z: Tensor, cache: Any) -> tuple[Tensor, Any]:
-        """One incremental step: next-token logits ``(B, V)`` after ``token (B, 1)``, and the
-        updated KV cache (``cache=None``: first step, ``token`` is ``<bos>``; in prefix mode
-        the z prefix is run then and stays in the cache)."""
-        hidden, cache = self._run(
-            self._embed(token, z), z, first=cache is None, cache=cache, use_cache=True
-        )
-        return self.output(hidden[:, -1]), cache
+    # ``sample`` and ``beam_search`` come from decoding.StepwiseDecoder, on GPT-2's KV cache;
+    # the sampling softmax is computed in float32
+    _sample_softmax_dtype = torch.float32
 
-    def _never_emitted(self, scores: Tensor) -> Tensor:
-        """``-inf`` for ``<pad>`` (marks the end of a row) and ``<bos>`` (only starts one)."""
-        scores[:, self.pad_id] = float("-inf")
-        scores[:, self.bos_id] = float("-inf")
-        return scores
+    def _step(self, z: Tensor) -> decoding.Step[Any]:
+        """The decoding step given z ``(B, d)`` (:mod:`latentebm.generators.decoding`), on
+        GPT-2's KV cache: next-token logits ``(B, V)`` after ``token (B, 1)`` and the updated
+        cache (``cache=None``: first step, ``token`` is ``<bos>``; in prefix mode the z prefix is
+        run then and stays in the cache)."""
+
+        def step(token: Tensor, cache: Any) -> tuple[Tensor, Any]:
+            hidden, cache = self._run(
+                self._embed(token, z), z, first=cache is None, cache=cache, use_cache=True
+            )
+            return self.output(hidden[:, -1]), cache
+
+        return step
+
+    def _initial_state(self, z: Tensor) -> Any:
+        """The decoding state before ``<bos>``: no KV cache yet (``None``)."""
+        return None
+
+    def _reorder_state(self, state: Any, rows: Tensor) -> Any:
+        """Keep the KV-cache rows ``rows`` (beam search reordering)."""
+        return _reorder_cache(state, rows)
 
     def _check_length(self, length: int) -> None:
+        """``max_length`` of ``sample``/``beam_search`` must fit the position embeddings."""
         if length > self.config.max_positions:
             raise ValueError(
                 f"max_length ({length}) must be <= the decoder's max_positions "
                 f"({self.config.max_positions})"
             )
-
-    @torch.no_grad()
-    def sample(
-        self,
-        z: Tensor,
-        *,
-        decode: Literal["greedy", "sample", "beam"] = "greedy",
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        max_length: int | None = None,
-        generator: torch.Generator | None = None,
-        beam_size: int = 5,
-        length_penalty: float = 0.0,
-    ) -> Tensor:
-        """Decode one sequence per row of z, incrementally with GPT-2's KV cache.
-
-        Same options and output as :meth:`LSTMDecoder.sample
-        <latentebm.generators.lstm.LSTMDecoder.sample>`:
-
-        Args:
-            decode: ``greedy`` (arg-max token each step), ``sample`` (from the softmax of
-                ``logits / temperature``, restricted to the ``top_k`` most likely tokens if set)
-                or ``beam`` (beam search, see :meth:`beam_search`; ``temperature`` and ``top_k``
-                are ignored).
-            max_length: most tokens per sequence (default ``config.max_decode_length``; at most
-                ``config.max_positions``).
-            generator: random source for ``decode="sample"``.
-            beam_size, length_penalty: for ``decode="beam"``.
-
-        Returns:
-            ``LongTensor (B, L)`` of token ids without ``<bos>``; each row ends at its first
-            ``<eos>``, followed by ``<pad>``. ``<pad>`` and ``<bos>`` are never produced.
-        """
-        if decode not in ("greedy", "sample", "beam"):
-            raise ValueError(f"decode must be 'greedy', 'sample' or 'beam', got {decode!r}")
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        if top_k is not None and top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
-        if max_length is not None and max_length < 1:
-            raise ValueError(f"max_length must be >= 1, got {max_length}")
-        length = self.config.max_decode_length if max_length is None else max_length
-        self._check_length(length)
-        if decode == "beam":
-            return self.beam_search(
-                z, beam_size=beam_size, length_penalty=length_penalty, max_length=length
-            )
-        batch = z.shape[0]
-        token = torch.full((batch, 1), self.bos_id, dtype=torch.long, device=z.device)
-        finished = torch.zeros(batch, dtype=torch.bool, device=z.device)
-        out: list[Tensor] = []
-        cache: Any = None
-        for _ in range(length):
-            logits, cache = self._step_logits(token, z, cache)
-            logits = self._never_emitted(logits)
-            if decode == "greedy":
-                next_token = logits.argmax(dim=1)
-            else:
-                logits = logits / temperature
-                if top_k is not None and top_k < logits.shape[1]:
-                    kth = logits.topk(top_k, dim=1).values[:, -1:]
-                    logits = logits.masked_fill(logits < kth, float("-inf"))
-                probs = torch.softmax(logits.float(), dim=1)
-                next_token = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-            next_token = next_token.masked_fill(finished, self.pad_id)
-            out.append(next_token)
-            finished |= next_token == self.eos_id
-            if bool(finished.all()):
-                break
-            token = next_token.unsqueeze(1)
-        return torch.stack(out, dim=1)
-
-    @torch.no_grad()
-    def beam_search(
-        self,
-        z: Tensor,
-        *,
-        beam_size: int = 5,
-        length_penalty: float = 0.0,
-        max_length: int | None = None,
-    ) -> Tensor:
-        """The most likely sequence per row of z found by beam search (batched over rows).
-
-        The algorithm of :meth:`LSTMDecoder.beam_search
-        <latentebm.generators.lstm.LSTMDecoder.beam_search>`, with GPT-2's KV cache reordered
-        (``Cache.reorder_cache``) when hypotheses are selected. Hypotheses are scored by their
-        log-probability ``sum_t log p(x_t | x_<t, z)`` under the full softmax (the score
-        :meth:`log_likelihood` gives ``<bos> + sequence``), ranked by
-        ``score / length ** length_penalty`` (length: tokens incl. ``<eos>``; 0: the exact
-        log-probability). A hypothesis that emits ``<eos>`` is finished and keeps its score; the
-        search stops when every hypothesis is finished or after ``max_length`` tokens.
-        ``<pad>`` and ``<bos>`` are never produced. ``beam_size=1`` is greedy decoding.
-
-        Returns:
-            ``LongTensor (B, L)`` in the format of :meth:`sample`.
-        """
-        if beam_size < 1:
-            raise ValueError(f"beam_size must be >= 1, got {beam_size}")
-        if length_penalty < 0:
-            raise ValueError(f"length_penalty must be >= 0, got {length_penalty}")
-        length = self.config.max_decode_length if max_length is None else max_length
-        if length < 1:
-            raise ValueError(f"max_length must be >= 1, got {length}")
-        self._check_length(length)
-        batch, k, vocab, device = z.shape[0], beam_size, self.vocab_size, z.device
-        z_beams = z.repeat_interleave(k, dim=0)  # (B*k, d): row b*k + j is beam j of row b
-        scores = torch.full((batch, k), float("-inf"), device=device)
-        scores[:, 0] = 0.0  # one live hypothesis to start with: the others are copies
-        lengths = torch.zeros(batch, k, device=device)
-        finished = torch.zeros(batch, k, dtype=torch.bool, device=device)
-        tokens = torch.empty(batch, k, 0, dtype=torch.long, device=device)
-        token = torch.full((batch * k, 1), self.bos_id, dtype=torch.long, device=device)
-        # a finished hypothesis has one continuation, <pad>, with log-probability 0
-        after_end = torch.full((vocab,), float("-inf"), device=device)
-        after_end[self.pad_id] = 0.0
-        cache: Any = None
-        for _ in range(length):
-            logits, cache = self._step_logits(token, z_beams, cache)
-            # scored under the full softmax (as log_likelihood), then never-emitted tokens out
-            log_probs = self._never_emitted(torch.log_softmax(logits.float(), dim=1))
-            log_probs = log_probs.view(batch, k, vocab)
-            log_probs = torch.where(finished.unsqueeze(2), after_end, log_probs)
-            candidates = (scores.unsqueeze(2) + log_probs).view(batch, k * vocab)
-            new_lengths = (lengths + (~finished).float()).unsqueeze(2).expand(-1, -1, vocab)
-            rank = candidates
-            if length_penalty:
-                rank = candidates / new_lengths.reshape(batch, k * vocab) ** length_penalty
-            best = rank.topk(k, dim=1).indices  # (B, k)
-            origin, next_token = best // vocab, best % vocab
-            scores = candidates.gather(1, best)
-            lengths = new_lengths.reshape(batch, k * vocab).gather(1, best)
-            finished = finished.gather(1, origin) | (next_token == self.eos_id)
-            history = tokens.gather(1, origin.unsqueeze(2).expand(-1, -1, tokens.shape[2]))
-            tokens = torch.cat([history, next_token.unsqueeze(2)], dim=2)
-            if bool((finished | scores.isneginf()).all()):
-                break
-            rows = (origin + torch.arange(batch, device=device).unsqueeze(1) * k).view(-1)
-            cache = _reorder_cache(cache, rows)
-            token = next_token.view(batch * k, 1)
-        rank = scores
-        if length_penalty:
-            rank = scores / lengths.clamp(min=1) ** length_penalty
-        choice = rank.argmax(dim=1)
-        out = tokens[torch.arange(batch, device=device), choice]
-        width = int((out != self.pad_id).sum(dim=1).max()) if batch else 0
-        return out[:, : max(width, 1)]
