@@ -14,7 +14,7 @@ from latentebm.config import AdamConfig, Recipe, instantiate
 from latentebm.langevin import LangevinSampler
 from latentebm.model import LatentEBM, Optimizers
 from latentebm.prior import EnergyPrior, GaussianPrior
-from latentebm.replay import ReplayBuffer
+from latentebm.replay import PosteriorMemory, ReplayBuffer
 
 PRIORS: dict[str, type[GaussianPrior]] = {
     "ebm": EnergyPrior,
@@ -67,7 +67,22 @@ def build_model(recipe: Recipe, task: Any) -> LatentEBM:
     prior_chain = model_cfg.prior_chain
     if prior_chain.init == "persistent" and z_dim:
         replay = ReplayBuffer(prior_chain.buffer_size, z_dim, prior_chain.reinit_rate)
-    return LatentEBM(build_prior(recipe), generator, *chains, inference=inference, replay=replay)
+    memory = None
+    if model_cfg.posterior_chain.init == "persistent" and z_dim:
+        if not hasattr(task, "indexed_batches"):
+            raise ValueError(
+                "model.posterior_chain.init: persistent needs a task with indexed_batches "
+                f"({type(task).__name__} has none)"
+            )
+        memory = PosteriorMemory(task.num_sentences("train"), z_dim)
+    return LatentEBM(
+        build_prior(recipe),
+        generator,
+        *chains,
+        inference=inference,
+        replay=replay,
+        posterior_memory=memory,
+    )
 
 
 def _adam(params: Any, cfg: AdamConfig) -> torch.optim.Adam:

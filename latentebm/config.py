@@ -588,16 +588,18 @@ class ChainConfig:
     )
     init: Literal["noise", "persistent", "amortized"] = _field(
         "noise",
-        "Where the chain starts: noise (N(0, sigma^2 I), the paper); persistent (prior chain "
-        "only: a replay buffer of earlier chain ends); amortized (posterior chain only: samples "
-        "of the inference model q_phi(z|x) of model.inference, seed 003).",
+        "Where the chain starts: noise (N(0, sigma^2 I), the paper); persistent (prior chain: "
+        "a replay buffer of earlier chain ends; posterior chain: each training example's "
+        "previous chain end); amortized (posterior chain only: samples of the inference model "
+        "q_phi(z|x) of model.inference, seed 003).",
     )
     buffer_size: int = _field(
-        10000, "init persistent: number of stored chain ends.", check=_positive
+        10000, "Prior chain, init persistent: number of stored chain ends.", check=_positive
     )
     reinit_rate: float = _field(
         0.05,
-        "init persistent: probability that a drawn chain restarts from N(0, sigma^2 I).",
+        "Prior chain, init persistent: probability that a drawn chain restarts from "
+        "N(0, sigma^2 I).",
         check=_probability,
     )
 
@@ -877,11 +879,6 @@ def check_chain_init(recipe: Recipe, source: str) -> None:
         raise RecipeError(
             f"{source}: model.prior_chain.init: amortized is for the posterior chain; the prior "
             "chain takes noise or persistent"
-        )
-    if model.posterior_chain.init == "persistent":
-        raise RecipeError(
-            f"{source}: model.posterior_chain.init: persistent is for the prior chain (a replay "
-            "buffer); the posterior chain takes noise or amortized"
         )
     if model.posterior_chain.init == "amortized" and model.inference is None:
         raise RecipeError(

@@ -14,7 +14,8 @@ Both chains run with every parameter frozen (:func:`latentebm.langevin.frozen`),
 does no weight-gradient work and leaves every ``.grad`` untouched.
 
 Chain initialisation (issue 6): the prior chain may start from a replay buffer of earlier chain
-ends (:class:`latentebm.replay.ReplayBuffer`, persistent chains) and the posterior chain from an
+ends (:class:`latentebm.replay.ReplayBuffer`, persistent chains); the posterior chain from the
+example's own previous chain end (:class:`latentebm.replay.PosteriorMemory`) or from an
 inference model ``q_phi(z | x)`` (:mod:`latentebm.inference`, seed 003), which is then taught by
 the chain: ``L_phi = -mean log q_phi(z^+ | x)``. Steps 3 and 4 are unchanged.
 """
@@ -31,7 +32,7 @@ from torch import Tensor, nn
 
 from latentebm.langevin import LangevinResult, LangevinSampler, LogDensity, frozen
 from latentebm.prior import GaussianPrior
-from latentebm.replay import ReplayBuffer
+from latentebm.replay import PosteriorMemory, ReplayBuffer
 
 
 class NonFiniteError(RuntimeError):
@@ -91,6 +92,8 @@ class LatentEBM(nn.Module):
             starts from ``N(0, sigma^2 I)``); see :mod:`latentebm.inference`.
         replay: a replay buffer that starts the *training* prior chains (None: from
             ``N(0, sigma^2 I)``); generation always starts from the reference.
+        posterior_memory: per-example posterior chain ends that start the *training*
+            posterior chains of examples seen before (given their ``indices``).
     """
 
     def __init__(
@@ -102,6 +105,7 @@ class LatentEBM(nn.Module):
         *,
         inference: nn.Module | None = None,
         replay: ReplayBuffer | None = None,
+        posterior_memory: PosteriorMemory | None = None,
     ) -> None:
         super().__init__()
         self.prior = prior
@@ -110,6 +114,7 @@ class LatentEBM(nn.Module):
         self.posterior_chain = posterior_chain
         self.inference = inference
         self.replay = replay
+        self.posterior_memory = posterior_memory
 
     @property
     def z_dim(self) -> int:
@@ -168,20 +173,37 @@ class LatentEBM(nn.Module):
         return result
 
     def sample_posterior(
-        self, x: Tensor, *, generator: torch.Generator | None = None, n_steps: int | None = None
+        self,
+        x: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        n_steps: int | None = None,
+        indices: Tensor | None = None,
     ) -> LangevinResult:
         """``z^+ ~ p~_theta(z | x)``: K1 Langevin steps (step 3) from ``N(0, sigma^2 I)``, or from
-        ``q_phi(z | x)`` when the model has an inference model."""
-        if self.inference is not None:
-            z_init = self.inference.sample(x, generator=generator)
+        ``q_phi(z | x)`` when the model has an inference model. With a posterior memory and the
+        examples' training-split ``indices``, examples seen before start from their stored chain
+        ends, and the new ends are stored."""
+
+        def reference(n: int) -> Tensor:
+            if self.inference is not None:
+                return self.inference.sample(x, generator=generator)
+            return self.prior.sample_reference(n, generator=generator, device=self.device)
+
+        memory = self.posterior_memory if indices is not None else None
+        if memory is not None:
+            assert indices is not None
+            z_init = memory.initial(indices, reference)
         else:
-            z_init = self.prior.sample_reference(
-                x.shape[0], generator=generator, device=self.device
-            )
+            z_init = reference(x.shape[0])
         with frozen(self):
-            return self.posterior_chain.run(
+            result = self.posterior_chain.run(
                 self.posterior_log_density(x), z_init, generator=generator, n_steps=n_steps
             )
+        if memory is not None:
+            assert indices is not None
+            memory.update(indices, result.z)
+        return result
 
     @torch.no_grad()
     def generate(
@@ -197,12 +219,22 @@ class LatentEBM(nn.Module):
         return self.generator.sample(z, generator=generator, **decode_opts)
 
     # ----------------------------------------------------------------------------- learning
-    def compute_losses(self, x: Tensor, *, generator: torch.Generator | None = None) -> LossTerms:
-        """Run both chains on the batch and build ``L_alpha`` and ``L_beta`` (eqs. 10-11)."""
+    def compute_losses(
+        self,
+        x: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        indices: Tensor | None = None,
+    ) -> LossTerms:
+        """Run both chains on the batch and build ``L_alpha`` and ``L_beta`` (eqs. 10-11).
+
+        ``indices``: the examples' positions in the training split (persistent posterior
+        chains); ignored without a posterior memory.
+        """
         prior_chain = None
         if self.prior.has_energy:
             prior_chain = self.sample_prior(x.shape[0], generator=generator, persistent=True)
-        posterior_chain = self.sample_posterior(x, generator=generator)
+        posterior_chain = self.sample_posterior(x, generator=generator, indices=indices)
         z_pos = posterior_chain.z
         log_likelihood = self.generator.log_likelihood(x, z_pos)
         generator_loss = -log_likelihood.mean()
@@ -232,6 +264,7 @@ class LatentEBM(nn.Module):
         *,
         generator: torch.Generator | None = None,
         grad_hook: GradHook | None = None,
+        indices: Tensor | None = None,
     ) -> dict[str, float]:
         """One iteration of Algorithm 1. Returns its named terms as floats.
 
@@ -250,7 +283,7 @@ class LatentEBM(nn.Module):
             NonFiniteError: a term is NaN or infinite; no parameter was changed.
         """
         self.zero_grad(set_to_none=True)
-        losses = self.compute_losses(x, generator=generator)
+        losses = self.compute_losses(x, generator=generator, indices=indices)
         total = losses.generator_loss
         if losses.prior_loss is not None:
             total = total + losses.prior_loss

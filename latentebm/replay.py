@@ -1,4 +1,5 @@
-"""Persistent initialisation of the prior chain: a replay buffer of past chain ends.
+"""Persistent chains: a replay buffer for the prior chain, a per-example memory for the
+posterior chain.
 
 Persistent chains (Tieleman 2008; Du and Mordatch 2019 for EBMs) start each prior chain where an
 earlier one stopped instead of at ``N(0, sigma^2 I)``: the buffer holds ``size`` latent vectors;
@@ -51,3 +52,34 @@ class ReplayBuffer(nn.Module):
     def update(self, indices: Tensor, z: Tensor) -> None:
         """Store the chain ends ``z`` at ``indices``."""
         self.z[indices] = z.detach()
+
+
+class PosteriorMemory(nn.Module):
+    """The posterior chain's end for each training example, stored by its position in the
+    training split: the next visit of the example starts its chain there (persistent chains;
+    the first visit starts from the reference). Saved with the model in checkpoints.
+
+    With several processes, each keeps the chains of the examples it sees; a checkpoint holds
+    rank 0's memory, so on resume the other ranks' examples restart from the reference.
+    """
+
+    def __init__(self, n_examples: int, z_dim: int) -> None:
+        super().__init__()
+        if n_examples < 1:
+            raise ValueError(f"n_examples must be >= 1, got {n_examples}")
+        self.register_buffer("z", torch.zeros(n_examples, z_dim))
+        self.register_buffer("seen", torch.zeros(n_examples, dtype=torch.bool))
+
+    def initial(self, indices: Tensor, reference: Callable[[int], Tensor]) -> Tensor:
+        """Starting points for the examples ``indices``: stored ends, else reference draws."""
+        indices = indices.to(self.z.device)
+        z_init = reference(indices.shape[0])
+        seen = self.seen[indices]
+        z_init[seen] = self.z[indices[seen]].to(z_init.dtype)
+        return z_init
+
+    def update(self, indices: Tensor, z: Tensor) -> None:
+        """Store the chain ends ``z`` of the examples ``indices``."""
+        indices = indices.to(self.z.device)
+        self.z[indices] = z.detach().to(self.z.dtype)
+        self.seen[indices] = True

@@ -263,23 +263,27 @@ class Trainer:
         budget = None if cfg.max_minutes is None else 60.0 * cfg.max_minutes
         segment_start, seconds_before = time.perf_counter(), st.train_seconds
         out_of_time = False
+        indexed = model.posterior_memory is not None  # persistent posterior chains
         while st.step < cfg.max_steps and not out_of_time:
-            batches = task.batches(
-                "train",
-                cfg.batch_size,
-                seed=self.recipe.seed,
-                epoch=st.epoch,
-                rank=ctx.rank,
-                world_size=ctx.world_size,
-            )
+            options = {
+                "seed": self.recipe.seed,
+                "epoch": st.epoch,
+                "rank": ctx.rank,
+                "world_size": ctx.world_size,
+            }
+            if indexed:
+                batches = task.indexed_batches("train", cfg.batch_size, **options)
+            else:
+                batches = [(x, None) for x in task.batches("train", cfg.batch_size, **options)]
             if not batches:
                 raise TrainingError("the training split yields no batch: is it empty?")
             while st.batch_in_epoch < len(batches) and st.step < cfg.max_steps and not out_of_time:
-                x = batches[st.batch_in_epoch].to(device, non_blocking=True)
+                x, indices = batches[st.batch_in_epoch]
+                x = x.to(device, non_blocking=True)
                 st.batch_in_epoch += 1
                 try:
                     terms = model.learning_step(
-                        x, optimizers, generator=langevin_rng, grad_hook=grad_hook
+                        x, optimizers, generator=langevin_rng, grad_hook=grad_hook, indices=indices
                     )
                 except NonFiniteError as error:
                     consecutive_skips += 1

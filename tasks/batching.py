@@ -95,6 +95,32 @@ class BucketedBatches:
         shuffled. Without ``shuffle`` batches follow file order. Rank ``r`` of ``world_size``
         gets ``all_batches[r::world_size]``, truncated so every rank has the same count.
         """
+        return [
+            x
+            for x, _ in self.indexed_batches(
+                split,
+                batch_size,
+                seed=seed,
+                epoch=epoch,
+                shuffle=shuffle,
+                rank=rank,
+                world_size=world_size,
+            )
+        ]
+
+    def indexed_batches(
+        self,
+        split: str,
+        batch_size: int,
+        *,
+        seed: int,
+        epoch: int,
+        shuffle: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """:meth:`batches` with each example's position in the split: ``(x, index)`` pairs,
+        ``index`` a ``LongTensor (B,)`` (persistent posterior chains are stored by it)."""
         check_batch_options(batch_size, rank=rank, world_size=world_size)
         data = self._split(split)
         mine = bucketed_batch_indices(
@@ -106,4 +132,4 @@ class BucketedBatches:
             rank=rank,
             world_size=world_size,
         )
-        return [self._batch(data, index) for index in mine]
+        return [(self._batch(data, index), torch.from_numpy(index).long()) for index in mine]

@@ -15,7 +15,7 @@ from latentebm.inference import SequenceEncoder
 from latentebm.langevin import LangevinSampler
 from latentebm.model import LatentEBM, Optimizers
 from latentebm.prior import GaussianPrior
-from latentebm.replay import ReplayBuffer
+from latentebm.replay import PosteriorMemory, ReplayBuffer
 from tests.test_train import assert_same, fit, load_latest, read_metrics
 
 AMORTIZED = [
@@ -29,6 +29,7 @@ PERSISTENT = [
     "model.prior_chain.buffer_size=50",
     "model.prior_chain.reinit_rate=0.1",
 ]
+PERSISTENT_POSTERIOR = ["model.posterior_chain.init=persistent"]
 
 
 # ----------------------------------------------------------------------------- replay buffer
@@ -191,7 +192,11 @@ def test_amortized_training_runs_and_starts_the_chain_from_q(tiny_recipe, tmp_pa
     torch.testing.assert_close(seen[0], expected)
 
 
-@pytest.mark.parametrize("options", [AMORTIZED, PERSISTENT], ids=["amortized", "persistent"])
+@pytest.mark.parametrize(
+    "options",
+    [AMORTIZED, PERSISTENT, PERSISTENT_POSTERIOR],
+    ids=["amortized", "persistent", "persistent-posterior"],
+)
 def test_resume_equals_uninterrupted_with_chain_init(
     tiny_recipe, tmp_path: Path, options: list[str]
 ) -> None:
@@ -205,13 +210,15 @@ def test_resume_equals_uninterrupted_with_chain_init(
         assert_same(a[key], b[key], key)
     if options is PERSISTENT:
         assert "replay.z" in a["model"] and bool(a["model"]["replay.filled"])
+    if options is PERSISTENT_POSTERIOR:
+        seen = a["model"]["posterior_memory.seen"]
+        assert 0 < int(seen.sum()) <= seen.numel()  # 6 batches of 16 of the training split
 
 
 def test_bad_init_combinations_are_one_line_errors(tiny_recipe) -> None:
     recipe = tiny_recipe()
     cases = {
         "model.prior_chain.init=amortized": "amortized is for the posterior chain",
-        "model.posterior_chain.init=persistent": "persistent is for the prior chain",
         "model.posterior_chain.init=amortized": "amortized needs model.inference",
         "model.prior_chain.reinit_rate=2": "must be in [0, 1]",
     }
@@ -219,3 +226,41 @@ def test_bad_init_combinations_are_one_line_errors(tiny_recipe) -> None:
         with pytest.raises(RecipeError, match=message.replace("[", r"\[")) as error:
             load_recipe(recipe, [override])
         assert "\n" not in str(error.value)
+
+
+# ----------------------------------------------------------------------------- posterior memory
+def test_posterior_memory_starts_seen_examples_where_they_stopped() -> None:
+    memory = PosteriorMemory(5, 2)
+
+    def reference(k: int) -> Tensor:
+        return torch.full((k, 2), -1.0)
+
+    first = memory.initial(torch.tensor([0, 3]), reference)
+    assert torch.equal(first, torch.full((2, 2), -1.0))
+    memory.update(torch.tensor([0, 3]), torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
+    again = memory.initial(torch.tensor([3, 1, 0]), reference)
+    assert again.tolist() == [[3.0, 4.0], [-1.0, -1.0], [1.0, 2.0]]
+    assert memory.seen.tolist() == [True, False, False, True, False]
+
+
+def test_persistent_posterior_chains_converge_over_visits() -> None:
+    """Flat likelihood and f(z) = -(c/2)||z||^2: the posterior of every example is N(0, 0.2 I).
+    Three steps at a = 0.2 from N(0, I) miss it; resuming each example's chain on every visit
+    reaches it."""
+    c, z_dim, n = 4.0, 2, 400
+    model = LatentEBM(
+        QuadraticPrior(z_dim, c),
+        NoGenerator(),
+        LangevinSampler(1, 0.2),
+        LangevinSampler(3, 0.2),
+        posterior_memory=PosteriorMemory(n, z_dim),
+    )
+    x = torch.zeros(n, 1)
+    g = torch.Generator().manual_seed(0)
+    short = model.sample_posterior(x, generator=g).z
+    assert short.var(dim=0).mean() > 1.5 / (1 + c)
+    indices = torch.arange(n)
+    for _ in range(80):
+        end = model.sample_posterior(x, generator=g, indices=indices).z
+    assert end.var(dim=0).mean().item() == pytest.approx(1 / (1 + c), rel=0.15)
+    assert torch.equal(model.posterior_memory.z, end)  # type: ignore[union-attr]
