@@ -139,8 +139,10 @@ def test_learning_step_sgd_moves_parameters_by_the_closed_form() -> None:
     captured: list[LossTerms] = []
     original = model.compute_losses
 
-    def capturing(x: Tensor, *, generator: torch.Generator | None = None) -> LossTerms:
-        out = original(x, generator=generator)
+    def capturing(
+        x: Tensor, *, generator: torch.Generator | None = None, indices: Tensor | None = None
+    ) -> LossTerms:
+        out = original(x, generator=generator, indices=indices)
         captured.append(out)
         return out
 
