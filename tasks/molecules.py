@@ -67,6 +67,7 @@ import torch
 
 from latentebm.data import data_root, open_text, resolve_data_path
 from tasks.batching import BucketedBatches
+from tasks.text import BOS_ID, EOS_ID, PAD_ID, SPECIALS, SPLITS, UNK, UNK_ID  # same as text
 
 __all__ = [
     "SMILES_REGEX",
@@ -78,11 +79,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
-SPECIALS: tuple[str, ...] = (PAD, UNK, BOS, EOS)
-PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
-SPLITS: tuple[str, ...] = ("train", "valid", "test")
 
 SMILES_REGEX = (
     r"(\[[^\]]+\]|Br|Cl|%\d{2}|Si|Se|se|Na|Li|Mg|Al|Ca|Zn|As|B|C|N|O|S|P|F|I|K|H"
