@@ -18,13 +18,18 @@ import json
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+if (_here := str(Path(__file__).resolve().parent)) not in sys.path:
+    sys.path.insert(0, _here)  # also when loaded by file path (the tests)
+from _machine import cpu_model as _cpu_model  # noqa: E402
+from _machine import git as _git  # noqa: E402
+from _machine import load_average as _load  # noqa: E402
 
 MOSES_TRAIN_ROW = {
     "FCD/Test": 0.008,
@@ -40,33 +45,6 @@ MOSES_TRAIN_ROW = {
     "Filters": 1.0,
 }
 """MOSES paper / README, row "Train" (whole training set as "generated")."""
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _git(*cmd: str) -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", *cmd], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=True
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip()
-
-
-def _load() -> list[float] | None:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except (OSError, AttributeError):
-        return None
 
 
 def machine_info(load_start: list[float] | None) -> dict[str, Any]:

@@ -43,7 +43,6 @@ import json
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -59,6 +58,13 @@ from latentebm.langevin import frozen
 from latentebm.model import LatentEBM
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+if (_here := str(Path(__file__).resolve().parent)) not in sys.path:
+    sys.path.insert(0, _here)  # also when loaded by file path (the tests)
+from _machine import cpu_model as _cpu_model  # noqa: E402
+from _machine import git as _git  # noqa: E402
+from _machine import load_average as _load  # noqa: E402
+
 DEFAULT_RECIPE = REPO_ROOT / "recipes" / "ptb.yaml"
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
@@ -344,33 +350,6 @@ def measure(
 
 
 # ------------------------------------------------------------------------------- reporting
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _git(*cmd: str) -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", *cmd], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=True
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip()
-
-
-def _load() -> list[float] | None:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except (OSError, AttributeError):
-        return None
-
-
 def machine_info(device: torch.device, load_start: list[float] | None) -> dict[str, Any]:
     status = _git("status", "--porcelain", "--untracked-files=no")
     argv = getattr(sys, "orig_argv", [sys.executable, *sys.argv])
