@@ -107,7 +107,9 @@ class TextEvalSettings:
 def check_text_task(task: Any) -> None:
     """FPPL/RPPL/BLEU need a text task: sentences, a tokenizer, encode and decode."""
     missing = [
-        name for name in ("sentences", "tokenizer", "encode", "decode") if not hasattr(task, name)
+        name
+        for name in ("sentences", "num_sentences", "tokenizer", "encode", "decode")
+        if not hasattr(task, name)
     ]
     if missing:
         raise ValueError(
@@ -216,7 +218,7 @@ def reconstruction_bleu(
     iterator: Iterable[Any] = chunks
     if progress is not None:
         iterator = progress(chunks, len(chunks), f"reconstruct {split}")
-    references = [task.decode(task.encode([s]))[0] for s in sentences]
+    references = task.decode(task.encode(sentences))  # as the tokenizer sees them
     hypotheses = [""] * len(sentences)
     for chunk in iterator:
         z = posterior_mean(
@@ -270,7 +272,7 @@ def evaluate_text_metrics(
     wanted = [n for n in names if n in ("fppl", "rppl", "bleu")]
     if not wanted:
         return {}
-    n_train = len(task.sentences("train")) if "rppl" in wanted else 0
+    n_train = task.num_sentences("train") if "rppl" in wanted else 0
     rppl_n = settings.rppl_samples or n_train
     n_generate = max(
         settings.n_samples if "fppl" in wanted else 0,
