@@ -44,7 +44,8 @@ MOSES_TRAIN_ROW = {
     "IntDiv2": 0.851,
     "Filters": 1.0,
 }
-"""MOSES paper / README, row "Train" (whole training set as "generated")."""
+"""MOSES paper / README, row "Train" (whole training set as "generated"). Only the two FCD values
+are confirmed (../shared/MATH.md); the others were written from memory and are unverified."""
 
 
 def machine_info(load_start: list[float] | None) -> dict[str, Any]:
