@@ -30,8 +30,17 @@ def latent_dim(recipe: Recipe) -> int:
 
 
 def build_task(recipe: Recipe, state: dict[str, Any] | None = None) -> Any:
-    """The recipe's task (data + tokenizer); ``state`` restores a saved tokenizer."""
-    return instantiate(recipe.task, data_root=recipe.data.root, state=state)
+    """The recipe's task (data + tokenizer); ``state`` restores a saved tokenizer. A recipe's
+    ``anomaly`` section reaches the task as ``anomaly_digit``, ``anomaly_train_fraction`` and
+    ``anomaly_split_seed``."""
+    extra: dict[str, Any] = {}
+    if recipe.anomaly is not None:
+        extra = {
+            "anomaly_digit": recipe.anomaly.digit,
+            "anomaly_train_fraction": recipe.anomaly.train_fraction,
+            "anomaly_split_seed": recipe.anomaly.split_seed,
+        }
+    return instantiate(recipe.task, data_root=recipe.data.root, state=state, **extra)
 
 
 def build_prior(recipe: Recipe) -> GaussianPrior:

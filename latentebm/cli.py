@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 EXAMPLES = """\
 examples:
@@ -92,9 +93,26 @@ def cmd_train(args: argparse.Namespace) -> int:
     from latentebm.config import load_recipe
     from latentebm.train import Trainer
 
-    recipe = load_recipe(resolve_recipe(args.recipe), args.overrides)
+    path = resolve_recipe(args.recipe)
+    if recipe_family(path) == "shortrun":  # the data-space short-run EBM (seeds 000, 002)
+        from latentebm.shortrun import ShortRunTrainer, load_shortrun_recipe
+
+        ShortRunTrainer(load_shortrun_recipe(path, args.overrides)).fit()
+        return 0
+    recipe = load_recipe(path, args.overrides)
     Trainer(recipe).fit()
     return 0
+
+
+def recipe_family(path: Path) -> str:
+    """The recipe file's top-level ``family`` (``shortrun``) or ``latent`` when it has none."""
+    from latentebm.config import RecipeError, read_yaml
+
+    data = read_yaml(path, str(path))
+    family = data.get("family", "latent")
+    if family not in ("latent", "shortrun"):
+        raise RecipeError(f"{path}: family: expected latent or shortrun, got {family!r}")
+    return str(family)
 
 
 def _decode_opts(args: argparse.Namespace) -> dict[str, object]:
@@ -166,6 +184,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from latentebm.pretrained import load
 
     model = load(args.run, device=args.device)
+    if hasattr(model.task, "save_samples"):
+        return _generate_images(args, model)
     if args.grid and not hasattr(model.task, "draw_grid"):
         raise ValueError(f"--grid: the {type(model.task).__name__} cannot draw its samples")
     if args.trajectory:
@@ -191,6 +211,22 @@ def cmd_generate(args: argparse.Namespace) -> int:
             raise FileExistsError(f"{grid}: exists; not overwritten (use --force)")
         n_valid = model.task.draw_grid(sentences, grid)
         print(f"grid of {len(sentences)} ({n_valid} valid) -> {grid}", file=sys.stderr)
+    return 0
+
+
+def _generate_images(args: argparse.Namespace, model: Any) -> int:
+    """``generate`` for an image model: a PNG grid at ``--grid`` or ``-o`` (``.png``)."""
+    target = args.grid or args.output
+    if not target:
+        raise ValueError("an image model writes a PNG: give -o samples.png or --grid samples.png")
+    out = Path(target)
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"{out}: an image model writes a PNG grid; use a .png name")
+    if out.exists() and not args.force:
+        raise FileExistsError(f"{out}: exists; not overwritten (use --force)")
+    images = model.sample_images(args.n, langevin_steps=args.langevin_steps, seed=args.seed)
+    written = model.task.save_samples(images, out)
+    print(f"{args.n} images from {model.checkpoint} -> {written}", file=sys.stderr)
     return 0
 
 

@@ -47,6 +47,7 @@ __all__ = [
     "TrainerConfig",
     "apply_overrides",
     "instantiate",
+    "load_config",
     "load_recipe",
     "recipe_from_dict",
     "recipe_to_dict",
@@ -517,6 +518,14 @@ def _betas(values: Sequence[float]) -> str | None:
 _DEVICE_RE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
+def _digit(value: int) -> str | None:
+    return None if 0 <= value <= 9 else "must be a class label in 0..9"
+
+
+def _open_unit(value: float) -> str | None:
+    return None if 0.0 < value < 1.0 else "must be in (0, 1)"
+
+
 def _device(value: str) -> str | None:
     if _DEVICE_RE.fullmatch(value):
         return None
@@ -709,9 +718,31 @@ class TrainerConfig:
 
 
 @dataclass(kw_only=True)
+class AnomalyConfig:
+    """Anomaly detection (seed 001, Section 3.4; the MEG/BiGAN protocol of Table 4): one class is
+    held out as anomalous, the model trains on part of the others."""
+
+    digit: int = _field(
+        doc="The held-out (anomalous) class, e.g. an MNIST digit 0-9.", check=_digit
+    )
+    train_fraction: float = _field(
+        0.8,
+        "Fraction of the normal images (shuffled with split_seed) used for training; the rest "
+        "and all anomalous images form the test split.",
+        check=_open_unit,
+    )
+    split_seed: int = _field(0, "Seed of the shuffle that splits the normal images.")
+
+
+@dataclass(kw_only=True)
 class Recipe:
     """A complete training recipe."""
 
+    family: Literal["latent"] = _field(
+        "latent",
+        "latent: this schema (a latent-space EBM prior model); a recipe with family: shortrun "
+        "is the data-space short-run EBM (latentebm.shortrun) and has its own keys.",
+    )
     name: str | None = _field(None, "Recipe name; defaults to the recipe file's stem.")
     seed: int = _field(0, "Random seed.")
     device: str = _field("auto", "auto | cpu | cuda | cuda:N | mps.", check=_device)
@@ -720,6 +751,11 @@ class Recipe:
     model: ModelConfig = _field(doc="The model.")
     optim: OptimConfig = _field(doc="The optimisers.", factory=OptimConfig)
     trainer: TrainerConfig = _field(doc="The training loop.", factory=TrainerConfig)
+    anomaly: AnomalyConfig | None = _field(
+        None,
+        "Anomaly-detection split (passed to the task as anomaly_digit, anomaly_train_fraction, "
+        "anomaly_split_seed); null: the task's ordinary splits.",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -827,7 +863,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _read_yaml(path: Path, source: str) -> dict[str, Any]:
+def read_yaml(path: Path, source: str) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -856,6 +892,20 @@ def _read_yaml(path: Path, source: str) -> dict[str, Any]:
     return data
 
 
+def load_config(cls: type[T], path: str | Path, overrides: Sequence[str] = ()) -> T:
+    """Read a YAML file, apply command-line overrides and validate it against dataclass ``cls``.
+
+    The schema-agnostic core of :func:`load_recipe` (other recipe families, such as
+    :class:`latentebm.shortrun.config.ShortRunRecipe`, use it with their own schema). Raises
+    RecipeError naming the file (or ``command line`` and the override item) and the key path.
+    """
+    source = str(path)
+    data = read_yaml(Path(path), source)
+    merged, origins, created = _apply_overrides(data, overrides)
+    result: T = _convert(cls, merged, (), _Context(source, origins, created))
+    return result
+
+
 def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     """Read a YAML recipe, apply command-line overrides and validate it.
 
@@ -863,9 +913,7 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     and the override item) and the key path on any problem.
     """
     source = str(path)
-    data = _read_yaml(Path(path), source)
-    merged, origins, created = _apply_overrides(data, overrides)
-    recipe: Recipe = _convert(Recipe, merged, (), _Context(source, origins, created))
+    recipe = load_config(Recipe, path, overrides)
     check_chain_init(recipe, source)
     if recipe.name is None:
         recipe.name = Path(path).stem

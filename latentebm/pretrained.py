@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from latentebm.build import build_model, build_task
@@ -141,6 +142,76 @@ class Pretrained:
             generator=self._generator(seed),
             **decode_opts,
         )
+
+    def sample_images(
+        self,
+        n: int,
+        *,
+        langevin_steps: int | None = None,
+        seed: int | None = None,
+        batch_size: int = 500,
+    ) -> torch.Tensor:
+        """``n`` images ``g_beta(z)`` (the generator's mean, in [-1, 1], ``(n, C, H, W)``) with
+        ``z`` from the prior chain (K0 steps, or ``langevin_steps``): an image model's
+        :meth:`generate`."""
+        generator = self._generator(seed)
+        parts = []
+        for start in range(0, n, batch_size):
+            size = min(batch_size, n - start)
+            parts.append(self.model.generate(size, generator=generator, n_steps=langevin_steps))
+        return torch.cat(parts)
+
+    def anomaly_score(
+        self,
+        images: torch.Tensor | np.ndarray,
+        *,
+        n_steps: int | None = None,
+        n_chains: int = 1,
+        seed: int | None = 0,
+        batch_size: int = 500,
+    ) -> torch.Tensor:
+        """One anomaly score per image, higher = more anomalous (seed 001, Section 3.4).
+
+        The score is ``-[log p_beta(x | z) + f_alpha(z) + log N(z; 0, sigma^2 I)]``, the negative
+        unnormalised log joint at the end of a posterior Langevin chain from noise (K1 steps, or
+        ``n_steps``), averaged over ``n_chains`` independent chains
+        (:func:`latentebm.metrics.anomaly.anomaly_scores`).
+
+        Args:
+            images: ``(B, C, H, W)`` or ``(B, H, W)`` (one channel), floats in [-1, 1] as the
+                task feeds the model, or ``uint8`` in [0, 255] (converted as ``x / 127.5 - 1``).
+            n_steps, n_chains: the posterior chains.
+            seed: seeds the chains (None: a fresh random seed).
+            batch_size: images per chain batch.
+
+        Returns:
+            a CPU float tensor ``(B,)``.
+        """
+        from latentebm.metrics.anomaly import anomaly_scores
+
+        x = torch.as_tensor(images)
+        if x.dtype == torch.uint8:
+            x = x.float() / 127.5 - 1.0
+        x = x.float()
+        if x.dim() == 3:
+            x = x.unsqueeze(1)
+        shape = tuple(getattr(self.model.generator, "image_shape", x.shape[1:]))
+        if x.dim() != 4 or tuple(x.shape[1:]) != shape:
+            raise ValueError(
+                f"images must have shape (B, {', '.join(map(str, shape))}), got {tuple(x.shape)}"
+            )
+        generator = self._generator(seed)
+        scores = [
+            anomaly_scores(
+                self.model,
+                x[start : start + batch_size].to(self.model.device),
+                n_steps=n_steps,
+                n_chains=n_chains,
+                generator=generator,
+            ).cpu()
+            for start in range(0, x.shape[0], batch_size)
+        ]
+        return torch.cat(scores)
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> Pretrained:

@@ -384,10 +384,10 @@ class Trainer:
             average=False,
         )
         sentences = max(sums["sentences"], 1.0)
-        return {
-            "valid_recon_nll": sums["nll"] / sentences,
-            "valid_recon_ppl": math.exp(min(sums["nll"] / max(sums["tokens"], 1.0), 700.0)),
-        }
+        row = {"valid_recon_nll": sums["nll"] / sentences}
+        if hasattr(task, "pad_id"):  # token sequences: a perplexity too
+            row["valid_recon_ppl"] = math.exp(min(sums["nll"] / max(sums["tokens"], 1.0), 700.0))
+        return row
 
     # ------------------------------------------------------------------ logging
     def _open_writer(self, run_dir: Path) -> None:
@@ -500,8 +500,15 @@ class Trainer:
         model.eval()
         decode, temperature = self.cfg.sample_decode, self.cfg.sample_temperature
         tokens = model.generate(n, generator=rng, decode=decode, temperature=temperature)
-        sentences = task.decode(tokens)
         assert self.run_dir is not None
+        if hasattr(task, "save_samples"):  # images: a PNG grid
+            picture = task.save_samples(
+                tokens, self.run_dir / "samples" / f"step_{self.state.step:08d}"
+            )
+            if echo:
+                _say(f"{n} samples (prior chain K0={model.prior_chain.n_steps}) -> {picture}")
+            return []
+        sentences = task.decode(tokens)
         out = self.run_dir / "samples" / f"step_{self.state.step:08d}.txt"
         out.write_text("\n".join(sentences) + "\n", encoding="utf-8")
         if echo:

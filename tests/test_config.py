@@ -313,7 +313,9 @@ def test_unknown_key_on_command_line(tmp_path: Path) -> None:
     message = error_of(lambda: load_recipe(path, ["task.bar=1"]))
     assert message.startswith("command line: task.bar=1: unknown key (known: _component_, foo")
     message = error_of(lambda: load_recipe(path, ["modle.z_dim=3"]))
-    assert message.startswith("command line: modle.z_dim=3: unknown key (known: data, device")
+    assert message.startswith(
+        "command line: modle.z_dim=3: unknown key (known: anomaly, data, device, family"
+    )
     # a bad key below a section set by an override names the override
     message = error_of(lambda: load_recipe(path, ["model.prior={kind: ebm, depth: 3}"]))
     assert message.startswith(
