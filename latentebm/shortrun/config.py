@@ -1,0 +1,239 @@
+"""The ``family: shortrun`` recipe: a data-space short-run EBM (seed 000) with seed 004's options.
+
+A recipe is a YAML file such as ``recipes/shortrun_mnist.yaml``; it is read and validated like
+the latent-EBM recipes (:func:`latentebm.config.load_config`: dotted command-line overrides, one
+:class:`~latentebm.config.RecipeError` naming the file or override and the key path). The
+top-level ``family: shortrun`` key is required: the command line dispatches on it.
+
+Conventions (see ``docs/shortrun.md``):
+
+* the chain (seed 000 eq. 4 with ``Delta tau = a^2``) is
+  ``x <- x + (a^2 / 2) * grad_x f(x) + a * eps``, ``a = chain.step_size``;
+* with ``convergent.energy_scale: true`` the negative energy is ``f(x) = F(x) / (a^2 / 2)``
+  (seed 004 eq. 1A, ``F`` the ConvNet), so the step becomes ``x <- x + grad_x F(x) + a * eps``
+  (eq. 2A, the update of seed 000's code with ``a = 0.01``), and the learning rate is scaled by
+  ``a^2 / 2`` (eq. 3A): the parameter update is ``lr * grad_theta [mean F(x-) - mean F(x+)]``,
+  independent of ``a``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from latentebm.config import (
+    ComponentConfig,
+    DataConfig,
+    _betas,
+    _device,
+    _field,
+    _non_negative,
+    _positive,
+    _probability,
+    load_config,
+)
+
+__all__ = [
+    "AnnealConfig",
+    "ConvergentConfig",
+    "EnergyConfig",
+    "ShortRunChainConfig",
+    "ShortRunOptimConfig",
+    "ShortRunRecipe",
+    "ShortRunTrainerConfig",
+    "load_shortrun_recipe",
+]
+
+
+def _fractions(values: Sequence[float]) -> str | None:
+    previous = 0.0
+    for i, value in enumerate(values):
+        if not 0.0 < value < 1.0:
+            return f"entries must be in (0, 1), got {value!r} at index {i}"
+        if value <= previous and i > 0:
+            return f"entries must increase, got {value!r} after {previous!r} at index {i}"
+        previous = value
+    return None
+
+
+@dataclass(kw_only=True)
+class EnergyConfig:
+    """The ConvNet negative energy ``f_theta(x)`` of seed 000 Table 4 (see ``energy.py``)."""
+
+    n_filters: int = _field(
+        64,
+        "n_f: output feature maps of the first layer (seed 000: 32, 64 or 128).",
+        check=_positive,
+    )
+    n_down: int = _field(
+        3,
+        "Number of 4x4 stride-2 convolutions (3 for 32x32 and 28x28, 4 for 64x64: Tables 4-5); "
+        "their widths are n_f * 2, 4, 8, 8, ...",
+        check=_positive,
+    )
+    negative_slope: float = _field(0.2, "LeakyReLU negative slope.", check=_non_negative)
+
+
+@dataclass(kw_only=True)
+class ShortRunChainConfig:
+    """The K-step Langevin chain ``x <- x + (a^2/2) grad_x f(x) + a * eps`` (seed 000 eq. 4)."""
+
+    n_steps: int = _field(100, "K: Langevin steps per chain (seed 000: K = 100).", check=_positive)
+    step_size: float = _field(
+        0.01,
+        "Noise scale a of one step; the drift is a^2/2 times grad_x f (seed 000 eq. 4 with "
+        "Delta tau = a^2). With convergent.energy_scale the drift is grad_x F (seed 004 eq. 2A).",
+        check=_positive,
+    )
+    noise: bool = _field(True, "Add the Gaussian noise term a * eps (false: gradient ascent).")
+    clamp: float | None = _field(
+        None, "Clamp pixels to [-clamp, clamp] after each step; null: off.", check=_positive
+    )
+    init: Literal["uniform", "gaussian"] = _field(
+        "uniform",
+        "The initial distribution p_0: uniform on [-1, 1] (seed 000) or N(0, init_std^2 I).",
+    )
+    init_std: float = _field(1.0, "Std of p_0 when init is gaussian.", check=_positive)
+    persistent: bool = _field(
+        False,
+        "Start chains from a buffer of earlier chain ends (persistent chains) instead of fresh "
+        "p_0 noise; seed 000 is non-persistent (false).",
+    )
+    buffer_size: int = _field(10000, "persistent: number of stored chain ends.", check=_positive)
+    reinit_rate: float = _field(
+        0.05, "persistent: probability that a drawn chain restarts from p_0.", check=_probability
+    )
+
+
+@dataclass(kw_only=True)
+class AnnealConfig:
+    """Step decay of the learning rate (seed 004 Appendix B; seed 000 Section 5.1)."""
+
+    milestones: list[float] = _field(
+        doc="Fractions of trainer.max_steps at which the learning rate is multiplied by gamma; "
+        "[]: constant learning rate.",
+        factory=list,
+        check=_fractions,
+    )
+    gamma: float = _field(0.1, "Factor applied at each milestone.", check=_positive)
+
+
+@dataclass(kw_only=True)
+class ConvergentConfig:
+    """The learning options of seed 004 Appendices A-C."""
+
+    energy_scale: bool = _field(
+        False,
+        "Seed 004 eq. 1A: f(x) = F(x) / (a^2/2) with F the ConvNet, so a chain step is "
+        "x + grad_x F(x) + a * eps (eq. 2A), with the learning rate scaled by a^2/2 (eq. 3A): "
+        "the parameter update is lr * grad [mean F(x-) - mean F(x+)].",
+    )
+    data_noise: float = _field(
+        0.0,
+        "sigma: std of the Gaussian noise added to every training image each time it is drawn "
+        "(seed 000 Algorithm 1 step 3; seed 004 eq. 5A suggests 2 * step_size).",
+        check=_non_negative,
+    )
+    lr_anneal: AnnealConfig = _field(
+        doc="Learning-rate step decay (seed 004 Appendix B).", factory=AnnealConfig
+    )
+
+
+@dataclass(kw_only=True)
+class ShortRunOptimConfig:
+    """The optimiser of theta (seed 000 Algorithm 1 step 5: Adam)."""
+
+    name: Literal["adam", "sgd"] = _field("adam", "adam (seed 000) or sgd (seed 004 eq. 4A).")
+    lr: float = _field(
+        1e-4, "Learning rate (gamma_0 with convergent.energy_scale).", check=_positive
+    )
+    betas: tuple[float, float] = _field((0.9, 0.999), "Adam (beta1, beta2).", check=_betas)
+    weight_decay: float = _field(0.0, "L2 weight decay.", check=_non_negative)
+
+
+@dataclass(kw_only=True)
+class ShortRunTrainerConfig:
+    """Training loop, logging, checkpoints and the figures written at the end."""
+
+    max_steps: int = _field(1000, "T: number of parameter updates.", check=_positive)
+    max_minutes: float | None = _field(
+        None,
+        "Also stop once this many minutes of training have been spent, summed over resumed "
+        "segments; null: no limit.",
+        check=_positive,
+    )
+    batch_size: int = _field(64, "m: images (and chains) per update.", check=_positive)
+    log_every: int = _field(
+        10, "Append a metrics.jsonl line every this many steps.", check=_positive
+    )
+    checkpoint_every: int = _field(500, "Save a checkpoint every this many steps.", check=_positive)
+    keep_checkpoints: int = _field(
+        3, "Number of most recent checkpoints kept; 0: keep all.", check=_non_negative
+    )
+    run_dir: str | None = _field(None, "Run directory; null: <runs_root>/<name>/<timestamp>.")
+    runs_root: str = _field("runs", "Parent directory of default run directories.")
+    resume: str | None = _field(
+        None,
+        "null (fresh run), auto (newest checkpoint of trainer.run_dir if set, else of the newest "
+        "run of this recipe; a fresh run if none) or a checkpoint file or run directory.",
+    )
+    samples_at_end: int = _field(
+        64, "Images in samples/final.png (fresh noise chains); 0: none.", check=_non_negative
+    )
+    interpolation_pairs: int = _field(
+        4, "Rows of interpolation.png (pairs z1, z2); 0: none.", check=_non_negative
+    )
+    interpolation_points: int = _field(
+        8, "Columns of interpolation.png (values of rho in [0, 1]).", check=_positive
+    )
+    reconstruction_images: int = _field(
+        16,
+        "Test images reconstructed at the end (reconstruction.png); 0: none.",
+        check=_non_negative,
+    )
+    reconstruction_iters: int = _field(
+        50, "Gradient-descent iterations on z for each reconstruction.", check=_positive
+    )
+    reconstruction_lr: float = _field(
+        0.05, "Adam learning rate of the reconstruction's z updates.", check=_positive
+    )
+
+
+@dataclass(kw_only=True)
+class ShortRunRecipe:
+    """A complete ``family: shortrun`` training recipe."""
+
+    family: Literal["shortrun"] = _field(
+        doc="Recipe family (required): shortrun selects this schema and trainer."
+    )
+    name: str | None = _field(None, "Recipe name; defaults to the recipe file's stem.")
+    seed: int = _field(0, "Random seed.")
+    device: str = _field("auto", "auto | cpu | cuda | cuda:N | mps.", check=_device)
+    data: DataConfig = _field(doc="Data location.", factory=DataConfig)
+    task: ComponentConfig = _field(
+        doc="The image task, e.g. _component_: tasks.images.ImageTask with dataset: mnist."
+    )
+    energy: EnergyConfig = _field(doc="The ConvNet negative energy f_theta.", factory=EnergyConfig)
+    chain: ShortRunChainConfig = _field(
+        doc="The short-run Langevin chain M_theta.", factory=ShortRunChainConfig
+    )
+    convergent: ConvergentConfig = _field(
+        doc="Seed 004 options: energy scaling, data noise, learning-rate annealing.",
+        factory=ConvergentConfig,
+    )
+    optim: ShortRunOptimConfig = _field(doc="The optimiser.", factory=ShortRunOptimConfig)
+    trainer: ShortRunTrainerConfig = _field(doc="The training loop.", factory=ShortRunTrainerConfig)
+
+
+def load_shortrun_recipe(path: str | Path, overrides: Sequence[str] = ()) -> ShortRunRecipe:
+    """Read and validate a ``family: shortrun`` recipe (``name`` defaults to the file's stem).
+
+    Raises:
+        RecipeError: naming the file (or the override) and the key path of the problem.
+    """
+    recipe = load_config(ShortRunRecipe, path, overrides)
+    if recipe.name is None:
+        recipe.name = Path(path).stem
+    return recipe

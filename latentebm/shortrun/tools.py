@@ -1,0 +1,266 @@
+"""Using a learned short-run chain as a generator (seed 000 Section 3.4).
+
+After learning, ``x = M_theta(z)`` (eq. 5, ``z ~ p_0``) is kept as a generator or flow model:
+
+* :meth:`ShortRunModel.sample` draws fresh images from noise;
+* :func:`interpolate` runs ``M_theta`` on ``z_rho = rho z_1 + sqrt(1 - rho^2) z_2``;
+* :func:`reconstruct` fits ``z`` to an observed image by gradient descent on
+  ``L(z) = ||x - M_theta(z)||^2`` through the unrolled chain.
+
+Interpolation and reconstruction use the chain without its noise term (``u = 0``, the "K-step
+gradient descent" of seed 000 Section 5.2), so ``M_theta`` is a deterministic function of ``z``.
+:func:`save_image_grid` writes a PNG grid without any imaging library.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+import tempfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from latentebm.checkpoint import load_checkpoint, resolve_checkpoint
+from latentebm.config import validate
+from latentebm.langevin import frozen
+from latentebm.shortrun.config import ShortRunRecipe
+from latentebm.shortrun.energy import ConvEnergy
+from latentebm.shortrun.sampler import ChainResult, ShortRunChain, sample_initial
+
+_FILE_MODE = 0o644
+"""Permissions of written figures (``mkstemp`` would leave them readable by the owner only)."""
+
+__all__ = [
+    "ShortRunModel",
+    "interpolate",
+    "load_shortrun",
+    "reconstruct",
+    "save_image_grid",
+]
+
+
+class ShortRunModel:
+    """The ConvNet ``F``, the chain ``M_theta`` and ``p_0``: a generator ``x = M_theta(z)``.
+
+    Args:
+        energy: the ConvNet ``F`` (``(B, C, H, W) -> (B,)``).
+        chain: the K-step Langevin chain.
+        temperature: ``T`` in ``f = F / T``: ``a^2 / 2`` with seed 004's energy scaling, else 1.
+        init: ``p_0``: ``uniform`` on [-1, 1] or ``gaussian``.
+        init_std: std of ``p_0`` when ``init`` is gaussian.
+    """
+
+    def __init__(
+        self,
+        energy: ConvEnergy,
+        chain: ShortRunChain,
+        *,
+        temperature: float = 1.0,
+        init: str = "uniform",
+        init_std: float = 1.0,
+    ) -> None:
+        self.energy = energy
+        self.chain = chain
+        self.temperature = float(temperature)
+        self.init = init
+        self.init_std = float(init_std)
+
+    @classmethod
+    def from_recipe(
+        cls, recipe: ShortRunRecipe, image_shape: tuple[int, int, int]
+    ) -> ShortRunModel:
+        """Build the (untrained) model a recipe describes for images of ``image_shape``."""
+        energy = ConvEnergy(
+            image_shape,
+            n_filters=recipe.energy.n_filters,
+            n_down=recipe.energy.n_down,
+            negative_slope=recipe.energy.negative_slope,
+        )
+        c = recipe.chain
+        chain = ShortRunChain(c.n_steps, c.step_size, noise=c.noise, clamp=c.clamp)
+        temperature = chain.drift if recipe.convergent.energy_scale else 1.0
+        return cls(energy, chain, temperature=temperature, init=c.init, init_std=c.init_std)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)``."""
+        return self.energy.image_shape
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the energy's parameters."""
+        return next(self.energy.parameters()).device
+
+    def neg_energy(self, x: Tensor) -> Tensor:
+        """``f(x) = F(x) / T``: the unnormalised log density the chain samples, ``(B,)``."""
+        value = self.energy(x)
+        return value if self.temperature == 1.0 else value / self.temperature
+
+    def initial(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` draws ``z ~ p_0``, shape ``(n, C, H, W)``."""
+        return sample_initial(
+            (n, *self.image_shape),
+            self.init,
+            std=self.init_std,
+            generator=generator,
+            device=self.device,
+            dtype=next(self.energy.parameters()).dtype,
+        )
+
+    def run_chain(
+        self,
+        z: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        noise: bool | None = None,
+        differentiable: bool = False,
+    ) -> ChainResult:
+        """``M_theta(z)`` with the parameters frozen (the chain never touches ``.grad``)."""
+        with frozen(self.energy):
+            return self.chain.run(
+                self.neg_energy, z, generator=generator, noise=noise, differentiable=differentiable
+            )
+
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, *, noise: bool | None = None
+    ) -> Tensor:
+        """``n`` images ``x = M_theta(z)``, ``z ~ p_0`` (eq. 5), shape ``(n, C, H, W)``."""
+        return self.run_chain(self.initial(n, generator), generator=generator, noise=noise).x
+
+
+def interpolate(
+    model: ShortRunModel,
+    n_pairs: int,
+    n_points: int,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Seed 000 Section 3.4: ``x_rho = M_theta(rho z_1 + sqrt(1 - rho^2) z_2)``.
+
+    For each of ``n_pairs`` pairs ``z_1, z_2 ~ p_0`` and ``rho`` from 1 down to 0 in ``n_points``
+    steps (so the first column is ``M_theta(z_1)``, the last ``M_theta(z_2)``), the chain runs
+    without noise. Returns ``(n_pairs * n_points, C, H, W)``, row-major (one pair per row).
+    """
+    if n_points < 2:
+        raise ValueError(f"n_points must be >= 2, got {n_points}")
+    z1 = model.initial(n_pairs, generator)
+    z2 = model.initial(n_pairs, generator)
+    rho = torch.linspace(1.0, 0.0, n_points, device=z1.device).view(1, n_points, 1, 1, 1)
+    z = rho * z1.unsqueeze(1) + (1.0 - rho**2).clamp_min(0.0).sqrt() * z2.unsqueeze(1)
+    z = z.reshape(n_pairs * n_points, *model.image_shape)
+    return model.run_chain(z, noise=False).x
+
+
+def reconstruct(
+    model: ShortRunModel,
+    images: Tensor,
+    n_iters: int,
+    lr: float,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, float]:
+    """Seed 000 Section 3.4: fit ``z`` to ``images`` by gradient descent on ``||x - M(z)||^2``.
+
+    ``z_0 ~ p_0``; each iteration back-propagates the summed squared error through the K
+    unrolled, noise-free chain steps and updates ``z`` with Adam at learning rate ``lr`` (a
+    per-coordinate step size ``eta_t`` for ``z_{t+1} = z_t - eta_t L'(z_t)``).
+
+    Returns:
+        The reconstructions ``M_theta(z_T)``, detached, and their mean squared error per pixel
+        on the [-1, 1] scale (seed 000 Table 1 (b)).
+    """
+    if n_iters < 0:
+        raise ValueError(f"n_iters must be >= 0, got {n_iters}")
+    target = images.to(model.device).detach()
+    z = model.initial(target.shape[0], generator).requires_grad_(True)
+    optimizer = torch.optim.Adam([z], lr=lr)
+    for _ in range(n_iters):
+        x = model.run_chain(z, noise=False, differentiable=True).x
+        loss = (x - target).pow(2).sum()
+        optimizer.zero_grad(set_to_none=True)
+        (grad,) = torch.autograd.grad(loss, z)
+        z.grad = grad
+        optimizer.step()
+    with torch.no_grad():
+        x = model.run_chain(z.detach(), noise=False).x
+        mse = float((x - target).pow(2).mean())
+    return x, mse
+
+
+def load_shortrun(path: str | Path, map_location: str | torch.device = "cpu") -> ShortRunModel:
+    """The model of a short-run checkpoint file or of a run directory's newest checkpoint.
+
+    The checkpoint is read with ``weights_only=True``; its recipe is validated again.
+    """
+    checkpoint = resolve_checkpoint(path)
+    saved = load_checkpoint(checkpoint, map_location=map_location)
+    recipe = validate(ShortRunRecipe, saved["recipe"], source=str(checkpoint))
+    shape = tuple(int(v) for v in saved["image_shape"])
+    model = ShortRunModel.from_recipe(recipe, (shape[0], shape[1], shape[2]))
+    model.energy.load_state_dict(saved["model"])
+    model.energy.to(map_location).eval()
+    return model
+
+
+def _grid(images: Tensor, n_cols: int, padding: int = 2) -> np.ndarray:
+    """``(N, C, H, W)`` in [-1, 1] -> one uint8 image ``(H', W')`` or ``(H', W', 3)``."""
+    x = images.detach().float().cpu().clamp(-1.0, 1.0)
+    n, channels, height, width = x.shape
+    if channels not in (1, 3):
+        raise ValueError(f"can only save 1- or 3-channel images, got {channels} channels")
+    n_cols = max(1, min(n_cols, n))
+    n_rows = math.ceil(n / n_cols)
+    canvas = torch.ones(
+        channels,
+        n_rows * (height + padding) + padding,
+        n_cols * (width + padding) + padding,
+    )
+    for i in range(n):
+        row, col = divmod(i, n_cols)
+        top, left = padding + row * (height + padding), padding + col * (width + padding)
+        canvas[:, top : top + height, left : left + width] = x[i]
+    pixels = ((canvas + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+    return pixels[0] if channels == 1 else np.ascontiguousarray(pixels.transpose(1, 2, 0))
+
+
+def _png_bytes(pixels: np.ndarray) -> bytes:
+    """Encode a uint8 ``(H, W)`` (grey) or ``(H, W, 3)`` (RGB) array as PNG."""
+    height, width = pixels.shape[:2]
+    color_type = 0 if pixels.ndim == 2 else 2
+    raw = b"".join(b"\x00" + pixels[r].tobytes() for r in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw, 6))
+        + chunk(b"IEND", b"")
+    )
+
+
+def save_image_grid(images: Tensor, path: str | Path, n_cols: int | None = None) -> Path:
+    """Write images ``(N, C, H, W)`` in [-1, 1] as one PNG grid, atomically.
+
+    ``n_cols`` defaults to ``ceil(sqrt(N))``. Returns the path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cols = n_cols if n_cols is not None else math.ceil(math.sqrt(max(1, images.shape[0])))
+    data = _png_bytes(_grid(images, cols))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, _FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,462 @@
+"""``ShortRunTrainer``: seed 000's Algorithm 1 for a data-space ConvNet EBM.
+
+Each learning step (Algorithm 1, seed 000):
+
+1. draw observed images ``x_i`` (a training batch, ``m = trainer.batch_size``);
+2. draw initial negative examples ``x_i^- ~ p_0`` (uniform noise on [-1, 1]);
+3. add data noise ``x_i <- x_i + sigma * eps_i`` (``convergent.data_noise``);
+4. run K Langevin steps ``x <- x + (a^2/2) grad_x f(x) + a * eps`` from ``x_i^-``;
+5. update theta with Adam on the loss ``mean F(x^-) - mean F(x)`` (minus eq. 6).
+
+A run lives in ``<runs_root>/<name>/<timestamp>/`` (or ``trainer.run_dir``) and holds
+``config.yaml``, ``metrics.jsonl`` (one line per ``log_every`` steps: ``step``, ``loss``,
+``d_t``, ``r_t``, ``lr``, ``seconds``), ``checkpoints/step_*.pt`` (written atomically, read
+with ``weights_only=True``) and, at the end, ``samples/final.png``, ``interpolation.png``,
+``reconstruction.png`` and ``metrics.json``. A run directory is never overwritten; continuing
+one is asked for with ``trainer.resume=auto`` (or a checkpoint path) and continues exactly as an
+uninterrupted run would (same batches, noise and parameters).
+
+Diagnostics (seed 004 Section 3 and Appendix A):
+
+* ``d_t = mean f(x) - mean f(x^-)``, on the scale of the chain's negative energy ``f = F / T``
+  (``T = a^2 / 2`` with ``convergent.energy_scale``, else 1); ``loss = -T d_t``;
+* ``r_t``: mean over the K steps and the chains of ``||grad_x F(x_k)||_2`` (per image), the
+  length of one drift step under energy scaling (seed 004 eq. 2A; seed 000 Table 2's
+  "average magnitude of the gradient" without it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import Tensor
+
+from latentebm import __version__
+from latentebm.build import resolve_device
+from latentebm.checkpoint import (
+    checkpoint_path,
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    resolve_checkpoint,
+    save_atomic,
+)
+from latentebm.config import _to_plain, instantiate
+from latentebm.shortrun.config import ShortRunRecipe
+from latentebm.shortrun.tools import (
+    ShortRunModel,
+    interpolate,
+    reconstruct,
+    save_image_grid,
+)
+from latentebm.train import TrainingError
+
+__all__ = ["ShortRunState", "ShortRunTrainer", "learning_rate_at", "ml_loss"]
+
+# Recipe sections that may change when a run is resumed (everything else must match).
+_RESUMABLE_SECTIONS = ("trainer", "device", "data")
+
+
+@dataclass
+class ShortRunState:
+    """Where training stands: ``step`` updates done, the next batch ``batch_in_epoch``."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    train_seconds: float = 0.0
+    """Seconds spent in the training loop so far, summed over resumed segments."""
+
+
+def ml_loss(model: ShortRunModel, x_data: Tensor, x_samples: Tensor) -> tuple[Tensor, Tensor]:
+    """The loss minimised by the optimiser and ``d_t`` (seed 000 eq. 6, seed 004 eq. 3A).
+
+    ``loss = mean F(x^-) - mean F(x)`` with ``F`` the ConvNet; its negative gradient is eq. 6's
+    ``Delta(theta)`` for ``f = F``. With energy scaling (``f = F / T``) it is ``T`` times the
+    loss on ``f``, i.e. the learning rate ``gamma = T gamma_0`` of eq. 3A is folded into it.
+
+    Returns:
+        ``(loss, d_t)`` with ``d_t = mean f(x) - mean f(x^-)`` (detached).
+    """
+    f_data = model.energy(x_data).mean()
+    f_samples = model.energy(x_samples).mean()
+    loss = f_samples - f_data
+    d_t = (f_data - f_samples).detach() / model.temperature
+    return loss, d_t
+
+
+def learning_rate_at(recipe: ShortRunRecipe, step: int) -> float:
+    """The learning rate of update ``step + 1``: ``lr * gamma^(milestones passed)``."""
+    anneal = recipe.convergent.lr_anneal
+    passed = sum(1 for m in anneal.milestones if step >= m * recipe.trainer.max_steps)
+    return recipe.optim.lr * anneal.gamma**passed
+
+
+class ShortRunTrainer:
+    """Train a data-space short-run EBM as a ``family: shortrun`` recipe says.
+
+    Args:
+        recipe: the validated recipe (:func:`latentebm.shortrun.config.load_shortrun_recipe`).
+        task: an already built task (tests); default: built from ``recipe.task`` with
+            ``instantiate(recipe.task, data_root=recipe.data.root, state=None)``.
+    """
+
+    def __init__(self, recipe: ShortRunRecipe, task: Any | None = None) -> None:
+        self.recipe = recipe
+        self.cfg = recipe.trainer
+        self.state = ShortRunState()
+        self.run_dir: Path | None = None
+        self.model: ShortRunModel | None = None
+        self._task = task
+        self._buffer: Tensor | None = None
+        self._last_index: Tensor | None = None  # buffer rows the current chains came from
+
+    # ------------------------------------------------------------------ setup
+    def _name(self) -> str:
+        return self.recipe.name or "shortrun"
+
+    def _find_resume(self) -> Path | None:
+        resume = self.cfg.resume
+        if resume is None:
+            return None
+        if resume != "auto":
+            return resolve_checkpoint(resume)
+        if self.cfg.run_dir is not None:
+            return latest_checkpoint(Path(self.cfg.run_dir))
+        runs = Path(self.cfg.runs_root) / self._name()
+        candidates = sorted(p for p in runs.glob("*") if p.is_dir()) if runs.is_dir() else []
+        for run in reversed(candidates):
+            found = latest_checkpoint(run)
+            if found is not None:
+                return found
+        return None
+
+    def _claim_new_run_dir(self) -> Path:
+        """Create and claim (``config.yaml`` opened exclusively) a fresh run directory."""
+        if self.cfg.run_dir is not None:
+            run_dir = Path(self.cfg.run_dir)
+            if run_dir.exists() and any(run_dir.iterdir()):
+                raise TrainingError(
+                    f"trainer.run_dir: {run_dir} exists and is not empty; continue it with "
+                    "trainer.resume=auto, or choose another trainer.run_dir"
+                )
+            run_dir.mkdir(parents=True, exist_ok=True)
+        else:
+            base = Path(self.cfg.runs_root) / self._name()
+            base.mkdir(parents=True, exist_ok=True)
+            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+            run_dir, n = base / stamp, 1
+            while True:
+                try:
+                    run_dir.mkdir()
+                    break
+                except FileExistsError:
+                    run_dir, n = base / f"{stamp}-{n}", n + 1
+        try:
+            with open(run_dir / "config.yaml", "x", encoding="utf-8") as handle:
+                handle.write(_recipe_yaml(self.recipe))
+        except FileExistsError as error:
+            raise TrainingError(f"trainer.run_dir: {run_dir} was taken by another run") from error
+        return run_dir
+
+    def _build_task(self) -> Any:
+        if self._task is None:
+            self._task = instantiate(self.recipe.task, data_root=self.recipe.data.root, state=None)
+        return self._task
+
+    # ------------------------------------------------------------------ training
+    def fit(self) -> Path:
+        """Train until ``trainer.max_steps`` (or ``max_minutes``), write the figures, return the
+        run directory."""
+        recipe = self.recipe
+        device = resolve_device(recipe.device)
+        task = self._build_task()
+        image_shape = tuple(int(v) for v in task.generator_kwargs()["image_shape"])
+        if len(image_shape) != 3:
+            raise TrainingError(f"task image_shape must be (C, H, W), got {image_shape}")
+        shape = (image_shape[0], image_shape[1], image_shape[2])
+        torch.manual_seed(recipe.seed)
+        model = ShortRunModel.from_recipe(recipe, shape)
+        model.energy.to(device)
+        self.model = model
+        optimizer = _build_optimizer(recipe, model)
+        rng = torch.Generator(device)
+        rng.manual_seed(recipe.seed * 1_000_003 + 1)
+
+        resume_from = self._find_resume()
+        if resume_from is not None:
+            saved = load_checkpoint(resume_from, map_location=device)
+            self._restore(saved, resume_from, model, optimizer, rng, device)
+            in_place = self.cfg.run_dir is None or (
+                Path(self.cfg.run_dir).resolve() == resume_from.parent.parent.resolve()
+            )
+            run_dir = resume_from.parent.parent if in_place else self._claim_new_run_dir()
+            _record_changed_recipe(self.recipe, run_dir, self.state.step)
+            step = self.state.step
+            _say(f"shortrun: resumed from {resume_from} at step {step}; run dir {run_dir}")
+        else:
+            run_dir = self._claim_new_run_dir()
+            _say(f"latentebm {__version__} shortrun: new run; run dir {run_dir}")
+        self.run_dir = run_dir
+        (run_dir / "samples").mkdir(parents=True, exist_ok=True)
+        self._loop(task, model, optimizer, rng, device)
+        self._write_outputs(task, model, device)
+        return run_dir
+
+    def _negatives(self, model: ShortRunModel, n: int, rng: torch.Generator) -> Tensor:
+        """Initial negative examples: fresh ``p_0`` draws, or persistent chain ends."""
+        chain = self.recipe.chain
+        if not chain.persistent:
+            return model.initial(n, rng)
+        if self._buffer is None:
+            self._buffer = model.initial(chain.buffer_size, rng)
+        index = torch.randint(chain.buffer_size, (n,), generator=rng, device=rng.device)
+        x0 = self._buffer[index]
+        fresh = torch.rand(n, generator=rng, device=rng.device) < chain.reinit_rate
+        x0[fresh] = model.initial(n, rng)[fresh]
+        self._last_index = index
+        return x0
+
+    def _loop(
+        self,
+        task: Any,
+        model: ShortRunModel,
+        optimizer: torch.optim.Optimizer,
+        rng: torch.Generator,
+        device: torch.device,
+    ) -> None:
+        cfg, st, recipe = self.cfg, self.state, self.recipe
+        data_noise = recipe.convergent.data_noise
+        budget = None if cfg.max_minutes is None else 60.0 * cfg.max_minutes
+        segment_start, seconds_before = time.perf_counter(), st.train_seconds
+        sums: dict[str, float] = defaultdict(float)
+        count = 0
+        out_of_time = budget is not None and st.train_seconds >= budget
+        model.energy.train()
+        while st.step < cfg.max_steps and not out_of_time:
+            batches = task.batches("train", cfg.batch_size, seed=recipe.seed, epoch=st.epoch)
+            if not batches:
+                raise TrainingError("the training split yields no batch: is it empty?")
+            while st.batch_in_epoch < len(batches) and st.step < cfg.max_steps and not out_of_time:
+                x_data = batches[st.batch_in_epoch].to(device)
+                st.batch_in_epoch += 1
+                if data_noise > 0:  # Algorithm 1 step 3 (seed 004 eq. 5A)
+                    noise = torch.randn(x_data.shape, generator=rng, device=device)
+                    x_data = x_data + data_noise * noise
+                x_init = self._negatives(model, x_data.shape[0], rng)
+                result = model.run_chain(x_init, generator=rng)
+                x_samples = result.x
+                if self._buffer is not None and self._last_index is not None:
+                    self._buffer[self._last_index] = x_samples
+                lr = learning_rate_at(recipe, st.step)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                loss, d_t = ml_loss(model, x_data, x_samples)
+                if not torch.isfinite(loss):
+                    where = self._save_checkpoint(model, optimizer, rng)
+                    raise TrainingError(
+                        f"step {st.step + 1}: loss is {float(loss)} (not finite); stopped before "
+                        f"updating, state saved to {where}. Lower optim.lr or chain.step_size, "
+                        "or raise convergent.data_noise"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                st.step += 1
+                st.train_seconds = seconds_before + time.perf_counter() - segment_start
+                out_of_time = budget is not None and st.train_seconds >= budget
+                last = st.step == cfg.max_steps or out_of_time
+                sums["loss"] += float(loss.detach())
+                sums["d_t"] += float(d_t)
+                sums["r_t"] += result.mean_grad_norm * model.temperature
+                count += 1
+                if st.step % cfg.log_every == 0 or last:
+                    row: dict[str, Any] = {"step": st.step}
+                    row.update({k: v / count for k, v in sums.items()})
+                    row["lr"] = lr
+                    row["seconds"] = st.train_seconds
+                    self._append_metrics(row)
+                    sums.clear()
+                    count = 0
+                if st.step % cfg.checkpoint_every == 0 or last:
+                    self._save_checkpoint(model, optimizer, rng)
+            if st.batch_in_epoch >= len(batches):
+                st.epoch += 1
+                st.batch_in_epoch = 0
+        if out_of_time:
+            _say(
+                f"trainer.max_minutes={cfg.max_minutes} reached at step {st.step} "
+                f"({st.train_seconds:.0f} s of training); checkpoint saved"
+            )
+
+    # ------------------------------------------------------------------ files
+    def _append_metrics(self, row: dict[str, Any]) -> None:
+        assert self.run_dir is not None
+        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+    def _save_checkpoint(
+        self, model: ShortRunModel, optimizer: torch.optim.Optimizer, rng: torch.Generator
+    ) -> Path:
+        assert self.run_dir is not None
+        path = checkpoint_path(self.run_dir, self.state.step)
+        state: dict[str, Any] = {
+            "family": "shortrun",
+            "version": __version__,
+            "recipe": _to_plain(self.recipe),
+            "image_shape": list(model.image_shape),
+            "model": model.energy.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "rng": rng.get_state(),
+            "state": asdict(self.state),
+            "buffer": self._buffer,
+        }
+        save_atomic(state, path)
+        prune_checkpoints(self.run_dir, self.cfg.keep_checkpoints)
+        return path
+
+    def _restore(
+        self,
+        saved: dict[str, Any],
+        source: Path,
+        model: ShortRunModel,
+        optimizer: torch.optim.Optimizer,
+        rng: torch.Generator,
+        device: torch.device,
+    ) -> None:
+        if saved.get("family") != "shortrun":
+            raise TrainingError(f"{source}: not a shortrun checkpoint")
+        current = _to_plain(self.recipe)
+        for key in sorted(set(saved["recipe"]) | set(current)):
+            if key in _RESUMABLE_SECTIONS or key == "name":
+                continue
+            diff = _first_difference(saved["recipe"].get(key), current.get(key), key)
+            if diff is not None:
+                raise TrainingError(f"{source}: cannot resume: {diff}")
+        if tuple(saved["image_shape"]) != model.image_shape:
+            raise TrainingError(
+                f"{source}: cannot resume: images are {tuple(saved['image_shape'])} in the "
+                f"checkpoint but {model.image_shape} here"
+            )
+        model.energy.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        rng.set_state(saved["rng"].cpu())  # generator states are CPU byte tensors
+        self.state = ShortRunState(**saved["state"])
+        buffer = saved.get("buffer")
+        self._buffer = None if buffer is None else buffer.to(device)
+
+    def _write_outputs(self, task: Any, model: ShortRunModel, device: torch.device) -> None:
+        """Write ``samples/final.png``, ``interpolation.png``, ``reconstruction.png`` and
+        ``metrics.json`` (with the reconstruction MSE per pixel)."""
+        cfg, run_dir = self.cfg, self.run_dir
+        assert run_dir is not None
+        model.energy.eval()
+        rng = torch.Generator(device)
+        rng.manual_seed(self.recipe.seed)
+        summary: dict[str, Any] = {"step": self.state.step, "seconds": self.state.train_seconds}
+        if cfg.samples_at_end > 0:
+            images = model.sample(cfg.samples_at_end, generator=rng)
+            final = run_dir / "samples" / "final.png"
+            save = getattr(task, "save_samples", None)
+            if callable(save):  # the task's own grid writer
+                save(images, final)
+            else:
+                save_image_grid(images, final)
+        if cfg.interpolation_pairs > 0:
+            grid = interpolate(model, cfg.interpolation_pairs, cfg.interpolation_points, rng)
+            save_image_grid(grid, run_dir / "interpolation.png", n_cols=cfg.interpolation_points)
+        if cfg.reconstruction_images > 0:
+            targets, split = _held_out_images(task, cfg.reconstruction_images, self.recipe.seed)
+            recon, mse = reconstruct(
+                model, targets, cfg.reconstruction_iters, cfg.reconstruction_lr, generator=rng
+            )
+            # Row pairs: observed images above their reconstructions.
+            n_cols = min(8, targets.shape[0])
+            rows = []
+            for start in range(0, targets.shape[0], n_cols):
+                rows += [targets[start : start + n_cols].cpu(), recon[start : start + n_cols].cpu()]
+            save_image_grid(torch.cat(rows), run_dir / "reconstruction.png", n_cols=n_cols)
+            summary.update(
+                reconstruction_mse=mse,
+                reconstruction_images=int(targets.shape[0]),
+                reconstruction_split=split,
+                reconstruction_iters=cfg.reconstruction_iters,
+            )
+        _write_json_atomic(summary, run_dir / "metrics.json")
+
+
+def _build_optimizer(recipe: ShortRunRecipe, model: ShortRunModel) -> torch.optim.Optimizer:
+    o = recipe.optim
+    params = list(model.energy.parameters())
+    if o.name == "sgd":
+        return torch.optim.SGD(params, lr=o.lr, weight_decay=o.weight_decay)
+    return torch.optim.Adam(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+
+
+def _held_out_images(task: Any, n: int, seed: int) -> tuple[Tensor, str]:
+    """The first ``n`` images of the test split (else valid, else train), unshuffled."""
+    for split in ("test", "valid", "train"):
+        try:
+            batches = task.batches(split, n, seed=seed, epoch=0, shuffle=False)
+        except (KeyError, ValueError, FileNotFoundError):
+            continue
+        if batches:
+            return batches[0][:n], split
+    raise TrainingError("the task has no images to reconstruct (no test, valid or train split)")
+
+
+def _first_difference(saved: Any, current: Any, path: str) -> str | None:
+    if isinstance(saved, dict) and isinstance(current, dict):
+        for key in sorted(set(saved) | set(current)):
+            diff = _first_difference(saved.get(key), current.get(key), f"{path}.{key}")
+            if diff is not None:
+                return diff
+        return None
+    if isinstance(saved, list | tuple) and isinstance(current, list | tuple):
+        saved, current = list(saved), list(current)
+    if saved != current:
+        return f"{path} is {current!r} here but {saved!r} in the checkpoint"
+    return None
+
+
+def _record_changed_recipe(recipe: ShortRunRecipe, run_dir: Path, step: int) -> None:
+    """A resumed run whose recipe differs (``trainer.*``) from ``config.yaml`` also writes
+    ``config.step_N.yaml``, so the run directory records every setting used."""
+    first = run_dir / "config.yaml"
+    text = _recipe_yaml(recipe)
+    if first.is_file() and yaml.safe_load(first.read_text(encoding="utf-8")) != yaml.safe_load(
+        text
+    ):
+        (run_dir / f"config.step_{step:08d}.yaml").write_text(text, encoding="utf-8")
+
+
+def _recipe_yaml(recipe: ShortRunRecipe) -> str:
+    return yaml.safe_dump(_to_plain(recipe), sort_keys=False, default_flow_style=False)
+
+
+def _write_json_atomic(data: dict[str, Any], path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, allow_nan=True)
+            handle.write("\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

@@ -1,0 +1,435 @@
+"""Tests of the data-space short-run EBM (seed 000) and seed 004's convergent-learning options.
+
+Convention under test: ``ShortRunChain(K, step_size=a)`` runs
+``x <- x + (a^2/2) grad_x f(x) + a * eps``. On ``f(x) = -|x|^2 / (2 v)`` one step is the linear
+recursion ``x' = (1 - h / v) x + a eps`` with ``h = a^2 / 2``, whose stationary variance is
+``a^2 / (1 - (1 - h/v)^2) = v / (1 - h / (2 v))`` (the unadjusted-Langevin bias), -> v as a -> 0.
+With seed 004's energy scaling (``f = F / (a^2/2)``) one step is ``x + grad_x F(x) + a eps``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from torch import Tensor
+
+from latentebm.checkpoint import latest_checkpoint, load_checkpoint
+from latentebm.config import RecipeError, validate
+from latentebm.shortrun.config import ShortRunRecipe, load_shortrun_recipe
+from latentebm.shortrun.energy import ConvEnergy, feature_sizes
+from latentebm.shortrun.sampler import ShortRunChain, sample_initial
+from latentebm.shortrun.tools import (
+    ShortRunModel,
+    interpolate,
+    load_shortrun,
+    reconstruct,
+    save_image_grid,
+)
+from latentebm.shortrun.train import ShortRunTrainer, learning_rate_at, ml_loss
+from latentebm.train import TrainingError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------- a tiny image task
+class TinyImageTask:
+    """Synthetic ``size x size`` grey images in [-1, 1] (a bright square at random places), with
+    the image task's interface: ``batches``, ``num_sentences``, ``generator_kwargs``,
+    ``save_samples``."""
+
+    @dataclass(kw_only=True)
+    class Config:
+        n_train: int = 24
+        n_test: int = 8
+        size: int = 8
+
+    def __init__(self, config: Config, data_root: Any = None, state: Any = None) -> None:
+        self.config = config
+        self.splits = {
+            "train": self._make(config.n_train, seed=1),
+            "test": self._make(config.n_test, seed=2),
+        }
+
+    def _make(self, n: int, seed: int) -> Tensor:
+        size = self.config.size
+        g = torch.Generator().manual_seed(seed)
+        images = -torch.ones(n, 1, size, size)
+        corners = torch.randint(0, size // 2, (n, 2), generator=g)
+        for i, (r, c) in enumerate(corners.tolist()):
+            images[i, 0, r : r + size // 2, c : c + size // 2] = 1.0
+        return images
+
+    def batches(
+        self, split: str, batch_size: int, *, seed: int, epoch: int, shuffle: bool = True
+    ) -> list[Tensor]:
+        if split not in self.splits:
+            raise ValueError(f"no split {split!r}")
+        data = self.splits[split]
+        order = torch.arange(data.shape[0])
+        if shuffle:
+            order = torch.randperm(
+                data.shape[0], generator=torch.Generator().manual_seed(seed * 1000 + epoch)
+            )
+        return [data[order[i : i + batch_size]] for i in range(0, data.shape[0], batch_size)]
+
+    def num_sentences(self, split: str) -> int:
+        return int(self.splits[split].shape[0])
+
+    def generator_kwargs(self) -> dict[str, Any]:
+        return {"image_shape": (1, self.config.size, self.config.size)}
+
+    def save_samples(self, images: Tensor, path: Path) -> Path:
+        return save_image_grid(images, path)
+
+
+def tiny_recipe(run_dir: Path, **sections: Any) -> ShortRunRecipe:
+    """A recipe that trains a few steps on TinyImageTask in well under a second."""
+    data: dict[str, Any] = {
+        "family": "shortrun",
+        "name": "tiny",
+        "seed": 3,
+        "device": "cpu",
+        "task": {"_component_": "tests.test_shortrun.TinyImageTask"},
+        "energy": {"n_filters": 4, "n_down": 2},
+        "chain": {"n_steps": 5, "step_size": 0.05},
+        "convergent": {"energy_scale": True, "data_noise": 0.1},
+        "optim": {"lr": 1e-3},
+        "trainer": {
+            "max_steps": 4,
+            "batch_size": 8,
+            "log_every": 1,
+            "checkpoint_every": 2,
+            "keep_checkpoints": 0,
+            "run_dir": str(run_dir),
+            "samples_at_end": 4,
+            "interpolation_pairs": 2,
+            "interpolation_points": 3,
+            "reconstruction_images": 4,
+            "reconstruction_iters": 3,
+        },
+    }
+    for key, value in sections.items():
+        data[key] = {**data[key], **value} if isinstance(value, dict) else value
+    return validate(ShortRunRecipe, data, source="tiny")
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` of a PNG file, checking its signature and IHDR CRC."""
+    blob = path.read_bytes()
+    assert blob[:8] == b"\x89PNG\r\n\x1a\n"
+    length, kind = struct.unpack(">I4s", blob[8:16])
+    assert kind == b"IHDR" and length == 13
+    (crc,) = struct.unpack(">I", blob[16 + length : 20 + length])
+    assert crc == zlib.crc32(blob[12 : 16 + length])
+    width, height = struct.unpack(">II", blob[16:24])
+    return width, height
+
+
+def small_model(energy_scale: bool = False, step_size: float = 0.1) -> ShortRunModel:
+    torch.manual_seed(0)
+    energy = ConvEnergy((1, 8, 8), n_filters=4, n_down=2).double()
+    chain = ShortRunChain(4, step_size)
+    temperature = chain.drift if energy_scale else 1.0
+    return ShortRunModel(energy, chain, temperature=temperature)
+
+
+# --------------------------------------------------------------------------- energy
+def test_energy_table4_shapes() -> None:
+    """32x32: Table 4 exactly (4x4 final kernel); 28x28 (MNIST): 28->14->7->3, 3x3 final kernel."""
+    assert feature_sizes(32, 3) == [32, 16, 8, 4]
+    assert feature_sizes(28, 3) == [28, 14, 7, 3]
+    assert feature_sizes(64, 4) == [64, 32, 16, 8, 4]
+    net = ConvEnergy((3, 32, 32), n_filters=8)
+    convs = [m for m in net.net if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [8, 16, 32, 64, 1]
+    assert [c.kernel_size[0] for c in convs] == [3, 4, 4, 4, 4]
+    assert [c.stride[0] for c in convs] == [1, 2, 2, 2, 1]
+    assert net(torch.zeros(5, 3, 32, 32)).shape == (5,)
+    assert ConvEnergy((1, 28, 28), n_filters=4)(torch.zeros(2, 1, 28, 28)).shape == (2,)
+    with pytest.raises(ValueError, match="n_down"):
+        ConvEnergy((1, 4, 4), n_down=4)
+
+
+def test_energy_input_gradient_matches_finite_differences() -> None:
+    model = small_model()
+    x = torch.rand(2, 1, 8, 8, dtype=torch.float64) * 2 - 1
+    assert torch.autograd.gradcheck(lambda v: model.energy(v), (x.requires_grad_(True),))
+
+
+# --------------------------------------------------------------------------- sampler
+def test_chain_reaches_gaussian_variance() -> None:
+    """f = -|x|^2/(2v): long chains at a small step reach the variance v (and its exact ULA
+    value v / (1 - h/(2v)))."""
+    v, a = 0.5, 0.1
+    chain = ShortRunChain(n_steps=700, step_size=a)
+    g = torch.Generator().manual_seed(0)
+    x0 = sample_initial((2000, 1, 2, 2), "uniform", generator=g)
+    result = chain.run(lambda x: -x.pow(2).flatten(1).sum(1) / (2 * v), x0, generator=g)
+    n = result.x.numel()
+    var = float(result.x.pow(2).mean())
+    h = a * a / 2
+    exact = v / (1 - h / (2 * v))
+    se = exact * math.sqrt(2 / n)
+    assert abs(var - exact) < 4.5 * se
+    assert abs(var - v) < 0.02 * v
+    assert abs(float(result.x.mean())) < 4.5 * math.sqrt(exact / n)
+    assert result.grad_norm.shape == (700,)
+
+
+def test_chain_step_is_documented_update() -> None:
+    """One noise-free step is x + (a^2/2) grad f(x); with a fixed generator the noisy step adds
+    exactly a * eps."""
+    model = small_model()
+    x = torch.rand(3, 1, 8, 8, dtype=torch.float64)
+    xg = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(model.energy(xg).sum(), xg)
+    chain = ShortRunChain(1, 0.3, noise=False)
+    out = chain.run(model.energy, x).x
+    torch.testing.assert_close(out, x + 0.045 * grad)
+    noisy = ShortRunChain(1, 0.3).run(model.energy, x, generator=torch.Generator().manual_seed(5))
+    eps = torch.randn(x.shape, generator=torch.Generator().manual_seed(5), dtype=x.dtype)
+    torch.testing.assert_close(noisy.x, x + 0.045 * grad + 0.3 * eps)
+
+
+def test_energy_scale_chain_is_eq_2A() -> None:
+    """Seed 004 eq. 1A-2A: with f = F/(a^2/2) one step is x + grad F(x) (+ a eps)."""
+    model = small_model(energy_scale=True, step_size=0.01)
+    x = torch.rand(3, 1, 8, 8, dtype=torch.float64)
+    xg = x.clone().requires_grad_(True)
+    (grad_f,) = torch.autograd.grad(model.energy(xg).sum(), xg)
+    out = model.chain.run(model.neg_energy, x, n_steps=1, noise=False).x
+    torch.testing.assert_close(out, x + grad_f)
+
+
+def test_energy_scale_learning_update_is_eq_3A() -> None:
+    """Seed 004 eq. 3A: SGD on ml_loss with lr gamma_0 equals SGD on the loss of the scaled
+    energy U-scale (mean f(x-) - mean f(x), f = F/T) with lr gamma = T * gamma_0."""
+    gamma0 = 0.05
+    scaled = small_model(energy_scale=True, step_size=0.02)
+    reference = small_model(energy_scale=True, step_size=0.02)
+    temperature = scaled.temperature
+    assert temperature == pytest.approx(0.02**2 / 2)
+    x_data = torch.rand(4, 1, 8, 8, dtype=torch.float64) * 2 - 1
+    x_neg = torch.rand(4, 1, 8, 8, dtype=torch.float64) * 2 - 1
+
+    optimizer = torch.optim.SGD(scaled.energy.parameters(), lr=gamma0)
+    loss, d_t = ml_loss(scaled, x_data, x_neg)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+
+    u_loss = reference.neg_energy(x_neg).mean() - reference.neg_energy(x_data).mean()
+    assert float(d_t) == pytest.approx(-float(u_loss.detach()))
+    params = list(reference.energy.parameters())
+    grads = torch.autograd.grad(u_loss, params)
+    with torch.no_grad():
+        for p, g in zip(params, grads, strict=True):
+            p -= temperature * gamma0 * g
+    for p, q in zip(scaled.energy.parameters(), params, strict=True):
+        torch.testing.assert_close(p, q)
+
+
+def test_learning_rate_step_decay() -> None:
+    recipe = tiny_recipe(
+        Path("unused"),
+        convergent={"lr_anneal": {"milestones": [0.5, 0.75], "gamma": 0.1}},
+        optim={"lr": 0.05},
+        trainer={"max_steps": 100},
+    )
+    assert learning_rate_at(recipe, 0) == pytest.approx(0.05)
+    assert learning_rate_at(recipe, 49) == pytest.approx(0.05)
+    assert learning_rate_at(recipe, 50) == pytest.approx(0.005)
+    assert learning_rate_at(recipe, 99) == pytest.approx(0.0005)
+
+
+# --------------------------------------------------------------------------- interpolation etc.
+def test_interpolation_ends_are_the_two_chains() -> None:
+    """Column rho = 1 is M(z1), column rho = 0 is M(z2) (noise-free chains)."""
+    model = small_model()
+    grid = interpolate(model, n_pairs=2, n_points=4, generator=torch.Generator().manual_seed(1))
+    assert grid.shape == (8, 1, 8, 8)
+    g = torch.Generator().manual_seed(1)
+    z1, z2 = model.initial(2, g), model.initial(2, g)
+    torch.testing.assert_close(grid[0::4], model.run_chain(z1, noise=False).x)
+    torch.testing.assert_close(grid[3::4], model.run_chain(z2, noise=False).x)
+
+
+def test_reconstruction_lowers_the_error_of_a_reachable_image() -> None:
+    """Targets M(z*) are reachable: gradient descent on z through the chain must cut the error."""
+    model = small_model()
+    target = model.run_chain(model.initial(3, torch.Generator().manual_seed(7)), noise=False).x
+    _, before = reconstruct(model, target, 0, 0.1, generator=torch.Generator().manual_seed(0))
+    recon, after = reconstruct(model, target, 25, 0.1, generator=torch.Generator().manual_seed(0))
+    assert recon.shape == target.shape
+    assert after < 0.5 * before
+    assert after == pytest.approx(float((recon - target).pow(2).mean()))
+
+
+def test_png_grid(tmp_path: Path) -> None:
+    images = torch.rand(5, 3, 4, 6) * 2 - 1
+    path = save_image_grid(images, tmp_path / "g.png", n_cols=2)
+    assert png_size(path) == (2 * (6 + 2) + 2, 3 * (4 + 2) + 2)
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+# --------------------------------------------------------------------------- training
+def test_training_writes_run_files(tmp_path: Path) -> None:
+    run_dir = ShortRunTrainer(tiny_recipe(tmp_path / "run")).fit()
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    for row in rows:
+        assert {"step", "loss", "d_t", "r_t", "lr", "seconds"} <= set(row)
+        assert all(math.isfinite(row[k]) for k in ("loss", "d_t", "r_t"))
+        assert row["r_t"] > 0
+        temperature = 0.05**2 / 2
+        assert row["loss"] == pytest.approx(-temperature * row["d_t"], rel=1e-4)
+    assert len({r["loss"] for r in rows}) > 1
+    assert png_size(run_dir / "samples" / "final.png") == (2 * 10 + 2, 2 * 10 + 2)
+    assert png_size(run_dir / "interpolation.png") == (3 * 10 + 2, 2 * 10 + 2)
+    assert png_size(run_dir / "reconstruction.png") == (4 * 10 + 2, 2 * 10 + 2)
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    assert summary["step"] == 4 and summary["reconstruction_images"] == 4
+    assert 0 <= summary["reconstruction_mse"] < 4.0
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["family"] == "shortrun"
+    checkpoint = latest_checkpoint(run_dir)
+    assert checkpoint is not None and checkpoint.name == "step_00000004.pt"
+    model = load_shortrun(run_dir)
+    saved = load_checkpoint(checkpoint)
+    for key, value in model.energy.state_dict().items():
+        torch.testing.assert_close(value, saved["model"][key])
+    images = model.sample(3, generator=torch.Generator().manual_seed(0))
+    assert images.shape == (3, 1, 8, 8)
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+def test_resume_equals_uninterrupted(tmp_path: Path, persistent: bool) -> None:
+    chain = {"persistent": persistent, "buffer_size": 16}
+    straight = ShortRunTrainer(
+        tiny_recipe(tmp_path / "a", chain=chain, trainer={"max_steps": 6})
+    ).fit()
+    first = ShortRunTrainer(
+        tiny_recipe(tmp_path / "b", chain=chain, trainer={"max_steps": 2})
+    ).fit()
+    resumed = ShortRunTrainer(
+        tiny_recipe(tmp_path / "b", chain=chain, trainer={"max_steps": 6, "resume": "auto"})
+    ).fit()
+    assert resumed == first
+    assert (resumed / "config.step_00000002.yaml").is_file()  # max_steps changed
+    a, b = load_checkpoint(latest_checkpoint(straight)), load_checkpoint(latest_checkpoint(resumed))
+    assert a["state"]["step"] == b["state"]["step"] == 6
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    assert torch.equal(a["rng"], b["rng"])
+    if persistent:
+        assert torch.equal(a["buffer"], b["buffer"])
+
+    def losses(run: Path) -> list[tuple[int, float, float]]:
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        return [(r["step"], r["loss"], r["r_t"]) for r in rows]
+
+    assert losses(straight) == losses(resumed)
+
+
+def test_resume_refuses_another_model(tmp_path: Path) -> None:
+    ShortRunTrainer(tiny_recipe(tmp_path / "r", trainer={"max_steps": 2})).fit()
+    other = tiny_recipe(tmp_path / "r", chain={"n_steps": 3}, trainer={"resume": "auto"})
+    with pytest.raises(TrainingError, match=r"chain\.n_steps"):
+        ShortRunTrainer(other).fit()
+
+
+def test_max_minutes_stops_early(tmp_path: Path) -> None:
+    run = ShortRunTrainer(
+        tiny_recipe(tmp_path / "t", trainer={"max_minutes": 1e-9, "max_steps": 50})
+    ).fit()
+    rows = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["step"] for r in rows] == [1]
+    # Resuming with the same budget does no more steps: the budget is summed over segments.
+    again = tiny_recipe(
+        tmp_path / "t", trainer={"max_minutes": 1e-9, "max_steps": 50, "resume": "auto"}
+    )
+    ShortRunTrainer(again).fit()
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_existing_run_dir_is_not_overwritten(tmp_path: Path) -> None:
+    run_dir = tmp_path / "taken"
+    run_dir.mkdir()
+    (run_dir / "keep.txt").write_text("mine")
+    with pytest.raises(TrainingError, match="exists and is not empty"):
+        ShortRunTrainer(tiny_recipe(run_dir)).fit()
+    assert sorted(p.name for p in run_dir.iterdir()) == ["keep.txt"]
+    assert (run_dir / "keep.txt").read_text() == "mine"
+
+
+# --------------------------------------------------------------------------- recipes
+def _write(path: Path, data: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def test_bad_recipe_key_names_the_key(tmp_path: Path) -> None:
+    base = {"family": "shortrun", "task": {"_component_": "tests.test_shortrun.TinyImageTask"}}
+    bad = _write(tmp_path / "bad.yaml", {**base, "chain": {"n_stpes": 3}})
+    with pytest.raises(RecipeError, match=r"bad\.yaml: chain\.n_stpes: unknown key.*n_steps"):
+        load_shortrun_recipe(bad)
+    no_family = _write(tmp_path / "nofam.yaml", {"task": base["task"]})
+    with pytest.raises(RecipeError, match=r"nofam\.yaml: family: missing required key"):
+        load_shortrun_recipe(no_family)
+    good = _write(tmp_path / "good.yaml", base)
+    with pytest.raises(RecipeError, match=r"command line: chain\.step_size=-1: must be > 0"):
+        load_shortrun_recipe(good, ["chain.step_size=-1"])
+    with pytest.raises(
+        RecipeError,
+        match=r"command line: convergent\.lr_anneal\.milestones=\[0\.5,0\.2\]: entries must "
+        r"increase",
+    ):
+        load_shortrun_recipe(good, ["convergent.lr_anneal.milestones=[0.5,0.2]"])
+    recipe = load_shortrun_recipe(good, ["chain.n_steps=7"])
+    assert recipe.name == "good" and recipe.chain.n_steps == 7
+
+
+@pytest.mark.parametrize("name", ["shortrun_mnist", "shortrun_cifar10"])
+def test_shipped_recipes_validate(name: str) -> None:
+    pytest.importorskip("tasks.images", reason="tasks.images (the image task) is not present")
+    recipe = load_shortrun_recipe(REPO / "recipes" / f"{name}.yaml")
+    assert recipe.family == "shortrun"
+    assert recipe.chain.n_steps == 100 and recipe.chain.init == "uniform"
+
+
+@pytest.mark.real_data
+def test_mnist_recipe_trains_two_steps(tmp_path: Path) -> None:
+    """The shipped MNIST recipe on the real IDX files, shrunk to two tiny steps."""
+    pytest.importorskip("tasks.images", reason="tasks.images (the image task) is not present")
+    root = Path(os.environ.get("LATENTEBM_DATA", REPO.parent / "shared" / "data"))
+    if not (root / "mnist" / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"MNIST IDX files not found under {root / 'mnist'} (set LATENTEBM_DATA)")
+    overrides = [
+        f"data.root={root}",
+        "device=cpu",
+        "energy.n_filters=4",
+        "chain.n_steps=3",
+        "task.max_images=64",
+        f"trainer.run_dir={tmp_path / 'run'}",
+        "trainer.max_steps=2",
+        "trainer.batch_size=16",
+        "trainer.samples_at_end=4",
+        "trainer.interpolation_pairs=1",
+        "trainer.interpolation_points=2",
+        "trainer.reconstruction_images=4",
+        "trainer.reconstruction_iters=2",
+    ]
+    recipe = load_shortrun_recipe(REPO / "recipes" / "shortrun_mnist.yaml", overrides)
+    run_dir = ShortRunTrainer(recipe).fit()
+    assert png_size(run_dir / "samples" / "final.png") == (2 * 30 + 2, 2 * 30 + 2)
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    assert summary["reconstruction_split"] == "test" and summary["step"] == 2
