@@ -56,7 +56,7 @@ def data_root(explicit: str | os.PathLike[str] | None) -> Path | None:
     return None
 
 
-_NEEDS_SOURCE = frozenset({"yahoo"})
+_NEEDS_SOURCE = frozenset({"yahoo", "celeba"})
 """Data scripts that cannot download (no authoritative URL): the user supplies a copy."""
 
 
