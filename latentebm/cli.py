@@ -297,6 +297,51 @@ def _molecule_eval_settings(args: argparse.Namespace) -> object:
     return MoleculeEvalSettings(**{k: v for k, v in options.items() if v is not None})
 
 
+def _image_eval_settings(args: argparse.Namespace) -> object:
+    """``ImageEvalSettings`` from the ``evaluate`` options."""
+    from latentebm.metrics.image_eval import ImageEvalSettings
+
+    options = {
+        "anomaly_steps": args.anomaly_steps,
+        "anomaly_chains": args.anomaly_chains,
+        "recon_images": args.recon_images,
+        "recon_steps": args.recon_steps,
+        "fid_samples": args.samples,
+        "langevin_steps": args.langevin_steps,
+        "fid_features": args.fid_features,
+        "inception": args.inception,
+    }
+    return ImageEvalSettings(**{k: v for k, v in options.items() if v is not None})
+
+
+def cmd_mnist_features(args: argparse.Namespace) -> int:
+    import torch
+
+    from latentebm.metrics.mnist_features import (
+        classification_accuracy,
+        save_mnist_feature_net,
+        train_mnist_feature_net,
+    )
+    from tasks.images import ImageTask
+
+    out = Path(args.output)
+    if out.exists():
+        raise FileExistsError(f"{out}: exists; not overwritten")
+    task = ImageTask(dataset="mnist", data_root=args.data_root)
+    train_x, test_x = task.tensor("train"), task.tensor("test")
+    train_y = torch.as_tensor(task.labels("train"))
+    test_y = torch.as_tensor(task.labels("test"))
+    net = train_mnist_feature_net(train_x, train_y, epochs=args.epochs, seed=args.seed)
+    accuracy = classification_accuracy(net, test_x, test_y)
+    save_mnist_feature_net(out, net, test_accuracy=accuracy)
+    print(
+        f"MNIST feature net: {args.epochs} epoch(s), {net.info['train_seconds']:.0f} s, "
+        f"test accuracy {accuracy:.4f} -> {out}",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from latentebm.evaluate import evaluate, format_table
 
@@ -320,6 +365,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         text=_text_eval_settings(args),  # type: ignore[arg-type]
         molecules=_molecule_eval_settings(args),  # type: ignore[arg-type]
+        images=_image_eval_settings(args),  # type: ignore[arg-type]
         **options,
     )
     print(format_table(result))
@@ -552,7 +598,40 @@ def build_parser() -> argparse.ArgumentParser:
         help="language-model setting (embedding_dim, hidden_dim, num_layers, dropout, "
         "batch_size, lr, epochs, max_seconds, grad_clip, seed); repeatable",
     )
+    image = ev.add_argument_group("anomaly, mse, fid (images)")
+    image.add_argument(
+        "--anomaly-steps", type=int, default=None, metavar="K", help="posterior chain (K1)"
+    )
+    image.add_argument(
+        "--anomaly-chains", type=int, default=None, metavar="C", help="chains per image (1)"
+    )
+    image.add_argument(
+        "--recon-images", type=int, default=None, metavar="N", help="mse: first N (all)"
+    )
+    image.add_argument(
+        "--fid-features",
+        default=None,
+        metavar="PATH",
+        help="fid: a net from `latentebm mnist-features PATH` (MNIST-FID)",
+    )
+    image.add_argument(
+        "--inception",
+        default=None,
+        metavar="PATH",
+        help="fid: NVIDIA's inception-2015-12-05.pt TorchScript file (standard FID)",
+    )
     ev.set_defaults(func=cmd_evaluate)
+
+    feats = sub.add_parser(
+        "mnist-features",
+        help="train the MNIST classifier whose features give MNIST-FID",
+        epilog="MNIST-FID is not comparable to Inception FIDs; see docs/metrics.md.",
+    )
+    feats.add_argument("output", help="where to save the network (.pt); never overwritten")
+    feats.add_argument("--epochs", type=int, default=2)
+    feats.add_argument("--seed", type=int, default=0)
+    feats.add_argument("--data-root", default=None, help="default $LATENTEBM_DATA")
+    feats.set_defaults(func=cmd_mnist_features)
 
     cat = sub.add_parser("cat", help="print a recipe resolved with overrides and defaults")
     cat.add_argument("recipe", help="a recipe file, or a built-in recipe name")

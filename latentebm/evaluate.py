@@ -29,10 +29,21 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from latentebm.metrics.image_eval import ImageEvalSettings
 from latentebm.metrics.molecule_eval import MoleculeEvalSettings
 from latentebm.metrics.text_eval import TextEvalSettings
 
-KNOWN_METRICS: tuple[str, ...] = ("nll", "fppl", "rppl", "bleu", "moses", "molecules")
+KNOWN_METRICS: tuple[str, ...] = (
+    "nll",
+    "fppl",
+    "rppl",
+    "bleu",
+    "moses",
+    "molecules",
+    "anomaly",
+    "mse",
+    "fid",
+)
 
 DEFAULT_N_IMPORTANCE = 30
 DEFAULT_N_CHAINS = 8
@@ -75,6 +86,7 @@ def evaluate(
     write: bool = True,
     text: TextEvalSettings | None = None,
     molecules: MoleculeEvalSettings | None = None,
+    images: ImageEvalSettings | None = None,
 ) -> dict[str, Any]:
     """Evaluate a run's newest checkpoint on ``split`` and record the result.
 
@@ -137,11 +149,14 @@ def evaluate(
             (default :class:`~latentebm.metrics.text_eval.TextEvalSettings`).
         molecules: sampling settings of ``moses`` and ``molecules``
             (default :class:`~latentebm.metrics.molecule_eval.MoleculeEvalSettings`).
+        images: settings of ``anomaly``, ``mse`` and ``fid``
+            (default :class:`~latentebm.metrics.image_eval.ImageEvalSettings`).
 
     Returns:
         ``{"split", "metrics": {name: {...}}, "checkpoint", "step", "seconds", "output"}``;
         each entry holds the values and every setting.
     """
+    from latentebm.metrics.image_eval import evaluate_image_metrics
     from latentebm.metrics.molecule_eval import evaluate_molecule_metrics
     from latentebm.metrics.nll import evaluate_nll, log_partition
     from latentebm.metrics.text_eval import evaluate_text_metrics
@@ -242,7 +257,10 @@ def evaluate(
         seed=seed,
         progress=progress,
     )
-    for name, entry in {**text_entries, **molecule_entries}.items():
+    image_entries = evaluate_image_metrics(
+        model, task, names, split, images or ImageEvalSettings(), seed=seed
+    )
+    for name, entry in {**text_entries, **molecule_entries, **image_entries}.items():
         result[name] = {**entry, **stamp}
 
     out_path = Path(output) if output is not None else run_dir / METRICS_FILE
@@ -354,6 +372,7 @@ def format_table(result: dict[str, Any]) -> str:
             rows.append(("note", f"first {nll['batches']} of {nll['batches_in_split']} batches"))
     rows += _text_rows(metrics)
     rows += _molecule_rows(metrics)
+    rows += _image_rows(metrics)
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
@@ -452,6 +471,33 @@ def _molecule_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
             if key in entry:
                 rows.append((key, f"{entry[key]:.4f}"))
     return rows
+
+
+def _image_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = []
+    anomaly, mse, fid = metrics.get("anomaly"), metrics.get("mse"), metrics.get("fid")
+    if anomaly is not None:
+        rows += [
+            (
+                "AUPRC",
+                f"{anomaly['auprc']:.4f} (average precision {anomaly['average_precision']:.4f})",
+            ),
+            (
+                "anomaly split",
+                f"{anomaly['n_anomalous']} anomalous / {anomaly['n_normal']} normal; "
+                f"{anomaly['n_chains']} chain(s) x {anomaly['n_steps']} posterior steps, "
+                f"{anomaly['seconds']:.0f} s",
+            ),
+        ]
+    if mse is not None:
+        rows.append(("reconstruction MSE", _mse_text(mse)))
+    if fid is not None:
+        rows.append(("FID", f"{fid['fid']:.3f} ({fid['feature']}; {fid['n_samples']} samples)"))
+    return rows
+
+
+def _mse_text(entry: dict[str, Any]) -> str:
+    return ", ".join(f"{key} {value:.5f}" for key, value in entry.items() if key.startswith("mse"))
 
 
 def _run_dir(checkpoint: Path) -> Path:

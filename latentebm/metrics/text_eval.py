@@ -267,11 +267,11 @@ def evaluate_text_metrics(
 ) -> dict[str, dict[str, Any]]:
     """The ``fppl``, ``rppl`` and ``bleu`` entries of ``latentebm evaluate``."""
     model, task = pretrained.model, pretrained.task
-    check_text_task(task)
-    device = model.device
     wanted = [n for n in names if n in ("fppl", "rppl", "bleu")]
     if not wanted:
         return {}
+    check_text_task(task)
+    device = model.device
     n_train = task.num_sentences("train") if "rppl" in wanted else 0
     rppl_n = settings.rppl_samples or n_train
     n_generate = max(
