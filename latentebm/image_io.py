@@ -17,6 +17,8 @@ import gzip
 import io
 import math
 import os
+import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -153,10 +155,35 @@ def save_grid(
 ) -> Path:
     """Write :func:`make_grid` of ``images`` as a PNG at ``path`` (atomically); returns it."""
     grid = make_grid(images, nrow=nrow)
-    pil = _pil().fromarray(grid[:, :, 0] if grid.shape[2] == 1 else grid)
-    buf = io.BytesIO()
-    pil.save(buf, format="PNG")
-    return write_atomic(path, buf.getvalue())
+    return write_atomic(path, png_bytes(grid[:, :, 0] if grid.shape[2] == 1 else grid))
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """Encode a uint8 ``(H, W)`` (grey) or ``(H, W, 3)`` (RGB) array as a PNG file (zlib only,
+    so writing sample grids needs no imaging library)."""
+    if (
+        pixels.dtype != np.uint8
+        or pixels.ndim not in (2, 3)
+        or pixels.ndim == 3
+        and pixels.shape[2] != 3
+    ):
+        raise ValueError(f"expected uint8 (H, W) or (H, W, 3), got {pixels.dtype} {pixels.shape}")
+    height, width = pixels.shape[:2]
+    color_type = 0 if pixels.ndim == 2 else 2
+    rows = np.ascontiguousarray(pixels).reshape(height, -1)
+    raw = b"".join(b"\x00" + row.tobytes() for row in rows)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw, 6))
+        + chunk(b"IEND", b"")
+    )
 
 
 def save_strip(images: Tensor | np.ndarray, path: str | os.PathLike[str]) -> Path:

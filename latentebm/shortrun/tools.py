@@ -14,19 +14,14 @@ gradient descent" of seed 000 Section 5.2), so ``M_theta`` is a deterministic fu
 
 from __future__ import annotations
 
-import math
-import os
-import struct
-import tempfile
-import zlib
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from latentebm.checkpoint import load_checkpoint, resolve_checkpoint
 from latentebm.config import validate
+from latentebm.image_io import save_grid
 from latentebm.langevin import frozen
 from latentebm.shortrun.config import ShortRunRecipe
 from latentebm.shortrun.energy import ConvEnergy
@@ -205,62 +200,7 @@ def load_shortrun(path: str | Path, map_location: str | torch.device = "cpu") ->
     return model
 
 
-def _grid(images: Tensor, n_cols: int, padding: int = 2) -> np.ndarray:
-    """``(N, C, H, W)`` in [-1, 1] -> one uint8 image ``(H', W')`` or ``(H', W', 3)``."""
-    x = images.detach().float().cpu().clamp(-1.0, 1.0)
-    n, channels, height, width = x.shape
-    if channels not in (1, 3):
-        raise ValueError(f"can only save 1- or 3-channel images, got {channels} channels")
-    n_cols = max(1, min(n_cols, n))
-    n_rows = math.ceil(n / n_cols)
-    canvas = torch.ones(
-        channels,
-        n_rows * (height + padding) + padding,
-        n_cols * (width + padding) + padding,
-    )
-    for i in range(n):
-        row, col = divmod(i, n_cols)
-        top, left = padding + row * (height + padding), padding + col * (width + padding)
-        canvas[:, top : top + height, left : left + width] = x[i]
-    pixels = ((canvas + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
-    return pixels[0] if channels == 1 else np.ascontiguousarray(pixels.transpose(1, 2, 0))
-
-
-def _png_bytes(pixels: np.ndarray) -> bytes:
-    """Encode a uint8 ``(H, W)`` (grey) or ``(H, W, 3)`` (RGB) array as PNG."""
-    height, width = pixels.shape[:2]
-    color_type = 0 if pixels.ndim == 2 else 2
-    raw = b"".join(b"\x00" + pixels[r].tobytes() for r in range(height))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(raw, 6))
-        + chunk(b"IEND", b"")
-    )
-
-
 def save_image_grid(images: Tensor, path: str | Path, n_cols: int | None = None) -> Path:
-    """Write images ``(N, C, H, W)`` in [-1, 1] as one PNG grid, atomically.
-
-    ``n_cols`` defaults to ``ceil(sqrt(N))``. Returns the path written.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cols = n_cols if n_cols is not None else math.ceil(math.sqrt(max(1, images.shape[0])))
-    data = _png_bytes(_grid(images, cols))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write images ``(N, C, H, W)`` in [-1, 1] as one PNG grid, atomically
+    (:func:`latentebm.image_io.save_grid`; ``n_cols`` defaults to ``ceil(sqrt(N))``)."""
+    return save_grid(images, path, nrow=n_cols)
