@@ -17,7 +17,6 @@ import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -32,10 +31,8 @@ from latentebm.checkpoint import (
     CHECKPOINT_DIR,
     CheckpointError,
     checkpoint_path,
-    latest_checkpoint,
     load_checkpoint,
     prune_checkpoints,
-    resolve_checkpoint,
     save_atomic,
 )
 from latentebm.config import Recipe, recipe_from_dict, recipe_to_dict, recipe_to_yaml, save_recipe
@@ -51,12 +48,9 @@ from latentebm.distributed import (
     shutdown,
 )
 from latentebm.model import LatentEBM, NonFiniteError, Optimizers
+from latentebm.runs import TrainingError, claim_run_dir, find_resume
 
 MAX_CONSECUTIVE_SKIPS = 10
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (a non-finite term, a run directory in the way, ...)."""
 
 
 class Interrupted(RuntimeError):
@@ -99,57 +93,17 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
     def _find_resume(self) -> Path | None:
-        resume = self.cfg.resume
-        if resume is None:
-            return None
-        if resume != "auto":
-            return resolve_checkpoint(resume)
-        if self.cfg.run_dir is not None:
-            return latest_checkpoint(Path(self.cfg.run_dir))
-        runs = Path(self.cfg.runs_root) / self._name()
-        candidates = sorted(p for p in runs.glob("*") if p.is_dir()) if runs.is_dir() else []
-        for run in reversed(candidates):
-            found = latest_checkpoint(run)
-            if found is not None:
-                return found
-        return None
+        cfg = self.cfg
+        return find_resume(cfg.resume, cfg.run_dir, cfg.runs_root, self._name())
 
     def _name(self) -> str:
         return self.recipe.name or "run"
 
     def _claim_new_run_dir(self) -> Path:
-        """Create a fresh run directory and claim it by writing ``config.yaml`` exclusively.
-
-        Creating and claiming are single atomic file-system operations, so two runs started
-        at the same moment never share a directory.
-        """
-        if self.cfg.run_dir is not None:
-            run_dir = Path(self.cfg.run_dir)
-            if run_dir.exists() and any(run_dir.iterdir()):
-                hint = (
-                    "it has no checkpoint to resume from; choose another trainer.run_dir"
-                    if self.cfg.resume == "auto"
-                    else "continue it with trainer.resume=auto, or choose another trainer.run_dir"
-                )
-                raise TrainingError(f"trainer.run_dir: {run_dir} exists and is not empty; {hint}")
-            run_dir.mkdir(parents=True, exist_ok=True)
-        else:
-            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-            base = Path(self.cfg.runs_root) / self._name()
-            base.mkdir(parents=True, exist_ok=True)
-            run_dir, n = base / stamp, 1
-            while True:
-                try:
-                    run_dir.mkdir()
-                    break
-                except FileExistsError:
-                    run_dir, n = base / f"{stamp}-{n}", n + 1
-        try:
-            with open(run_dir / "config.yaml", "x", encoding="utf-8") as handle:
-                handle.write(recipe_to_yaml(self.recipe))
-        except FileExistsError as error:
-            raise TrainingError(f"trainer.run_dir: {run_dir} was taken by another run") from error
-        return run_dir
+        """Create and claim a fresh run directory (:func:`latentebm.runs.claim_run_dir`)."""
+        cfg = self.cfg
+        text = recipe_to_yaml(self.recipe)
+        return claim_run_dir(cfg.run_dir, cfg.runs_root, self._name(), text, cfg.resume)
 
     def _continues_in_place(self, checkpoint: Path) -> bool:
         """A resumed run writes into the checkpoint's run directory unless ``trainer.run_dir``

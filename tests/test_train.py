@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import latentebm
+import latentebm.runs as runs_module
 import latentebm.train as train_module
 from latentebm.checkpoint import checkpoint_path, list_checkpoints, save_atomic
 from latentebm.config import load_recipe, recipe_to_dict
@@ -137,7 +138,7 @@ def test_existing_run_dir_is_refused(tiny_recipe, tmp_path: Path) -> None:
 def test_runs_started_in_the_same_second_get_different_dirs(
     tiny_recipe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(train_module, "datetime", FrozenClock)
+    monkeypatch.setattr(runs_module, "datetime", FrozenClock)
     recipe = tiny_recipe()
     first = fit(recipe, "trainer.max_steps=1", f"trainer.runs_root={tmp_path}")
     second = fit(recipe, "trainer.max_steps=1", f"trainer.runs_root={tmp_path}")
@@ -150,7 +151,7 @@ def test_runs_started_in_the_same_second_get_different_dirs(
 def test_overlapping_runs_get_different_dirs(
     tiny_recipe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(train_module, "datetime", FrozenClock)
+    monkeypatch.setattr(runs_module, "datetime", FrozenClock)
     recipe = tiny_recipe()
     args = ["trainer.max_steps=1", f"trainer.runs_root={tmp_path}"]
     real_build_task = train_module.build_task

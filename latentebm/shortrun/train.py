@@ -34,7 +34,6 @@ import tempfile
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,13 +45,12 @@ from latentebm import __version__
 from latentebm.build import resolve_device
 from latentebm.checkpoint import (
     checkpoint_path,
-    latest_checkpoint,
     load_checkpoint,
     prune_checkpoints,
-    resolve_checkpoint,
     save_atomic,
 )
 from latentebm.config import _to_plain, instantiate
+from latentebm.runs import TrainingError, claim_run_dir, find_resume
 from latentebm.shortrun.config import ShortRunRecipe
 from latentebm.shortrun.tools import (
     ShortRunModel,
@@ -60,7 +58,6 @@ from latentebm.shortrun.tools import (
     reconstruct,
     save_image_grid,
 )
-from latentebm.train import TrainingError
 
 __all__ = ["ShortRunState", "ShortRunTrainer", "learning_rate_at", "ml_loss"]
 
@@ -127,48 +124,14 @@ class ShortRunTrainer:
         return self.recipe.name or "shortrun"
 
     def _find_resume(self) -> Path | None:
-        resume = self.cfg.resume
-        if resume is None:
-            return None
-        if resume != "auto":
-            return resolve_checkpoint(resume)
-        if self.cfg.run_dir is not None:
-            return latest_checkpoint(Path(self.cfg.run_dir))
-        runs = Path(self.cfg.runs_root) / self._name()
-        candidates = sorted(p for p in runs.glob("*") if p.is_dir()) if runs.is_dir() else []
-        for run in reversed(candidates):
-            found = latest_checkpoint(run)
-            if found is not None:
-                return found
-        return None
+        cfg = self.cfg
+        return find_resume(cfg.resume, cfg.run_dir, cfg.runs_root, self._name())
 
     def _claim_new_run_dir(self) -> Path:
-        """Create and claim (``config.yaml`` opened exclusively) a fresh run directory."""
-        if self.cfg.run_dir is not None:
-            run_dir = Path(self.cfg.run_dir)
-            if run_dir.exists() and any(run_dir.iterdir()):
-                raise TrainingError(
-                    f"trainer.run_dir: {run_dir} exists and is not empty; continue it with "
-                    "trainer.resume=auto, or choose another trainer.run_dir"
-                )
-            run_dir.mkdir(parents=True, exist_ok=True)
-        else:
-            base = Path(self.cfg.runs_root) / self._name()
-            base.mkdir(parents=True, exist_ok=True)
-            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-            run_dir, n = base / stamp, 1
-            while True:
-                try:
-                    run_dir.mkdir()
-                    break
-                except FileExistsError:
-                    run_dir, n = base / f"{stamp}-{n}", n + 1
-        try:
-            with open(run_dir / "config.yaml", "x", encoding="utf-8") as handle:
-                handle.write(_recipe_yaml(self.recipe))
-        except FileExistsError as error:
-            raise TrainingError(f"trainer.run_dir: {run_dir} was taken by another run") from error
-        return run_dir
+        """Create and claim a fresh run directory (:func:`latentebm.runs.claim_run_dir`)."""
+        cfg = self.cfg
+        text = _recipe_yaml(self.recipe)
+        return claim_run_dir(cfg.run_dir, cfg.runs_root, self._name(), text, cfg.resume)
 
     def _build_task(self) -> Any:
         if self._task is None:
