@@ -85,7 +85,7 @@ class LangevinSampler:
 
     def __repr__(self) -> str:
         return (
-            f"LangevinSampler(n_steps={self.n_steps}, step_size={self.step_size}, "
+            f"{type(self).__name__}(n_steps={self.n_steps}, step_size={self.step_size}, "
             f"noise={self.noise}, clamp={self.clamp})"
         )
 

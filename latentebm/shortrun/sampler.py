@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from latentebm.langevin import LangevinSampler
+
 __all__ = ["ChainResult", "NegativeEnergy", "ShortRunChain", "sample_initial"]
 
 NegativeEnergy = Callable[[Tensor], Tensor]
@@ -67,8 +69,12 @@ def sample_initial(
     raise ValueError(f"unknown initial distribution {kind!r} (expected uniform or gaussian)")
 
 
-class ShortRunChain:
+class ShortRunChain(LangevinSampler):
     """``n_steps`` (K) steps of ``x <- x + (a^2/2) grad_x f(x) + a * eps`` on images.
+
+    The latent sampler's settings and checks (:class:`latentebm.langevin.LangevinSampler`);
+    :meth:`run` adds a per-call ``noise`` switch and a ``differentiable`` mode (the unrolled
+    chain of seed 000 Section 3.4's reconstruction).
 
     Args:
         n_steps: K, the number of steps (seed 000: 100).
@@ -77,31 +83,6 @@ class ShortRunChain:
             ``u = 0`` chain of seed 000 Section 3.4).
         clamp: if set, clamp every pixel to ``[-clamp, clamp]`` after each step.
     """
-
-    def __init__(
-        self, n_steps: int, step_size: float, noise: bool = True, clamp: float | None = None
-    ) -> None:
-        if n_steps < 0:
-            raise ValueError(f"n_steps must be >= 0, got {n_steps}")
-        if step_size <= 0:
-            raise ValueError(f"step_size must be > 0, got {step_size}")
-        if clamp is not None and clamp <= 0:
-            raise ValueError(f"clamp must be > 0, got {clamp}")
-        self.n_steps = int(n_steps)
-        self.step_size = float(step_size)
-        self.noise = bool(noise)
-        self.clamp = clamp
-
-    @property
-    def drift(self) -> float:
-        """``a^2 / 2``: the coefficient of the gradient (``Delta tau / 2`` in eq. 4)."""
-        return 0.5 * self.step_size**2
-
-    def __repr__(self) -> str:
-        return (
-            f"ShortRunChain(n_steps={self.n_steps}, step_size={self.step_size}, "
-            f"noise={self.noise}, clamp={self.clamp})"
-        )
 
     def run(
         self,
