@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import os
+import shutil
 import sys
 import tempfile
 import urllib.request
@@ -198,3 +200,30 @@ def write_gz_files(out: Path, data: Mapping[str, bytes]) -> list[Path]:
         os.replace(tmp, path)
         print(f"wrote {path}", file=sys.stderr)
     return list(targets.values())
+
+
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def install(src: Path, dest: Path) -> Path:
+    """Copy ``src`` to ``dest`` via a temporary file renamed into place; an identical ``dest``
+    is left alone, a different one raises :class:`DataScriptError`."""
+    if dest.exists():
+        if dest.stat().st_size == src.stat().st_size and sha256_file(dest) == sha256_file(src):
+            print(f"{dest} already present", file=sys.stderr)
+            return dest
+        raise DataScriptError(
+            f"{dest} exists with different content; refusing to overwrite it (delete it first)"
+        )
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dest)
+    print(f"wrote {dest}", file=sys.stderr)
+    return dest

@@ -25,9 +25,6 @@ Standard library only.
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
 import sys
 import tempfile
 import zipfile
@@ -44,32 +41,6 @@ PARTITION_FILES = ("list_eval_partition.txt", "list_eval_partition.csv")
 EXPECTED_IMAGES = 202_599
 JPEG_SIGNATURE = b"\xff\xd8"
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def install(src: Path, dest: Path) -> Path:
-    """Copy ``src`` to ``dest`` via a temporary file renamed into place; an identical ``dest``
-    is left alone, a different one raises :class:`DataScriptError`."""
-    if dest.exists():
-        if dest.stat().st_size == src.stat().st_size and _sha256(dest) == _sha256(src):
-            print(f"{dest} already present", file=sys.stderr)
-            return dest
-        raise DataScriptError(
-            f"{dest} exists with different content; refusing to overwrite it (delete it first)"
-        )
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
-    print(f"wrote {dest}", file=sys.stderr)
-    return dest
 
 
 def check_zip(path: Path) -> tuple[int, str | None, bytes | None]:
@@ -147,9 +118,9 @@ def fetch(out: Path, source: Path, skip_count_check: bool = False) -> list[Path]
         print(f"{n} images", file=sys.stderr)
         if not source.is_file():
             zip_folder(images, archive)
-        written.append(install(archive, out / ARCHIVE))
+        written.append(_common.install(archive, out / ARCHIVE))
         if partition_path is not None:
-            written.append(install(partition_path, out / partition_path.name))
+            written.append(_common.install(partition_path, out / partition_path.name))
         else:
             print("no list_eval_partition file: the official numbering is used", file=sys.stderr)
     return written

@@ -24,10 +24,7 @@ Standard library only.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
-import os
-import shutil
 import sys
 import tarfile
 import tempfile
@@ -121,32 +118,6 @@ def build_archive(files: dict[str, bytes]) -> bytes:
     return gzip.compress(buf.getvalue(), compresslevel=6, mtime=0)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def install(src: Path, dest: Path) -> Path:
-    """Copy ``src`` to ``dest`` via a temporary file renamed into place; an identical ``dest``
-    is left alone, a different one raises :class:`DataScriptError`."""
-    if dest.exists():
-        if dest.stat().st_size == src.stat().st_size and _sha256(dest) == _sha256(src):
-            print(f"{dest} already present", file=sys.stderr)
-            return dest
-        raise DataScriptError(
-            f"{dest} exists with different content; refusing to overwrite it (delete it first)"
-        )
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
-    print(f"wrote {dest}", file=sys.stderr)
-    return dest
-
-
 def fetch(
     out: Path, source: Path | None = None, url: str = URL, skip_count_check: bool = False
 ) -> list[Path]:
@@ -163,7 +134,7 @@ def fetch(
         if kind == "folder":
             path = Path(tmp) / ARCHIVE
             path.write_bytes(build_archive(files))
-        return [install(path, out / ARCHIVE)]
+        return [_common.install(path, out / ARCHIVE)]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,9 +18,6 @@ recipes expect ``svhn/`` under the data root (``$LATENTEBM_DATA``), so use
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -58,32 +55,6 @@ def count_images(path: Path) -> int:
     return int(x.shape[3])
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def install(src: Path, dest: Path) -> Path:
-    """Copy ``src`` to ``dest`` via a temporary file renamed into place; an identical ``dest``
-    is left alone, a different one raises :class:`DataScriptError`."""
-    if dest.exists():
-        if dest.stat().st_size == src.stat().st_size and _sha256(dest) == _sha256(src):
-            print(f"{dest} already present", file=sys.stderr)
-            return dest
-        raise DataScriptError(
-            f"{dest} exists with different content; refusing to overwrite it (delete it first)"
-        )
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
-    print(f"wrote {dest}", file=sys.stderr)
-    return dest
-
-
 def fetch(
     out: Path, source: Path | None = None, base_url: str = BASE_URL, skip_count_check: bool = False
 ) -> list[Path]:
@@ -104,7 +75,7 @@ def fetch(
             _common.check_counts(counts, EXPECTED_COUNTS, lambda s: FILES[s], "images")
         for split, n in counts.items():
             print(f"{split}: {n} images", file=sys.stderr)
-        return [install(paths[split], out / FILES[split]) for split in FILES]
+        return [_common.install(paths[split], out / FILES[split]) for split in FILES]
 
 
 def main(argv: list[str] | None = None) -> int:
