@@ -59,7 +59,7 @@ from torch import Tensor
 
 from latentebm.data import DataFileError, data_root
 from latentebm.image_io import load_image, read_idx, resize_images, save_grid
-from tasks.batching import check_batch_options
+from tasks.batching import BucketedBatches
 
 __all__ = ["DATASETS", "ImageDataError", "ImageTask", "to_float"]
 
@@ -371,7 +371,15 @@ _STATE_KEYS = (
 """Settings a checkpoint's task state must agree with (they change what the images are)."""
 
 
-class ImageTask:
+@dataclass(frozen=True)
+class _Batchable:
+    """A split's images with the per-example ``lengths`` batching expects (all equal)."""
+
+    images: np.ndarray
+    lengths: np.ndarray
+
+
+class ImageTask(BucketedBatches):
     """Images (uint8 in memory, ``[-1, 1]`` floats in batches), their splits and batching.
 
     Built as ``ImageTask(config, data_root=..., state=...)`` by the recipe builder, or with
@@ -650,7 +658,7 @@ class ImageTask:
                     f"the checkpoint's task had {n}: the data changed"
                 )
 
-    def _split(self, split: str) -> np.ndarray:
+    def _split_images(self, split: str) -> np.ndarray:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}: expected one of {SPLITS}")
         self._load()
@@ -685,21 +693,21 @@ class ImageTask:
 
     def num_sentences(self, split: str) -> int:
         """Number of images in ``split`` (the name the training loop uses)."""
-        return len(self._split(split))
+        return len(self._split_images(split))
 
     def num_examples(self, split: str) -> int:
         """Number of images in ``split``."""
-        return len(self._split(split))
+        return len(self._split_images(split))
 
     def images(self, split: str) -> np.ndarray:
         """The ``uint8 (N, C, H, W)`` images of ``split`` (a read-only view)."""
-        view = self._split(split).view()
+        view = self._split_images(split).view()
         view.flags.writeable = False
         return view
 
     def labels(self, split: str) -> np.ndarray:
         """Class labels (digits for MNIST/SVHN, classes for CIFAR-10) aligned with ``split``."""
-        self._split(split)
+        self._split_images(split)
         labels = self._labels[split]
         if labels is None:
             raise ValueError(f"dataset {self.dataset!r} has no class labels")
@@ -710,105 +718,34 @@ class ImageTask:
         ``split`` (train and valid are all normal)."""
         if self.config.anomaly_digit is None:
             raise ValueError("anomaly_labels needs the anomaly splits (set anomaly.digit)")
-        self._split(split)
+        self._split_images(split)
         return self._anomalous[split].copy()
 
     def source_index(self, split: str) -> np.ndarray:
         """Where each image of ``split`` comes from: its position in the data set's training
         file (its test file for ``test``), or, for the anomaly splits, in the pool of both
         (training file first)."""
-        self._split(split)
+        self._split_images(split)
         return self._source_index[split].copy()
 
     def tensor(
         self, split: str, index: np.ndarray | Tensor | Sequence[int] | None = None
     ) -> Tensor:
         """Images of ``split`` (all, or those at ``index``) as ``float32`` in ``[-1, 1]``."""
-        images = self._split(split)
+        images = self._split_images(split)
         if index is not None:
             idx = index.cpu().numpy() if isinstance(index, Tensor) else np.asarray(index)
             images = images[idx.astype(np.int64)]
         return to_float(images)
 
-    def batch_indices(
-        self,
-        split: str,
-        batch_size: int,
-        *,
-        seed: int,
-        epoch: int,
-        shuffle: bool = True,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> list[np.ndarray]:
-        """Positions in ``split`` of each batch of this rank.
+    def _split(self, split: str) -> _Batchable:
+        """The split for :class:`~tasks.batching.BucketedBatches` (equal lengths: batches are
+        random, not bucketed)."""
+        images = self._split_images(split)
+        return _Batchable(images, np.zeros(len(images), dtype=np.int64))
 
-        With ``shuffle`` one ``torch.Generator`` seeded ``seed * 100003 + epoch`` permutes the
-        split; without, split order. Batches of ``batch_size`` (the last one may be smaller);
-        rank ``r`` of ``world_size`` gets ``batches[r::world_size]`` truncated so every rank
-        has the same count.
-        """
-        check_batch_options(batch_size, rank=rank, world_size=world_size)
-        n = len(self._split(split))
-        if shuffle:
-            g = torch.Generator().manual_seed(seed * 100003 + epoch)
-            order = torch.randperm(n, generator=g).numpy()
-        else:
-            order = np.arange(n)
-        groups = [order[i : i + batch_size] for i in range(0, n, batch_size)]
-        per_rank = len(groups) // world_size
-        return groups[rank::world_size][:per_rank]
-
-    def indexed_batches(
-        self,
-        split: str,
-        batch_size: int,
-        *,
-        seed: int,
-        epoch: int,
-        shuffle: bool = True,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> list[tuple[Tensor, Tensor]]:
-        """``(images, index)`` pairs covering ``split`` once (:meth:`batch_indices`);
-        ``images`` float ``(B, C, H, W)`` in ``[-1, 1]``, ``index`` a ``LongTensor (B,)`` of
-        positions in the split (persistent posterior chains are stored by it)."""
-        images = self._split(split)
-        groups = self.batch_indices(
-            split,
-            batch_size,
-            seed=seed,
-            epoch=epoch,
-            shuffle=shuffle,
-            rank=rank,
-            world_size=world_size,
-        )
-        return [(to_float(images[g]), torch.from_numpy(g.astype(np.int64))) for g in groups]
-
-    def batches(
-        self,
-        split: str,
-        batch_size: int,
-        *,
-        seed: int,
-        epoch: int,
-        shuffle: bool = True,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> list[Tensor]:
-        """:meth:`indexed_batches` without the indices."""
-        return [
-            x
-            for x, _ in self.indexed_batches(
-                split,
-                batch_size,
-                seed=seed,
-                epoch=epoch,
-                shuffle=shuffle,
-                rank=rank,
-                world_size=world_size,
-            )
-        ]
+    def _batch(self, data: _Batchable, index: np.ndarray) -> Tensor:
+        return to_float(data.images[index])
 
     def num_target_tokens(self, x: Tensor) -> int:
         """Examples in a batch (images; the training loop's "per second" counts them)."""
