@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import sys
@@ -214,19 +215,89 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _generate_images(args: argparse.Namespace, model: Any) -> int:
-    """``generate`` for an image model: a PNG grid at ``--grid`` or ``-o`` (``.png``)."""
-    target = args.grid or args.output
+def _png_target(target: str | None, force: bool) -> Path:
+    """The ``.png`` an image command writes; refuses to overwrite without ``force``."""
     if not target:
-        raise ValueError("an image model writes a PNG: give -o samples.png or --grid samples.png")
+        raise ValueError("an image model writes a PNG: give -o NAME.png")
     out = Path(target)
     if out.suffix.lower() != ".png":
         raise ValueError(f"{out}: an image model writes a PNG grid; use a .png name")
-    if out.exists() and not args.force:
+    if out.exists() and not force:
         raise FileExistsError(f"{out}: exists; not overwritten (use --force)")
+    return out
+
+
+def _generate_images(args: argparse.Namespace, model: Any) -> int:
+    """``generate`` for an image model: a PNG grid at ``--grid`` or ``-o`` (``.png``); with
+    ``--trajectory`` one row per chain along a long prior chain, and the energy profile next to
+    it (seed 001, Fig. 4)."""
+    out = _png_target(args.grid or args.output, args.force)
+    if args.trajectory:
+        from latentebm.image_io import save_grid
+        from latentebm.image_tools import (
+            chain_record_steps,
+            long_run_prior_chain,
+            plot_energy_profile,
+        )
+
+        steps = sorted({int(s) for s in args.trajectory.split(",") if s.strip()})
+        if not steps or steps[0] < 0:
+            raise ValueError("--trajectory: comma-separated steps >= 0, e.g. 0,100,2500")
+        n_steps = max(steps[-1], 1) if args.langevin_steps is None else args.langevin_steps
+        every = math.gcd(*[s for s in steps if s] or [n_steps])
+        images, energies = long_run_prior_chain(
+            model.model, args.n, n_steps, every, generator=model._generator(args.seed)
+        )
+        recorded = chain_record_steps(n_steps, every)
+        rows = [recorded.index(s) for s in steps if s <= n_steps]
+        strip = images[rows].transpose(0, 1).reshape(-1, *images.shape[2:])
+        save_grid(strip, out, nrow=len(rows))
+        energy_png = out.with_name(out.stem + "_energy.png")
+        plot_energy_profile(
+            energies,
+            energy_png,
+            steps=recorded,
+            training_steps=model.model.prior_chain.n_steps,
+        )
+        print(f"{args.n} chains x steps {steps} -> {out}, energy -> {energy_png}", file=sys.stderr)
+        return 0
     images = model.sample_images(args.n, langevin_steps=args.langevin_steps, seed=args.seed)
     written = model.task.save_samples(images, out)
     print(f"{args.n} images from {model.checkpoint} -> {written}", file=sys.stderr)
+    return 0
+
+
+def _interpolate_images(args: argparse.Namespace, model: Any) -> int:
+    """``interpolate`` for an image model: ``SPLIT:INDEX`` of two images, a PNG strip (the two
+    images at its ends)."""
+    import torch
+
+    from latentebm.image_io import save_grid
+    from latentebm.image_tools import interpolate
+
+    out = _png_target(args.output, args.force)
+    ends = []
+    for spec in (args.sentence_a, args.sentence_b):
+        split, sep, index = spec.partition(":")
+        if not sep or not index.isdigit():
+            raise ValueError(f"{spec!r}: an image model takes SPLIT:INDEX, e.g. test:7")
+        n = model.task.num_examples(split)
+        if int(index) >= n:
+            raise ValueError(f"{spec!r}: the {split} split has {n} images")
+        ends.append(model.task.tensor(split, [int(index)]))
+    strip = interpolate(
+        model.model,
+        ends[0],
+        ends[1],
+        args.points,
+        n_steps=args.posterior_steps,
+        generator=model._generator(args.seed),
+    )
+    save_grid(torch.cat([ends[0], strip, ends[1]]), out, nrow=args.points + 2)
+    print(
+        f"{args.points} points between {args.sentence_a} and {args.sentence_b} -> {out}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -234,6 +305,8 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     from latentebm.pretrained import load
 
     model = load(args.run, device=args.device)
+    if hasattr(model.task, "save_samples"):
+        return _interpolate_images(args, model)
     pairs = model.interpolate(
         args.sentence_a,
         args.sentence_b,
@@ -478,6 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
         "  latentebm interpolate RUN_DIR 'the cat sees a fish' 'a dog eats some milk'\n"
         "  latentebm interpolate RUN_DIR 'a b' 'c d' --points 10 --path slerp --decode beam\n"
+        "  latentebm interpolate MNIST_RUN test:3 test:17 -o strip.png   # image models\n"
         "prints t<TAB>sentence lines; z of a sentence = mean of --chains posterior chains.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -495,6 +569,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_decode_args(interp)
     interp.add_argument("--seed", type=int, default=None)
     interp.add_argument("--device", default="cpu")
+    interp.add_argument("-o", "--output", default=None, help="image models: the PNG strip to write")
+    interp.add_argument("--force", action="store_true", help="overwrite -o")
     interp.set_defaults(func=cmd_interpolate)
 
     diag = sub.add_parser(

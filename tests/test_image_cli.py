@@ -154,3 +154,24 @@ def test_bad_anomaly_digit_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(RecipeError, match="anomaly.digit"):
         load_recipe(recipe, ["anomaly.digit=12"])
+
+
+def test_cli_interpolation_strip_and_long_chain(
+    trained_run: Path, run_cli: Callable[..., CompletedProcess[str]], tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    strip = tmp_path / "strip.png"
+    done = run_cli("interpolate", trained_run, "test:0", "test:3", "--points", "5", "-o", strip)
+    assert done.returncode == 0, done.stderr
+    with Image.open(strip) as picture:  # 7 images of 28 px in one row, 2 px padding
+        assert picture.size == (7 * 30 + 2, 32)
+    done = run_cli("interpolate", trained_run, "test:0", "test:999", "-o", tmp_path / "x.png")
+    assert done.returncode == 2 and "has" in done.stderr and "images" in done.stderr
+
+    chain = tmp_path / "chain.png"
+    done = run_cli("generate", trained_run, "-n", "3", "--trajectory", "0,10,40", "-o", chain)
+    assert done.returncode == 0, done.stderr
+    with Image.open(chain) as picture:  # 3 chains (rows) x 3 recorded steps (columns)
+        assert picture.size == (3 * 30 + 2, 3 * 30 + 2)
+    assert (tmp_path / "chain_energy.png").read_bytes()[:8] == PNG_MAGIC
