@@ -261,6 +261,17 @@ def _series(rows: list[dict[str, Any]], key: str) -> tuple[list[int], list[float
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
+def _family(run_dir: Path) -> str:
+    """``family`` of the run's ``config.yaml`` (``latent`` when absent)."""
+    import yaml
+
+    config = run_dir / "config.yaml"
+    if not config.is_file():
+        return "latent"
+    data = yaml.safe_load(config.read_text(encoding="utf-8"))
+    return str(data.get("family", "latent")) if isinstance(data, dict) else "latent"
+
+
 def _mean(values: Sequence[float]) -> float | None:
     return float(np.mean(values)) if len(values) else None
 
@@ -310,8 +321,9 @@ def diagnose(
         raise ValueError(f"{run_dir / 'metrics.jsonl'}: no training rows")
     plt = _pyplot()  # fail before any long computation
 
-    d_steps, d_t = _series(train, "energy_diff")
-    prior_steps, prior_r = _series(train, "prior_grad_norm")
+    shortrun = _family(run_dir) == "shortrun"  # data-space EBM: d_t, r_t of its one chain
+    d_steps, d_t = _series(train, "d_t" if shortrun else "energy_diff")
+    prior_steps, prior_r = _series(train, "r_t" if shortrun else "prior_grad_norm")
     post_steps, post_r = _series(train, "posterior_grad_norm")
     oscillation = oscillation_summary(d_t) if d_t else None
     max_lag = max(1, min(50, len(d_t) - 1)) if d_t else 1
@@ -319,7 +331,19 @@ def diagnose(
     log_every = int(np.median(np.diff(d_steps))) if len(d_steps) > 1 else None
 
     long_chain: dict[str, Any] | None = None
-    if n_steps > 0:
+    if n_steps > 0 and shortrun:
+        from latentebm.shortrun import load_shortrun
+        from latentebm.shortrun.tools import long_chain as long_data_chain
+
+        model = load_shortrun(run_dir)
+        long_chain = long_data_chain(
+            model,
+            n_chains=n_chains,
+            n_steps=n_steps,
+            record_every=record_every if record_every is not None else max(1, n_steps // 200),
+            generator=torch.Generator(model.device).manual_seed(seed),
+        )
+    elif n_steps > 0:
         from latentebm.pretrained import load
 
         pretrained = load(run_dir)
@@ -365,7 +389,9 @@ def diagnose(
     # r_t of both chains
     fig, ax = plt.subplots(figsize=(7, 3.6))
     if prior_r:
-        ax.plot(prior_steps, prior_r, label="prior chain (z-)")
+        ax.plot(
+            prior_steps, prior_r, label="synthesis chain (x-)" if shortrun else "prior chain (z-)"
+        )
     if post_r:
         ax.plot(post_steps, post_r, label="posterior chain (z+)")
     ax.set(title="r_t: mean |grad log pi| along the chain", xlabel="training step")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -309,6 +310,24 @@ def test_training_writes_run_files(tmp_path: Path) -> None:
         torch.testing.assert_close(value, saved["model"][key])
     images = model.sample(3, generator=torch.Generator().manual_seed(0))
     assert images.shape == (3, 1, 8, 8)
+
+
+def test_diagnose_reads_a_shortrun_run(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from latentebm.diagnostics import diagnose
+
+    run_dir = ShortRunTrainer(tiny_recipe(tmp_path / "run")).fit()
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    result = diagnose(run_dir, out_dir=tmp_path / "diag", n_chains=3, n_steps=6, record_every=2)
+    assert result["oscillation"]["mean"] == pytest.approx(np.mean([r["d_t"] for r in rows]))
+    assert result["r_t"]["prior"] == pytest.approx(np.mean([r["r_t"] for r in rows]))
+    chain = result["long_chain"]
+    assert chain["steps"] == [0, 2, 4, 6] and len(chain["energy"]) == 4
+    model = load_shortrun(run_dir)  # step 0 is the energy of p_0 draws with the same seed
+    start = model.initial(3, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert chain["energy_start"] == pytest.approx(float(model.energy(start).mean()))
+    assert (tmp_path / "diag" / "long_chain.png").is_file()
 
 
 @pytest.mark.parametrize("persistent", [False, True])

@@ -15,6 +15,7 @@ gradient descent" of seed 000 Section 5.2), so ``M_theta`` is a deterministic fu
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -34,6 +35,7 @@ __all__ = [
     "ShortRunModel",
     "interpolate",
     "load_shortrun",
+    "long_chain",
     "reconstruct",
     "save_image_grid",
 ]
@@ -126,6 +128,64 @@ class ShortRunModel:
     ) -> Tensor:
         """``n`` images ``x = M_theta(z)``, ``z ~ p_0`` (eq. 5), shape ``(n, C, H, W)``."""
         return self.run_chain(self.initial(n, generator), generator=generator, noise=noise).x
+
+
+def long_chain(
+    model: ShortRunModel,
+    n_chains: int = 64,
+    n_steps: int = 2000,
+    record_every: int = 10,
+    generator: torch.Generator | None = None,
+) -> dict[str, Any]:
+    """The energy along a long synthesis chain from ``p_0`` (seed 004's long-run check for the
+    data-space model; the same keys as :func:`latentebm.diagnostics.long_prior_chain`).
+
+    ``energy`` is the mean ConvNet output ``F(x)`` over the chains and ``log_density`` the mean
+    ``f(x) = F(x) / T`` the chain samples, at steps ``0, record_every, ...`` and ``n_steps``.
+    """
+    if n_chains < 1 or n_steps < 1 or record_every < 1:
+        raise ValueError(
+            f"n_chains, n_steps and record_every must be >= 1, got {n_chains}, {n_steps}, "
+            f"{record_every}"
+        )
+    steps = sorted(set(range(0, n_steps + 1, record_every)) | {n_steps})
+    x = model.initial(n_chains, generator)
+    energy: list[float] = []
+    log_density: list[float] = []
+    grad_norms: list[Tensor] = []
+    done = 0
+    for step in steps:
+        if step > done:
+            result = _run_steps(model, x, step - done, generator)
+            x, done = result.x, step
+            grad_norms.append(result.grad_norm)
+        with torch.no_grad():
+            value = model.energy(x)
+            energy.append(float(value.mean()))
+            log_density.append(float((value / model.temperature).mean()))
+    grad_norm = torch.cat(grad_norms)
+    window = min(record_every, grad_norm.numel())
+    return {
+        "steps": steps,
+        "energy": energy,
+        "log_density": log_density,
+        "energy_start": energy[0],
+        "energy_end": energy[-1],
+        "log_density_start": log_density[0],
+        "log_density_end": log_density[-1],
+        "grad_norm_start": float(grad_norm[:window].mean()),
+        "grad_norm_end": float(grad_norm[-window:].mean()),
+        "n_chains": int(n_chains),
+        "n_steps": int(n_steps),
+        "training_steps": int(model.chain.n_steps),
+    }
+
+
+def _run_steps(
+    model: ShortRunModel, x: Tensor, n_steps: int, generator: torch.Generator | None
+) -> ChainResult:
+    with frozen(model.energy):
+        return model.chain.run(model.neg_energy, x, generator=generator, n_steps=n_steps)
 
 
 def interpolate(
