@@ -96,3 +96,22 @@ def test_batch_and_presets() -> None:
     assert results["ratio"] == pytest.approx(10.0)
     assert results["floor"] == pytest.approx(3.0)
     assert results["target_tokens_per_s"] == pytest.approx(50.0)
+
+
+def test_generate_benchmark_counts_tokens_to_eos(tmp_path: Path) -> None:
+    script = SCRIPT.with_name("generate.py")
+    out = tmp_path / "gen.json"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--n", "3", "--repeats", "1", "--decode", "greedy"]
+        + ["--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["decode"] == "greedy" and row["n"] == 3
+    # an untrained decoder: between 1 and max_decode_length (60) tokens per sentence
+    assert 1 <= row["mean_tokens_per_sentence"] <= 60
+    assert row["sentences_per_s"] == pytest.approx(3 / (row["prior_chain_s"] + row["decode_s"]))
