@@ -208,7 +208,23 @@ def long_prior_chain(
             z = result.trajectory[step]
             energy.append(float(model.prior.energy(z).mean()))
             log_density.append(float(model.prior.log_density(z).mean()))
-    grad_norm = result.grad_norm
+    return chain_summary(
+        steps, energy, log_density, result.grad_norm, record_every, n_chains, model.prior_chain
+    )
+
+
+def chain_summary(
+    steps: list[int],
+    energy: list[float],
+    log_density: list[float],
+    grad_norm: torch.Tensor,
+    record_every: int,
+    n_chains: int,
+    sampler: Any,
+) -> dict[str, Any]:
+    """The record of a long chain (:func:`long_prior_chain`'s return value): the series, their
+    first and last values, the mean gradient norm over the first and last ``record_every``
+    steps, and the chain's training length ``sampler.n_steps``."""
     window = min(record_every, grad_norm.numel())
     return {
         "steps": steps,
@@ -221,8 +237,8 @@ def long_prior_chain(
         "grad_norm_start": float(grad_norm[:window].mean()),
         "grad_norm_end": float(grad_norm[-window:].mean()),
         "n_chains": int(n_chains),
-        "n_steps": int(n_steps),
-        "training_steps": int(model.prior_chain.n_steps),
+        "n_steps": int(steps[-1]),
+        "training_steps": int(sampler.n_steps),
     }
 
 

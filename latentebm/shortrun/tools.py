@@ -163,22 +163,10 @@ def long_chain(
             value = model.energy(x)
             energy.append(float(value.mean()))
             log_density.append(float((value / model.temperature).mean()))
+    from latentebm.diagnostics import chain_summary
+
     grad_norm = torch.cat(grad_norms)
-    window = min(record_every, grad_norm.numel())
-    return {
-        "steps": steps,
-        "energy": energy,
-        "log_density": log_density,
-        "energy_start": energy[0],
-        "energy_end": energy[-1],
-        "log_density_start": log_density[0],
-        "log_density_end": log_density[-1],
-        "grad_norm_start": float(grad_norm[:window].mean()),
-        "grad_norm_end": float(grad_norm[-window:].mean()),
-        "n_chains": int(n_chains),
-        "n_steps": int(n_steps),
-        "training_steps": int(model.chain.n_steps),
-    }
+    return chain_summary(steps, energy, log_density, grad_norm, record_every, n_chains, model.chain)
 
 
 def _run_steps(
