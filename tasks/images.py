@@ -688,8 +688,8 @@ class ImageTask(BucketedBatches):
     @property
     def default_metrics(self) -> tuple[str, ...]:
         """What ``latentebm evaluate`` computes unless told: ``("anomaly", "mse")`` for the
-        anomaly splits, else ``("mse", "fid")``."""
-        return ("anomaly", "mse") if self.config.anomaly_digit is not None else ("mse", "fid")
+        anomaly splits, else ``("mse",)`` (``fid`` needs a feature network to be named)."""
+        return ("anomaly", "mse") if self.config.anomaly_digit is not None else ("mse",)
 
     def num_sentences(self, split: str) -> int:
         """Number of images in ``split`` (the name the training loop uses)."""

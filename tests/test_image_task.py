@@ -185,7 +185,7 @@ def test_default_splits_and_scaling(tiny_mnist: tuple[Path, dict[str, np.ndarray
     torch.testing.assert_close(
         x, torch.from_numpy(arrays["t10k-images-idx3-ubyte"][[0, 3]][:, None]).float() / 127.5 - 1
     )
-    assert task.default_metrics == ("mse", "fid")
+    assert task.default_metrics == ("mse",)
     assert "train 45 / valid 15 / test 20" in task.describe()
     with pytest.raises(ValueError, match="read-only"):
         task.images("train")[0, 0, 0, 0] = 1
