@@ -246,7 +246,7 @@ def _generate_images(args: argparse.Namespace, model: Any) -> int:
         n_steps = max(steps[-1], 1) if args.langevin_steps is None else args.langevin_steps
         every = math.gcd(*[s for s in steps if s] or [n_steps])
         images, energies = long_run_prior_chain(
-            model.model, args.n, n_steps, every, generator=model._generator(args.seed)
+            model.model, args.n, n_steps, every, generator=model.random_generator(args.seed)
         )
         recorded = chain_record_steps(n_steps, every)
         rows = [recorded.index(s) for s in steps if s <= n_steps]
@@ -291,7 +291,7 @@ def _interpolate_images(args: argparse.Namespace, model: Any) -> int:
         ends[1],
         args.points,
         n_steps=args.posterior_steps,
-        generator=model._generator(args.seed),
+        generator=model.random_generator(args.seed),
     )
     save_grid(torch.cat([ends[0], strip, ends[1]]), out, nrow=args.points + 2)
     print(

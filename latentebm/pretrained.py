@@ -55,7 +55,7 @@ class Pretrained:
         bar on stderr. Samples are drawn ``batch_size`` at a time from one random stream, so
         they depend on the seed, ``n`` and ``batch_size``.
         """
-        generator = self._generator(seed)
+        generator = self.random_generator(seed)
         beam = (
             {"beam_size": beam_size, "length_penalty": length_penalty} if decode == "beam" else {}
         )
@@ -83,7 +83,8 @@ class Pretrained:
             bar.close()
         return out
 
-    def _generator(self, seed: int | None) -> torch.Generator:
+    def random_generator(self, seed: int | None) -> torch.Generator:
+        """A generator on the model's device, seeded with ``seed`` (None: a fresh random seed)."""
         generator = torch.Generator(self.model.device)
         if seed is not None:
             generator.manual_seed(seed)
@@ -110,7 +111,7 @@ class Pretrained:
             n,
             steps,
             langevin_steps,
-            generator=self._generator(seed),
+            generator=self.random_generator(seed),
             **decode_opts,
         )
 
@@ -139,7 +140,7 @@ class Pretrained:
             path,  # type: ignore[arg-type]
             posterior_steps,
             n_chains=n_chains,
-            generator=self._generator(seed),
+            generator=self.random_generator(seed),
             **decode_opts,
         )
 
@@ -154,7 +155,7 @@ class Pretrained:
         """``n`` images ``g_beta(z)`` (the generator's mean, in [-1, 1], ``(n, C, H, W)``) with
         ``z`` from the prior chain (K0 steps, or ``langevin_steps``): an image model's
         :meth:`generate`."""
-        generator = self._generator(seed)
+        generator = self.random_generator(seed)
         parts = []
         for start in range(0, n, batch_size):
             size = min(batch_size, n - start)
@@ -200,7 +201,7 @@ class Pretrained:
             raise ValueError(
                 f"images must have shape (B, {', '.join(map(str, shape))}), got {tuple(x.shape)}"
             )
-        generator = self._generator(seed)
+        generator = self.random_generator(seed)
         scores = [
             anomaly_scores(
                 self.model,
