@@ -168,6 +168,16 @@ def rolling_mean(values: Sequence[float], window: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------- long prior chain
+def chain_record_steps(n_steps: int, record_every: int) -> list[int]:
+    """Steps ``0, record_every, 2 record_every, ...`` and ``n_steps``: where a long chain is
+    recorded."""
+    if n_steps < 1:
+        raise ValueError(f"n_steps must be >= 1, got {n_steps}")
+    if record_every < 1:
+        raise ValueError(f"record_every must be >= 1, got {record_every}")
+    return sorted(set(range(0, n_steps + 1, record_every)) | {n_steps})
+
+
 def long_prior_chain(
     model: Any,
     n_chains: int = 64,
@@ -197,7 +207,7 @@ def long_prior_chain(
         raise ValueError(f"n_steps must be >= 1, got {n_steps}")
     if record_every < 1:
         raise ValueError(f"record_every must be >= 1, got {record_every}")
-    steps = sorted(set(range(0, n_steps + 1, record_every)) | {n_steps})
+    steps = chain_record_steps(n_steps, record_every)
     result = model.sample_prior(
         n_chains, generator=generator, n_steps=n_steps, record_steps=tuple(steps)
     )

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from latentebm.diagnostics import _pyplot
+from latentebm.diagnostics import _pyplot, chain_record_steps
 
 __all__ = ["chain_record_steps", "interpolate", "long_run_prior_chain", "plot_energy_profile"]
 
@@ -71,16 +71,6 @@ def interpolate(
         return _decode_mean(model, path)
     finally:
         model.train(was_training)
-
-
-def chain_record_steps(n_steps: int, record_every: int) -> list[int]:
-    """Steps ``0, record_every, 2 record_every, ...`` and ``n_steps`` (as
-    :func:`latentebm.diagnostics.long_prior_chain` records them)."""
-    if n_steps < 1:
-        raise ValueError(f"n_steps must be >= 1, got {n_steps}")
-    if record_every < 1:
-        raise ValueError(f"record_every must be >= 1, got {record_every}")
-    return sorted(set(range(0, n_steps + 1, record_every)) | {n_steps})
 
 
 def long_run_prior_chain(

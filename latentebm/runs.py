@@ -3,8 +3,10 @@ fresh directory without ever writing into another run's."""
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from latentebm.checkpoint import latest_checkpoint, resolve_checkpoint
 
@@ -75,3 +77,24 @@ def claim_run_dir(
     except FileExistsError as error:
         raise TrainingError(f"trainer.run_dir: {path} was taken by another run") from error
     return path
+
+
+def first_difference(saved: Any, current: Any, path: str) -> str | None:
+    """The first setting (dotted ``path``) where a checkpoint's recipe and the current one
+    differ, as a sentence; None when they agree (lists and tuples compare equal)."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        for key in sorted(set(saved) | set(current)):
+            diff = first_difference(saved.get(key), current.get(key), f"{path}.{key}")
+            if diff is not None:
+                return diff
+        return None
+    if isinstance(saved, list | tuple) and isinstance(current, list | tuple):
+        saved, current = list(saved), list(current)
+    if saved != current:
+        return f"{path} is {current!r} here but {saved!r} in the checkpoint"
+    return None
+
+
+def say(message: str) -> None:
+    """A progress line on stderr."""
+    print(message, file=sys.stderr, flush=True)

@@ -13,7 +13,6 @@ import json
 import math
 import random
 import signal
-import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -48,7 +47,13 @@ from latentebm.distributed import (
     shutdown,
 )
 from latentebm.model import LatentEBM, NonFiniteError, Optimizers
-from latentebm.runs import TrainingError, claim_run_dir, find_resume
+from latentebm.runs import (
+    TrainingError,
+    claim_run_dir,
+    find_resume,
+    first_difference,
+    say,
+)
 
 MAX_CONSECUTIVE_SKIPS = 10
 
@@ -119,7 +124,7 @@ class Trainer:
         """The model and task of a resumed run must be those of the checkpoint."""
         current = recipe_to_dict(self.recipe)
         for section in ("task", "model"):
-            diff = _first_difference(saved.get(section), current.get(section), section)
+            diff = first_difference(saved.get(section), current.get(section), section)
             if diff is not None:
                 raise TrainingError(
                     f"resume from {source}: {diff}; a resumed run keeps its task and model "
@@ -174,12 +179,12 @@ class Trainer:
             action = (
                 f"resuming from {resume_from} at step {self.state.step}" if saved else "new run"
             )
-            _say(f"latentebm {__version__}: {action}; run dir {run_dir}")
+            say(f"latentebm {__version__}: {action}; run dir {run_dir}")
             if saved is not None:
                 self._append_metrics({"event": "resumed", "checkpoint": str(resume_from)})
-            _say(f"task: {task.describe()}")
+            say(f"task: {task.describe()}")
             n_params = sum(p.numel() for p in model.parameters())
-            _say(
+            say(
                 f"model: {n_params:,} parameters on {device}; {model.prior_chain!r} (prior), "
                 f"{model.posterior_chain!r} (posterior); {ctx.world_size} process(es)"
             )
@@ -256,7 +261,7 @@ class Trainer:
                         ) from error
                     st.skipped += 1
                     if ctx.is_main:
-                        _say(f"step {st.step + 1}: {error.term} is {error.value}; batch skipped")
+                        say(f"step {st.step + 1}: {error.term} is {error.value}; batch skipped")
                     continue
                 consecutive_skips = 0
                 st.step += 1
@@ -298,7 +303,7 @@ class Trainer:
         if progress is not None:
             progress.close()
         if out_of_time and ctx.is_main:
-            _say(
+            say(
                 f"trainer.max_minutes={cfg.max_minutes} reached at step {st.step} "
                 f"({st.train_seconds:.0f} s of training); checkpoint saved"
             )
@@ -350,7 +355,7 @@ class Trainer:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # tensorboard is a dependency, but keep training without it
-            _say("tensorboard is not installed: TensorBoard logging is off")
+            say("tensorboard is not installed: TensorBoard logging is off")
             return
         self._writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=self.state.step)
 
@@ -377,7 +382,7 @@ class Trainer:
             progress.refresh()
         elif "valid_recon_nll" in row or st.step % (self.cfg.log_every * 10) == 0:
             text = " ".join(f"{k}={v:.4g}" for k, v in row.items())
-            _say(f"step {st.step}: {text}")
+            say(f"step {st.step}: {text}")
 
     # ------------------------------------------------------------------ checkpoints
     def _save_checkpoint(
@@ -441,7 +446,7 @@ class Trainer:
         if len(rng) == self.ctx.world_size:
             _set_rng_state(rng[self.ctx.rank], langevin_rng)
         elif self.ctx.is_main:
-            _say(
+            say(
                 f"checkpoint was written by {len(rng)} process(es), this run has "
                 f"{self.ctx.world_size}: random streams restart from the seed"
             )
@@ -460,14 +465,14 @@ class Trainer:
                 tokens, self.run_dir / "samples" / f"step_{self.state.step:08d}"
             )
             if echo:
-                _say(f"{n} samples (prior chain K0={model.prior_chain.n_steps}) -> {picture}")
+                say(f"{n} samples (prior chain K0={model.prior_chain.n_steps}) -> {picture}")
             return []
         sentences = task.decode(tokens)
         out = self.run_dir / "samples" / f"step_{self.state.step:08d}.txt"
         out.write_text("\n".join(sentences) + "\n", encoding="utf-8")
         if echo:
             how = decode if decode == "greedy" else f"sampled at temperature {temperature}"
-            _say(f"{n} samples (prior chain K0={model.prior_chain.n_steps}, {how}) -> {out}")
+            say(f"{n} samples (prior chain K0={model.prior_chain.n_steps}, {how}) -> {out}")
             for sentence in sentences:
                 print(sentence, flush=True)
         return sentences
@@ -481,7 +486,7 @@ class Trainer:
                 raise KeyboardInterrupt
             self._signal = signum
             if self.ctx.is_main:
-                _say(f"\n{signal.Signals(signum).name}: saving a checkpoint after this step ...")
+                say(f"\n{signal.Signals(signum).name}: saving a checkpoint after this step ...")
 
         for signum in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(ValueError):  # not the main thread
@@ -504,10 +509,6 @@ def _save_config(recipe: Recipe, run_dir: Path, step: int) -> None:
     current = yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False)
     if yaml.safe_dump(yaml.safe_load(first.read_text()), sort_keys=False) != current:
         save_recipe(recipe, run_dir / f"config.step_{step:08d}.yaml")
-
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def _progress(total: int, initial: int, enabled: bool) -> Any:
@@ -579,20 +580,6 @@ def _to_tuple(value: Any) -> Any:
     if isinstance(value, list):
         return tuple(_to_tuple(v) for v in value)
     return value
-
-
-def _first_difference(saved: Any, current: Any, path: str) -> str | None:
-    if isinstance(saved, dict) and isinstance(current, dict):
-        for key in sorted(set(saved) | set(current)):
-            diff = _first_difference(saved.get(key), current.get(key), f"{path}.{key}")
-            if diff is not None:
-                return diff
-        return None
-    if isinstance(saved, (list, tuple)) and isinstance(current, (list, tuple)):
-        saved, current = list(saved), list(current)
-    if saved != current:
-        return f"{path} is {current!r} here but {saved!r} in the checkpoint"
-    return None
 
 
 def reload_recipe(saved: dict[str, Any], source: Path) -> Recipe:

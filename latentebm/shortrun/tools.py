@@ -22,6 +22,7 @@ from torch import Tensor
 
 from latentebm.checkpoint import load_checkpoint, resolve_checkpoint
 from latentebm.config import validate
+from latentebm.diagnostics import chain_record_steps, chain_summary
 from latentebm.image_io import save_grid
 from latentebm.langevin import frozen
 from latentebm.shortrun.config import ShortRunRecipe
@@ -148,7 +149,7 @@ def long_chain(
             f"n_chains, n_steps and record_every must be >= 1, got {n_chains}, {n_steps}, "
             f"{record_every}"
         )
-    steps = sorted(set(range(0, n_steps + 1, record_every)) | {n_steps})
+    steps = chain_record_steps(n_steps, record_every)
     x = model.initial(n_chains, generator)
     energy: list[float] = []
     log_density: list[float] = []
@@ -163,7 +164,6 @@ def long_chain(
             value = model.energy(x)
             energy.append(float(value.mean()))
             log_density.append(float((value / model.temperature).mean()))
-    from latentebm.diagnostics import chain_summary
 
     grad_norm = torch.cat(grad_norms)
     return chain_summary(steps, energy, log_density, grad_norm, record_every, n_chains, model.chain)

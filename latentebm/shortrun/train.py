@@ -28,9 +28,6 @@ Diagnostics (seed 004 Section 3 and Appendix A):
 from __future__ import annotations
 
 import json
-import os
-import sys
-import tempfile
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
@@ -50,7 +47,14 @@ from latentebm.checkpoint import (
     save_atomic,
 )
 from latentebm.config import _to_plain, instantiate
-from latentebm.runs import TrainingError, claim_run_dir, find_resume
+from latentebm.image_io import write_atomic
+from latentebm.runs import (
+    TrainingError,
+    claim_run_dir,
+    find_resume,
+    first_difference,
+    say,
+)
 from latentebm.shortrun.config import ShortRunRecipe
 from latentebm.shortrun.tools import (
     ShortRunModel,
@@ -167,10 +171,10 @@ class ShortRunTrainer:
             run_dir = resume_from.parent.parent if in_place else self._claim_new_run_dir()
             _record_changed_recipe(self.recipe, run_dir, self.state.step)
             step = self.state.step
-            _say(f"shortrun: resumed from {resume_from} at step {step}; run dir {run_dir}")
+            say(f"shortrun: resumed from {resume_from} at step {step}; run dir {run_dir}")
         else:
             run_dir = self._claim_new_run_dir()
-            _say(f"latentebm {__version__} shortrun: new run; run dir {run_dir}")
+            say(f"latentebm {__version__} shortrun: new run; run dir {run_dir}")
         self.run_dir = run_dir
         (run_dir / "samples").mkdir(parents=True, exist_ok=True)
         self._loop(task, model, optimizer, rng, device)
@@ -258,7 +262,7 @@ class ShortRunTrainer:
                 st.epoch += 1
                 st.batch_in_epoch = 0
         if out_of_time:
-            _say(
+            say(
                 f"trainer.max_minutes={cfg.max_minutes} reached at step {st.step} "
                 f"({st.train_seconds:.0f} s of training); checkpoint saved"
             )
@@ -304,7 +308,7 @@ class ShortRunTrainer:
         for key in sorted(set(saved["recipe"]) | set(current)):
             if key in _RESUMABLE_SECTIONS or key == "name":
                 continue
-            diff = _first_difference(saved["recipe"].get(key), current.get(key), key)
+            diff = first_difference(saved["recipe"].get(key), current.get(key), key)
             if diff is not None:
                 raise TrainingError(f"{source}: cannot resume: {diff}")
         if tuple(saved["image_shape"]) != model.image_shape:
@@ -356,7 +360,7 @@ class ShortRunTrainer:
                 reconstruction_split=split,
                 reconstruction_iters=cfg.reconstruction_iters,
             )
-        _write_json_atomic(summary, run_dir / "metrics.json")
+        write_atomic(run_dir / "metrics.json", (json.dumps(summary, indent=2) + "\n").encode())
 
 
 def _build_optimizer(recipe: ShortRunRecipe, model: ShortRunModel) -> torch.optim.Optimizer:
@@ -379,20 +383,6 @@ def _held_out_images(task: Any, n: int, seed: int) -> tuple[Tensor, str]:
     raise TrainingError("the task has no images to reconstruct (no test, valid or train split)")
 
 
-def _first_difference(saved: Any, current: Any, path: str) -> str | None:
-    if isinstance(saved, dict) and isinstance(current, dict):
-        for key in sorted(set(saved) | set(current)):
-            diff = _first_difference(saved.get(key), current.get(key), f"{path}.{key}")
-            if diff is not None:
-                return diff
-        return None
-    if isinstance(saved, list | tuple) and isinstance(current, list | tuple):
-        saved, current = list(saved), list(current)
-    if saved != current:
-        return f"{path} is {current!r} here but {saved!r} in the checkpoint"
-    return None
-
-
 def _record_changed_recipe(recipe: ShortRunRecipe, run_dir: Path, step: int) -> None:
     """A resumed run whose recipe differs (``trainer.*``) from ``config.yaml`` also writes
     ``config.step_N.yaml``, so the run directory records every setting used."""
@@ -406,20 +396,3 @@ def _record_changed_recipe(recipe: ShortRunRecipe, run_dir: Path, step: int) -> 
 
 def _recipe_yaml(recipe: ShortRunRecipe) -> str:
     return yaml.safe_dump(_to_plain(recipe), sort_keys=False, default_flow_style=False)
-
-
-def _write_json_atomic(data: dict[str, Any], path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, allow_nan=True)
-            handle.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
