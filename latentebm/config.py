@@ -679,6 +679,12 @@ class TrainerConfig:
         "summed over resumed segments: a fixed compute budget; null: no limit.",
         check=_positive,
     )
+    clock: Literal["wall", "cpu"] = _field(
+        "wall",
+        "What max_minutes and checkpoint_every_minutes count: wall-clock time, or the CPU time "
+        "of the training process (all its threads; time.process_time), which other jobs on the "
+        "machine barely change: the clock for equal-CPU-budget comparisons.",
+    )
     batch_size: int = _field(
         32, "Training batch size per process (torchrun: times the process count).", check=_positive
     )
@@ -689,6 +695,12 @@ class TrainerConfig:
     )
     checkpoint_every: int = _field(
         1000, "Save a checkpoint every this many steps.", check=_positive
+    )
+    checkpoint_every_minutes: float | None = _field(
+        None,
+        "Also save a checkpoint each time the training time (trainer.clock, summed over resumes) "
+        "passes a multiple of this many minutes: quality against compute from one run; null: off.",
+        check=_positive,
     )
     keep_checkpoints: int = _field(
         3, "Number of most recent checkpoints kept; 0: keep all.", check=_non_negative

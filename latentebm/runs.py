@@ -98,3 +98,32 @@ def first_difference(saved: Any, current: Any, path: str) -> str | None:
 def say(message: str) -> None:
     """A progress line on stderr."""
     print(message, file=sys.stderr, flush=True)
+
+
+class TimedCheckpoints:
+    """When to save a checkpoint by training time: each time the seconds spent pass a multiple of
+    ``minutes`` (``trainer.checkpoint_every_minutes``).
+
+    The multiples are counted from zero, not from the start of this segment, so a resumed run
+    saves at the same training times as an uninterrupted one; a step that jumps over several
+    multiples saves once.
+    """
+
+    def __init__(self, minutes: float | None, seconds_spent: float) -> None:
+        self.interval = None if minutes is None else 60.0 * minutes
+        self._next = None if self.interval is None else self._following(seconds_spent)
+
+    @property
+    def enabled(self) -> bool:
+        return self.interval is not None
+
+    def _following(self, seconds: float) -> float:
+        assert self.interval is not None
+        return (int(seconds // self.interval) + 1) * self.interval
+
+    def due(self, seconds_spent: float) -> bool:
+        """True (once) when ``seconds_spent`` has reached the next multiple."""
+        if self._next is None or seconds_spent < self._next:
+            return False
+        self._next = self._following(seconds_spent)
+        return True

@@ -48,6 +48,7 @@ from latentebm.distributed import (
 )
 from latentebm.model import LatentEBM, NonFiniteError, Optimizers
 from latentebm.runs import (
+    TimedCheckpoints,
     TrainingError,
     claim_run_dir,
     find_resume,
@@ -220,7 +221,9 @@ class Trainer:
             average_gradients(modules, ctx)
 
         budget = None if cfg.max_minutes is None else 60.0 * cfg.max_minutes
-        segment_start, seconds_before = time.perf_counter(), st.train_seconds
+        clock = time.process_time if cfg.clock == "cpu" else time.perf_counter
+        segment_start, seconds_before = clock(), st.train_seconds
+        timed_checkpoints = TimedCheckpoints(cfg.checkpoint_every_minutes, st.train_seconds)
         out_of_time = False
         indexed = model.posterior_memory is not None  # persistent posterior chains
         while st.step < cfg.max_steps and not out_of_time:
@@ -265,10 +268,12 @@ class Trainer:
                     continue
                 consecutive_skips = 0
                 st.step += 1
-                st.train_seconds = seconds_before + time.perf_counter() - segment_start
-                if budget is not None:  # the same decision on every rank
+                st.train_seconds = seconds_before + clock() - segment_start
+                checkpoint_due = False
+                if budget is not None or timed_checkpoints.enabled:  # the same on every rank
                     spent = reduce_values({"seconds": st.train_seconds}, ctx)["seconds"]
-                    out_of_time = spent >= budget
+                    out_of_time = budget is not None and spent >= budget
+                    checkpoint_due = timed_checkpoints.due(spent)
                 last = st.step == cfg.max_steps or out_of_time
                 count += 1
                 tokens += int(task.num_target_tokens(x))
@@ -286,7 +291,7 @@ class Trainer:
                 if has_valid and (st.step % cfg.valid_every == 0 or last):
                     self._log(self.validate(task, model, device), progress)
                     interval_start = time.perf_counter()
-                if st.step % cfg.checkpoint_every == 0 or last:
+                if st.step % cfg.checkpoint_every == 0 or last or checkpoint_due:
                     self._save_checkpoint(task, model, optimizers, langevin_rng)
                 if self._signal is not None:
                     where = self._save_checkpoint(task, model, optimizers, langevin_rng)
