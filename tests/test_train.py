@@ -8,6 +8,7 @@ import math
 import re
 import subprocess
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import latentebm.train as train_module
 from latentebm.checkpoint import checkpoint_path, list_checkpoints, save_atomic
 from latentebm.config import load_recipe, recipe_to_dict
 from latentebm.model import LatentEBM
+from latentebm.runs import TimedCheckpoints
 from latentebm.train import MAX_CONSECUTIVE_SKIPS, Trainer, TrainingError
 from tasks.text import TextTask
 from tests.conftest import cli_env
@@ -372,3 +374,52 @@ def test_max_minutes_stops_with_a_checkpoint_and_counts_over_resumes(
     fit(recipe, "trainer.max_steps=3", "trainer.resume=auto", f"trainer.run_dir={run}")
     resumed = load_latest(run)
     assert resumed["step"] == 3 and resumed["train_seconds"] > first["train_seconds"]
+
+
+def test_timed_checkpoints_fire_at_multiples_and_once_per_jump() -> None:
+    timer = TimedCheckpoints(0.5, seconds_spent=0.0)  # every 30 s of training
+    assert [timer.due(s) for s in (10.0, 29.9, 30.0, 31.0, 95.0, 100.0, 120.0)] == [
+        False,
+        False,
+        True,
+        False,
+        True,  # 60 and 90 both passed: one checkpoint
+        False,
+        True,
+    ]
+    resumed = TimedCheckpoints(0.5, seconds_spent=45.0)  # a resumed run keeps the same grid
+    assert not resumed.due(59.0) and resumed.due(60.0)
+    off = TimedCheckpoints(None, seconds_spent=0.0)
+    assert not off.enabled and not off.due(1e9)
+
+
+def test_cpu_clock_budget_and_timed_checkpoints_survive_a_resume(
+    tiny_recipe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ticks = iter(range(0, 10_000, 10))  # a CPU clock that advances 10 s per reading
+    monkeypatch.setattr(time, "process_time", lambda: float(next(ticks)))
+    recipe = tiny_recipe(trainer={"checkpoint_every": 100, "valid_every": 100})
+    common = [
+        "trainer.clock=cpu",
+        "trainer.checkpoint_every_minutes=0.5",
+        "trainer.keep_checkpoints=0",
+    ]
+
+    def steps_saved(run: Path) -> set[int]:
+        return {int(p.stem.split("_")[1]) for p in list_checkpoints(run)}
+
+    straight = fit(recipe, *common, "trainer.max_steps=8", f"trainer.run_dir={tmp_path / 'a'}")
+    assert steps_saved(straight) == {3, 6, 8}  # 30 s, 60 s and the last step
+    split = tmp_path / "b"
+    fit(recipe, *common, "trainer.max_steps=4", f"trainer.run_dir={split}")
+    fit(recipe, *common, "trainer.max_steps=8", "trainer.resume=auto", f"trainer.run_dir={split}")
+    assert steps_saved(split) == {3, 4, 6, 8}
+    assert load_latest(split)["train_seconds"] == load_latest(straight)["train_seconds"] == 80.0
+    budget = fit(
+        recipe,
+        "trainer.clock=cpu",
+        "trainer.max_minutes=1",
+        "trainer.max_steps=50",
+        f"trainer.run_dir={tmp_path / 'c'}",
+    )
+    assert load_latest(budget)["step"] == 6  # 60 s of (fake) CPU time
