@@ -91,6 +91,7 @@ def build_model(recipe: Recipe, task: Any) -> LatentEBM:
         inference=inference,
         replay=replay,
         posterior_memory=memory,
+        compile_mode=recipe.model.compile,
     )
 
 

@@ -635,6 +635,11 @@ class ModelConfig:
         "Inference model q_phi(z|x) for posterior_chain.init: amortized, e.g. "
         "_component_: latentebm.inference.SequenceEncoder; null: none.",
     )
+    compile: Literal["default", "reduce-overhead", "max-autotune"] | None = _field(
+        None,
+        "torch.compile the chains' log densities with this mode (reduce-overhead: CUDA graphs on "
+        "a GPU); null: eager. Slower on CPU (docs/RESULTS.md section 1).",
+    )
 
 
 @dataclass(kw_only=True)

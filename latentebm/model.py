@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from latentebm.compiling import CompileMode, compile_log_density
 from latentebm.langevin import LangevinResult, LangevinSampler, LogDensity, frozen
 from latentebm.prior import GaussianPrior
 from latentebm.replay import PosteriorMemory, ReplayBuffer
@@ -94,6 +95,8 @@ class LatentEBM(nn.Module):
             ``N(0, sigma^2 I)``); generation always starts from the reference.
         posterior_memory: per-example posterior chain ends that start the *training*
             posterior chains of examples seen before (given their ``indices``).
+        compile_mode: ``torch.compile`` the chains' log densities with this mode
+            (:mod:`latentebm.compiling`); None: eager.
     """
 
     def __init__(
@@ -106,6 +109,7 @@ class LatentEBM(nn.Module):
         inference: nn.Module | None = None,
         replay: ReplayBuffer | None = None,
         posterior_memory: PosteriorMemory | None = None,
+        compile_mode: CompileMode | None = None,
     ) -> None:
         super().__init__()
         self.prior = prior
@@ -115,6 +119,8 @@ class LatentEBM(nn.Module):
         self.inference = inference
         self.replay = replay
         self.posterior_memory = posterior_memory
+        self.compile_mode = compile_mode
+        self._compiled: dict[str, Callable[..., Tensor]] = {}
 
     @property
     def z_dim(self) -> int:
@@ -125,11 +131,23 @@ class LatentEBM(nn.Module):
         return next(self.generator.parameters()).device
 
     # ----------------------------------------------------------------------------- sampling
+    def _joint_log_density(self, x: Tensor, z: Tensor) -> Tensor:
+        return self.generator.log_likelihood(x, z) + self.prior.log_density(z)
+
+    def _chain_function(self, name: str, fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
+        """``fn``, or its compiled version (made once) when ``compile_mode`` is set."""
+        if self.compile_mode is None:
+            return fn
+        if name not in self._compiled:
+            self._compiled[name] = compile_log_density(fn, self.compile_mode)
+        return self._compiled[name]
+
     def posterior_log_density(self, x: Tensor) -> LogDensity:
         """``z -> log p_beta(x | z) + log p_alpha(z)`` (unnormalised): the posterior target."""
+        joint = self._chain_function("posterior", self._joint_log_density)
 
         def log_density(z: Tensor) -> Tensor:
-            return self.generator.log_likelihood(x, z) + self.prior.log_density(z)
+            return joint(x, z)
 
         return log_density
 
@@ -161,7 +179,7 @@ class LatentEBM(nn.Module):
             n_steps = 0
         with frozen(self):
             result = self.prior_chain.run(
-                self.prior.log_density,
+                self._chain_function("prior", self.prior.log_density),
                 z_init,
                 generator=generator,
                 n_steps=n_steps,
