@@ -27,6 +27,7 @@ from latentebm.evaluate import (
     DEFAULT_N_CHAINS,
     DEFAULT_N_IMPORTANCE,
     length_sorted_batches,
+    spread_batches,
 )
 
 
@@ -57,11 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     model, task = pretrained.model, pretrained.task
     batches = length_sorted_batches(task, args.split, args.batch_size)
     n_total = sum(b.shape[0] for b in batches)
-    if args.spread:
-        step = max(1, len(batches) // args.max_batches)
-        timed = batches[::step][: args.max_batches]
-    else:
-        timed = batches[: args.max_batches]
+    count = args.max_batches
+    timed = spread_batches(batches, count) if args.spread else batches[:count]
     n_timed = sum(b.shape[0] for b in timed)
     tokens_timed = sum(task.num_target_tokens(b) for b in timed)
     tokens_total = sum(task.num_target_tokens(b) for b in batches)

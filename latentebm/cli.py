@@ -432,6 +432,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         args.split,
         args.metrics,
         max_batches=args.max_batches,
+        spread=args.spread,
         seed=args.seed,
         device=args.device,
         output=args.output,
@@ -626,6 +627,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--batch-size", type=int, default=None, metavar="B", help="default 64")
     ev.add_argument("--max-batches", type=int, default=None, metavar="N", help="first N only")
+    ev.add_argument(
+        "--spread",
+        action="store_true",
+        help="with --max-batches: N batches spread over the length-sorted split, not the first",
+    )
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("-o", "--output", default=None, metavar="PATH", help="default RUN/metrics.json")
     ev.add_argument("--device", default="cpu")

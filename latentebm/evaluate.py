@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -32,6 +32,8 @@ from torch import Tensor
 from latentebm.metrics.image_eval import ImageEvalSettings
 from latentebm.metrics.molecule_eval import MoleculeEvalSettings
 from latentebm.metrics.text_eval import TextEvalSettings
+
+T = TypeVar("T")
 
 KNOWN_METRICS: tuple[str, ...] = (
     "nll",
@@ -68,6 +70,17 @@ def check_metrics(metrics: str | Iterable[str]) -> list[str]:
     return names
 
 
+def spread_batches(batches: Sequence[T], count: int) -> list[T]:
+    """``count`` of ``batches`` at evenly spaced positions, first and last included (all of
+    them if ``count`` is not smaller): from length-sorted batches, a subset with every length."""
+    n = len(batches)
+    if count >= n:
+        return list(batches)
+    if count == 1:
+        return [batches[n // 2]]
+    return [batches[round(i * (n - 1) / (count - 1))] for i in range(count)]
+
+
 def evaluate(
     run_dir: str | Path,
     split: str = "test",
@@ -79,6 +92,7 @@ def evaluate(
     batch_size: int = DEFAULT_BATCH_SIZE,
     log_z_samples: int = DEFAULT_LOG_Z_SAMPLES,
     max_batches: int | None = None,
+    spread: bool = False,
     seed: int = 0,
     progress: bool = True,
     device: str | torch.device = "cpu",
@@ -138,7 +152,10 @@ def evaluate(
         n_importance, n_chains, chain_steps, log_z_samples: the estimator's settings.
         batch_size: sentences per batch; their chains and importance samples go through the
             decoder in chunks of at most ``CHUNK_SIZE`` (256) (sentence, latent) pairs.
-        max_batches: evaluate only the first ``max_batches`` batches (timing, smoke tests).
+        max_batches: evaluate only ``max_batches`` batches: the first ones (the shortest
+            sentences; timing, smoke tests), or with ``spread`` ones spread evenly over the
+            length-sorted split (a subset with the split's mix of lengths).
+        spread: see ``max_batches``.
         seed: seeds chains, proposal draws and ``log Z``.
         progress: a tqdm progress bar over batches (on stderr).
         device: where the model runs.
@@ -185,7 +202,7 @@ def evaluate(
         batches = length_sorted_batches(task, split, batch_size)
         n_batches_total = len(batches)
         if max_batches is not None:
-            batches = batches[:max_batches]
+            batches = spread_batches(batches, max_batches) if spread else batches[:max_batches]
         generator = torch.Generator(device=model.device)
         generator.manual_seed(seed)
         t0 = time.perf_counter()
@@ -220,6 +237,7 @@ def evaluate(
                 "batches": len(batches),
                 "batches_in_split": n_batches_total,
                 "complete": len(batches) == n_batches_total,
+                "spread": spread and len(batches) < n_batches_total,
                 "checkpoint": str(pretrained.checkpoint),
                 "step": pretrained.step,
                 "seconds": seconds,

@@ -15,6 +15,7 @@ from latentebm.evaluate import (
     KNOWN_METRICS,
     evaluate,
     length_sorted_batches,
+    spread_batches,
     write_metrics,
 )
 from latentebm.metrics.lm import (
@@ -279,3 +280,23 @@ def test_reconstructions_keep_the_split_order(tiny_run: Path) -> None:
     assert result["reconstruction_bleu"] == pytest.approx(100.0)
     first = result["reconstruction_examples"][0]
     assert first["sentence"] == first["reconstruction"] == task.sentences("valid")[0]
+
+
+def test_spread_batches_cover_the_lengths() -> None:
+    items = list(range(10))
+    assert spread_batches(items, 3) == [0, 4, 9]  # ends included, evenly spaced
+    assert spread_batches(items, 1) == [5]
+    assert spread_batches(items, 10) == items and spread_batches(items, 25) == items
+    assert len(set(spread_batches(items, 9))) == 9  # no batch twice
+
+
+def test_spread_subset_has_longer_sentences_than_the_first_batches(
+    tmp_path: Path, tiny_run: Path
+) -> None:
+    small = {**FAST, "batch_size": 8, "max_batches": 2, "write": False}
+    first = evaluate(tiny_run, "valid", **small)
+    spread = evaluate(tiny_run, "valid", **small, spread=True)
+    first_nll, spread_nll = first["metrics"]["nll"], spread["metrics"]["nll"]
+    assert first_nll["sentences"] == spread_nll["sentences"] == 16
+    assert spread_nll["spread"] is True and first_nll["spread"] is False
+    assert spread_nll["tokens"] > first_nll["tokens"]  # the last batch holds the longest
