@@ -44,6 +44,7 @@ __all__ = [
     "PriorConfig",
     "Recipe",
     "RecipeError",
+    "TimeBudgetConfig",
     "TrainerConfig",
     "apply_overrides",
     "instantiate",
@@ -674,13 +675,12 @@ class OptimConfig:
 
 
 @dataclass(kw_only=True)
-class TrainerConfig:
-    """Training loop, validation, checkpointing and logging."""
+class TimeBudgetConfig:
+    """A training budget in time and checkpoints by time (every trainer has these)."""
 
-    max_steps: int = _field(40000, "Total number of training steps.", check=_positive)
     max_minutes: float | None = _field(
         None,
-        "Also stop (validate, checkpoint) once this many minutes of training have been spent, "
+        "Also stop (with a checkpoint) once this many minutes of training have been spent, "
         "summed over resumed segments: a fixed compute budget; null: no limit.",
         check=_positive,
     )
@@ -690,6 +690,19 @@ class TrainerConfig:
         "of the training process (all its threads; time.process_time), which other jobs on the "
         "machine barely change: the clock for equal-CPU-budget comparisons.",
     )
+    checkpoint_every_minutes: float | None = _field(
+        None,
+        "Also save a checkpoint each time the training time (clock, summed over resumes) "
+        "passes a multiple of this many minutes: quality against compute from one run; null: off.",
+        check=_positive,
+    )
+
+
+@dataclass(kw_only=True)
+class TrainerConfig(TimeBudgetConfig):
+    """Training loop, validation, checkpointing and logging."""
+
+    max_steps: int = _field(40000, "Total number of training steps.", check=_positive)
     batch_size: int = _field(
         32, "Training batch size per process (torchrun: times the process count).", check=_positive
     )
@@ -700,12 +713,6 @@ class TrainerConfig:
     )
     checkpoint_every: int = _field(
         1000, "Save a checkpoint every this many steps.", check=_positive
-    )
-    checkpoint_every_minutes: float | None = _field(
-        None,
-        "Also save a checkpoint each time the training time (trainer.clock, summed over resumes) "
-        "passes a multiple of this many minutes: quality against compute from one run; null: off.",
-        check=_positive,
     )
     keep_checkpoints: int = _field(
         3, "Number of most recent checkpoints kept; 0: keep all.", check=_non_negative

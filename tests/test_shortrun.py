@@ -13,6 +13,7 @@ import json
 import math
 import os
 import struct
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -378,6 +379,22 @@ def test_max_minutes_stops_early(tmp_path: Path) -> None:
     )
     ShortRunTrainer(again).fit()
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_cpu_clock_and_timed_checkpoints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ticks = iter(range(0, 10_000, 10))  # a CPU clock that advances 10 s per reading
+    monkeypatch.setattr(time, "process_time", lambda: float(next(ticks)))
+    trainer = {
+        "clock": "cpu",
+        "max_minutes": 1.0,
+        "checkpoint_every_minutes": 0.5,
+        "checkpoint_every": 100,
+        "keep_checkpoints": 0,
+        "max_steps": 50,
+    }
+    run = ShortRunTrainer(tiny_recipe(tmp_path / "t", trainer=trainer)).fit()
+    saved = sorted(int(p.stem.split("_")[1]) for p in (run / "checkpoints").glob("step_*.pt"))
+    assert saved == [3, 6]  # at 30 s and at 60 s, where the 1-minute budget ends
 
 
 def test_existing_run_dir_is_not_overwritten(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from typing import Literal
 from latentebm.config import (
     ComponentConfig,
     DataConfig,
+    TimeBudgetConfig,
     _betas,
     _device,
     _field,
@@ -154,16 +155,10 @@ class ShortRunOptimConfig:
 
 
 @dataclass(kw_only=True)
-class ShortRunTrainerConfig:
+class ShortRunTrainerConfig(TimeBudgetConfig):
     """Training loop, logging, checkpoints and the figures written at the end."""
 
     max_steps: int = _field(1000, "T: number of parameter updates.", check=_positive)
-    max_minutes: float | None = _field(
-        None,
-        "Also stop once this many minutes of training have been spent, summed over resumed "
-        "segments; null: no limit.",
-        check=_positive,
-    )
     batch_size: int = _field(64, "m: images (and chains) per update.", check=_positive)
     log_every: int = _field(
         10, "Append a metrics.jsonl line every this many steps.", check=_positive

@@ -49,6 +49,7 @@ from latentebm.checkpoint import (
 from latentebm.config import _to_plain, instantiate
 from latentebm.image_io import write_atomic
 from latentebm.runs import (
+    TimedCheckpoints,
     TrainingError,
     claim_run_dir,
     find_resume,
@@ -206,7 +207,9 @@ class ShortRunTrainer:
         cfg, st, recipe = self.cfg, self.state, self.recipe
         data_noise = recipe.convergent.data_noise
         budget = None if cfg.max_minutes is None else 60.0 * cfg.max_minutes
-        segment_start, seconds_before = time.perf_counter(), st.train_seconds
+        clock = time.process_time if cfg.clock == "cpu" else time.perf_counter
+        segment_start, seconds_before = clock(), st.train_seconds
+        timed_checkpoints = TimedCheckpoints(cfg.checkpoint_every_minutes, st.train_seconds)
         sums: dict[str, float] = defaultdict(float)
         count = 0
         out_of_time = budget is not None and st.train_seconds >= budget
@@ -241,8 +244,9 @@ class ShortRunTrainer:
                 loss.backward()
                 optimizer.step()
                 st.step += 1
-                st.train_seconds = seconds_before + time.perf_counter() - segment_start
+                st.train_seconds = seconds_before + clock() - segment_start
                 out_of_time = budget is not None and st.train_seconds >= budget
+                checkpoint_due = timed_checkpoints.due(st.train_seconds)
                 last = st.step == cfg.max_steps or out_of_time
                 sums["loss"] += float(loss.detach())
                 sums["d_t"] += float(d_t)
@@ -256,7 +260,7 @@ class ShortRunTrainer:
                     self._append_metrics(row)
                     sums.clear()
                     count = 0
-                if st.step % cfg.checkpoint_every == 0 or last:
+                if st.step % cfg.checkpoint_every == 0 or last or checkpoint_due:
                     self._save_checkpoint(model, optimizer, rng)
             if st.batch_in_epoch >= len(batches):
                 st.epoch += 1
