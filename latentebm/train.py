@@ -122,10 +122,16 @@ class Trainer:
         return Path(self.cfg.run_dir).resolve() == checkpoint.parent.parent.resolve()
 
     def _check_compatible(self, saved: dict[str, Any], source: Path) -> None:
-        """The model and task of a resumed run must be those of the checkpoint."""
+        """The model and task of a resumed run must be those of the checkpoint (how the chains
+        execute, ``model.compile``, may change)."""
         current = recipe_to_dict(self.recipe)
         for section in ("task", "model"):
-            diff = first_difference(saved.get(section), current.get(section), section)
+            before, now = saved.get(section), current.get(section)
+            if section == "model" and isinstance(before, dict) and isinstance(now, dict):
+                before, now = dict(before), dict(now)
+                before.pop("compile", None)
+                now.pop("compile", None)
+            diff = first_difference(before, now, section)
             if diff is not None:
                 raise TrainingError(
                     f"resume from {source}: {diff}; a resumed run keeps its task and model "

@@ -182,6 +182,15 @@ def test_resume_with_changed_model_is_refused(tiny_recipe, tmp_path: Path) -> No
     with pytest.raises(TrainingError, match=r"model\.generator\.hidden_dim"):
         fit(recipe, "model.generator.hidden_dim=32", f"trainer.resume={run}")
     assert sorted(run.rglob("*")) == files
+    # how the chains execute is not the model: turning torch.compile on is allowed (no step
+    # is left to run, so nothing compiles here)
+    fit(
+        recipe,
+        "model.compile=default",
+        "trainer.max_steps=2",
+        "trainer.samples_at_end=0",
+        f"trainer.resume={run}",
+    )
 
 
 # ----------------------------------------------------------------------------- checkpoints
