@@ -639,7 +639,7 @@ class ModelConfig:
     compile: Literal["default", "reduce-overhead", "max-autotune"] | None = _field(
         None,
         "torch.compile the chains' log densities with this mode (reduce-overhead: CUDA graphs on "
-        "a GPU); null: eager. Slower on CPU (docs/RESULTS.md section 1).",
+        "a GPU); null: eager. Slower on CPU (docs/RESULTS.md, Not measured).",
     )
 
 
