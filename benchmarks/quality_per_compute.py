@@ -66,7 +66,12 @@ def nll_at(
     entry = None
     if out.is_file():
         cached = json.loads(out.read_text(encoding="utf-8"))[split]["nll"]
-        same_subset = cached.get("batches") == max_batches or max_batches is None
+        if max_batches is None:  # the whole split
+            same_subset = bool(cached.get("complete"))
+        else:
+            same_subset = cached.get("batches") == max_batches and bool(
+                cached.get("spread") or cached.get("complete")
+            )
         if Path(cached["checkpoint"]).name == path.name and same_subset:
             entry = cached
     if entry is None:
