@@ -65,7 +65,14 @@ def build_model(recipe: Recipe, task: Any) -> LatentEBM:
     z_dim = latent_dim(recipe)
     generator = instantiate(model_cfg.generator, z_dim=z_dim, **task.generator_kwargs())
     chains = [
-        LangevinSampler(c.n_steps if z_dim else 0, c.step_size, noise=c.noise, clamp=c.clamp)
+        LangevinSampler(
+            c.n_steps if z_dim else 0,
+            c.step_size,
+            noise=c.noise,
+            clamp=c.clamp,
+            step_schedule=c.step_schedule,
+            noise_factor=c.noise_factor,
+        )
         for c in (model_cfg.prior_chain, model_cfg.posterior_chain)
     ]
     inference = None

@@ -596,6 +596,19 @@ class ChainConfig:
     clamp: float | None = _field(
         None, "Clamp z to [-clamp, clamp] after each step; null: off.", check=_positive
     )
+    step_schedule: list[float] | None = _field(
+        None,
+        "Per-step noise scales a_0, a_1, ... replacing step_size (steps past the end use the "
+        "last value); null: step_size at every step. The authors' text code uses [0.8, 0.7, "
+        "0.6, 0.5, 0.2, 0.2, 0.1, 0.1, 0.05] (then 0.05) for its 20-step posterior chain.",
+        check=_each_positive,
+    )
+    noise_factor: float = _field(
+        1.0,
+        "Multiply the noise a * eps by this T: 1 is Langevin; T < 1 a colder chain (the "
+        "authors' text code: 0.05, raised to 0.2 after 15 epochs).",
+        check=_non_negative,
+    )
     init: Literal["noise", "persistent", "amortized"] = _field(
         "noise",
         "Where the chain starts: noise (N(0, sigma^2 I), the paper); persistent (prior chain: "

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -62,10 +62,24 @@ class LangevinSampler:
         noise: add the Gaussian noise term; without it the chain is gradient ascent on
             ``log pi`` with learning rate ``a^2/2``.
         clamp: if set, clamp every coordinate of z to ``[-clamp, clamp]`` after each step.
+        step_schedule: per-step noise scales ``a_0, a_1, ...`` replacing ``step_size`` (step k
+            uses ``a_k``; steps past the end of the list use its last value). The authors' text
+            code (Pang et al. 2020, public repository of the text experiments) runs its posterior
+            chain with ``0.8, 0.7, 0.6, 0.5, 0.2, 0.2, 0.1, 0.1, 0.05`` and then 0.05.
+        noise_factor: multiply the noise term by this: ``z <- z + (a^2/2) grad + T a eps``.
+            1 is Langevin dynamics; ``T < 1`` is a colder chain whose small-step limit samples
+            ``pi^(1/T^2)`` (the same text code uses T = 0.05, raised to 0.2 after 15 epochs).
     """
 
     def __init__(
-        self, n_steps: int, step_size: float, noise: bool = True, clamp: float | None = None
+        self,
+        n_steps: int,
+        step_size: float,
+        noise: bool = True,
+        clamp: float | None = None,
+        *,
+        step_schedule: Sequence[float] | None = None,
+        noise_factor: float = 1.0,
     ) -> None:
         if n_steps < 0:
             raise ValueError(f"n_steps must be >= 0, got {n_steps}")
@@ -73,10 +87,26 @@ class LangevinSampler:
             raise ValueError(f"step_size must be > 0, got {step_size}")
         if clamp is not None and clamp <= 0:
             raise ValueError(f"clamp must be > 0, got {clamp}")
+        if step_schedule is not None and (
+            len(step_schedule) == 0 or any(a <= 0 for a in step_schedule)
+        ):
+            raise ValueError(
+                f"step_schedule must be a non-empty list of values > 0, got {step_schedule}"
+            )
+        if noise_factor < 0:
+            raise ValueError(f"noise_factor must be >= 0, got {noise_factor}")
         self.n_steps = int(n_steps)
         self.step_size = float(step_size)
         self.noise = bool(noise)
         self.clamp = clamp
+        self.step_schedule = None if step_schedule is None else tuple(map(float, step_schedule))
+        self.noise_factor = float(noise_factor)
+
+    def step_size_at(self, k: int) -> float:
+        """The noise scale ``a_k`` of step ``k`` (``step_size`` unless a schedule is set)."""
+        if self.step_schedule is None:
+            return self.step_size
+        return self.step_schedule[min(k, len(self.step_schedule) - 1)]
 
     @property
     def drift(self) -> float:
@@ -84,9 +114,14 @@ class LangevinSampler:
         return 0.5 * self.step_size**2
 
     def __repr__(self) -> str:
+        extra = ""
+        if self.step_schedule is not None:
+            extra += f", step_schedule={list(self.step_schedule)}"
+        if self.noise_factor != 1.0:
+            extra += f", noise_factor={self.noise_factor}"
         return (
             f"{type(self).__name__}(n_steps={self.n_steps}, step_size={self.step_size}, "
-            f"noise={self.noise}, clamp={self.clamp})"
+            f"noise={self.noise}, clamp={self.clamp}{extra})"
         )
 
     def run(
@@ -114,8 +149,11 @@ class LangevinSampler:
         grad_norms: list[Tensor] = []
         trajectory: dict[int, Tensor] = {}
         wanted = set(record_steps)
-        drift, scale = self.drift, self.step_size
+        drift, scale = self.drift, self.step_size * self.noise_factor
         for k in range(steps):
+            if self.step_schedule is not None:
+                a_k = self.step_size_at(k)
+                drift, scale = 0.5 * a_k**2, a_k * self.noise_factor
             if k in wanted:
                 trajectory[k] = z.clone()
             z.requires_grad_(True)
@@ -160,6 +198,18 @@ def frozen(*modules: nn.Module) -> Iterator[None]:
     finally:
         for p in params:
             p.requires_grad_(True)
+
+
+@contextlib.contextmanager
+def eval_mode(module: nn.Module) -> Iterator[None]:
+    """Eval mode for ``module`` and every submodule; each one's own flag is restored on exit."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
 
 
 def gaussian_log_density(mean: Tensor, std: float) -> LogDensity:

@@ -478,3 +478,43 @@ def test_frozen_restores_flags_after_an_error_in_the_density() -> None:
         LangevinSampler(2, 0.1).run(raising_density, torch.zeros(2, 3))
     for name, p in model.named_parameters():
         assert p.requires_grad == (name != "prior.f.0.bias"), name
+
+
+def test_step_schedule_sets_each_steps_drift_and_noise_and_repeats_its_last_value() -> None:
+    """z <- z + (a_k^2 / 2) grad + T a_k eps with a_k from the schedule (the last value repeats),
+    checked against the update written out by hand with the same noise draws."""
+    schedule, factor = [0.8, 0.5], 0.2
+    sampler = LangevinSampler(3, 0.1, step_schedule=schedule, noise_factor=factor)
+    mean = torch.tensor([[1.0, -2.0]])
+    target = gaussian_log_density(mean, 0.5)  # grad = -(z - mean) / 0.25
+    z0 = torch.tensor([[0.3, 0.4]])
+    g = torch.Generator().manual_seed(0)
+    out = sampler.run(target, z0, generator=clone_generator(g)).z
+    z = z0.clone()
+    for a in (0.8, 0.5, 0.5):
+        grad = -(z - mean) / 0.25
+        z = z + 0.5 * a**2 * grad + factor * a * torch.randn(z.shape, generator=g)
+    assert torch.allclose(out, z, atol=1e-6)
+    assert sampler.step_size_at(0) == 0.8 and sampler.step_size_at(7) == 0.5
+    assert "step_schedule=[0.8, 0.5]" in repr(sampler) and "noise_factor=0.2" in repr(sampler)
+
+
+def test_cold_chain_samples_the_tempered_target() -> None:
+    """With noise factor T, small steps sample pi^(1/T^2): variance T^2 times the target's."""
+    sampler = LangevinSampler(400, 0.2, noise_factor=0.5)  # relaxes in ~50 steps
+    target = gaussian_log_density(torch.zeros(1, 1), 1.0)
+    z = sampler.run(target, torch.zeros(20_000, 1), generator=torch.Generator().manual_seed(0)).z
+    assert float(z.var()) == pytest.approx(0.25, rel=0.06)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"step_schedule": []}, "step_schedule"),
+        ({"step_schedule": [0.1, 0.0]}, "step_schedule"),
+        ({"noise_factor": -1.0}, "noise_factor"),
+    ],
+)
+def test_bad_schedule_settings_are_refused(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        LangevinSampler(3, 0.1, **kwargs)  # type: ignore[arg-type]

@@ -202,13 +202,16 @@ class ConvGenerator(nn.Module):
         *,
         generator: torch.Generator | None = None,
         noise: bool = False,
+        clamp: bool = True,
         **ignored: Any,
     ) -> Tensor:
         """The image of each row of ``z``: ``g_beta(z)`` (the usual way to show samples), or
-        with ``noise`` a draw ``g_beta(z) + tau * eps`` clamped to ``[-1, 1]``. Text decoding
-        options (``decode``, ``temperature``, ``top_k`` ...) are ignored."""
+        with ``noise`` a draw ``g_beta(z) + tau * eps``, clamped to ``[-1, 1]`` unless ``clamp``
+        is false (an exact draw of ``p_beta(x | z)``). Text decoding options (``decode``,
+        ``temperature``, ``top_k`` ...) are ignored."""
         mean = self.mean(z)
         if not noise:
             return mean
         eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-        return (mean + self.config.likelihood_sigma * eps).clamp(-1.0, 1.0)
+        draw = mean + self.config.likelihood_sigma * eps
+        return draw.clamp(-1.0, 1.0) if clamp else draw

@@ -96,6 +96,7 @@ def decode_tokens(
     top_k: int | None = None,
     generator: torch.Generator | None = None,
     softmax_dtype: torch.dtype | None = None,
+    mask_specials: bool = True,
 ) -> Tensor:
     """Decode one sequence per row from ``p_beta(x | z)`` (seed 001 eq. 1), a token a step.
 
@@ -109,6 +110,10 @@ def decode_tokens(
             ``logits / temperature``, restricted to the ``top_k`` most likely tokens if set,
             one ``torch.multinomial`` draw from ``generator`` per step).
         softmax_dtype: dtype the sampling softmax is computed in (``None``: the logits' own).
+        mask_specials: never emit ``<pad>`` or ``<bos>`` (renormalising the rest). ``False``
+            samples the model's own softmax: a row may then contain ``<pad>`` or ``<bos>``
+            before its ``<eos>``, which callers that need exact draws of ``p_beta(x | z)``
+            reject (:func:`latentebm.metrics.bdmc.simulate`).
 
     Returns:
         ``LongTensor (B, L)``, ``L <= length``: decoding stops once every row has emitted
@@ -119,7 +124,8 @@ def decode_tokens(
     out: list[Tensor] = []
     for _ in range(length):
         logits, state = step(token, state)
-        logits = mask_never_emitted(logits, pad_id=pad_id, bos_id=bos_id)
+        if mask_specials:
+            logits = mask_never_emitted(logits, pad_id=pad_id, bos_id=bos_id)
         if decode == "greedy":
             next_token = logits.argmax(dim=1)
         else:
@@ -270,6 +276,7 @@ class StepwiseDecoder(Generic[State]):
         generator: torch.Generator | None = None,
         beam_size: int = 5,
         length_penalty: float = 0.0,
+        mask_specials: bool = True,
     ) -> Tensor:
         """Decode one sequence per row of z.
 
@@ -282,6 +289,7 @@ class StepwiseDecoder(Generic[State]):
                 transformer's is at most ``config.max_positions``).
             generator: random source for ``decode="sample"``.
             beam_size, length_penalty: for ``decode="beam"``.
+            mask_specials: ``False``: sample the full softmax (see :func:`decode_tokens`).
 
         Returns:
             ``LongTensor (B, L)`` of token ids without ``<bos>``; each row ends at its first
@@ -313,6 +321,7 @@ class StepwiseDecoder(Generic[State]):
             top_k=top_k,
             generator=generator,
             softmax_dtype=self._sample_softmax_dtype,
+            mask_specials=mask_specials,
         )
 
     @torch.no_grad()

@@ -67,15 +67,15 @@ wrong place; perplexities computed from the ELBO or from reconstructions; ``log 
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from latentebm.langevin import eval_mode
 from latentebm.model import LatentEBM
 from latentebm.prior import GaussianPrior
 
@@ -127,7 +127,7 @@ def log_partition(
     if not prior.has_energy:
         return LogPartitionEstimate(value=0.0, std_error=0.0, n_samples=0)
     energies: list[Tensor] = []
-    with _eval_mode(prior), torch.no_grad():
+    with eval_mode(prior), torch.no_grad():
         done = 0
         while done < n_samples:
             n = min(batch_size, n_samples - done)
@@ -300,7 +300,7 @@ def fit_proposal(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     examples_per_chunk = max(1, batch_size // n_chains)
     ends: list[Tensor] = []
-    with _eval_mode(model):
+    with eval_mode(model):
         for start in range(0, x.shape[0], examples_per_chunk):
             chunk = x[start : start + examples_per_chunk]
             repeated = chunk.repeat_interleave(n_chains, dim=0)
@@ -334,7 +334,7 @@ def log_joint(
     dtype = next(model.generator.parameters()).dtype
     flat = z.reshape(batch * m, d).to(dtype)
     out = torch.empty(batch * m, dtype=torch.float64, device=z.device)
-    with _eval_mode(model):
+    with eval_mode(model):
         for start in range(0, batch * m, batch_size):
             stop = min(start + batch_size, batch * m)
             rows = torch.arange(start, stop, device=x.device) // m
@@ -416,7 +416,7 @@ def estimate_log_likelihood(
     if generator is None:
         generator = _generator_from_global_rng(model.device)
     proposal = _proposal_options(n_chains, chain_steps, widen, covariance, shrinkage, jitter)
-    with _eval_mode(model):
+    with eval_mode(model):
         if log_z is None:
             log_z = log_partition(model.prior, log_z_samples, generator=generator)
         log_w = _log_weights(model, x, n_importance, log_z, generator, batch_size, proposal)
@@ -558,7 +558,7 @@ def evaluate_nll(
 
     proposal = _proposal_options(n_chains, chain_steps, widen, covariance, shrinkage, jitter)
     total_nll, total_tokens, n_examples, ess_sum = 0.0, 0, 0, 0.0
-    with _eval_mode(model):
+    with eval_mode(model):
         for batch in batches:
             x = batch.to(device)
             log_w = _log_weights(model, x, n_importance, log_z, generator, batch_size, proposal)
@@ -603,18 +603,6 @@ def evaluate_nll(
 
 
 # ----------------------------------------------------------------------------- helpers
-@contextlib.contextmanager
-def _eval_mode(module: nn.Module) -> Iterator[None]:
-    """Eval mode for ``module`` and every submodule; each one's own flag is restored on exit."""
-    modes = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        yield
-    finally:
-        for m, mode in modes:
-            m.training = mode
-
-
 def _generator_from_global_rng(device: torch.device) -> torch.Generator:
     """A generator on ``device`` seeded from torch's global RNG (so ``torch.manual_seed`` fixes
     the result)."""
