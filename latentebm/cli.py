@@ -415,22 +415,51 @@ def cmd_mnist_features(args: argparse.Namespace) -> int:
     return 0
 
 
+def _likelihood_settings(args: argparse.Namespace) -> object:
+    """``LikelihoodEvalSettings`` from the ``evaluate`` options."""
+    from latentebm.metrics.likelihood_eval import LikelihoodEvalSettings
+    from latentebm.metrics.marginal import AISSettings, LogPartitionSettings
+
+    def given(**values: object) -> dict[str, object]:
+        return {key: value for key, value in values.items() if value is not None}
+
+    is_mode = args.estimator == "is"
+    ais = AISSettings(
+        **given(  # type: ignore[arg-type]
+            init=args.ais_init,
+            n_chains=None if is_mode else args.chains,
+            n_temperatures=args.temperatures,
+            leapfrog_steps=args.leapfrog,
+            laplace_starts=args.laplace_starts,
+        )
+    )
+    log_z = LogPartitionSettings(
+        **given(n_chains=args.log_z_chains, n_temperatures=args.log_z_temperatures)  # type: ignore[arg-type]
+    )
+    return LikelihoodEvalSettings(
+        estimator=args.estimator,
+        ais=ais,
+        log_z=log_z,
+        **given(  # type: ignore[arg-type]
+            n_importance=args.importance_samples,
+            is_chains=args.chains if is_mode else None,
+            is_chain_steps=args.chain_steps,
+            recon_steps=args.recon_steps,
+            usage_examples=args.usage_examples,
+        ),
+    )
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from latentebm.evaluate import evaluate, format_table
 
-    options = {
-        "n_importance": args.importance_samples,
-        "n_chains": args.chains,
-        "chain_steps": args.chain_steps,
-        "batch_size": args.batch_size,
-    }
+    options = {"batch_size": args.batch_size}
     options = {key: value for key, value in options.items() if value is not None}
-    if options.get("chain_steps") == -1:
-        options["chain_steps"] = None  # the model's K1
     result = evaluate(
         args.run,
         args.split,
         args.metrics,
+        likelihood=_likelihood_settings(args),  # type: ignore[arg-type]
         max_batches=args.max_batches,
         spread=args.spread,
         seed=args.seed,
@@ -602,13 +631,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser(
         "evaluate",
-        help="NLL, FPPL, RPPL, BLEU of a trained model on a split (writes metrics.json)",
+        help="marginal NLL, recon NLL, latent usage, FPPL, RPPL, BLEU ... of a trained model "
+        "on a split (writes metrics.json)",
         epilog="examples:\n  latentebm evaluate runs/ptb/20261123-101500\n"
-        "  latentebm evaluate RUN_DIR --split valid --importance-samples 100 --chain-steps 100\n"
+        "  latentebm evaluate RUN_DIR --metrics marginal_nll,recon_nll,latent_usage\n"
+        "  latentebm evaluate RUN_DIR --estimator is --chain-steps 100   # fast, looser NLL\n"
         "  latentebm evaluate RUN_DIR --max-batches 2 -o /tmp/metrics.json   # quick look\n"
         "  latentebm evaluate RUN_DIR --metrics fppl,rppl,bleu --lm runs/ptb/lm_real.pt \\\n"
         "      --lm-set epochs=2 --lm-set hidden_dim=256   # the same scorer for every model\n"
-        "metrics: nll, fppl, rppl, bleu (reconstruction BLEU, self-BLEU, distinct-n, length);\n"
+        "metrics: marginal_nll (alias nll), recon_nll, latent_usage, fppl, rppl, bleu\n"
+        "(reconstruction BLEU, self-BLEU, distinct-n, length);\n"
         "protocol in docs/metrics.md. Writes RUN_DIR/metrics.json (or -o PATH), merging: an\n"
         "earlier result for the same split and metric moves into the new entry's history.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -618,12 +650,57 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--metrics",
         default=None,
-        help="comma-separated (default: the task's, nll for text, molecules for molecules)",
+        help="comma-separated (default: the task's, marginal_nll for text, molecules for "
+        "molecules)",
     )
-    ev.add_argument("--importance-samples", type=int, default=None, metavar="M", help="default 30")
-    ev.add_argument("--chains", type=int, default=None, metavar="C", help="default 8")
-    ev.add_argument(
-        "--chain-steps", type=int, default=None, metavar="K", help="default 0 (-1: the model's K1)"
+    like = ev.add_argument_group(
+        "marginal_nll (alias nll), recon_nll, latent_usage (docs/metrics.md)"
+    )
+    like.add_argument(
+        "--estimator",
+        choices=("ais", "is"),
+        default="ais",
+        help="ais: annealed importance sampling (default, tight); is: importance sampling "
+        "(fast, looser)",
+    )
+    like.add_argument(
+        "--chains",
+        type=int,
+        default=None,
+        metavar="C",
+        help="AIS chains per example (8); is: posterior chains the proposal is fitted to (16)",
+    )
+    like.add_argument(
+        "--temperatures", type=int, default=None, metavar="T", help="AIS temperatures (100)"
+    )
+    like.add_argument(
+        "--ais-init",
+        choices=("laplace", "reference"),
+        default=None,
+        help="AIS start: a Laplace fit per example (default) or N(0, sigma^2 I)",
+    )
+    like.add_argument("--leapfrog", type=int, default=None, metavar="L", help="HMC leapfrog (2)")
+    like.add_argument(
+        "--laplace-starts", type=int, default=None, metavar="S", help="mode searches (4)"
+    )
+    like.add_argument(
+        "--log-z-chains", type=int, default=None, metavar="N", help="log Z AIS chains (1024)"
+    )
+    like.add_argument(
+        "--log-z-temperatures", type=int, default=None, metavar="T", help="log Z AIS (1000)"
+    )
+    like.add_argument(
+        "--importance-samples", type=int, default=None, metavar="M", help="is: samples (100)"
+    )
+    like.add_argument(
+        "--chain-steps", type=int, default=None, metavar="K", help="is: chain steps (K1; >= 1)"
+    )
+    like.add_argument(
+        "--usage-examples",
+        type=int,
+        default=None,
+        metavar="N",
+        help="latent_usage: first N examples (1000)",
     )
     ev.add_argument("--batch-size", type=int, default=None, metavar="B", help="default 64")
     ev.add_argument("--max-batches", type=int, default=None, metavar="N", help="first N only")
@@ -662,7 +739,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--recon-sentences", type=int, default=None, metavar="N", help="BLEU: first N (all)"
     )
     text.add_argument(
-        "--recon-steps", type=int, default=None, metavar="K", help="BLEU: posterior chain (K1)"
+        "--recon-steps",
+        type=int,
+        default=None,
+        metavar="K",
+        help="BLEU, recon_nll: posterior chain (K1)",
     )
     text.add_argument("--recon-chains", type=int, default=None, metavar="C", help="default 1")
     text.add_argument(

@@ -1,17 +1,15 @@
 """``latentebm evaluate``: test-set metrics of a trained run, written to ``metrics.json``.
 
-Metrics: ``nll`` (importance-sampled ``-log p(x)`` per sentence and perplexity, see
-:mod:`latentebm.metrics.nll` for the estimator and what it bounds), and for text tasks ``fppl``,
+Metrics: ``marginal_nll`` (``-log p(x)`` per example and perplexity by annealed importance
+sampling, ``nll`` is its alias; see :mod:`latentebm.metrics.marginal`), ``recon_nll`` (the
+reconstruction NLL of Pang et al. 2020, Table 2) and ``latent_usage`` (active units, ``I(x; z)``,
+reconstruction gain), see :mod:`latentebm.metrics.likelihood_eval`; for text tasks ``fppl``,
 ``rppl`` and ``bleu`` (reconstruction BLEU, self-BLEU, distinct-n, average length), see
-:mod:`latentebm.metrics.text_eval` and ``docs/metrics.md`` for the protocol; for molecule
-tasks ``moses`` (the MOSES table) and ``molecules`` (validity, uniqueness, novelty), see
-:mod:`latentebm.metrics.molecule_eval`. Without ``metrics`` a task's ``default_metrics`` are
-evaluated (text: ``nll``; molecules: ``molecules``).
-
-Default settings (``n_importance=30``, ``n_chains=8``, ``chain_steps=0``, ``batch_size=64``,
-``log_z_samples=100_000``) were chosen so that the PTB test split (3,761 sentences) with the PTB
-recipe's sizes finishes in under 10 minutes on the 2-core development CPU with one thread; the
-measurements behind them are in :func:`evaluate`'s docstring.
+:mod:`latentebm.metrics.text_eval` and ``docs/metrics.md`` for the protocol; for molecule tasks
+``moses`` (the MOSES table) and ``molecules`` (validity, uniqueness, novelty), see
+:mod:`latentebm.metrics.molecule_eval`; for images ``anomaly``, ``mse`` and ``fid``. Without
+``metrics`` a task's ``default_metrics`` are evaluated (text: ``marginal_nll``; molecules:
+``molecules``).
 """
 
 from __future__ import annotations
@@ -30,13 +28,20 @@ import torch
 from torch import Tensor
 
 from latentebm.metrics.image_eval import ImageEvalSettings
+from latentebm.metrics.likelihood_eval import (
+    ALIASES,
+    LIKELIHOOD_METRICS,
+    LikelihoodEvalSettings,
+    canonical,
+)
 from latentebm.metrics.molecule_eval import MoleculeEvalSettings
 from latentebm.metrics.text_eval import TextEvalSettings
 
 T = TypeVar("T")
 
 KNOWN_METRICS: tuple[str, ...] = (
-    "nll",
+    *LIKELIHOOD_METRICS,
+    *ALIASES,
     "fppl",
     "rppl",
     "bleu",
@@ -47,17 +52,13 @@ KNOWN_METRICS: tuple[str, ...] = (
     "fid",
 )
 
-DEFAULT_N_IMPORTANCE = 30
-DEFAULT_N_CHAINS = 8
-DEFAULT_CHAIN_STEPS: int | None = 0  # None: the model's K1
 DEFAULT_BATCH_SIZE = 64
-DEFAULT_LOG_Z_SAMPLES = 100_000
-CHUNK_SIZE = 256  # (sentence, latent) pairs per decoder call: 1024 was slower, 3.4x the memory
 METRICS_FILE = "metrics.json"
 
 
 def check_metrics(metrics: str | Iterable[str]) -> list[str]:
-    """Parse ``"nll,fppl"`` or a sequence of names; unknown names raise."""
+    """Parse ``"marginal_nll,fppl"`` or a sequence of names; unknown names raise; aliases
+    (``nll``) become their metric (``marginal_nll``)."""
     names = [m.strip() for m in metrics.split(",")] if isinstance(metrics, str) else list(metrics)
     names = [m for m in dict.fromkeys(names) if m]
     if not names:
@@ -67,7 +68,7 @@ def check_metrics(metrics: str | Iterable[str]) -> list[str]:
         raise ValueError(
             f"unknown metric(s) {', '.join(unknown)} (known: {', '.join(KNOWN_METRICS)})"
         )
-    return names
+    return canonical(names)
 
 
 def spread_batches(batches: Sequence[T], count: int) -> list[T]:
@@ -86,11 +87,8 @@ def evaluate(
     split: str = "test",
     metrics: str | Sequence[str] | None = None,
     *,
-    n_importance: int = DEFAULT_N_IMPORTANCE,
-    n_chains: int = DEFAULT_N_CHAINS,
-    chain_steps: int | None = DEFAULT_CHAIN_STEPS,
+    likelihood: LikelihoodEvalSettings | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
-    log_z_samples: int = DEFAULT_LOG_Z_SAMPLES,
     max_batches: int | None = None,
     spread: bool = False,
     seed: int = 0,
@@ -104,59 +102,29 @@ def evaluate(
 ) -> dict[str, Any]:
     """Evaluate a run's newest checkpoint on ``split`` and record the result.
 
-    NLL (``"nll"``): ``-log p_hat(x)`` per sentence in nats (summed over tokens incl.
-    ``<eos>``) by importance sampling (:func:`latentebm.metrics.nll.evaluate_nll`) with
-    ``n_importance`` samples from a Gaussian proposal per sentence, fitted (widened 1.5x, shrunk
-    covariance) to the ends of ``n_chains`` posterior Langevin chains of ``chain_steps`` steps
-    (``None``: the model's K1; ``0``: the chains' N(0, sigma^2 I) starting points), and
-    ``log Z(alpha)`` from ``log_z_samples`` reference draws; PPL is
-    ``exp(total NLL / total tokens)``. Both are stochastic *upper bounds*: more importance
-    samples or an x-informed proposal (``chain_steps`` > 0, longer chains) can only tighten them
-    in expectation. Sentences are scored in batches of similar length (the split in file order,
-    stably sorted by length: padding costs time, not accuracy).
-
-    Cost per sentence: ``n_chains * chain_steps`` posterior steps (a gradient w.r.t. z each,
-    ~0.31 ms per token on one thread at the PTB sizes) plus ``n_importance`` no-grad decoder
-    forwards (~0.19 ms per token). Why the defaults (8 chains, 0 steps, 30 samples): measured
-    on ``runs/ptb/cpu60`` (PTB recipe, step 540), PTB test, one thread of a 2-core AMD EPYC,
-    ``benchmarks/eval_nll.py --max-batches 3 --spread`` (192 sentences), extrapolated to the
-    82,430 test tokens:
-
-    ======================  =========  ===============  ===========
-    chains x steps, M       NLL/sent.  extrapolated s   mean ESS
-    ======================  =========  ===============  ===========
-    4 x 20 (K1), 20         90.11      2228             1.61
-    2 x 5, 15               216.2      614              1.53
-    4 x 2, 20               89.80      510              1.61
-    4 x 2, 40               88.78      821              1.88
-    8 x 1, 20               86.62      512              1.75
-    8 x 0, 20               86.68      320              1.82
-    8 x 0, 30 (default)     86.28      467              2.06
-    8 x 0, 60               85.75      973              2.44
-    ======================  =========  ===============  ===========
-
-    K1 = 20 chains do not fit in 10 minutes and, at this checkpoint, do not tighten the bound
-    (the chains barely leave N(0, I)); the number of chains (the covariance fit) matters. The
-    full default run (``latentebm evaluate runs/ptb/cpu60``, all 3,761 sentences) took 436 s
-    (2.0 GB peak memory): NLL 125.83 nats/sentence, PPL 311.5, mean ESS 1.98 of 30. On the
-    192-sentence subset, doubling M from 30 to 60 lowers the NLL by 0.53 nats per sentence
-    (0.6 %): the default is loose by at least that.
-    For a better-trained model, whose posteriors move away from the prior, raise
-    ``chain_steps`` (e.g. to K1 or more) and ``n_importance``.
+    ``marginal_nll``: ``-log p(x)`` per example in nats (a sentence's summed over its tokens incl.
+    ``<eos>``), per token and ``PPL = exp(total NLL / total tokens)``, by AIS with its standard
+    error (:func:`latentebm.metrics.marginal.evaluate_marginal_nll`) or, with
+    ``likelihood.estimator = "is"``, importance sampling
+    (:func:`latentebm.metrics.nll.evaluate_nll`);
+    ``log Z(alpha)`` by AIS. Examples are scored in batches of similar length (the split in file
+    order, stably sorted by length: padding costs time, not accuracy). Cost and tightness of the
+    defaults are measured in docs/RESULTS.md (BDMC on data simulated from a trained PTB model).
 
     Args:
         run_dir: a run directory (newest checkpoint) or a checkpoint file.
         split: the task's split (``test``, ``valid``, ``train``).
-        metrics: names or a comma-separated string: ``nll``, ``fppl``, ``rppl``, ``bleu``,
-            ``moses``, ``molecules``; None: the task's ``default_metrics`` (else ``nll``).
-        n_importance, n_chains, chain_steps, log_z_samples: the estimator's settings.
-        batch_size: sentences per batch; their chains and importance samples go through the
-            decoder in chunks of at most ``CHUNK_SIZE`` (256) (sentence, latent) pairs.
+        metrics: names or a comma-separated string (module docstring); None: the task's
+            ``default_metrics`` (else ``marginal_nll``).
+        likelihood: settings of ``marginal_nll``, ``recon_nll`` and ``latent_usage``
+            (default :class:`~latentebm.metrics.likelihood_eval.LikelihoodEvalSettings`).
+        batch_size: examples per batch; their chains go through the decoder in chunks of at
+            most ``likelihood.ais.batch_size`` (example, chain) pairs.
         max_batches: evaluate only ``max_batches`` batches: the first ones (the shortest
             sentences; timing, smoke tests), or with ``spread`` ones spread evenly over the
             length-sorted split (a subset with the split's mix of lengths).
         spread: see ``max_batches``.
-        seed: seeds chains, proposal draws and ``log Z``.
+        seed: seeds every chain and draw.
         progress: a tqdm progress bar over batches (on stderr).
         device: where the model runs.
         output: where to write; default ``RUN_DIR/metrics.json`` (the checkpoint's run
@@ -174,22 +142,18 @@ def evaluate(
         each entry holds the values and every setting.
     """
     from latentebm.metrics.image_eval import evaluate_image_metrics
+    from latentebm.metrics.likelihood_eval import evaluate_likelihood_metrics
     from latentebm.metrics.molecule_eval import evaluate_molecule_metrics
-    from latentebm.metrics.nll import evaluate_nll, log_partition
     from latentebm.metrics.text_eval import evaluate_text_metrics
     from latentebm.pretrained import load
 
     if metrics is not None:
         check_metrics(metrics)  # fail before loading anything
-    for name, value in (("n_importance", n_importance), ("batch_size", batch_size)):
-        if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
-    if n_chains < 2:
-        raise ValueError(f"n_chains must be >= 2, got {n_chains}")
-    if chain_steps is not None and chain_steps < 0:
-        raise ValueError(f"chain_steps must be >= 0 (or None: K1), got {chain_steps}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if max_batches is not None and max_batches < 1:
         raise ValueError(f"max_batches must be >= 1, got {max_batches}")
+    likelihood = likelihood or LikelihoodEvalSettings()
 
     started = time.perf_counter()
     pretrained = load(run_dir, device=device)
@@ -198,56 +162,45 @@ def evaluate(
     if split not in getattr(task, "splits", [split]):
         raise ValueError(f"split {split!r} not in the task (has: {', '.join(task.splits)})")
     result: dict[str, Any] = {}
-    if "nll" in names:
+    wanted = [name for name in names if name in LIKELIHOOD_METRICS]
+    if wanted:
         batches = length_sorted_batches(task, split, batch_size)
         n_batches_total = len(batches)
         if max_batches is not None:
             batches = spread_batches(batches, max_batches) if spread else batches[:max_batches]
         generator = torch.Generator(device=model.device)
         generator.manual_seed(seed)
-        t0 = time.perf_counter()
-        log_z = log_partition(model.prior, log_z_samples, generator=generator)
-        log_z_seconds = time.perf_counter() - t0
-        chunk = CHUNK_SIZE
-        nll = evaluate_nll(
+        entries = evaluate_likelihood_metrics(
             model,
-            _progress(batches, progress, f"nll {split}"),
+            batches,
             task.num_target_tokens,
-            n_importance=n_importance,
-            n_chains=n_chains,
-            chain_steps=chain_steps,
-            log_z=log_z,
+            wanted,
+            likelihood,
             generator=generator,
-            batch_size=chunk,
+            progress=(lambda items, label: _progress(items, True, f"{label} {split}"))
+            if progress
+            else None,
         )
-        seconds = time.perf_counter() - t0
-        entry = nll.as_dict()
-        settings = entry.pop("settings")
-        settings["batch_size"] = batch_size
-        settings["chunk_size"] = chunk
-        entry.update(
-            {
-                "n_chains": n_chains,
-                "chain_steps": settings["chain_steps"],
-                "settings": settings,
-                "seed": seed,
-                "split": split,
-                "sentences": nll.n_examples,
-                "tokens": nll.total_tokens,
-                "batches": len(batches),
-                "batches_in_split": n_batches_total,
-                "complete": len(batches) == n_batches_total,
-                "spread": spread and len(batches) < n_batches_total,
-                "checkpoint": str(pretrained.checkpoint),
-                "step": pretrained.step,
-                "seconds": seconds,
-                "log_z_seconds": log_z_seconds,
-                "device": str(model.device),
-                "torch_threads": torch.get_num_threads(),
-                "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            }
-        )
-        result["nll"] = entry
+        n_examples = sum(b.shape[0] for b in batches)
+        for name, entry in entries.items():
+            entry.update(
+                {
+                    "seed": seed,
+                    "split": split,
+                    "examples": n_examples,
+                    "batch_size": batch_size,
+                    "batches": len(batches),
+                    "batches_in_split": n_batches_total,
+                    "complete": len(batches) == n_batches_total,
+                    "spread": spread and len(batches) < n_batches_total,
+                    "checkpoint": str(pretrained.checkpoint),
+                    "step": pretrained.step,
+                    "device": str(model.device),
+                    "torch_threads": torch.get_num_threads(),
+                    "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                }
+            )
+            result[name] = entry
 
     run_dir = _run_dir(pretrained.checkpoint)
     text_entries = evaluate_text_metrics(
@@ -295,8 +248,9 @@ def evaluate(
 
 
 def default_metrics(task: Any) -> tuple[str, ...]:
-    """What ``evaluate`` computes when no metric is named: ``task.default_metrics`` or nll."""
-    return tuple(getattr(task, "default_metrics", ("nll",)))
+    """What ``evaluate`` computes when no metric is named: ``task.default_metrics`` or the
+    marginal NLL."""
+    return tuple(canonical(getattr(task, "default_metrics", ("marginal_nll",))))
 
 
 def length_sorted_batches(task: Any, split: str, batch_size: int) -> list[Tensor]:
@@ -366,33 +320,79 @@ def format_table(result: dict[str, Any]) -> str:
         ("split", result["split"]),
         ("checkpoint", f"{result['checkpoint']} (step {result['step']})"),
     ]
-    nll = metrics.get("nll")
-    if nll is not None:
-        rows += [
-            ("NLL sentences", f"{nll['sentences']} ({nll['tokens']} tokens)"),
-            ("NLL (nats/sentence)", f"{nll['nll_per_example']:.3f}"),
-            ("NLL (nats/token)", f"{nll['nll_per_token']:.4f}"),
-            ("PPL", f"{nll['ppl']:.2f}"),
-            (
-                "log Z",
-                f"{nll['log_z']:.4f} ± {nll['log_z_std_error']:.2g} "
-                f"({nll['log_z_samples']} samples)",
-            ),
-            ("mean ESS", f"{nll['mean_ess']:.2f} of {nll['n_importance']}"),
-            (
-                "NLL settings",
-                f"{nll['n_importance']} importance samples, {nll['n_chains']} chains x "
-                f"{nll['chain_steps']} steps, seed {nll['seed']}",
-            ),
-            ("NLL seconds", f"{nll['seconds']:.1f}"),
-        ]
-        if not nll["complete"]:
-            rows.append(("note", f"first {nll['batches']} of {nll['batches_in_split']} batches"))
+    rows += _likelihood_rows(metrics)
     rows += _text_rows(metrics)
     rows += _molecule_rows(metrics)
     rows += _image_rows(metrics)
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def _likelihood_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = []
+    nll, recon, usage = (metrics.get(k) for k in ("marginal_nll", "recon_nll", "latent_usage"))
+    if nll is not None:
+        settings = nll["settings"]
+        se = nll.get("std_error")
+        plus_minus = f" ± {se:.3f}" if se is not None else ""
+        log_z = nll["log_z"]
+        rows += [
+            ("examples", f"{nll['n_examples']} ({nll['total_tokens']} tokens)"),
+            ("marginal NLL (nats/example)", f"{nll['nll_per_example']:.3f}{plus_minus}"),
+            ("marginal NLL (nats/token)", f"{nll['nll_per_token']:.4f}"),
+            ("PPL", f"{nll['ppl']:.2f}"),
+            (
+                "log Z",
+                f"{log_z['value']:.4f} ± {log_z['std_error']:.2g} (AIS, {log_z['n_chains']} "
+                f"chains x {log_z['n_temperatures']} temperatures)",
+            ),
+        ]
+        if settings["estimator"] == "ais":
+            rows.append(
+                (
+                    "estimator",
+                    f"AIS from {settings['init']}, {settings['n_chains']} chains x "
+                    f"{settings['n_temperatures']} temperatures, {settings['leapfrog_steps']} "
+                    f"leapfrog steps; acceptance {nll['mean_acceptance']:.2f}, mean ESS "
+                    f"{nll['mean_ess']:.2f} of {settings['n_chains']}",
+                )
+            )
+        else:
+            rows.append(
+                (
+                    "estimator",
+                    f"importance sampling (fast, looser): {nll['n_importance']} samples, proposal "
+                    f"fitted to {settings['n_chains']} chains x {settings['chain_steps']} steps; "
+                    f"mean ESS {nll['mean_ess']:.2f} of {nll['n_importance']}",
+                )
+            )
+        rows.append(("marginal NLL seconds", f"{nll['seconds']:.1f}"))
+        if not nll["complete"]:
+            rows.append(("note", f"{nll['batches']} of {nll['batches_in_split']} batches"))
+    if recon is not None:
+        rows += [
+            (
+                "recon NLL (Table 2)",
+                f"{recon['recon_nll']:.3f} nats/example, {recon['recon_nll_per_token']:.4f}/token "
+                f"(posterior chain of {recon['chain_steps']} steps)",
+            ),
+            ("prior-z NLL", f"{recon['prior_z_nll']:.3f} (recon gain {recon['recon_gain']:.3f})"),
+        ]
+    if usage is not None:
+        rows += [
+            (
+                "active units",
+                f"{usage['active_units']} of {len(usage['mode_variances'])} (Var > "
+                f"{usage['threshold']}, {usage['n_examples']} examples)",
+            ),
+            (
+                "I(x; z)",
+                f"{usage['mutual_information']:.3f} nats (max log N = "
+                f"{usage['mutual_information_max']:.2f})",
+            ),
+            ("recon gain", f"{usage['recon_gain']:.3f} nats/example"),
+        ]
+    return rows
 
 
 def _text_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:

@@ -392,7 +392,7 @@ class _Split:
 class TextTask(BucketedBatches):
     """Sentence data, tokenizer and length-bucketed batching for text models."""
 
-    default_metrics: tuple[str, ...] = ("nll",)
+    default_metrics: tuple[str, ...] = ("marginal_nll",)
     """What ``latentebm evaluate`` computes unless told (see ``docs/metrics.md``)."""
 
     @dataclass

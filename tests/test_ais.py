@@ -278,7 +278,7 @@ def test_marginal_of_a_mixture_prior_matches_the_closed_form(dim_x: int, tau: fl
     z = prior.sample(40, generator=g)
     x = z @ weight.T + bias + tau * torch.randn(40, dim_x, generator=g)
     exact = mixture_marginal_linear_gaussian(prior, weight, bias, tau, x)
-    settings = AISSettings(laplace_starts=8)
+    settings = AISSettings(laplace_starts=8, n_temperatures=100, widen=1.2)
     estimate = ais_log_joint_normaliser(model, x, settings, generator=seeded(2))
     error = estimate.summary.value - exact  # Z = 1
     assert float(error.abs().mean()) < 0.2

@@ -18,16 +18,22 @@ from latentebm.evaluate import (
     spread_batches,
     write_metrics,
 )
+from latentebm.metrics.likelihood_eval import LikelihoodEvalSettings
 from latentebm.metrics.lm import (
     LMConfig,
     build_language_model,
     save_language_model,
     train_language_model,
 )
+from latentebm.metrics.marginal import AISSettings, LogPartitionSettings
 from latentebm.metrics.text_eval import TextEvalSettings
 from tests.conftest import train_tiny_run
 
-FAST = {"n_importance": 4, "n_chains": 2, "chain_steps": 2, "batch_size": 32, "progress": False}
+QUICK = LikelihoodEvalSettings(
+    ais=AISSettings(n_chains=2, n_temperatures=3, laplace_starts=1, laplace_steps=5),
+    log_z=LogPartitionSettings(n_chains=16, n_temperatures=10),
+)
+FAST = {"likelihood": QUICK, "batch_size": 32, "progress": False}
 
 
 @pytest.fixture(scope="module")
@@ -47,42 +53,68 @@ def test_evaluate_writes_metrics_json(tiny_run: Path) -> None:
     path = tiny_run / "metrics.json"
     assert result["output"] == str(path)
     data = json.loads(path.read_text(encoding="utf-8"))
-    entry = data["valid"]["nll"]
+    entry = data["valid"]["marginal_nll"]  # the text task's default metric
     for key in (
         "nll_per_example",
+        "std_error",
         "total_nll",
         "total_tokens",
         "nll_per_token",
         "ppl",
-        "n_importance",
-        "n_chains",
-        "chain_steps",
+        "n_examples",
         "log_z",
-        "log_z_std_error",
-        "log_z_samples",
         "mean_ess",
+        "mean_acceptance",
         "split",
-        "sentences",
-        "tokens",
+        "examples",
         "checkpoint",
         "step",
         "seconds",
+        "cpu_seconds",
         "seed",
         "settings",
     ):
         assert key in entry, key
-    assert entry["n_importance"] == 4 and entry["n_chains"] == 2 and entry["chain_steps"] == 2
-    assert entry["log_z_samples"] == 100_000 and entry["log_z_std_error"] >= 0
-    assert 1.0 <= entry["mean_ess"] <= 4.0
+    settings = entry["settings"]
+    assert settings["estimator"] == "ais" and settings["init"] == "laplace"
+    assert settings["n_chains"] == 2 and settings["n_temperatures"] == 3
+    assert entry["log_z"]["n_chains"] == 16 and entry["log_z"]["std_error"] >= 0
+    assert 1.0 <= entry["mean_ess"] <= 2.0 and 0.0 <= entry["mean_acceptance"] <= 1.0
     assert entry["step"] == 3 and entry["checkpoint"].endswith(".pt")
     assert entry["split"] == "valid" and entry["complete"] is True
-    assert entry["sentences"] == 40 and entry["tokens"] == entry["total_tokens"]
-    assert entry["nll_per_example"] > 0
+    assert entry["n_examples"] == entry["examples"] == 40
+    assert entry["nll_per_example"] > 0 and entry["std_error"] > 0
     assert entry["ppl"] == pytest.approx(math.exp(entry["total_nll"] / entry["total_tokens"]))
-    assert entry["nll_per_example"] == pytest.approx(entry["total_nll"] / entry["sentences"])
+    assert entry["nll_per_example"] == pytest.approx(entry["total_nll"] / entry["n_examples"])
     # all sentences of the split, each exactly once
     batches = length_sorted_batches(load_task(tiny_run), "valid", 32)
     assert sum(b.shape[0] for b in batches) == 40
+
+
+def test_nll_is_an_alias_and_importance_sampling_is_the_fast_option(tiny_run: Path) -> None:
+    fast = LikelihoodEvalSettings(
+        estimator="is", n_importance=4, is_chains=2, is_chain_steps=2, log_z=QUICK.log_z
+    )
+    result = evaluate(tiny_run, "valid", "nll", likelihood=fast, progress=False, write=False)
+    entry = result["metrics"]["marginal_nll"]
+    assert set(result["metrics"]) == {"marginal_nll"}
+    assert entry["settings"]["estimator"] == "is" and entry["n_importance"] == 4
+    assert entry["settings"]["chain_steps"] == 2 and 1.0 <= entry["mean_ess"] <= 4.0
+    with pytest.raises(ValueError, match="is_chain_steps must be >= 1"):
+        LikelihoodEvalSettings(estimator="is", is_chain_steps=0)
+
+
+def test_recon_nll_and_latent_usage(tiny_run: Path) -> None:
+    result = evaluate(
+        tiny_run, "valid", "recon_nll,latent_usage", **FAST, write=False, max_batches=1
+    )
+    recon, usage = result["metrics"]["recon_nll"], result["metrics"]["latent_usage"]
+    assert recon["chain_steps"] == 3  # the tiny recipe's K1
+    assert recon["recon_gain"] == pytest.approx(recon["prior_z_nll"] - recon["recon_nll"])
+    assert recon["recon_ppl"] == pytest.approx(math.exp(recon["recon_nll_per_token"]))
+    assert 0 <= usage["active_units"] <= 4 and len(usage["mode_variances"]) == 4
+    assert usage["mutual_information"] <= usage["mutual_information_max"] + 1e-9
+    assert usage["n_examples"] == 32
 
 
 def load_task(run: Path):  # noqa: ANN201
@@ -94,27 +126,27 @@ def load_task(run: Path):  # noqa: ANN201
 def test_second_evaluation_keeps_history(tmp_path: Path, tiny_run: Path) -> None:
     out = tmp_path / "m.json"
     out.write_text(json.dumps({"other": {"x": 1}}), encoding="utf-8")
-    first = evaluate(tiny_run, "valid", **FAST, seed=1, output=out)["metrics"]["nll"]
+    first = evaluate(tiny_run, "valid", **FAST, seed=1, output=out)["metrics"]["marginal_nll"]
     second = evaluate(tiny_run, "valid", **FAST, seed=2, output=out, max_batches=1)
     data = json.loads(out.read_text(encoding="utf-8"))
     assert data["other"] == {"x": 1}
-    entry = data["valid"]["nll"]
+    entry = data["valid"]["marginal_nll"]
     assert entry["seed"] == 2 and entry["complete"] is False
-    assert entry["total_nll"] == pytest.approx(second["metrics"]["nll"]["total_nll"])
+    assert entry["total_nll"] == pytest.approx(second["metrics"]["marginal_nll"]["total_nll"])
     assert len(entry["history"]) == 1
     assert entry["history"][0]["total_nll"] == pytest.approx(first["total_nll"])
     # a third keeps both earlier results, oldest first, without nesting
-    write_metrics(out, "valid", {"nll": {"total_nll": 1.0}})
+    write_metrics(out, "valid", {"marginal_nll": {"total_nll": 1.0}})
     data = json.loads(out.read_text(encoding="utf-8"))
-    history = data["valid"]["nll"]["history"]
+    history = data["valid"]["marginal_nll"]["history"]
     assert [h["seed"] for h in history] == [1, 2]
     assert all("history" not in h for h in history)
     assert not list(tmp_path.glob(".m.json.*"))  # no temporary file left
 
 
 def test_same_seed_same_result(tiny_run: Path) -> None:
-    a = evaluate(tiny_run, "valid", **FAST, seed=3, write=False)["metrics"]["nll"]
-    b = evaluate(tiny_run, "valid", **FAST, seed=3, write=False)["metrics"]["nll"]
+    a = evaluate(tiny_run, "valid", **FAST, seed=3, write=False)["metrics"]["marginal_nll"]
+    b = evaluate(tiny_run, "valid", **FAST, seed=3, write=False)["metrics"]["marginal_nll"]
     assert a["total_nll"] == b["total_nll"]
 
 
@@ -215,18 +247,23 @@ def test_a_scorer_from_another_tokenizer_is_refused(tiny_run: Path, tmp_path: Pa
 
 def test_cli(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cli.json"
-    argv = ["evaluate", str(tiny_run), "--split", "valid", "--importance-samples", "4"]
-    argv += ["--chains", "2", "--chain-steps", "2", "--max-batches", "1", "-o", str(out)]
-    assert main([*argv, "--no-progress"]) == 0
+    argv = ["evaluate", str(tiny_run), "--split", "valid", "--chains", "2", "--temperatures", "3"]
+    argv += ["--laplace-starts", "1", "--log-z-chains", "16", "--log-z-temperatures", "10"]
+    argv += ["--max-batches", "1", "-o", str(out), "--no-progress"]
+    assert main(argv) == 0
     printed = capsys.readouterr().out
-    for label in ("NLL (nats/sentence)", "PPL", "log Z", "mean ESS", "seconds", str(out)):
+    for label in ("marginal NLL (nats/example)", "PPL", "log Z", "AIS from laplace", str(out)):
         assert label in printed
-    assert json.loads(out.read_text(encoding="utf-8"))["valid"]["nll"]["n_importance"] == 4
-    more = ["--chain-steps", "-1", "--max-batches", "1", "-o", str(out), "--no-progress"]
-    assert main([*argv[:-6], *more]) == 0
-    entry = json.loads(out.read_text(encoding="utf-8"))["valid"]["nll"]
-    assert entry["chain_steps"] == 3  # the tiny recipe's K1
+    entry = json.loads(out.read_text(encoding="utf-8"))["valid"]["marginal_nll"]
+    assert entry["settings"]["n_temperatures"] == 3
+    fast = ["--estimator", "is", "--importance-samples", "4", "--chain-steps", "2"]
+    assert main([*argv, *fast, "--metrics", "nll"]) == 0
+    assert "importance sampling (fast, looser)" in capsys.readouterr().out
+    entry = json.loads(out.read_text(encoding="utf-8"))["valid"]["marginal_nll"]
+    assert entry["n_importance"] == 4 and entry["settings"]["chain_steps"] == 2
     assert len(entry["history"]) == 1
+    assert main([*argv, "--estimator", "is", "--chain-steps", "0"]) == 2
+    assert "is_chain_steps must be >= 1" in capsys.readouterr().err
     capsys.readouterr()
     text = ["--samples", "20", "--rppl-samples", "30", "--self-bleu-samples", "10"]
     text += ["--recon-sentences", "5", "--lm", str(tmp_path / "lm.pt"), "--decode", "sample"]
@@ -296,7 +333,7 @@ def test_spread_subset_has_longer_sentences_than_the_first_batches(
     small = {**FAST, "batch_size": 8, "max_batches": 2, "write": False}
     first = evaluate(tiny_run, "valid", **small)
     spread = evaluate(tiny_run, "valid", **small, spread=True)
-    first_nll, spread_nll = first["metrics"]["nll"], spread["metrics"]["nll"]
-    assert first_nll["sentences"] == spread_nll["sentences"] == 16
+    first_nll, spread_nll = first["metrics"]["marginal_nll"], spread["metrics"]["marginal_nll"]
+    assert first_nll["examples"] == spread_nll["examples"] == 16
     assert spread_nll["spread"] is True and first_nll["spread"] is False
-    assert spread_nll["tokens"] > first_nll["tokens"]  # the last batch holds the longest
+    assert spread_nll["total_tokens"] > first_nll["total_tokens"]  # the last batch: the longest

@@ -31,8 +31,9 @@ invariant and bias the weights; the MH correction is what makes the estimate unb
 Step sizes
 ----------
 Each group of chains (the chains of one example) has its own leapfrog step size, multiplied by
-1.02 after a transition whose acceptance rate (an exponential moving average over transitions,
-weight 0.9 on the past) is above ``target_acceptance`` and by 0.98 otherwise (the scheme of Wu,
+``adapt_factor`` after a transition whose acceptance rate (an exponential moving average over
+transitions, weight 0.9 on the past) is above ``target_acceptance`` and divided by it otherwise
+(with ``adapt_factor = 1.02``, the scheme of Wu,
 Burda, Salakhutdinov and Grosse 2017, "On the quantitative analysis of decoder-based generative
 models", who target 0.65). The step size of a transition depends on earlier transitions of the
 same group, which the textbook proof of unbiasedness does not cover; the reverse runs below
@@ -80,20 +81,26 @@ class HMCSettings:
     Attributes:
         leapfrog_steps: leapfrog steps per transition (1: MALA); each costs one gradient of
             every active term.
-        initial_step_size: leapfrog step size at the first transition, in units of the
-            reference's ``sigma``.
+        initial_step_size: leapfrog step size at the first transition (whitened units); None:
+            ``d^(-1/4)``, the scaling of HMC's optimal step on a ``d``-dimensional Gaussian.
         target_acceptance: the acceptance rate the step size is adapted toward (0.65: Wu et
             al. 2017).
+        adapt_factor: after each transition the step size is multiplied by this or divided by
+            it (1.02 in Wu et al. 2017, whose paths have thousands of temperatures; short paths
+            need a larger factor to adapt in time).
     """
 
     leapfrog_steps: int = 2
-    initial_step_size: float = 0.5
+    initial_step_size: float | None = None
     target_acceptance: float = 0.65
+    adapt_factor: float = 1.02
 
     def __post_init__(self) -> None:
         if self.leapfrog_steps < 1:
             raise ValueError(f"leapfrog_steps must be >= 1, got {self.leapfrog_steps}")
-        if not self.initial_step_size > 0:
+        if not self.adapt_factor >= 1.0:
+            raise ValueError(f"adapt_factor must be >= 1, got {self.adapt_factor}")
+        if self.initial_step_size is not None and not self.initial_step_size > 0:
             raise ValueError(f"initial_step_size must be > 0, got {self.initial_step_size}")
         if not 0.0 < self.target_acceptance < 1.0:
             raise ValueError(f"target_acceptance must be in (0, 1), got {self.target_acceptance}")
@@ -218,7 +225,8 @@ def anneal(
         groups = torch.zeros(n, dtype=torch.long, device=device)
     n_groups = int(groups.max()) + 1 if n_groups is None else n_groups
     counts = torch.bincount(groups, minlength=n_groups).to(dtype).clamp_min(1.0)
-    step = torch.full((n_groups,), hmc.initial_step_size, dtype=dtype, device=device)
+    first = hmc.initial_step_size or u_init.shape[1] ** -0.25
+    step = torch.full((n_groups,), first, dtype=dtype, device=device)
     accept_ema = torch.full((n_groups,), hmc.target_acceptance, dtype=dtype, device=device)
 
     u = u_init.detach().clone()
@@ -301,7 +309,8 @@ def anneal(
         rate = torch.zeros(n_groups, dtype=dtype, device=device)
         rate.index_add_(0, groups, accept.to(dtype))
         accept_ema = 0.9 * accept_ema + 0.1 * rate / counts
-        step = torch.where(accept_ema > hmc.target_acceptance, step * 1.02, step * 0.98)
+        up = accept_ema > hmc.target_acceptance
+        step = torch.where(up, step * hmc.adapt_factor, step / hmc.adapt_factor)
         accepted_total += float(accept.double().mean())
         transitions += 1
     return AnnealResult(
