@@ -18,12 +18,15 @@ data set's name) must hold:
 * ``folder``: every ``.png``/``.jpg``/``.jpeg`` under ``task.path`` (sorted by relative path),
   resized (shorter side, then a centre crop) to ``image_size``, or kept as they are when all
   have one size and ``image_size`` is unset; grey when the first image is grey, else RGB. All
-  images are training data.
+  images are training data;
+* ``array``: ``train.npy`` and optionally ``test.npy``, ``(N, C, H, W)`` arrays: uint8 (like
+  image files) or float, taken as they are (continuous data such as the ground-truth benchmark
+  of :mod:`latentebm.ground_truth`).
 
 ``image_size`` also resizes MNIST/CIFAR-10/SVHN when it differs from their native side.
 
-Images are kept as ``uint8 (N, C, H, W)``; a batch becomes ``float32`` in ``[-1, 1]`` as
-``x / 127.5 - 1`` (seed 001 appendix B.1: images "scaled to [-1, 1]").
+Images are kept as ``uint8 (N, C, H, W)`` (float for ``array`` data); a batch becomes
+``float32`` in ``[-1, 1]`` as ``x / 127.5 - 1`` (seed 001 appendix B.1: images "scaled to [-1, 1]").
 
 Splits:
 
@@ -63,8 +66,8 @@ from tasks.batching import BucketedBatches
 
 __all__ = ["DATASETS", "ImageDataError", "ImageTask", "to_float"]
 
-Dataset = Literal["mnist", "cifar10", "svhn", "celeba", "folder"]
-DATASETS: tuple[str, ...] = ("mnist", "cifar10", "svhn", "celeba", "folder")
+Dataset = Literal["mnist", "cifar10", "svhn", "celeba", "folder", "array"]
+DATASETS: tuple[str, ...] = ("mnist", "cifar10", "svhn", "celeba", "folder", "array")
 SPLITS = ("train", "valid", "test")
 
 MNIST_FILES = {
@@ -88,7 +91,10 @@ class ImageDataError(ValueError):
 
 
 def to_float(images: np.ndarray) -> Tensor:
-    """``uint8 (N, C, H, W)`` -> ``float32`` tensor in ``[-1, 1]``: ``x / 127.5 - 1``."""
+    """``uint8 (N, C, H, W)`` -> ``float32`` tensor in ``[-1, 1]``: ``x / 127.5 - 1``; float
+    images (the ``array`` data set) are taken as they are."""
+    if images.dtype.kind == "f":
+        return torch.from_numpy(np.array(images, dtype=np.float32, copy=True))
     return torch.from_numpy(np.ascontiguousarray(images)).float().div_(127.5).sub_(1.0)
 
 
@@ -340,6 +346,35 @@ def _read_celeba(path: Path, image_size: int) -> dict[str, _Pool]:
     return pools
 
 
+ARRAY_SPLITS = ("train", "test")
+
+
+def _read_array(path: Path) -> dict[str, _Pool]:
+    """``train.npy`` (and ``test.npy`` if present) under ``path``: ``(N, C, H, W)`` arrays, uint8
+    (mapped to ``[-1, 1]`` like image files) or float (used as they are: continuous data, e.g.
+    :mod:`latentebm.ground_truth`)."""
+    if not path.is_dir():
+        raise DataFileError(f"array data folder not found: {path} (expected train.npy)")
+    pools: dict[str, _Pool] = {}
+    for split in ARRAY_SPLITS:
+        file = path / f"{split}.npy"
+        if not file.exists():
+            if split == "train":
+                raise DataFileError(f"array data: {file} not found")
+            continue
+        try:
+            images = np.load(file, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise ImageDataError(f"{file}: not a readable .npy array ({exc})") from exc
+        if images.ndim != 4 or images.dtype.kind not in "uf":
+            raise ImageDataError(
+                f"{file}: expected a (N, C, H, W) uint8 or float array, got "
+                f"{images.dtype} {images.shape}"
+            )
+        pools[split] = _array_pool(images, None)
+    return pools
+
+
 def _read_folder(path: Path, image_size: int | None) -> dict[str, _Pool]:
     files = _list_images(path, "folder")
     if not files.names:
@@ -394,7 +429,7 @@ class ImageTask(BucketedBatches):
     class Config:
         """The ``task:`` section of an image recipe."""
 
-        dataset: Literal["mnist", "cifar10", "svhn", "celeba", "folder"] = "mnist"
+        dataset: Literal["mnist", "cifar10", "svhn", "celeba", "folder", "array"] = "mnist"
         """Which data set (module docstring)."""
         path: str | None = None
         """Its files, relative to the data root (or absolute); null: the data set's name
@@ -419,8 +454,12 @@ class ImageTask(BucketedBatches):
                 raise ValueError(
                     f"task.dataset must be one of {list(DATASETS)}, got {self.dataset!r}"
                 )
-            if self.dataset == "folder" and not self.path:
-                raise ValueError("task.path must name the image folder for dataset 'folder'")
+            if self.dataset in ("folder", "array") and not self.path:
+                raise ValueError(
+                    f"task.path must name the image folder for dataset {self.dataset!r}"
+                )
+            if self.dataset == "array" and self.image_size is not None:
+                raise ValueError("task.image_size: array data are used at their own size")
             if self.image_size is not None and self.image_size < 1:
                 raise ValueError(f"task.image_size must be >= 1, got {self.image_size}")
             if not 0.0 <= self.valid_fraction < 1.0:
@@ -430,7 +469,7 @@ class ImageTask(BucketedBatches):
             if self.max_images is not None and self.max_images < 1:
                 raise ValueError(f"task.max_images must be >= 1, got {self.max_images}")
             if self.anomaly_digit is not None:
-                if self.dataset in ("celeba", "folder"):
+                if self.dataset in ("celeba", "folder", "array"):
                     raise ValueError(
                         f"anomaly_digit needs class labels; dataset {self.dataset!r} has none"
                     )
@@ -561,6 +600,8 @@ class ImageTask(BucketedBatches):
         if cfg.dataset == "celeba":
             assert side is not None
             return _read_celeba(location, side)
+        if cfg.dataset == "array":
+            return _read_array(location)
         return _read_folder(location, side)
 
     def _split_indices(self, pools: dict[str, _Pool]) -> dict[str, tuple[_Pool, np.ndarray]]:

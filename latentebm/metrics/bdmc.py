@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -35,9 +35,35 @@ from latentebm.metrics.marginal import (
     ais_log_joint_normaliser,
     ais_log_partition,
     fit_laplace,
-    sample_prior_exact,
 )
 from latentebm.model import LatentEBM
+from latentebm.prior import GaussianPrior
+
+
+@runtime_checkable
+class ExactlySampled(Protocol):
+    """A prior with its own exact sampler (e.g. :class:`~latentebm.mixture_prior.
+    GaussianMixturePrior`); others are sampled by :class:`PriorRejectionSampler`."""
+
+    def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor: ...
+
+
+class _OwnSampler:
+    def __init__(self, prior: ExactlySampled) -> None:
+        self.prior = prior
+
+    def draw(self, n: int, *, generator: torch.Generator | None = None) -> ExactPriorSamples:
+        z = self.prior.sample(n, generator=generator)
+        return ExactPriorSamples(z=z, bound=float("nan"), acceptance=1.0, exceeded=0)
+
+
+def exact_prior_sampler(
+    prior: GaussianPrior, generator: torch.Generator | None = None
+) -> PriorRejectionSampler | _OwnSampler:
+    """The prior's own exact sampler if it has one, else rejection sampling."""
+    if isinstance(prior, ExactlySampled):
+        return _OwnSampler(prior)
+    return PriorRejectionSampler(prior, generator=generator)
 
 
 @dataclass
@@ -64,8 +90,10 @@ def simulate(
     *,
     generator: torch.Generator | None = None,
     max_length: int | None = None,
+    min_length: int = 0,
 ) -> SimulatedData:
-    """Draw ``n`` pairs ``(z*, x)`` from the model (module docstring)."""
+    """Draw ``n`` pairs ``(z*, x)`` from the model (module docstring); sequences with fewer than
+    ``min_length`` tokens before ``<eos>`` are rejected too."""
     decoder = model.generator
     with eval_mode(model):
         if isinstance(decoder, StepwiseDecoder):
@@ -73,7 +101,7 @@ def simulate(
             zs: list[Tensor] = []
             have, rejected = 0, 0
             draws: ExactPriorSamples | None = None
-            sampler = PriorRejectionSampler(model.prior, generator=generator)
+            sampler = exact_prior_sampler(model.prior, generator)
             while have < n:
                 draws = sampler.draw(max(n - have, 16), generator=generator)
                 if rejected > 1000 * n:
@@ -90,6 +118,7 @@ def simulate(
                     mask_specials=False,
                 )
                 valid = _valid_rows(tokens, decoder.pad_id, decoder.bos_id, decoder.eos_id)
+                valid &= (tokens == decoder.eos_id).int().argmax(dim=1) >= min_length
                 rejected += int((~valid).sum())
                 bos = torch.full_like(tokens[:, :1], decoder.bos_id)
                 xs.extend(torch.cat([bos, tokens], dim=1)[valid].unbind(0))
@@ -99,7 +128,7 @@ def simulate(
             x = _pad(xs[:n], decoder.pad_id)
             z = torch.cat(zs)[:n]
             return SimulatedData(x=x, z=z, prior_draws=draws, rejected=rejected)
-        draws = sample_prior_exact(model.prior, n, generator=generator)
+        draws = exact_prior_sampler(model.prior, generator).draw(n, generator=generator)
         try:
             x = decoder.sample(draws.z, generator=generator, noise=True, clamp=False)
         except TypeError as exc:
@@ -212,7 +241,9 @@ def bdmc(
         reverse_se.append(back.summary.std_error.cpu())
         if num_targets_fn is not None:
             total_targets += int(torch.as_tensor(num_targets_fn(x)).sum())
-    exact_prior = sample_prior_exact(model.prior, log_z_settings.n_chains, generator=generator)
+    exact_prior = exact_prior_sampler(model.prior, generator).draw(
+        log_z_settings.n_chains, generator=generator
+    )
     return BDMCResult(
         forward=torch.cat(forward),
         reverse=torch.cat(reverse),

@@ -1,0 +1,296 @@
+"""Ground truth: does the EBM prior learn a multimodal prior that a Gaussian prior cannot?
+
+    python benchmarks/ground_truth.py                       # text and images, z in 2-D, ~minutes
+    python benchmarks/ground_truth.py --kinds text --z-dims 2,8 --steps 3000
+
+For each kind (``text``: sentences through the LSTM text path; ``images``: continuous 28x28
+images through the image path) and latent dimension:
+
+1. data from a known latent model (:mod:`latentebm.ground_truth`: a ring of 8 Gaussian modes in
+   z, a fixed random generator of the recipe's own class and size);
+2. ``latentebm train recipes/ground_truth_{kind}.yaml`` twice at equal updates: the EBM prior
+   and ``model.prior.kind=gaussian`` (same decoder class, same seed and batches);
+3. the marginal NLL of the test examples under the EBM model, the Gaussian model and the true
+   model, each by the default AIS estimator (:mod:`latentebm.metrics.marginal`), the true model's
+   also by reverse AIS from the examples' own latent vectors (an upper bound of its log p(x):
+   the sandwich around the truth); text NLLs of the true model are shifted by ``log P(A)`` (the
+   data are its sentences that end within the length cap, :func:`latentebm.ground_truth.
+   true_nll_shift`);
+4. the share of the Gaussian prior's NLL gap (to the true model) that the EBM prior closes;
+5. for 2-D latents a figure: the true prior density, the learned EBM prior ``exp(f) N / Z`` on a
+   grid, K0-step short-run chain samples of it, and the Gaussian model's posterior modes of the
+   test examples (where a Gaussian prior has to put the data).
+
+Writes a JSON record (``--json``) and the figure (``--figure``); prints a markdown table. Runs
+that already reached ``--steps`` are reused (the folder ``--out`` keeps data and runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+if (_here := str(Path(__file__).resolve().parent)) not in sys.path:
+    sys.path.insert(0, _here)
+from _machine import cpu_model, git  # noqa: E402
+
+import latentebm  # noqa: E402
+from latentebm.ground_truth import (  # noqa: E402
+    GroundTruthConfig,
+    encode,
+    load_true_model,
+    true_nll_shift,
+    write_dataset,
+)
+from latentebm.metrics.marginal import (  # noqa: E402
+    AISSettings,
+    ais_log_joint_normaliser,
+    evaluate_marginal_nll,
+)
+from latentebm.metrics.quadrature import quadrature_log_marginal  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="runs/ground_truth", help="data and runs")
+    parser.add_argument("--kinds", default="text,images")
+    parser.add_argument("--z-dims", default="2")
+    parser.add_argument("--steps", type=int, default=3000, help="updates per model")
+    parser.add_argument("--eval-examples", type=int, default=300, help="test examples scored")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", default=None, help="write the record here")
+    parser.add_argument("--figure", default=None, help="write the 2-D figure here (.png)")
+    parser.add_argument("--set", action="append", default=[], help="extra recipe override")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    rows: list[dict[str, Any]] = []
+    started = time.time()
+    for kind in args.kinds.split(","):
+        for z_dim in (int(z) for z in args.z_dims.split(",")):
+            rows.append(run_one(kind, z_dim, out, args))
+    record = {
+        "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": cpu_model(),
+        "threads": args.threads,
+        "seconds": time.time() - started,
+        "rows": rows,
+    }
+    print(markdown(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    if args.figure:
+        figure([r for r in rows if r["z_dim"] == 2], out, Path(args.figure))
+    return 0
+
+
+def run_one(kind: str, z_dim: int, out: Path, args: argparse.Namespace) -> dict[str, Any]:
+    data_dir = out / "data" / f"{kind}{z_dim}"
+    config = GroundTruthConfig(kind=kind, z_dim=z_dim)  # type: ignore[arg-type]
+    summary_file = data_dir / "summary.json"
+    if summary_file.exists():
+        summary = json.loads(summary_file.read_text(encoding="utf-8"))
+    else:
+        summary = write_dataset(config, data_dir)
+    runs = {}
+    for prior in ("ebm", "gaussian"):
+        run_dir = out / "runs" / f"{kind}{z_dim}_{prior}"
+        train(kind, z_dim, prior, data_dir, run_dir, args)
+        runs[prior] = run_dir
+    true_model, _ = load_true_model(data_dir)
+    x_true, x_task, z_star = test_examples(kind, data_dir, config, runs["ebm"], args.eval_examples)
+    settings = AISSettings()
+    seed = torch.Generator().manual_seed(0)
+    row: dict[str, Any] = {"kind": kind, "z_dim": z_dim, "steps": args.steps}
+    row["examples"] = int(x_true.shape[0])
+    row["data"] = summary["splits"]
+    shift = true_nll_shift(summary) if kind == "text" else 0.0
+    t0 = time.process_time()
+    truth = evaluate_marginal_nll(true_model, [x_true], _count, settings, generator=seed)
+    upper = ais_log_joint_normaliser(true_model, x_true, settings, generator=seed, z_exact=z_star)
+    row["true"] = {
+        "nll": truth.nll_per_example + shift,
+        "std_error": truth.std_error,
+        "nll_lower_bound": -float(upper.summary.value.mean()) + shift,
+        "log_p_a": shift,
+        "cpu_seconds": time.process_time() - t0,
+    }
+    if z_dim == 2:  # the exact reference: quadrature
+        grid = quadrature_nll(true_model, x_true)
+        row["true"]["nll_quadrature"] = grid["nll"] + shift
+        row["true"]["grid_error"] = grid["grid_error"]
+        row["true"]["nll_ais"] = row["true"]["nll"]
+        row["true"]["nll"] = row["true"]["nll_quadrature"]
+    for prior, run_dir in runs.items():
+        model = latentebm.load(run_dir).model
+        t0 = time.process_time()
+        result = evaluate_marginal_nll(model, [x_task], _count, settings, generator=seed)
+        row[prior] = {
+            "nll": result.nll_per_example,
+            "std_error": result.std_error,
+            "nll_ais": result.nll_per_example,
+            "log_z": result.log_z,
+            "cpu_seconds": time.process_time() - t0,
+            "run": str(run_dir),
+        }
+        if z_dim == 2:
+            grid = quadrature_nll(model, x_task)
+            row[prior]["nll_quadrature"] = grid["nll"]
+            row[prior]["grid_error"] = grid["grid_error"]
+            row[prior]["nll"] = grid["nll"]
+    gap_gauss = row["gaussian"]["nll"] - row["true"]["nll"]
+    gap_ebm = row["ebm"]["nll"] - row["true"]["nll"]
+    row["gap_gaussian"], row["gap_ebm"] = gap_gauss, gap_ebm
+    row["share_closed"] = (gap_gauss - gap_ebm) / gap_gauss if gap_gauss > 0 else float("nan")
+    print(json.dumps({k: v for k, v in row.items() if k != "data"}, indent=1), flush=True)
+    return row
+
+
+def train(
+    kind: str, z_dim: int, prior: str, data_dir: Path, run_dir: Path, args: argparse.Namespace
+) -> None:
+    """``latentebm train`` (a subprocess, one thread), resumed or skipped if already done."""
+    done = run_dir / "checkpoints" / f"step_{args.steps:08d}.pt"
+    if done.exists():
+        return
+    task = (
+        [f"task.train={data_dir / 'train.txt'}", f"task.valid={data_dir / 'valid.txt'}"]
+        + [f"task.test={data_dir / 'test.txt'}"]
+        if kind == "text"
+        else [f"task.path={data_dir.resolve()}"]
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "latentebm.cli",
+        "train",
+        str(REPO / "recipes" / f"ground_truth_{kind}.yaml"),
+        *task,
+        f"model.z_dim={z_dim}",
+        f"model.prior.kind={prior}",
+        f"trainer.max_steps={args.steps}",
+        f"trainer.checkpoint_every={args.steps}",
+        f"trainer.run_dir={run_dir}",
+        "trainer.resume=auto",
+        "trainer.progress=false",
+        "trainer.tensorboard=false",
+        *args.set,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    print(" ".join(command), file=sys.stderr, flush=True)
+    subprocess.run(command, check=True, env=env)
+
+
+def test_examples(
+    kind: str, data_dir: Path, config: GroundTruthConfig, run_dir: Path, n: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The first ``n`` test examples for the true model and for the learned models (the text
+    task's own token ids), and their true latent vectors."""
+    z_star = torch.load(data_dir / "test_z.pt", weights_only=True)[:n]
+    if kind == "text":
+        lines = (data_dir / "test.txt").read_text(encoding="utf-8").splitlines()[:n]
+        task = latentebm.load(run_dir).task
+        return encode(lines, config), task.encode(lines), z_star
+    import numpy as np
+
+    x = torch.from_numpy(np.load(data_dir / "test.npy")[:n])
+    return x, x, z_star
+
+
+def quadrature_nll(model: torch.nn.Module, x: torch.Tensor) -> dict[str, float]:
+    """Mean ``-log p(x)`` on a 151 x 151 grid over [-5, 5]^2, and the largest change on the
+    first 10 examples when the grid is refined to 201 x 201 (the grid's error)."""
+    coarse = quadrature_log_marginal(model, x, limit=5.0, points=151)  # type: ignore[arg-type]
+    fine = quadrature_log_marginal(model, x[:10], limit=5.0, points=201)  # type: ignore[arg-type]
+    change = (fine.log_marginal - coarse.log_marginal[:10]).abs().max()
+    return {"nll": -float(coarse.log_marginal.mean()), "grid_error": float(change)}
+
+
+def _count(x: torch.Tensor) -> int:
+    return int(x.shape[0])
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| data | z | updates | NLL by | true model | EBM prior | Gaussian prior "
+        "| gap closed by the EBM prior |",
+        "|---|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        t, e, g = r["true"], r["ebm"], r["gaussian"]
+        how = "quadrature (AIS)" if "nll_quadrature" in t else "AIS (true: reverse AIS)"
+        true_other = t["nll_ais"] if "nll_quadrature" in t else t["nll_lower_bound"]
+        e_other = f" ({e['nll_ais']:.3f})" if "nll_quadrature" in e else f" ± {e['std_error']:.3f}"
+        g_other = f" ({g['nll_ais']:.3f})" if "nll_quadrature" in g else f" ± {g['std_error']:.3f}"
+        lines.append(
+            f"| {r['kind']} | {r['z_dim']} | {r['steps']} | {how} | {t['nll']:.3f} "
+            f"({true_other:.3f}) | {e['nll']:.3f}{e_other} | {g['nll']:.3f}{g_other} | "
+            f"{100 * r['share_closed']:.0f} % |"
+        )
+    return "\n".join(lines)
+
+
+def figure(rows: list[dict[str, Any]], out: Path, path: Path) -> None:
+    """True prior density | learned EBM prior | its K0-step samples | Gaussian model's posterior
+    modes of the test data, one row per kind."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from latentebm.metrics.marginal import fit_laplace
+
+    if not rows:
+        return
+    fig, axes = plt.subplots(len(rows), 4, figsize=(13, 3.3 * len(rows)), squeeze=False)
+    grid_axis = torch.linspace(-4, 4, 161)
+    grid = torch.cartesian_prod(grid_axis, grid_axis)
+    for row, ax in zip(rows, axes, strict=True):
+        kind = row["kind"]
+        data_dir = out / "data" / f"{kind}2"
+        true_model, config = load_true_model(data_dir)
+        ebm = latentebm.load(row["ebm"]["run"]).model
+        gauss = latentebm.load(row["gaussian"]["run"])
+        with torch.no_grad():
+            true_density = true_model.prior.log_prob(grid).exp()
+            learned = ebm.prior.log_density(grid)
+            learned = (learned - torch.logsumexp(learned, 0)).exp()
+        samples = ebm.sample_prior(2000, generator=torch.Generator().manual_seed(0)).z
+        x_true, x_task, _ = test_examples(kind, data_dir, config, Path(row["gaussian"]["run"]), 300)
+        modes = fit_laplace(gauss.model, x_task, generator=torch.Generator().manual_seed(0))
+        extent = (-4, 4, -4, 4)
+        for a, image, title in (
+            (ax[0], true_density, "true prior p(z)"),
+            (ax[1], learned, "learned EBM prior exp(f) N / Z"),
+        ):
+            a.imshow(image.view(161, 161).T, origin="lower", extent=extent, cmap="viridis")
+            a.set_title(f"{kind}: {title}", fontsize=9)
+        ax[2].scatter(samples[:, 0], samples[:, 1], s=1, alpha=0.4)
+        ax[2].set_title(f"{kind}: EBM prior, K0 = {ebm.prior_chain.n_steps} chain", fontsize=9)
+        m = modes.proposal.mean
+        ax[3].scatter(m[:, 0], m[:, 1], s=3, alpha=0.6, color="tab:red")
+        ax[3].set_title(f"{kind}: Gaussian prior model, posterior modes", fontsize=9)
+        for a in ax:
+            a.set_xlim(-4, 4)
+            a.set_ylim(-4, 4)
+            a.set_aspect("equal")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
