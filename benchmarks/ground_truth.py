@@ -70,7 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default=None, help="write the record here")
     parser.add_argument("--figure", default=None, help="write the 2-D figure here (.png)")
-    parser.add_argument("--set", action="append", default=[], help="extra recipe override")
+    parser.add_argument(
+        "--set", action="append", default=[], help="extra recipe override (both priors)"
+    )
+    parser.add_argument("--tag", default="", help="suffix of the run folders (a variant)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -106,7 +109,7 @@ def run_one(kind: str, z_dim: int, out: Path, args: argparse.Namespace) -> dict[
         summary = write_dataset(config, data_dir)
     runs = {}
     for prior in ("ebm", "gaussian"):
-        run_dir = out / "runs" / f"{kind}{z_dim}_{prior}"
+        run_dir = out / "runs" / f"{kind}{z_dim}_{prior}{args.tag}"
         train(kind, z_dim, prior, data_dir, run_dir, args)
         runs[prior] = run_dir
     true_model, _ = load_true_model(data_dir)
@@ -114,6 +117,7 @@ def run_one(kind: str, z_dim: int, out: Path, args: argparse.Namespace) -> dict[
     settings = AISSettings()
     seed = torch.Generator().manual_seed(0)
     row: dict[str, Any] = {"kind": kind, "z_dim": z_dim, "steps": args.steps}
+    row["overrides"], row["tag"] = list(args.set), args.tag
     row["examples"] = int(x_true.shape[0])
     row["data"] = summary["splits"]
     shift = true_nll_shift(summary) if kind == "text" else 0.0

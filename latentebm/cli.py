@@ -490,6 +490,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
             n_chains=args.chains,
             n_steps=args.long_chain_steps,
             seed=args.seed,
+            usage_examples=args.usage_examples,
         )
     except PlotDependencyError as error:
         print(f"latentebm: error: {error}", file=sys.stderr)
@@ -506,6 +507,23 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         ("r_t prior chain (mean)", _fmt(result["r_t"]["prior"])),
         ("r_t posterior chain (mean)", _fmt(result["r_t"]["posterior"])),
     ]
+    nijkamp = result["nijkamp"]
+    rows += [
+        ("d_t, Nijkamp et al. 2020 sign", _fmt(nijkamp["d_t_mean"])),
+        ("r_t prior, Nijkamp scale", _fmt(nijkamp["r_t_prior"])),
+        ("r_t posterior, Nijkamp scale", _fmt(nijkamp["r_t_posterior"])),
+        ("  (mapping)", nijkamp["mapping"]),
+    ]
+    usage = result.get("latent_usage")
+    if usage:
+        rows += [
+            (
+                f"active units ({usage['n_examples']} valid examples)",
+                f"{usage['active_units']} of {len(usage['mode_variances'])}",
+            ),
+            ("I(x; z) (nats)", _fmt(usage["mutual_information"], ".3f")),
+            ("recon gain (nats/example)", _fmt(usage["recon_gain"], ".3f")),
+        ]
     if chain:
         rows += [
             (f"long chain f(z), step 0 ({chain['n_chains']} chains)", _fmt(chain["energy_start"])),
@@ -607,7 +625,7 @@ def build_parser() -> argparse.ArgumentParser:
         "diagnose",
         help="plot d_t, r_t and a long prior chain of a run (seed 004)",
         epilog="examples:\n  latentebm diagnose runs/ptb/20261123-101500\n"
-        "  latentebm diagnose RUN_DIR --long-chain-steps 0      # metrics only, no checkpoint\n"
+        "  latentebm diagnose RUN_DIR --long-chain-steps 0 --usage-examples 0   # no checkpoint\n"
         "writes RUN_DIR/diagnostics/ (or -o DIR); existing files are never overwritten: a\n"
         "second run writes into diagnostics-2/ (DIR-2/), and so on.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -624,6 +642,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--chains", type=int, default=64, metavar="N", help="long-chain chains (default 64)"
     )
     diag.add_argument("--seed", type=int, default=0, help="long-chain seed (default 0)")
+    diag.add_argument(
+        "--usage-examples",
+        type=int,
+        default=100,
+        metavar="N",
+        help="active units, I(x;z), recon gain on N valid examples (default 100; 0: skip)",
+    )
     diag.add_argument(
         "-o", "--output", default=None, metavar="DIR", help="default: RUN_DIR/diagnostics"
     )

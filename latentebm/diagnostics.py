@@ -298,6 +298,94 @@ def _family(run_dir: Path) -> str:
     return str(data.get("family", "latent")) if isinstance(data, dict) else "latent"
 
 
+def _latent_usage(run_dir: Path, n_examples: int, seed: int) -> dict[str, Any] | None:
+    """Active units, I(x; z) and the reconstruction gain on the first ``n_examples`` examples
+    of the valid split (train without one); None without a checkpoint or a latent variable."""
+    from latentebm.checkpoint import CheckpointError
+    from latentebm.evaluate import length_sorted_batches
+    from latentebm.metrics.likelihood_eval import (
+        LikelihoodEvalSettings,
+        evaluate_likelihood_metrics,
+    )
+    from latentebm.pretrained import load
+
+    try:
+        pretrained = load(run_dir)
+    except (CheckpointError, FileNotFoundError):
+        return None
+    model, task = pretrained.model, pretrained.task
+    if model.z_dim == 0:
+        return None
+    split = "valid" if "valid" in task.splits else "train"
+    batches, have = [], 0
+    for batch in length_sorted_batches(task, split, 64):
+        batches.append(batch[: n_examples - have])
+        have += batches[-1].shape[0]
+        if have >= n_examples:
+            break
+    generator = torch.Generator(model.device).manual_seed(seed)
+    settings = LikelihoodEvalSettings(usage_examples=max(n_examples, 2))
+    entry = evaluate_likelihood_metrics(
+        model, batches, task.num_target_tokens, ["latent_usage"], settings, generator=generator
+    )["latent_usage"]
+    return {**entry, "split": split, "checkpoint_step": pretrained.step}
+
+
+def _chain_drifts(run_dir: Path) -> tuple[float, float] | None:
+    """Mean ``a_k^2 / 2`` of the prior and the posterior chain from the run's ``config.yaml``
+    (the drift per unit of ``grad log pi``), or None when the file does not say."""
+    import yaml
+
+    config = run_dir / "config.yaml"
+    if not config.is_file():
+        return None
+    data = yaml.safe_load(config.read_text(encoding="utf-8"))
+    try:
+        chains = [data["model"]["prior_chain"], data["model"]["posterior_chain"]]
+    except (KeyError, TypeError):
+        return None
+    drifts = []
+    for chain in chains:
+        n = max(int(chain.get("n_steps", 1)), 1)
+        schedule = chain.get("step_schedule") or [chain["step_size"]]
+        sizes = [schedule[min(k, len(schedule) - 1)] for k in range(n)]
+        drifts.append(float(np.mean([0.5 * a * a for a in sizes])))
+    return drifts[0], drifts[1]
+
+
+def nijkamp_scale(
+    d_t: Sequence[float],
+    prior_r: Sequence[float],
+    posterior_r: Sequence[float],
+    *,
+    shortrun: bool,
+    drifts: tuple[float, float] | None,
+) -> dict[str, Any]:
+    """``d_t`` and ``r_t`` in the sign and scale of Nijkamp et al. (2020, "On the anatomy of
+    MCMC-based maximum likelihood learning of energy-based models", appendix A): ``d_t =
+    E_data[U] - E_samples[U]`` for the energy ``U`` (density ``exp(-U)``), and ``r_t`` the mean
+    length of one drift step ``||(eps^2/2) grad U||``.
+
+    The latent trainer logs ``energy_diff = mean f(z+) - mean f(z-)`` for the tilt ``f = -U``
+    of the learned prior (the fixed reference is not learned, so it is left out): their ``d_t``
+    is ``-energy_diff``; it logs ``mean ||grad log pi||``, so their ``r_t`` is that times the
+    chain's ``a^2 / 2`` (the mean over the steps for a ``step_schedule``). The short-run trainer
+    logs ``d_t = mean f(x) - mean f(x^-)`` (their ``d_t`` is its negative) and already logs
+    ``r_t`` as a drift length.
+    """
+    prior_scale, posterior_scale = (1.0, 1.0) if shortrun or drifts is None else drifts
+    d = [-v for v in d_t]
+    return {
+        "d_t_mean": _mean(d),
+        "d_t_std": float(np.std(d)) if d else None,
+        "r_t_prior": None if not prior_r else prior_scale * float(np.mean(prior_r)),
+        "r_t_posterior": None if not posterior_r else posterior_scale * float(np.mean(posterior_r)),
+        "scaled": shortrun or drifts is not None,
+        "mapping": "d_t = -(logged d_t / energy_diff); r_t = logged grad norm x a^2/2"
+        + (" (short-run: as logged)" if shortrun else ""),
+    }
+
+
 def _mean(values: Sequence[float]) -> float | None:
     return float(np.mean(values)) if len(values) else None
 
@@ -309,8 +397,11 @@ def diagnose(
     n_steps: int = 2000,
     seed: int = 0,
     record_every: int | None = None,
+    usage_examples: int = 100,
 ) -> dict[str, Any]:
-    """Diagnose a run (seed 004): oscillation of ``d_t``, ``r_t``, and a long prior chain.
+    """Diagnose a run (seed 004): oscillation of ``d_t``, ``r_t``, a long prior chain, and
+    whether the decoder uses z (latent usage on the first ``usage_examples`` examples of the
+    valid split, or of train without one; 0: skipped).
 
     Writes into ``out_dir`` (default ``RUN_DIR/diagnostics``; if it already holds files, the
     first free ``...-2``, ``...-3`` sibling, see :func:`fresh_dir`):
@@ -329,12 +420,14 @@ def diagnose(
         n_steps: length of the long prior chain (0: no long chain).
         seed: seed of the long chain's initial states and noise.
         record_every: evaluate the long chain every this many steps (default ``n_steps/200``).
+        usage_examples: examples for :mod:`latentebm.metrics.latent_usage` (0: none).
 
     Returns:
         a dict with ``run_dir``, ``out_dir``, ``files``, ``n_train_rows``, ``n_valid_rows``,
         ``log_every``, ``oscillation`` (:func:`oscillation_summary` of ``d_t``, or ``None``
         for a model without an energy prior), ``autocorrelation``, ``r_t`` (means of
-        ``prior``/``posterior``), ``valid_recon_nll`` (last) and ``long_chain``
+        ``prior``/``posterior``, as logged), ``nijkamp`` (``d_t`` and ``r_t`` in seed 004's sign
+        and scale, :func:`nijkamp_scale`), ``valid_recon_nll`` (last) and ``long_chain``
         (:func:`long_prior_chain` plus ``checkpoint`` and ``checkpoint_step``, or ``None``).
 
     Raises:
@@ -384,6 +477,9 @@ def diagnose(
         )
         long_chain["checkpoint"] = str(pretrained.checkpoint)
         long_chain["checkpoint_step"] = pretrained.step
+    usage = None
+    if usage_examples > 0 and not shortrun:
+        usage = _latent_usage(run_dir, usage_examples, seed)
 
     out = fresh_dir(out_dir if out_dir is not None else run_dir / "diagnostics")
     files: list[str] = []
@@ -461,8 +557,16 @@ def diagnose(
         "oscillation": oscillation,
         "autocorrelation": [float(v) for v in acf],
         "r_t": {"prior": _mean(prior_r), "posterior": _mean(post_r)},
+        "nijkamp": nijkamp_scale(
+            d_t,
+            prior_r,
+            post_r,
+            shortrun=shortrun,
+            drifts=None if shortrun else _chain_drifts(run_dir),
+        ),
         "valid_recon_nll": float(valid[-1]["valid_recon_nll"]) if valid else None,
         "long_chain": long_chain,
+        "latent_usage": usage,
     }
     with open(out / "diagnostics.json", "x", encoding="utf-8") as handle:
         json.dump(summary, handle, indent=2)

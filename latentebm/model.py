@@ -128,7 +128,10 @@ class LatentEBM(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return next(self.generator.parameters()).device
+        """Where the generator's parameters (or buffers) live; the CPU if it has neither."""
+        for tensor in (*self.generator.parameters(), *self.generator.buffers()):
+            return tensor.device
+        return torch.device("cpu")
 
     # ----------------------------------------------------------------------------- sampling
     def _joint_log_density(self, x: Tensor, z: Tensor) -> Tensor:

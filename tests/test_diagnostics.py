@@ -160,6 +160,14 @@ def test_diagnose_end_to_end(tiny_run: Path) -> None:
     assert saved["long_chain"]["n_steps"] == 50
     assert "d_t.png" in saved["files"] and "diagnostics.json" in saved["files"]
     assert saved["r_t"]["prior"] > 0 and saved["r_t"]["posterior"] > 0
+    # seed 004's sign and scale: the tiny recipe's chains have a0 = 0.4, a1 = 0.1
+    nijkamp = saved["nijkamp"]
+    assert nijkamp["r_t_prior"] == pytest.approx(0.08 * saved["r_t"]["prior"])
+    assert nijkamp["r_t_posterior"] == pytest.approx(0.005 * saved["r_t"]["posterior"])
+    assert nijkamp["d_t_mean"] == pytest.approx(-saved["oscillation"]["mean"])
+    usage = saved["latent_usage"]  # does the decoder use z? (100 examples asked, 20 valid)
+    assert usage["split"] == "valid" and usage["n_examples"] == 20
+    assert 0 <= usage["active_units"] <= 4 and "recon_gain" in usage
 
     stamp = (out / "d_t.png").stat().st_mtime_ns
     again = diagnose(tiny_run, n_chains=8, n_steps=0)  # no overwrite: a sibling directory
@@ -176,9 +184,22 @@ def test_cli_diagnose(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixt
     assert main([*args, "--seed", "1", "-o", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "lag-1 autocorrelation" in printed and str(out) in printed
+    for label in ("d_t, Nijkamp et al. 2020 sign", "r_t prior, Nijkamp scale", "active units"):
+        assert label in printed
     assert (out / "long_chain.png").read_bytes()[:8] == PNG_MAGIC
     assert main([*args, "-o", str(out)]) == 0
     assert (tmp_path / "diag-2" / "diagnostics.json").is_file()
+
+
+def test_nijkamp_scale_maps_sign_and_drift() -> None:
+    from latentebm.diagnostics import nijkamp_scale
+
+    out = nijkamp_scale([0.5, -1.5], [10.0, 30.0], [4.0], shortrun=False, drifts=(0.08, 0.005))
+    assert out["d_t_mean"] == pytest.approx(0.5)  # -(0.5 - 1.5) / 2
+    assert out["r_t_prior"] == pytest.approx(1.6) and out["r_t_posterior"] == pytest.approx(0.02)
+    short = nijkamp_scale([0.5], [0.1], [], shortrun=True, drifts=None)
+    assert short["d_t_mean"] == -0.5 and short["r_t_prior"] == 0.1
+    assert short["r_t_posterior"] is None
 
 
 def test_cli_diagnose_missing_metrics(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
