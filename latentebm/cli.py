@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import shutil
@@ -384,7 +385,12 @@ def _image_eval_settings(args: argparse.Namespace) -> object:
         "fid_features": args.fid_features,
         "inception": args.inception,
     }
-    return ImageEvalSettings(**{k: v for k, v in options.items() if v is not None})
+    settings = ImageEvalSettings(**{k: v for k, v in options.items() if v is not None})
+    if args.fid_authors:
+        settings = settings.authors_fid_protocol()
+        if args.samples is not None:
+            settings = dataclasses.replace(settings, fid_samples=args.samples)
+    return settings
 
 
 def cmd_mnist_features(args: argparse.Namespace) -> int:
@@ -801,6 +807,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="PATH",
         help="fid: a net from `latentebm mnist-features PATH` (MNIST-FID)",
+    )
+    image.add_argument(
+        "--fid-authors",
+        action="store_true",
+        help="fid: the authors' protocol, 50,000 samples against the training split",
     )
     image.add_argument(
         "--inception",

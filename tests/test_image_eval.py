@@ -31,8 +31,10 @@ from latentebm.langevin import LangevinSampler
 from latentebm.metrics.anomaly import anomaly_scores, auprc
 from latentebm.metrics.fid import compute_statistics, frechet_distance
 from latentebm.metrics.image_eval import (
+    ImageEvalSettings,
     evaluate_anomaly,
     evaluate_fid,
+    evaluate_image_metrics,
     evaluate_reconstruction,
     generate_images,
 )
@@ -194,6 +196,31 @@ def test_evaluate_fid_matches_statistics_of_generated_images() -> None:
     assert precomputed["fid"] == pytest.approx(expected)
     with pytest.raises(ValueError, match="feature_name"):
         evaluate_fid(model, task, flatten_extractor, n_samples=4, feature_name="")
+
+
+def test_authors_fid_protocol_is_50k_samples_against_the_training_split(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import dataclasses
+
+    from latentebm.metrics import image_eval
+
+    settings = ImageEvalSettings().authors_fid_protocol()
+    assert settings.fid_samples == 50_000 and settings.fid_reference == "train"
+    model = make_model(GaussianPrior(Z_DIM))
+    seen: list[str] = []
+
+    class SplitTask(FakeImageTask):
+        def tensor(self, split: str) -> Tensor:
+            seen.append(split)
+            return self.images
+
+    monkeypatch.setattr(image_eval, "fid_extractor", lambda _: (flatten_extractor, "pixels", {}))
+    small = dataclasses.replace(settings, fid_samples=20)
+    out = evaluate_image_metrics(
+        model, SplitTask(model_images(model, 30, seed=1)), ["fid"], "test", small
+    )
+    assert seen == ["train"] and out["fid"]["split"] == "train" and out["fid"]["n_samples"] == 20
 
 
 def test_fid_grows_by_the_squared_shift_of_the_reference() -> None:

@@ -10,6 +10,7 @@ epoch=, shuffle=)`` yields float image batches ``(B, C, H, W)`` in ``[-1, 1]``,
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -249,6 +250,9 @@ class ImageEvalSettings:
         langevin_steps: prior chain of the FID samples (None: K0).
         fid_features: a feature network saved by ``latentebm mnist-features`` (MNIST-FID).
         inception: NVIDIA's ``inception-2015-12-05.pt`` TorchScript file (the standard FID).
+        fid_reference: the split FID compares against (None: the evaluated split). The
+            authors' protocol (Pang et al. 2020's public image code) is 50,000 samples against
+            the training set: :meth:`authors_fid_protocol`.
         batch_size: images per chain batch.
     """
 
@@ -260,7 +264,16 @@ class ImageEvalSettings:
     langevin_steps: int | None = None
     fid_features: str | None = None
     inception: str | None = None
+    fid_reference: str | None = None
     batch_size: int = 500
+
+    AUTHORS_FID_SAMPLES = 50_000
+
+    def authors_fid_protocol(self) -> ImageEvalSettings:
+        """These settings with the authors' FID protocol: 50,000 samples against ``train``."""
+        return dataclasses.replace(
+            self, fid_samples=self.AUTHORS_FID_SAMPLES, fid_reference="train"
+        )
 
 
 def fid_extractor(settings: ImageEvalSettings) -> tuple[FeatureExtractor, str, dict[str, Any]]:
@@ -328,7 +341,7 @@ def evaluate_image_metrics(
             task,
             extractor,
             n_samples=settings.fid_samples,
-            split=split,
+            split=settings.fid_reference or split,
             seed=seed,
             batch_size=settings.batch_size,
             feature_name=feature_name,
