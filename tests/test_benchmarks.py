@@ -115,3 +115,56 @@ def test_generate_benchmark_counts_tokens_to_eos(tmp_path: Path) -> None:
     # an untrained decoder: between 1 and max_decode_length (60) tokens per sentence
     assert 1 <= row["mean_tokens_per_sentence"] <= 60
     assert row["sentences_per_s"] == pytest.approx(3 / (row["prior_chain_s"] + row["decode_s"]))
+
+
+def test_bdmc_benchmark_on_a_tiny_run(tmp_path: Path) -> None:
+    from tests.conftest import train_tiny_run
+
+    run = train_tiny_run(
+        tmp_path,
+        f"trainer.run_dir={tmp_path / 'run'}",
+        task={"valid_fraction": 0.2},
+        trainer={"max_steps": 3, "samples_at_end": 0},
+    )
+    out = tmp_path / "bdmc.json"
+    ais = json.dumps({"n_chains": 2, "n_temperatures": 3, "laplace_starts": 1, "laplace_steps": 3})
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT.with_name("bdmc.py")), str(run), "--examples", "4"]
+        + ["--ais", ais, "--split", "valid", "--time-batches", "1", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(out.read_text())
+    assert record["bdmc"]["examples"] == 4 and record["settings"]["n_temperatures"] == 3
+    assert record["timing"]["extrapolated"] is True and record["timing"]["cpu_seconds"] > 0
+    assert "mean gap" in proc.stdout
+
+
+def test_ground_truth_benchmark_end_to_end(tmp_path: Path) -> None:
+    """Tiny data and 2 updates per model: the pipeline, not the numbers."""
+    script = SCRIPT.with_name("ground_truth.py")
+    spec = importlib.util.spec_from_file_location("bench_ground_truth", script)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench
+    spec.loader.exec_module(bench)
+    from latentebm.ground_truth import GroundTruthConfig, write_dataset
+
+    out = tmp_path / "gt"
+    write_dataset(
+        GroundTruthConfig(kind="text", n_train=40, n_valid=8, n_test=8), out / "data" / "text2"
+    )
+    record = tmp_path / "gt.json"
+    figure = tmp_path / "gt.png"
+    args = ["--out", str(out), "--kinds", "text", "--steps", "2", "--eval-examples", "3"]
+    args += ["--json", str(record), "--figure", str(figure), "--set", "trainer.valid_batches=1"]
+    assert bench.main(args) == 0
+    (row,) = json.loads(record.read_text())["rows"]
+    assert row["examples"] == 3 and row["steps"] == 2
+    for who in ("true", "ebm", "gaussian"):
+        assert "nll_quadrature" in row[who] and row[who]["grid_error"] < 0.05
+    assert row["true"]["nll"] < row["gaussian"]["nll"]  # untrained models are far from the truth
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
