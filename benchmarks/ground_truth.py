@@ -74,6 +74,12 @@ def main(argv: list[str] | None = None) -> int:
         "--set", action="append", default=[], help="extra recipe override (both priors)"
     )
     parser.add_argument("--tag", default="", help="suffix of the run folders (a variant)")
+    parser.add_argument(
+        "--gaussian-tag",
+        default=None,
+        help="use the Gaussian-prior run of this tag (when the variant's overrides only touch "
+        "the EBM prior, e.g. optim.prior.lr); default: --tag",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -109,7 +115,8 @@ def run_one(kind: str, z_dim: int, out: Path, args: argparse.Namespace) -> dict[
         summary = write_dataset(config, data_dir)
     runs = {}
     for prior in ("ebm", "gaussian"):
-        run_dir = out / "runs" / f"{kind}{z_dim}_{prior}{args.tag}"
+        tag = args.tag if prior == "ebm" or args.gaussian_tag is None else args.gaussian_tag
+        run_dir = out / "runs" / f"{kind}{z_dim}_{prior}{tag}"
         train(kind, z_dim, prior, data_dir, run_dir, args)
         runs[prior] = run_dir
     true_model, _ = load_true_model(data_dir)

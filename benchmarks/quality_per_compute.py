@@ -9,15 +9,16 @@ step, keeping them all, e.g. (docs/RESULTS.md section 11)::
         trainer.run_dir=runs/ptb_ref/persist5
 
 then, for every run and every time mark, take the first checkpoint whose training time
-(``train_seconds``) has reached the mark, evaluate its importance-sampled NLL on the same
-subset of the valid split with the same estimator settings (``latentebm evaluate``'s defaults:
-8 chains x 0 steps, 30 importance samples, seed 0), and print a markdown table::
+(``train_seconds``) has reached the mark, evaluate its marginal NLL on the same subset of the
+valid split with the same estimator settings (``latentebm evaluate``'s defaults: AIS from a
+Laplace start, seed 0; ``--estimator is`` for the fast importance-sampling option), and print a
+markdown table::
 
     python benchmarks/quality_per_compute.py runs/ptb_ref/* --minutes 4,8,12 \\
         --max-batches 10 --json docs/bench/ptb_reference_chain_init.json
 
 Each evaluation is cached as ``RUN/nll_<split>_<m>min.json`` (``latentebm evaluate``'s
-format) and reused if it names the same checkpoint and subset.
+format) and reused if it names the same checkpoint, subset and estimator settings.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import torch
 
 from latentebm.checkpoint import list_checkpoints
 from latentebm.evaluate import evaluate
+from latentebm.metrics.likelihood_eval import LikelihoodEvalSettings
 
 if (_here := str(Path(__file__).resolve().parent)) not in sys.path:
     sys.path.insert(0, _here)  # also when loaded by file path (the tests)
@@ -56,35 +58,45 @@ def first_at(times: list[tuple[Path, int, float]], seconds: float) -> tuple[Path
 
 
 def nll_at(
-    run: Path, minutes: float, split: str, max_batches: int | None, spread: bool
+    run: Path,
+    minutes: float,
+    split: str,
+    max_batches: int | None,
+    spread: bool,
+    likelihood: LikelihoodEvalSettings | None = None,
 ) -> dict[str, Any]:
     times = checkpoint_times(run)
     if not times:
         raise SystemExit(f"{run}: no checkpoints")
     path, step, seconds = first_at(times, 60.0 * minutes)
+    likelihood = likelihood or LikelihoodEvalSettings()
     out = run / f"nll_{split}_{minutes:g}min.json"
     entry = None
     if out.is_file():
-        cached = json.loads(out.read_text(encoding="utf-8"))[split]["nll"]
-        if max_batches is None:  # the whole split
+        cached = json.loads(out.read_text(encoding="utf-8")).get(split, {}).get("marginal_nll")
+        wanted = json.loads(json.dumps(likelihood.as_dict()))  # as JSON stores it
+        if not cached or cached.get("likelihood_settings") != wanted:
+            same_subset = False
+        elif max_batches is None:  # the whole split
             same_subset = bool(cached.get("complete"))
         else:
             same_subset = cached.get("batches") == max_batches and bool(
                 cached.get("spread") or cached.get("complete")
             )
-        if Path(cached["checkpoint"]).name == path.name and same_subset:
+        if same_subset and Path(cached["checkpoint"]).name == path.name:
             entry = cached
     if entry is None:
         result = evaluate(
             path,
             split,
-            ["nll"],
+            ["marginal_nll"],
+            likelihood=likelihood,
             max_batches=max_batches,
             spread=spread,
             progress=False,
             output=out,
         )
-        entry = result["metrics"]["nll"]
+        entry = result["metrics"]["marginal_nll"]
     return {
         "run": str(run),
         "minutes": minutes,
@@ -93,8 +105,9 @@ def nll_at(
         "train_seconds": seconds,
         "nll_per_sentence": entry["nll_per_example"],
         "ppl": entry["ppl"],
-        "sentences": entry["sentences"],
-        "tokens": entry["tokens"],
+        "std_error": entry.get("std_error"),
+        "sentences": entry["n_examples"],
+        "tokens": entry["total_tokens"],
         "mean_ess": entry["mean_ess"],
     }
 
@@ -120,12 +133,19 @@ def main(argv: list[str] | None = None) -> int:
         "--max-batches", type=int, default=10, help="batches of 64 spread over the split"
     )
     parser.add_argument("--all", action="store_true", help="the whole split (no subset)")
+    parser.add_argument(
+        "--estimator",
+        choices=("ais", "is"),
+        default="ais",
+        help="marginal NLL by AIS (default, tight) or importance sampling (fast)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args(argv)
     marks = [float(m) for m in args.minutes.split(",")]
     max_batches = None if args.all else args.max_batches
+    likelihood = LikelihoodEvalSettings(estimator=args.estimator)
     rows = [
-        nll_at(run, m, args.split, max_batches, spread=not args.all)
+        nll_at(run, m, args.split, max_batches, not args.all, likelihood)
         for run in args.runs
         if run.is_dir()
         for m in marks
@@ -137,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             "split": args.split,
             "max_batches": max_batches,
             "spread": not args.all,
+            "likelihood": likelihood.as_dict(),
             "machine": cpu_model(),
             "commit": git("rev-parse", "--short", "HEAD"),
             "torch": torch.__version__,

@@ -193,6 +193,7 @@ def evaluate(
                     "batches_in_split": n_batches_total,
                     "complete": len(batches) == n_batches_total,
                     "spread": spread and len(batches) < n_batches_total,
+                    "likelihood_settings": likelihood.as_dict(),
                     "checkpoint": str(pretrained.checkpoint),
                     "step": pretrained.step,
                     "device": str(model.device),

@@ -11,6 +11,8 @@ from types import ModuleType
 
 import pytest
 
+from latentebm.metrics.likelihood_eval import LikelihoodEvalSettings
+from latentebm.metrics.marginal import AISSettings, LogPartitionSettings
 from tests.test_train import fit
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "quality_per_compute.py"
@@ -46,10 +48,16 @@ def test_table_takes_the_first_checkpoint_past_each_mark(
 
     def counting_evaluate(path: Path, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         calls.append(Path(path))
-        kwargs.update(n_importance=2, n_chains=2)
         return real_evaluate(path, *args, **kwargs)
 
     monkeypatch.setattr(bench, "evaluate", counting_evaluate)
+    small = {  # cheap AIS: the test is about which checkpoint is scored and the cache
+        "ais": AISSettings(n_chains=2, n_temperatures=3, laplace_steps=5, laplace_starts=1),
+        "log_z": LogPartitionSettings(n_chains=16, n_temperatures=10),
+    }
+    monkeypatch.setattr(
+        bench, "LikelihoodEvalSettings", lambda **kw: LikelihoodEvalSettings(**small, **kw)
+    )
     out = tmp_path / "table.json"
     argv = [str(run), "--minutes", "0.5,1", "--max-batches", "1", "--json", str(out)]
     assert bench.main(argv) == 0
