@@ -452,6 +452,7 @@ def _likelihood_settings(args: argparse.Namespace) -> object:
             is_chain_steps=args.chain_steps,
             recon_steps=args.recon_steps,
             usage_examples=args.usage_examples,
+            per_example=args.per_example,
         ),
     )
 
@@ -732,6 +733,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="latent_usage: first N examples (1000)",
+    )
+    like.add_argument(
+        "--per-example",
+        action="store_true",
+        default=None,
+        help="marginal_nll: also record every example's log p(x) and standard error, in the "
+        "order of the length-sorted split (for paired comparisons of two models)",
     )
     ev.add_argument("--batch-size", type=int, default=None, metavar="B", help="default 64")
     ev.add_argument("--max-batches", type=int, default=None, metavar="N", help="first N only")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -337,3 +338,21 @@ def test_spread_subset_has_longer_sentences_than_the_first_batches(
     assert first_nll["examples"] == spread_nll["examples"] == 16
     assert spread_nll["spread"] is True and first_nll["spread"] is False
     assert spread_nll["total_tokens"] > first_nll["total_tokens"]  # the last batch: the longest
+
+
+def test_per_example_values_allow_paired_comparisons(tiny_run: Path) -> None:
+    paired = dataclasses.replace(QUICK, per_example=True)
+    result = evaluate(
+        tiny_run, "valid", "marginal_nll", likelihood=paired, progress=False, write=False
+    )
+    entry = result["metrics"]["marginal_nll"]
+    values, errors = entry["log_likelihoods"], entry["std_errors"]
+    assert len(values) == len(errors) == entry["n_examples"] == 40
+    assert -sum(values) / len(values) == pytest.approx(entry["nll_per_example"])
+    assert all(e > 0 for e in errors)
+    plain = evaluate(
+        tiny_run, "valid", "marginal_nll", likelihood=QUICK, progress=False, write=False
+    )["metrics"]["marginal_nll"]
+    assert "log_likelihoods" not in plain
+    with pytest.raises(ValueError, match="per_example needs the AIS estimator"):
+        LikelihoodEvalSettings(estimator="is", per_example=True)

@@ -50,6 +50,10 @@ class LikelihoodEvalSettings:
             proposal fitted to the reference alone would ignore x).
         recon_steps: ``recon_nll`` / ``latent_usage``: posterior chain steps (None: K1).
         usage_examples: ``latent_usage``: most examples (the MI estimate is quadratic in them).
+        per_example: ``marginal_nll`` by AIS: also record each example's ``log p_hat(x)``
+            (``log_likelihoods``, in the order scored) and its standard error
+            (``std_errors``): two models scored on the same examples can then be compared
+            pair by pair, which removes the examples' own spread from the difference.
     """
 
     estimator: Estimator = "ais"
@@ -60,6 +64,7 @@ class LikelihoodEvalSettings:
     is_chain_steps: int | None = None
     recon_steps: int | None = None
     usage_examples: int = 1000
+    per_example: bool = False
 
     def __post_init__(self) -> None:
         if self.estimator not in ("ais", "is"):
@@ -75,6 +80,8 @@ class LikelihoodEvalSettings:
             )
         if self.recon_steps is not None and self.recon_steps < 0:
             raise ValueError(f"recon_steps must be >= 0, got {self.recon_steps}")
+        if self.per_example and self.estimator != "ais":
+            raise ValueError("per_example needs the AIS estimator (estimator='ais')")
         if self.usage_examples < 2:
             raise ValueError(f"usage_examples must be >= 2, got {self.usage_examples}")
 
@@ -160,7 +167,7 @@ def _marginal_entry(
             log_z=log_z,
             generator=generator,
         )
-        entry = result.as_dict()
+        entry = result.as_dict(per_example=settings.per_example)
     else:
         from latentebm.metrics.nll import evaluate_nll
 
