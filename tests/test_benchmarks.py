@@ -168,3 +168,31 @@ def test_ground_truth_benchmark_end_to_end(tmp_path: Path) -> None:
         assert "nll_quadrature" in row[who] and row[who]["grid_error"] < 0.05
     assert row["true"]["nll"] < row["gaussian"]["nll"]  # untrained models are far from the truth
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_prior_learning_benchmark(tmp_path: Path) -> None:
+    """The grid NLL is exact for closed-form priors, and a short run of eq. (10) on exact ring
+    samples moves the EBM prior toward the ring (it closes part of N(0, I)'s gap)."""
+    script = SCRIPT.with_name("prior_learning.py")
+    spec = importlib.util.spec_from_file_location("bench_prior_learning", script)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    from latentebm.mixture_prior import GaussianMixturePrior
+    from latentebm.prior import GaussianPrior
+
+    z = torch.randn(500, 2, generator=torch.Generator().manual_seed(0)) * 1.5
+    closed_form = float((0.5 * z.double().pow(2).sum(1)).mean()) + float(
+        torch.log(torch.tensor(2 * torch.pi, dtype=torch.float64))
+    )
+    assert bench.nll(GaussianPrior(2), z) == pytest.approx(closed_form, abs=1e-4)
+    ring = GaussianMixturePrior.ring(8, 2.0, 0.25)
+    assert bench.nll(ring, z) == pytest.approx(float(-ring.log_prob(z).double().mean()), abs=1e-3)
+
+    out = tmp_path / "prior.json"
+    argv = ["--steps", "20,60", "--lr", "1e-3", "--k0", "20", "--json", str(out)]
+    assert bench.main(argv) == 0
+    record = json.loads(out.read_text())
+    assert record["nll_true"] < record["nll_gaussian"]
+    assert [r["step"] for r in record["rows"]] == [20, 60]
+    assert record["rows"][-1]["share_closed"] > 0.05
