@@ -713,7 +713,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     like.add_argument("--leapfrog", type=int, default=None, metavar="L", help="HMC leapfrog (2)")
     like.add_argument(
-        "--laplace-starts", type=int, default=None, metavar="S", help="mode searches (4)"
+        "--laplace-starts", type=int, default=None, metavar="S", help="mode searches (8)"
     )
     like.add_argument(
         "--log-z-chains", type=int, default=None, metavar="N", help="log Z AIS chains (1024)"
@@ -732,7 +732,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="N",
-        help="latent_usage: first N examples (1000)",
+        help="latent_usage: N examples spread over the split (1000)",
     )
     like.add_argument(
         "--per-example",

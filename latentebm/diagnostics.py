@@ -299,13 +299,15 @@ def _family(run_dir: Path) -> str:
 
 
 def _latent_usage(run_dir: Path, n_examples: int, seed: int) -> dict[str, Any] | None:
-    """Active units, I(x; z) and the reconstruction gain on the first ``n_examples`` examples
-    of the valid split (train without one); None without a checkpoint or a latent variable."""
+    """Active units, I(x; z) and the reconstruction gain on ``n_examples`` examples spread over
+    the length-sorted valid split (train without one); None without a checkpoint or a latent
+    variable."""
     from latentebm.checkpoint import CheckpointError
     from latentebm.evaluate import length_sorted_batches
     from latentebm.metrics.likelihood_eval import (
         LikelihoodEvalSettings,
         evaluate_likelihood_metrics,
+        spread_examples,
     )
     from latentebm.pretrained import load
 
@@ -317,12 +319,7 @@ def _latent_usage(run_dir: Path, n_examples: int, seed: int) -> dict[str, Any] |
     if model.z_dim == 0:
         return None
     split = "valid" if "valid" in task.splits else "train"
-    batches, have = [], 0
-    for batch in length_sorted_batches(task, split, 64):
-        batches.append(batch[: n_examples - have])
-        have += batches[-1].shape[0]
-        if have >= n_examples:
-            break
+    batches = spread_examples(length_sorted_batches(task, split, 64), n_examples)
     generator = torch.Generator(model.device).manual_seed(seed)
     settings = LikelihoodEvalSettings(usage_examples=max(n_examples, 2))
     entry = evaluate_likelihood_metrics(

@@ -348,7 +348,9 @@ def _likelihood_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
                 f"chains x {log_z['n_temperatures']} temperatures)",
             ),
         ]
-        if settings["estimator"] == "ais":
+        if settings["estimator"] == "exact":
+            rows.append(("estimator", "exact (no latent variable)"))
+        elif settings["estimator"] == "ais":
             rows.append(
                 (
                     "estimator",

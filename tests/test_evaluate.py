@@ -356,3 +356,13 @@ def test_per_example_values_allow_paired_comparisons(tiny_run: Path) -> None:
     assert "log_likelihoods" not in plain
     with pytest.raises(ValueError, match="per_example needs the AIS estimator"):
         LikelihoodEvalSettings(estimator="is", per_example=True)
+
+
+def test_latent_usage_examples_are_spread_over_the_lengths() -> None:
+    from latentebm.metrics.likelihood_eval import spread_examples
+
+    batches = [torch.arange(start, start + 4).unsqueeze(1) for start in range(0, 20, 4)]
+    picked = spread_examples(batches, 5)
+    assert torch.cat(picked).squeeze(1).tolist() == [0, 5, 10, 14, 19]  # first to last
+    assert len(picked) == 5 and all(b.shape[1] == 1 for b in picked)
+    assert spread_examples(batches, 50) == batches

@@ -54,6 +54,7 @@ def test_nll_is_exact(no_latent_run: Path) -> None:
         exact = -model.generator.log_likelihood(x, torch.zeros(x.shape[0], 0)).sum()
     assert entry["total_nll"] == pytest.approx(float(exact), rel=1e-5)
     assert entry["std_error"] == 0.0 and entry["log_z"]["value"] == 0.0
+    assert entry["settings"] == {"estimator": "exact"}  # no AIS statistics for an exact sum
 
 
 def test_estimate_log_likelihood_is_exact_per_example(no_latent_run: Path) -> None:

@@ -49,7 +49,8 @@ class LikelihoodEvalSettings:
         is_chain_steps: ``is``: their Langevin steps (None: the model's K1; at least 1: a
             proposal fitted to the reference alone would ignore x).
         recon_steps: ``recon_nll`` / ``latent_usage``: posterior chain steps (None: K1).
-        usage_examples: ``latent_usage``: most examples (the MI estimate is quadratic in them).
+        usage_examples: ``latent_usage``: most examples, spread evenly over the batches
+            (the MI estimate is quadratic in them).
         per_example: ``marginal_nll`` by AIS: also record each example's ``log p_hat(x)``
             (``log_likelihoods``, in the order scored) and its standard error
             (``std_errors``): two models scored on the same examples can then be compared
@@ -133,7 +134,7 @@ def evaluate_likelihood_metrics(
         from latentebm.metrics.latent_usage import latent_usage
 
         started = time.perf_counter()
-        subset = _first_examples(batches, settings.usage_examples)
+        subset = spread_examples(batches, settings.usage_examples)
         usage = latent_usage(model, bar(subset, "latent_usage"), settings.ais, generator=generator)
         out["latent_usage"] = {
             **usage.as_dict(),
@@ -194,13 +195,20 @@ def _marginal_entry(
     return entry
 
 
-def _first_examples(batches: Sequence[Tensor], count: int) -> list[Tensor]:
-    """The batches holding the first ``count`` examples (the last one cut)."""
+def spread_examples(batches: Sequence[Tensor], count: int) -> list[Tensor]:
+    """``count`` examples spread evenly over ``batches`` (in order: with length-sorted batches,
+    short and long ones alike), as one sub-batch per batch they come from; all of them when
+    there are no more than ``count``."""
+    sizes = [int(b.shape[0]) for b in batches]
+    total = sum(sizes)
+    if total <= count:
+        return list(batches)
+    wanted = torch.linspace(0, total - 1, count).round().long().unique().tolist()
     out: list[Tensor] = []
-    have = 0
-    for batch in batches:
-        if have >= count:
-            break
-        out.append(batch[: count - have])
-        have += out[-1].shape[0]
+    start = 0
+    for batch, size in zip(batches, sizes, strict=True):
+        rows = [i - start for i in wanted if start <= i < start + size]
+        if rows:
+            out.append(batch[rows])
+        start += size
     return out

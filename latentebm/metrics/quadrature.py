@@ -56,6 +56,7 @@ def quadrature_log_marginal(
     cell = math.log((2 * limit / points) ** 2)
     grid = torch.cartesian_prod(axis, axis).to(device=model.device, dtype=torch.float32)
     sigma = model.prior.prior_sigma
+    x = x.to(model.device)
     with eval_mode(model):
         log_ref = -0.5 * grid.double().pow(2).sum(1) / sigma**2 - math.log(2 * math.pi * sigma**2)
         log_tilted = model.prior.energy(grid).double() + log_ref
