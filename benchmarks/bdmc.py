@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             "exceeded": data.prior_draws.exceeded,
         },
         "cpu_seconds": cpu,
+        # everything bdmc() did (both directions, both log Z runs) per example and direction
         "cpu_seconds_per_example_per_direction": cpu / args.examples / 2,
     }
 
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{b['gap_std_error']:.3f} nats (median {b['median_gap']:.3f}, max {b['max_gap']:.3f}; "
         f"{b['mean_gap_per_token']:.4f} per token); log Z in [{b['log_z_forward']['value']:.4f}, "
         f"{b['log_z_reverse']['value']:.4f}]; {b['cpu_seconds_per_example_per_direction']:.2f} "
-        f"CPU-s per example per direction"
+        f"CPU-s per example per direction (incl. the two log Z runs)"
     )
     print(
         f"marginal_nll CPU time on {args.split}: {t['cpu_seconds_whole_split']:.0f} s "
