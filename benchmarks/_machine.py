@@ -35,3 +35,24 @@ def load_average() -> list[float] | None:
         return [round(v, 2) for v in os.getloadavg()]
     except (OSError, AttributeError):
         return None
+
+
+def write_record(
+    path: Path, script: str, argv: list[str] | None, threads: int, **fields: object
+) -> None:
+    """Write a benchmark's JSON record: the command, commit, date, machine and thread count,
+    then ``fields``; the folder is created if needed."""
+    import json
+    import sys
+    import time
+
+    record = {
+        "command": " ".join([script, *(argv if argv is not None else sys.argv[1:])]),
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": cpu_model(),
+        "threads": threads,
+        **fields,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")

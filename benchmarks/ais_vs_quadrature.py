@@ -17,7 +17,6 @@ NLLs are of the true model itself, without the ``log P(A)`` correction of the be
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ import torch
 
 if (_here := str(Path(__file__).resolve().parent)) not in sys.path:
     sys.path.insert(0, _here)
-from _machine import cpu_model, git  # noqa: E402
+from _machine import write_record  # noqa: E402
 
 from latentebm.ground_truth import (  # noqa: E402
     GroundTruthConfig,
@@ -58,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
+    unknown = [name for name in args.variants.split(",") if name not in VARIANTS]
+    if unknown:
+        parser.error(
+            f"--variants: unknown {', '.join(map(repr, unknown))} (known: {', '.join(VARIANTS)})"
+        )
     torch.set_num_threads(args.threads)
     folder = args.data / f"{args.kind}2"
     if not (folder / "summary.json").exists():
@@ -70,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         import numpy as np
 
         x = torch.from_numpy(np.load(folder / "test.npy")[: args.examples])
+    print(f"quadrature of {len(x)} examples on a 151 x 151 grid (minutes for text) ...", flush=True)
     exact = quadrature_log_marginal(model, x, limit=5.0, points=151).log_marginal
     rows: dict[str, Any] = {}
     print(f"exact NLL (quadrature) {-float(exact.mean()):.3f} nats per example, {len(x)} examples")
@@ -101,19 +106,15 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     if args.json is not None:
-        record = {
-            "command": "ais_vs_quadrature.py "
-            + " ".join(argv if argv is not None else sys.argv[1:]),
-            "commit": git("rev-parse", "--short", "HEAD"),
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "machine": cpu_model(),
-            "threads": args.threads,
-            "examples": len(x),
-            "exact_nll": -float(exact.mean()),
-            "rows": rows,
-        }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+        write_record(
+            args.json,
+            "ais_vs_quadrature.py",
+            argv,
+            args.threads,
+            examples=len(x),
+            exact_nll=-float(exact.mean()),
+            rows=rows,
+        )
     return 0
 
 

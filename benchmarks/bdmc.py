@@ -71,7 +71,11 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_start": load_average(),
     }
 
-    data = simulate(model, args.examples, generator=generator, max_length=args.max_length)
+    try:
+        data = simulate(model, args.examples, generator=generator, max_length=args.max_length)
+    except RuntimeError as error:  # e.g. a prior too tilted for exact draws by rejection
+        print(f"bdmc.py: {args.run}: cannot simulate from the model: {error}", file=sys.stderr)
+        return 2
     started = time.process_time()
     result = bdmc(
         model,

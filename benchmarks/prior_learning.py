@@ -24,7 +24,6 @@ in the joint runs, the joint learning (posterior samples, generator) is what sto
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -36,7 +35,7 @@ from torch import Tensor
 
 if (_here := str(Path(__file__).resolve().parent)) not in sys.path:
     sys.path.insert(0, _here)
-from _machine import cpu_model, git  # noqa: E402
+from _machine import write_record  # noqa: E402
 
 from latentebm.ground_truth import GroundTruthConfig  # noqa: E402
 from latentebm.langevin import LangevinSampler, eval_mode, frozen  # noqa: E402
@@ -149,19 +148,16 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['cpu_seconds']:.0f} |"
         )
     if args.json is not None:
-        record = {
-            "command": "prior_learning.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "commit": git("rev-parse", "--short", "HEAD"),
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "machine": cpu_model(),
-            "threads": args.threads,
-            "nll_true": nll_true,
-            "nll_gaussian": nll_gauss,
-            "batch_size": args.batch_size,
-            "rows": rows,
-        }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+        write_record(
+            args.json,
+            "prior_learning.py",
+            argv,
+            args.threads,
+            nll_true=nll_true,
+            nll_gaussian=nll_gauss,
+            batch_size=args.batch_size,
+            rows=rows,
+        )
     return 0
 
 

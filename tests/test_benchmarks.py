@@ -196,3 +196,17 @@ def test_prior_learning_benchmark(tmp_path: Path) -> None:
     assert record["nll_true"] < record["nll_gaussian"]
     assert [r["step"] for r in record["rows"]] == [20, 60]
     assert record["rows"][-1]["share_closed"] > 0.05
+
+
+def test_ais_vs_quadrature_rejects_an_unknown_variant_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    script = SCRIPT.with_name("ais_vs_quadrature.py")
+    spec = importlib.util.spec_from_file_location("bench_ais_vs_quadrature", script)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--variants", "8 mode searches (default),no such thing"])
+    assert exit_info.value.code == 2
+    assert "--variants: unknown 'no such thing'" in capsys.readouterr().err
