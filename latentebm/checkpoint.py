@@ -32,24 +32,53 @@ def save_atomic(state: dict[str, Any], path: Path) -> None:
     """Write ``state`` to ``path`` so that a reader sees the old file or the new one, never half.
 
     The bytes go to a temporary file in the same directory, are flushed to disk, and the file
-    is renamed over ``path``.
+    is renamed over ``path``; it gets the permissions of an ordinary new file (``0o666`` less
+    the umask). A failed write (disk full, no permission) removes the temporary file, leaves
+    any earlier checkpoint untouched and raises one :class:`CheckpointError` naming ``path``.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise CheckpointError(f"{path}: cannot write checkpoint ({_reason(error)})") from error
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
             torch.save(state, handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except (OSError, RuntimeError) as error:  # torch.save reports a failed write as RuntimeError
+        Path(tmp_name).unlink(missing_ok=True)
+        raise CheckpointError(
+            f"{path}: cannot write checkpoint ({_reason(error)}); earlier checkpoints are intact"
+        ) from error
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+
+
+def _reason(error: BaseException) -> str:
+    """The short cause of a failed write (``strerror`` of an OSError, else the first line)."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    cause = error.__cause__ or error.__context__
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def _umask() -> int:
+    """The process umask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:

@@ -3,12 +3,31 @@ fresh directory without ever writing into another run's."""
 
 from __future__ import annotations
 
+import json
+import re
 import sys
+import time
+import uuid
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from latentebm.checkpoint import latest_checkpoint, resolve_checkpoint
+import yaml
+
+from latentebm.checkpoint import (
+    CHECKPOINT_DIR,
+    CheckpointError,
+    latest_checkpoint,
+    list_checkpoints,
+    resolve_checkpoint,
+)
+
+RUN_ID_FILE = ".run_id"
+"""A run directory's identity (a random hex string written when the directory is claimed); every
+checkpoint records it, so a checkpoint copied in from another run is recognised."""
+
+_ORPHAN = re.compile(r"^\.step_\d+\.pt\..*\.tmp$")
 
 
 class TrainingError(RuntimeError):
@@ -42,7 +61,9 @@ def claim_run_dir(
 ) -> Path:
     """Create a fresh run directory and claim it by writing ``config.yaml`` exclusively.
 
-    ``run_dir`` (``trainer.run_dir``) must be absent or empty; without it the directory is
+    ``run_dir`` (``trainer.run_dir``) must be absent or empty (or, with ``resume="auto"``, a run
+    of this recipe that stopped before its first checkpoint: :func:`restartable_run_dir`);
+    without it the directory is
     ``runs_root/name/<timestamp>`` (``-1``, ``-2``, ... appended on a clash). Creating and
     claiming are single atomic file-system operations, so two runs started at the same moment
     never share a directory.
@@ -51,10 +72,14 @@ def claim_run_dir(
         TrainingError: ``run_dir`` holds files, or another run claimed it first.
     """
     if run_dir is not None:
-        path = Path(run_dir)
+        path = Path(run_dir).expanduser()
         if path.exists() and any(path.iterdir()):
+            if resume == "auto" and (
+                restarted := restartable_run_dir(str(path), name, config_text)
+            ):
+                return restarted
             hint = (
-                "it has no checkpoint to resume from; choose another trainer.run_dir"
+                "it holds no run of this recipe to resume; choose another trainer.run_dir"
                 if resume == "auto"
                 else "continue it with trainer.resume=auto, or choose another trainer.run_dir"
             )
@@ -76,7 +101,140 @@ def claim_run_dir(
             handle.write(config_text)
     except FileExistsError as error:
         raise TrainingError(f"trainer.run_dir: {path} was taken by another run") from error
+    (path / RUN_ID_FILE).write_text(uuid.uuid4().hex + "\n", encoding="utf-8")
     return path
+
+
+def restartable_run_dir(run_dir: str | None, name: str, config_text: str) -> Path | None:
+    """A run directory that ``trainer.resume=auto`` may start afresh in place, or None.
+
+    That is ``trainer.run_dir`` when it holds a run of the same recipe name (its ``config.yaml``)
+    that stopped before writing its first checkpoint (a crash, a missing data file). Nothing in
+    it is deleted: a ``config.yaml`` that differs from this run's is kept as
+    ``config.before_restart_N.yaml``, and ``metrics.jsonl`` gets a ``restarted`` event before
+    the new run's rows.
+    """
+    if run_dir is None:
+        return None
+    path = Path(run_dir)
+    config = path / "config.yaml"
+    if not config.is_file() or list_checkpoints(path):
+        return None
+    try:
+        old = yaml.safe_load(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    if not isinstance(old, dict) or old.get("name", name) != name:
+        return None
+    if config.read_text(encoding="utf-8") != config_text:
+        n = 1
+        while (kept := path / f"config.before_restart_{n}.yaml").exists():
+            n += 1
+        config.rename(kept)
+        config.write_text(config_text, encoding="utf-8")
+    if not (path / RUN_ID_FILE).is_file():
+        (path / RUN_ID_FILE).write_text(uuid.uuid4().hex + "\n", encoding="utf-8")
+    event = {"event": "restarted", "reason": "no checkpoint to resume from", "time": time.time()}
+    with open(path / "metrics.jsonl", "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(event) + "\n")
+    say(
+        f"trainer.resume=auto: {path} has no checkpoint yet (the run stopped before its first); "
+        "starting it afresh in place"
+    )
+    return path
+
+
+def run_id(run_dir: Path) -> str | None:
+    """The identity of ``run_dir`` (:data:`RUN_ID_FILE`), None for runs older than it."""
+    try:
+        return (run_dir / RUN_ID_FILE).read_text(encoding="utf-8").strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def continue_in(checkpoint: Path, run_dir: str | None) -> Path | None:
+    """The run directory a run resumed from ``checkpoint`` continues in, or None for a new one.
+
+    A run's history is append-only: it continues in place only when ``checkpoint`` is
+    ``RUN/checkpoints/step_N.pt``, ``trainer.run_dir`` is unset or names ``RUN``, and
+    ``checkpoint`` is the newest checkpoint of ``RUN``. Resuming from an older checkpoint
+    without ``trainer.run_dir`` forks a new run directory (said on stderr), so no later
+    checkpoint, sample or metrics row of ``RUN`` is replaced.
+
+    Raises:
+        TrainingError: ``trainer.run_dir`` names ``RUN`` but ``checkpoint`` is not its newest.
+    """
+    if checkpoint.parent.name != CHECKPOINT_DIR:
+        return None
+    owner = checkpoint.parent.parent
+    if run_dir is not None and Path(run_dir).expanduser().resolve() != owner.resolve():
+        return None
+    newest = latest_checkpoint(owner)
+    if newest is not None and newest.resolve() != checkpoint.resolve():
+        if run_dir is not None:
+            raise TrainingError(
+                f"trainer.run_dir: {owner} holds later checkpoints than {checkpoint.name} "
+                f"(newest: {newest.name}); resuming there would replace them. Resume from the "
+                "newest, or choose another trainer.run_dir for this branch"
+            )
+        say(
+            f"{checkpoint} is not the newest checkpoint of {owner} (that is {newest.name}): "
+            "this branch continues in a new run directory, the old history is kept"
+        )
+        return None
+    return owner
+
+
+def check_same_run(saved: dict[str, Any], source: Path, run_dir: Path) -> None:
+    """Refuse to continue ``run_dir`` from a checkpoint another run wrote (copied into its
+    ``checkpoints/``); runs and checkpoints from before run identities are accepted."""
+    theirs, ours = saved.get("run_id"), run_id(run_dir)
+    if theirs is not None and ours is not None and theirs != ours:
+        raise TrainingError(
+            f"{source} was written by another run (run id {theirs}, this run is {ours}); "
+            f"to continue from it, set trainer.resume={source} and a new trainer.run_dir"
+        )
+
+
+def remove_orphan_temporaries(run_dir: Path) -> None:
+    """Delete half-written checkpoint files (``.step_N.pt.*.tmp``) a killed run left behind."""
+    folder = run_dir / CHECKPOINT_DIR
+    if not folder.is_dir():
+        return
+    for orphan in folder.iterdir():
+        if _ORPHAN.match(orphan.name):
+            orphan.unlink(missing_ok=True)
+            say(f"removed {orphan}: a checkpoint left half-written by an interrupted run")
+
+
+def load_for_resume(
+    found: Path, auto: bool, load: Callable[[Path], dict[str, Any]]
+) -> tuple[Path, dict[str, Any]]:
+    """Read the checkpoint a run resumes from with ``load``.
+
+    With ``trainer.resume=auto`` an unreadable newest checkpoint (truncated, corrupt) does not
+    block the run: it is renamed ``step_N.pt.corrupt`` (kept, never deleted), a warning names it,
+    and the next older checkpoint of the same run is tried. A checkpoint named explicitly must
+    be readable.
+
+    Raises:
+        CheckpointError: the checkpoint (explicit), or every checkpoint of the run (auto),
+            cannot be read.
+    """
+    try:
+        return found, load(found)
+    except CheckpointError as error:
+        if not auto or found.parent.name != CHECKPOINT_DIR:
+            raise
+        kept = found.with_name(found.name + ".corrupt")
+        found.rename(kept)
+        say(f"warning: {error}; kept as {kept.name}, trying the previous checkpoint")
+        previous = latest_checkpoint(found.parent.parent)
+        if previous is None:
+            raise CheckpointError(
+                f"{found.parent}: no readable checkpoint left to resume from"
+            ) from error
+        return load_for_resume(previous, auto, load)
 
 
 def first_difference(saved: Any, current: Any, path: str) -> str | None:

@@ -27,7 +27,6 @@ import yaml
 from latentebm import __version__
 from latentebm.build import build_model, build_optimizers, build_task, resolve_device
 from latentebm.checkpoint import (
-    CHECKPOINT_DIR,
     CheckpointError,
     checkpoint_path,
     load_checkpoint,
@@ -50,13 +49,23 @@ from latentebm.model import LatentEBM, NonFiniteError, Optimizers
 from latentebm.runs import (
     TimedCheckpoints,
     TrainingError,
+    check_same_run,
     claim_run_dir,
+    continue_in,
     find_resume,
     first_difference,
+    load_for_resume,
+    remove_orphan_temporaries,
+    run_id,
     say,
 )
 
 MAX_CONSECUTIVE_SKIPS = 10
+DIVERGED_WEIGHT = 1e6
+"""A parameter larger than this in magnitude flags the run as diverging (a warning and a
+``diverging`` event in ``metrics.jsonl``; training goes on). Trained weights of these models are
+O(1)-O(10); a run whose weights grow without bound can stay finite while its samples and
+validation NLL become meaningless."""
 
 
 class Interrupted(RuntimeError):
@@ -95,6 +104,7 @@ class Trainer:
         self.state = TrainState()
         self._signal: int | None = None
         self._writer: Any = None
+        self._diverging = False
         self.run_dir: Path | None = None
 
     # ------------------------------------------------------------------ setup
@@ -110,16 +120,6 @@ class Trainer:
         cfg = self.cfg
         text = recipe_to_yaml(self.recipe)
         return claim_run_dir(cfg.run_dir, cfg.runs_root, self._name(), text, cfg.resume)
-
-    def _continues_in_place(self, checkpoint: Path) -> bool:
-        """A resumed run writes into the checkpoint's run directory unless ``trainer.run_dir``
-        names another one (then it starts there, from the checkpoint's state). A checkpoint
-        file outside a run's ``checkpoints/`` folder starts a new run directory."""
-        if checkpoint.parent.name != CHECKPOINT_DIR:
-            return False
-        if self.cfg.run_dir is None:
-            return True
-        return Path(self.cfg.run_dir).resolve() == checkpoint.parent.parent.resolve()
 
     def _check_compatible(self, saved: dict[str, Any], source: Path) -> None:
         """The model and task of a resumed run must be those of the checkpoint (how the chains
@@ -156,10 +156,15 @@ class Trainer:
         ctx, cfg = self.ctx, self.cfg
         device = resolve_device(self.recipe.device, ctx.local_rank)
         resume_from = self._find_resume() if ctx.is_main else None
-        resume_from = broadcast_object(resume_from, ctx)
         saved: dict[str, Any] | None = None
+        if resume_from is not None:  # the main process: an unreadable newest one is set aside
+            resume_from, saved = load_for_resume(
+                resume_from, cfg.resume == "auto", lambda p: load_checkpoint(p, "cpu")
+            )
+        resume_from = broadcast_object(resume_from, ctx)
         if resume_from is not None:
-            saved = load_checkpoint(resume_from, map_location="cpu")
+            if saved is None:
+                saved = load_checkpoint(resume_from, map_location="cpu")
             self._check_compatible(saved["recipe"], resume_from)
 
         torch.manual_seed(self.recipe.seed)  # the same initial weights on every rank
@@ -169,13 +174,21 @@ class Trainer:
         langevin_rng = torch.Generator(device)
         langevin_rng.manual_seed(_rank_seed(self.recipe.seed, ctx.rank, salt=1))
         _seed_everything(_rank_seed(self.recipe.seed, ctx.rank, salt=2))
+        optim_changes: list[str] = []
         if saved is not None:
             self._restore(saved, model, optimizers, langevin_rng)
+            optim_changes = _apply_optim_settings(saved["recipe"], self.recipe, optimizers)
         broadcast_parameters(model, ctx)
 
-        if saved is not None and resume_from is not None and self._continues_in_place(resume_from):
-            run_dir = resume_from.parent.parent  # RUN_DIR/checkpoints/step_N.pt
-        else:  # a new run, or a resumed one forked into another trainer.run_dir
+        in_place = None
+        if ctx.is_main and resume_from is not None:
+            in_place = continue_in(resume_from, cfg.run_dir)
+        if in_place is not None:
+            assert saved is not None
+            check_same_run(saved, resume_from, in_place)
+            remove_orphan_temporaries(in_place)
+            run_dir = in_place
+        else:  # a new run, or a resumed one forked into a new run directory
             run_dir = self._claim_new_run_dir() if ctx.is_main else Path()
         run_dir = broadcast_object(run_dir, ctx)
         self.run_dir = run_dir
@@ -189,6 +202,10 @@ class Trainer:
             say(f"latentebm {__version__}: {action}; run dir {run_dir}")
             if saved is not None:
                 self._append_metrics({"event": "resumed", "checkpoint": str(resume_from)})
+            for change in optim_changes:
+                say(f"resume: {change}")
+            if optim_changes:
+                self._append_metrics({"event": "optimiser changed", "changes": optim_changes})
             say(f"task: {task.describe()}")
             n_params = sum(p.numel() for p in model.parameters())
             say(
@@ -286,6 +303,7 @@ class Trainer:
                 for key, value in terms.items():
                     sums[key] += value
                 if st.step % cfg.log_every == 0 or last:
+                    self._check_divergence(model)
                     row = {k: v / count for k, v in sums.items()}
                     elapsed = time.perf_counter() - interval_start
                     row["tokens_per_s"] = tokens * ctx.world_size / max(elapsed, 1e-9)
@@ -318,6 +336,23 @@ class Trainer:
                 f"trainer.max_minutes={cfg.max_minutes} reached at step {st.step} "
                 f"({st.train_seconds:.0f} s of training); checkpoint saved"
             )
+
+    def _check_divergence(self, model: LatentEBM) -> None:
+        """Warn once (stderr and a ``diverging`` event in ``metrics.jsonl``) when a parameter
+        exceeds :data:`DIVERGED_WEIGHT` in magnitude: the run diverges while staying finite."""
+        if self._diverging or not self.ctx.is_main:
+            return
+        with torch.no_grad():
+            sizes = [float(p.abs().max()) for p in model.parameters() if p.numel()]
+        largest = max(sizes, default=0.0)
+        if largest > DIVERGED_WEIGHT:
+            self._diverging = True
+            say(
+                f"warning: step {self.state.step}: a parameter has reached {largest:.3g} "
+                f"(> {DIVERGED_WEIGHT:g}): training is diverging; lower optim.*.lr or the "
+                "chains' step sizes"
+            )
+            self._append_metrics({"event": "diverging", "max_abs_parameter": largest})
 
     # ------------------------------------------------------------------ validation
     def validate(self, task: Any, model: LatentEBM, device: torch.device) -> dict[str, float]:
@@ -418,6 +453,7 @@ class Trainer:
                 "skipped": st.skipped,
                 "world_size": self.ctx.world_size,
                 "run_dir": str(self.run_dir),
+                "run_id": run_id(self.run_dir),
                 "recipe": recipe_to_dict(self.recipe),
                 "task_state": task.state_dict(),
                 "model": model.state_dict(),
@@ -471,16 +507,16 @@ class Trainer:
         decode, temperature = self.cfg.sample_decode, self.cfg.sample_temperature
         tokens = model.generate(n, generator=rng, decode=decode, temperature=temperature)
         assert self.run_dir is not None
+        stem = _unused_stem(self.run_dir / "samples", f"step_{self.state.step:08d}")
         if hasattr(task, "save_samples"):  # images: a PNG grid
-            picture = task.save_samples(
-                tokens, self.run_dir / "samples" / f"step_{self.state.step:08d}"
-            )
+            picture = task.save_samples(tokens, self.run_dir / "samples" / stem)
             if echo:
                 say(f"{n} samples (prior chain K0={model.prior_chain.n_steps}) -> {picture}")
             return []
         sentences = task.decode(tokens)
-        out = self.run_dir / "samples" / f"step_{self.state.step:08d}.txt"
-        out.write_text("\n".join(sentences) + "\n", encoding="utf-8")
+        out = self.run_dir / "samples" / f"{stem}.txt"
+        with open(out, "x", encoding="utf-8") as handle:  # never replaces earlier samples
+            handle.write("\n".join(sentences) + "\n")
         if echo:
             how = decode if decode == "greedy" else f"sampled at temperature {temperature}"
             say(f"{n} samples (prior chain K0={model.prior_chain.n_steps}, {how}) -> {out}")
@@ -520,6 +556,52 @@ def _save_config(recipe: Recipe, run_dir: Path, step: int) -> None:
     current = yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False)
     if yaml.safe_dump(yaml.safe_load(first.read_text()), sort_keys=False) != current:
         save_recipe(recipe, run_dir / f"config.step_{step:08d}.yaml")
+
+
+def _unused_stem(folder: Path, stem: str) -> str:
+    """``stem``, or ``stem-1``, ``stem-2``, ... when files of that name exist in ``folder`` (a
+    run resumed from its final checkpoint writes its samples again without replacing them)."""
+    candidate, n = stem, 0
+    while any(folder.glob(f"{candidate}.*")):
+        n += 1
+        candidate = f"{stem}-{n}"
+    return candidate
+
+
+def _apply_optim_settings(
+    saved_recipe: dict[str, Any], recipe: Recipe, optimizers: Optimizers
+) -> list[str]:
+    """Make a restored optimiser follow the recipe it resumes under; return what changed.
+
+    Adam's moment estimates come from the checkpoint, but ``optim.*.lr``, ``betas`` and
+    ``weight_decay`` are the recipe's: a new ``lr`` replaces the old one with the per-epoch
+    decay already applied kept (``lr_new * current / lr_old``). Unchanged settings leave the
+    restored state bit for bit, so a resumed run equals an uninterrupted one.
+    """
+    saved_optim = saved_recipe.get("optim") or {}
+    pairs = [("generator", optimizers.generator), ("prior", optimizers.prior)]
+    pairs.append(("inference", optimizers.inference))
+    changes = []
+    for name, optimizer in pairs:
+        old = saved_optim.get(name)
+        if optimizer is None or not isinstance(old, dict):
+            continue
+        new = getattr(recipe.optim, name)
+        if float(old.get("lr", new.lr)) != new.lr:
+            for group in optimizer.param_groups:
+                group["lr"] = new.lr * group["lr"] / float(old["lr"])
+            changes.append(f"optim.{name}.lr {old['lr']} -> {new.lr} applied")
+        if tuple(old.get("betas", new.betas)) != tuple(new.betas):
+            for group in optimizer.param_groups:
+                group["betas"] = tuple(new.betas)
+            changes.append(f"optim.{name}.betas {list(old['betas'])} -> {list(new.betas)} applied")
+        if float(old.get("weight_decay", new.weight_decay)) != new.weight_decay:
+            for group in optimizer.param_groups:
+                group["weight_decay"] = new.weight_decay
+            changes.append(
+                f"optim.{name}.weight_decay {old['weight_decay']} -> {new.weight_decay} applied"
+            )
+    return changes
 
 
 def _progress(total: int, initial: int, enabled: bool) -> Any:

@@ -51,9 +51,14 @@ from latentebm.image_io import write_atomic
 from latentebm.runs import (
     TimedCheckpoints,
     TrainingError,
+    check_same_run,
     claim_run_dir,
+    continue_in,
     find_resume,
     first_difference,
+    load_for_resume,
+    remove_orphan_temporaries,
+    run_id,
     say,
 )
 from latentebm.shortrun.config import ShortRunRecipe
@@ -164,12 +169,17 @@ class ShortRunTrainer:
 
         resume_from = self._find_resume()
         if resume_from is not None:
-            saved = load_checkpoint(resume_from, map_location=device)
-            self._restore(saved, resume_from, model, optimizer, rng, device)
-            in_place = self.cfg.run_dir is None or (
-                Path(self.cfg.run_dir).resolve() == resume_from.parent.parent.resolve()
+            resume_from, saved = load_for_resume(
+                resume_from,
+                self.cfg.resume == "auto",
+                lambda path: load_checkpoint(path, map_location=device),
             )
-            run_dir = resume_from.parent.parent if in_place else self._claim_new_run_dir()
+            self._restore(saved, resume_from, model, optimizer, rng, device)
+            in_place = continue_in(resume_from, self.cfg.run_dir)
+            if in_place is not None:
+                check_same_run(saved, resume_from, in_place)
+                remove_orphan_temporaries(in_place)
+            run_dir = in_place if in_place is not None else self._claim_new_run_dir()
             _record_changed_recipe(self.recipe, run_dir, self.state.step)
             step = self.state.step
             say(f"shortrun: resumed from {resume_from} at step {step}; run dir {run_dir}")
@@ -285,6 +295,7 @@ class ShortRunTrainer:
         state: dict[str, Any] = {
             "family": "shortrun",
             "version": __version__,
+            "run_id": run_id(self.run_dir),
             "recipe": _to_plain(self.recipe),
             "image_shape": list(model.image_shape),
             "model": model.energy.state_dict(),

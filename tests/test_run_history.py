@@ -1,0 +1,308 @@
+"""A run's history is append-only and its records say what it ran (issue 13): resuming from an
+older checkpoint forks, optimiser changes on resume are applied, a run that stopped before its
+first checkpoint can be restarted with ``resume=auto``, a failed checkpoint write is one line,
+half-written, foreign and corrupt checkpoints are dealt with, a finite divergence is flagged.
+All on the tiny text recipe of tests/conftest.py (and the tiny short-run recipe)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import latentebm.checkpoint as checkpoint_module
+from latentebm.checkpoint import CheckpointError, checkpoint_path, list_checkpoints, save_atomic
+from latentebm.cli import main as cli_main
+from latentebm.config import load_recipe
+from latentebm.model import LatentEBM
+from latentebm.runs import RUN_ID_FILE
+from latentebm.train import DIVERGED_WEIGHT, Trainer, TrainingError
+
+
+def fit(recipe: Path, *overrides: str) -> Path:
+    return Trainer(load_recipe(recipe, list(overrides))).fit()
+
+
+def snapshot(run: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+def metrics(run: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+# ----------------------------------------------------------------------------- append-only
+
+
+def test_resume_from_an_older_checkpoint_forks_a_new_run(
+    tiny_recipe, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """resume=RUN/checkpoints/step_4.pt (no run_dir) must not replace step 5's checkpoint,
+    samples or metrics rows of the first history; resume=auto then still finds step 5."""
+    recipe, run = tiny_recipe(), tmp_path / "run"
+    fit(recipe, "trainer.max_steps=5", "trainer.checkpoint_every=1", f"trainer.run_dir={run}")
+    before = snapshot(run)
+    older = checkpoint_path(run, 4)
+    fork = fit(
+        recipe,
+        "trainer.max_steps=6",
+        f"trainer.resume={older}",
+        f"trainer.runs_root={tmp_path / 'runs'}",
+    )
+    assert fork != run and fork.parent == tmp_path / "runs" / "tiny"
+    assert snapshot(run) == before
+    assert "is not the newest checkpoint" in capsys.readouterr().err
+    assert [p.name for p in list_checkpoints(fork)][-1] == "step_00000006.pt"
+    assert torch.load(checkpoint_path(fork, 6), weights_only=True)["step"] == 6
+
+
+def test_resume_from_an_older_checkpoint_into_its_own_run_dir_is_refused(
+    tiny_recipe, tmp_path: Path
+) -> None:
+    recipe, run = tiny_recipe(), tmp_path / "run"
+    fit(recipe, "trainer.max_steps=5", "trainer.checkpoint_every=1", f"trainer.run_dir={run}")
+    before = snapshot(run)
+    older = checkpoint_path(run, 4)
+    with pytest.raises(TrainingError, match=r"holds later checkpoints.*step_00000005\.pt"):
+        fit(recipe, "trainer.max_steps=6", f"trainer.resume={older}", f"trainer.run_dir={run}")
+    assert snapshot(run) == before
+
+
+def test_samples_of_a_resumed_final_step_do_not_replace_the_first(
+    tiny_recipe, tmp_path: Path
+) -> None:
+    recipe, run = tiny_recipe(), tmp_path / "run"
+    fit(recipe, "trainer.max_steps=3", f"trainer.run_dir={run}")
+    first = (run / "samples" / "step_00000003.txt").read_bytes()
+    fit(recipe, "trainer.max_steps=3", "trainer.resume=auto", f"trainer.run_dir={run}")
+    assert (run / "samples" / "step_00000003.txt").read_bytes() == first
+    assert (run / "samples" / "step_00000003-1.txt").is_file()
+
+
+# ----------------------------------------------------------------------------- optimiser
+
+
+def test_changed_learning_rate_and_betas_are_applied_on_resume(
+    tiny_recipe, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recipe, run = tiny_recipe(), tmp_path / "run"
+    fit(recipe, "trainer.max_steps=3", f"trainer.run_dir={run}")
+    fit(
+        recipe,
+        "trainer.max_steps=4",
+        "trainer.resume=auto",
+        f"trainer.run_dir={run}",
+        "optim.generator.lr=2.5e-4",
+        "optim.prior.betas=[0.3,0.9]",
+    )
+    state = torch.load(checkpoint_path(run, 4), weights_only=True)
+    generator_group = state["optim_generator"]["param_groups"][0]
+    prior_group = state["optim_prior"]["param_groups"][0]
+    assert generator_group["lr"] == pytest.approx(2.5e-4)
+    assert tuple(prior_group["betas"]) == (0.3, 0.9)
+    assert state["recipe"]["optim"]["generator"]["lr"] == 2.5e-4  # recorded = ran
+    err = capsys.readouterr().err
+    assert "optim.generator.lr 0.001 -> 0.00025 applied" in err
+    events = [r for r in metrics(run) if r.get("event") == "optimiser changed"]
+    assert len(events) == 1 and len(events[0]["changes"]) == 2
+
+
+def test_a_changed_learning_rate_keeps_the_decay_already_applied(
+    tiny_recipe, tmp_path: Path
+) -> None:
+    """Epoch decay 0.5 has halved the rate once before the resume; the new rate is halved too."""
+    recipe = tiny_recipe(
+        task={"max_sentences": 40}, optim={"generator": {"lr_decay": 0.5}}
+    )  # 36 training sentences: 3 batches of 16 per epoch
+    run = tmp_path / "run"
+    fit(recipe, "trainer.max_steps=3", f"trainer.run_dir={run}")
+    fit(
+        recipe,
+        "trainer.max_steps=4",
+        "trainer.resume=auto",
+        f"trainer.run_dir={run}",
+        "optim.generator.lr=1e-4",
+    )
+    state = torch.load(checkpoint_path(run, 4), weights_only=True)
+    assert state["optim_generator"]["param_groups"][0]["lr"] == pytest.approx(0.5e-4)
+
+
+# ----------------------------------------------------------------------------- restart
+
+
+def test_resume_auto_restarts_a_run_that_stopped_before_its_first_checkpoint(
+    tiny_recipe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recipe, run = tiny_recipe(), tmp_path / "run"
+    original = LatentEBM.learning_step
+
+    def crash(self: LatentEBM, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("simulated crash before the first checkpoint")
+
+    monkeypatch.setattr(LatentEBM, "learning_step", crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit(recipe, f"trainer.run_dir={run}")
+    assert (run / "config.yaml").is_file() and not list_checkpoints(run)
+    config_before = (run / "config.yaml").read_bytes()
+
+    monkeypatch.setattr(LatentEBM, "learning_step", original)
+    assert fit(recipe, "trainer.resume=auto", f"trainer.run_dir={run}") == run
+    assert torch.load(checkpoint_path(run, 6), weights_only=True)["step"] == 6
+    # the first attempt's recipe (resume: null) is kept beside the one that ran
+    assert (run / "config.before_restart_1.yaml").read_bytes() == config_before
+    assert load_recipe(run / "config.yaml").trainer.resume == "auto"
+    assert metrics(run)[0]["event"] == "restarted"
+
+
+def test_resume_auto_does_not_restart_another_recipe_s_folder(tiny_recipe, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("name: something-else\n")
+    with pytest.raises(TrainingError, match="exists and is not empty"):
+        fit(tiny_recipe(), "trainer.resume=auto", f"trainer.run_dir={run}")
+    assert (run / "config.yaml").read_text() == "name: something-else\n"
+
+
+# ----------------------------------------------------------------------------- failed writes
+
+
+def test_a_full_disk_while_saving_is_one_line_and_keeps_the_earlier_checkpoint(
+    tiny_recipe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recipe, run = tiny_recipe(), tmp_path / "run"
+    real_save = torch.save
+    calls: list[int] = []
+
+    def save(obj: Any, handle: Any, *args: Any, **kwargs: Any) -> None:
+        calls.append(1)
+        if len(calls) == 2:  # the second checkpoint: the disk is full
+            try:
+                raise OSError(28, "No space left on device")
+            except OSError as error:
+                raise RuntimeError(
+                    "[enforce fail at inline_container.cc:664] . unexpected pos 5184 vs 5072"
+                ) from error
+        real_save(obj, handle, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", save)
+    code = cli_main(["train", str(recipe), f"trainer.run_dir={run}"])
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.startswith("latentebm: error")]
+    assert len(lines) == 1 and "Traceback" not in err
+    assert str(checkpoint_path(run, 6)) in lines[0] and "No space left on device" in lines[0]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_00000003.pt"]
+
+
+def test_checkpoints_get_ordinary_file_permissions(tmp_path: Path) -> None:
+    path = tmp_path / "step_00000001.pt"
+    save_atomic({"model": {}, "recipe": {}}, path)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
+
+
+def test_save_atomic_reports_an_unwritable_folder(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(CheckpointError, match=r"file/step_00000001\.pt: cannot write checkpoint"):
+        save_atomic({"model": {}}, blocker / "step_00000001.pt")
+
+
+# ----------------------------------------------------------------------------- odd checkpoints
+
+
+def test_orphan_temporary_checkpoints_are_removed_on_resume(tiny_recipe, tmp_path: Path) -> None:
+    recipe, run = tiny_recipe(), tmp_path / "run"
+    fit(recipe, "trainer.max_steps=3", f"trainer.run_dir={run}")
+    orphan = run / "checkpoints" / ".step_00000004.pt.k3j2_x.tmp"
+    orphan.write_bytes(b"half a checkpoint")
+    fit(recipe, "trainer.max_steps=4", "trainer.resume=auto", f"trainer.run_dir={run}")
+    assert not orphan.exists()
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "step_00000003.pt",
+        "step_00000004.pt",
+    ]
+
+
+def test_a_checkpoint_of_another_run_copied_in_is_refused(tiny_recipe, tmp_path: Path) -> None:
+    recipe, ours, theirs = tiny_recipe(), tmp_path / "ours", tmp_path / "theirs"
+    fit(recipe, "trainer.max_steps=3", f"trainer.run_dir={ours}")
+    fit(recipe, "trainer.max_steps=4", "seed=5", f"trainer.run_dir={theirs}")
+    assert (ours / RUN_ID_FILE).read_text() != (theirs / RUN_ID_FILE).read_text()
+    shutil.copy(checkpoint_path(theirs, 4), checkpoint_path(ours, 4))
+    with pytest.raises(TrainingError, match=r"step_00000004\.pt was written by another run"):
+        fit(recipe, "trainer.max_steps=6", "trainer.resume=auto", f"trainer.run_dir={ours}")
+
+
+def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(
+    tiny_recipe, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recipe, run = tiny_recipe(), tmp_path / "run"
+    fit(recipe, "trainer.max_steps=6", f"trainer.run_dir={run}")
+    newest = checkpoint_path(run, 6)
+    bad = newest.read_bytes()[:1000]
+    newest.write_bytes(bad)
+    fit(recipe, "trainer.max_steps=6", "trainer.resume=auto", f"trainer.run_dir={run}")
+    err = capsys.readouterr().err
+    assert "warning:" in err and "step_00000006.pt.corrupt" in err
+    assert (run / "checkpoints" / "step_00000006.pt.corrupt").read_bytes() == bad  # kept
+    assert torch.load(newest, weights_only=True)["step"] == 6  # redone from step 3
+
+
+def test_an_explicitly_named_corrupt_checkpoint_is_an_error(tiny_recipe, tmp_path: Path) -> None:
+    recipe, run = tiny_recipe(), tmp_path / "run"
+    fit(recipe, "trainer.max_steps=3", f"trainer.run_dir={run}")
+    checkpoint_path(run, 3).write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"step_00000003\.pt: cannot read checkpoint"):
+        fit(recipe, f"trainer.resume={checkpoint_path(run, 3)}")
+    assert checkpoint_path(run, 3).exists()
+
+
+# ----------------------------------------------------------------------------- divergence
+
+
+def test_a_finite_divergence_is_flagged(
+    tiny_recipe, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recipe, run = tiny_recipe(), tmp_path / "run"
+    fit(recipe, "trainer.max_steps=3", f"trainer.run_dir={run}")
+    assert not [r for r in metrics(run) if r.get("event") == "diverging"]
+    path = checkpoint_path(run, 3)
+    state = torch.load(path, weights_only=True)
+    key = next(k for k in state["model"] if k.startswith("prior.") and k.endswith("bias"))
+    state["model"][key] = state["model"][key] + 10 * DIVERGED_WEIGHT
+    save_atomic(state, path)
+    fit(recipe, "trainer.max_steps=4", "trainer.resume=auto", f"trainer.run_dir={run}")
+    assert "training is diverging" in capsys.readouterr().err
+    events = [r for r in metrics(run) if r.get("event") == "diverging"]
+    assert len(events) == 1 and events[0]["max_abs_parameter"] > DIVERGED_WEIGHT
+
+
+# ----------------------------------------------------------------------------- short-run EBM
+
+
+def test_shortrun_resume_from_a_loose_checkpoint_file_claims_a_new_run(tmp_path: Path) -> None:
+    """A checkpoint outside RUN/checkpoints/ must not make the trainer write into the file's
+    grandparent directory."""
+    from latentebm.shortrun.train import ShortRunTrainer
+    from tests.test_shortrun import tiny_recipe as shortrun_recipe
+
+    first = ShortRunTrainer(shortrun_recipe(tmp_path / "a", trainer={"max_steps": 2})).fit()
+    loose_dir = tmp_path / "home" / "downloads"
+    loose_dir.mkdir(parents=True)
+    loose = loose_dir / "model.pt"
+    shutil.copy(list_checkpoints(first)[-1], loose)
+    before = snapshot(tmp_path / "home")
+    trainer = {"max_steps": 3, "resume": str(loose), "run_dir": None}
+    recipe = shortrun_recipe(tmp_path, trainer={**trainer, "runs_root": str(tmp_path / "runs")})
+    resumed = ShortRunTrainer(recipe).fit()
+    assert resumed.parent == tmp_path / "runs" / "tiny"
+    assert snapshot(tmp_path / "home") == before
+    assert sorted(p.name for p in (tmp_path / "home").rglob("*")) == ["downloads", "model.pt"]
