@@ -74,6 +74,20 @@ def _reason(error: BaseException) -> str:
     return text[0] if text else type(error).__name__
 
 
+def _load_reason(error: BaseException) -> str:
+    """One line saying why ``torch.load`` failed: the unpickler's own complaint where torch
+    wraps it in its multi-paragraph ``weights_only`` advice, else the first line."""
+    text = str(error)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        detail = " ".join(text.split(marker, 1)[1].split("\n\n")[0].split())
+        return f"not a checkpoint this version can read safely: {detail}"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
 def _umask() -> int:
     """The process umask (read by setting and restoring it)."""
     mask = os.umask(0o022)
@@ -122,7 +136,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # noqa: BLE001 - any failure is reported the same way
-        raise CheckpointError(f"{path}: cannot read checkpoint ({error})") from error
+        raise CheckpointError(f"{path}: cannot read checkpoint ({_load_reason(error)})") from error
     if not isinstance(state, dict) or "model" not in state or "recipe" not in state:
         raise CheckpointError(f"{path}: not a latentebm checkpoint")
     return state
