@@ -7,18 +7,23 @@ hang, a torch traceback or a silently wrong result.
 * a method that does not apply to the model's task (``anomaly_score`` of a text model,
   ``generate`` of an image model ...) raises one ``TaskMismatchError`` naming the method, the
   checkpoint and the task;
+* the ``generate``, ``interpolate``, ``evaluate``, ``diagnose`` and ``mnist-features`` options
+  refuse out-of-range numbers while the command line is parsed (exit 2, the option named).
 """
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from subprocess import CompletedProcess
 from typing import Any
 
 import pytest
 import torch
 
 import latentebm
+from latentebm.cli import build_parser, main
 from tests.conftest import train_tiny_run
 from tests.test_image_cli import tiny_image_recipe, write_square_mnist
 
@@ -203,3 +208,134 @@ def test_sequence_methods_of_an_image_model(
 
 def test_is_image_model(text_model: Any, image_model: Any) -> None:
     assert image_model.is_image_model and not text_model.is_image_model
+
+
+# ------------------------------------------------------------ case 2: numeric CLI options
+BAD_OPTIONS: list[tuple[str, ...]] = [
+    ("generate", "RUN", "-n", "-1"),
+    ("generate", "RUN", "-n", "0"),
+    ("generate", "RUN", "--langevin-steps", "-5"),
+    ("generate", "RUN", "--temperature", "0"),
+    ("generate", "RUN", "--temperature", "-0.5"),
+    ("generate", "RUN", "--temperature", "nan"),
+    ("generate", "RUN", "--top-k", "0"),
+    ("generate", "RUN", "--beam-size", "0"),
+    ("generate", "RUN", "--length-penalty", "-1"),
+    ("generate", "RUN", "--seed", str(2**64)),
+    ("generate", "RUN", "--trajectory", "0,-5"),
+    ("generate", "RUN", "--trajectory", "0,x"),
+    ("interpolate", "RUN", "a", "b", "--points", "1"),
+    ("interpolate", "RUN", "a", "b", "--chains", "0"),
+    ("interpolate", "RUN", "a", "b", "--posterior-steps", "-1"),
+    ("interpolate", "RUN", "a", "b", "--beam-size", "-2"),
+    ("diagnose", "RUN", "--long-chain-steps", "-1"),
+    ("diagnose", "RUN", "--chains", "0"),
+    ("diagnose", "RUN", "--usage-examples", "-1"),
+    ("evaluate", "RUN", "--chains", "1"),
+    ("evaluate", "RUN", "--temperatures", "0"),
+    ("evaluate", "RUN", "--leapfrog", "0"),
+    ("evaluate", "RUN", "--laplace-starts", "0"),
+    ("evaluate", "RUN", "--log-z-chains", "1"),
+    ("evaluate", "RUN", "--log-z-temperatures", "0"),
+    ("evaluate", "RUN", "--importance-samples", "0"),
+    ("evaluate", "RUN", "--chain-steps", "0"),
+    ("evaluate", "RUN", "--usage-examples", "1"),
+    ("evaluate", "RUN", "--batch-size", "0"),
+    ("evaluate", "RUN", "--max-batches", "0"),
+    ("evaluate", "RUN", "--samples", "0"),
+    ("evaluate", "RUN", "--jobs", "0"),
+    ("evaluate", "RUN", "--rppl-samples", "0"),
+    ("evaluate", "RUN", "--self-bleu-samples", "1"),
+    ("evaluate", "RUN", "--langevin-steps", "-1"),
+    ("evaluate", "RUN", "--temperature", "0"),
+    ("evaluate", "RUN", "--top-k", "-1"),
+    ("evaluate", "RUN", "--recon-sentences", "0"),
+    ("evaluate", "RUN", "--recon-steps", "-1"),
+    ("evaluate", "RUN", "--recon-chains", "0"),
+    ("evaluate", "RUN", "--anomaly-steps", "-1"),
+    ("evaluate", "RUN", "--anomaly-chains", "0"),
+    ("evaluate", "RUN", "--recon-images", "0"),
+    ("mnist-features", "OUT.pt", "--epochs", "0"),
+]
+
+
+@pytest.mark.parametrize("argv", BAD_OPTIONS, ids=[" ".join(a[:1] + a[-2:]) for a in BAD_OPTIONS])
+def test_cli_refuses_out_of_range_options(
+    argv: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Refused while parsing (exit 2, before any file is read): the error names the option."""
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(argv)
+    assert info.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"latentebm {argv[0]}: error: argument {argv[-2]}: "), last
+
+
+def test_cli_keeps_the_boundary_values() -> None:
+    """0 stays valid where it means none (chain steps, skip), 1 where a count starts at 1."""
+    parse = build_parser().parse_args
+    gen = parse(["generate", "RUN", "-n", "1", "--langevin-steps", "0", "--top-k", "1"])
+    assert (gen.n, gen.langevin_steps, gen.top_k) == (1, 0, 1)
+    assert parse(["generate", "RUN", "--trajectory", "40,0,40"]).trajectory == [0, 40]
+    assert parse(["generate", "RUN", "--seed", "-1", "--length-penalty", "0"]).seed == -1
+    diag = parse(["diagnose", "RUN", "--long-chain-steps", "0", "--usage-examples", "0"])
+    assert (diag.long_chain_steps, diag.usage_examples) == (0, 0)
+    ev = parse(["evaluate", "RUN", "--chains", "2", "--recon-steps", "0", "--anomaly-steps", "0"])
+    assert (ev.chains, ev.recon_steps, ev.anomaly_steps) == (2, 0, 0)
+    assert parse(["interpolate", "RUN", "a", "b", "--points", "2"]).points == 2
+
+
+def test_trajectory_past_the_chain_is_refused_before_loading(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The run is not even read: the steps cannot lie on the chain asked for."""
+    code = main(
+        ["generate", str(tmp_path / "missing"), "--trajectory", "0,50", "--langevin-steps", "10"]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.strip() == (
+        "latentebm: error: --trajectory: steps must lie in 0..10 (the chain's --langevin-steps), "
+        "got step 50"
+    )
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [("-n", "-1", "must be >= 1, got -1"), ("--langevin-steps", "-5", "must be >= 0, got -5")],
+)
+def test_cli_generate_refuses_negative_counts_end_to_end(
+    text_run: Path,
+    run_cli: Callable[..., CompletedProcess[str]],
+    tmp_path: Path,
+    option: str,
+    value: str,
+    message: str,
+) -> None:
+    out = tmp_path / "samples.txt"
+    done = run_cli("generate", text_run, option, value, "-o", out)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        f"latentebm generate: error: argument {option}: {message}"
+    )
+    assert done.stdout == "" and not out.exists()
+
+
+def test_argparse_types_are_shared() -> None:
+    """One helper per kind of number: the same option behaves the same in every command."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    types = {
+        (name, action.dest): action.type
+        for name, command in sub.choices.items()
+        for action in command._actions
+    }
+    for name in ("generate", "interpolate", "evaluate"):
+        assert types[(name, "temperature")] is types[("generate", "temperature")]
+        assert types[(name, "top_k")] is types[("generate", "top_k")]
+    assert all(
+        kind is not int and kind is not float
+        for (name, _), kind in types.items()
+        if name in ("generate", "interpolate", "evaluate", "diagnose", "mnist-features")
+    )
