@@ -9,7 +9,7 @@ import math
 import os
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -117,6 +117,96 @@ def recipe_family(path: Path) -> str:
     return str(family)
 
 
+# ------------------------------------------------------------------ argparse types of options
+# A bad value is refused while the command line is parsed: argparse prints the usage and
+# "latentebm COMMAND: error: argument -n: must be >= 1, got -1" and exits 2, before any model
+# is loaded.
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer ``>= minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"int_at_least_{minimum}"
+    return parse
+
+
+positive_int = int_at_least(1)
+"""A count that needs at least one (samples, chains, batch size, top-k, beam size ...)."""
+
+non_negative_int = int_at_least(0)
+"""A count where 0 means none (chain steps: 0 = no Langevin step; 0 = skip)."""
+
+SEED_RANGE = (-(2**63), 2**64 - 1)
+"""The integers ``torch.Generator.manual_seed`` accepts."""
+
+
+def seed_int(text: str) -> int:
+    """An argparse ``type``: a random seed ``torch.Generator.manual_seed`` accepts."""
+    value = int_at_least(SEED_RANGE[0])(text)
+    if value > SEED_RANGE[1]:
+        raise argparse.ArgumentTypeError(f"must be <= {SEED_RANGE[1]}, got {value}")
+    return value
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be finite, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse ``type``: a finite number ``> 0`` (a temperature)."""
+    value = _float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """An argparse ``type``: a finite number ``>= 0`` (a length penalty)."""
+    value = _float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def chain_steps(text: str) -> list[int]:
+    """An argparse ``type``: comma-separated chain steps ``>= 0`` (``0,40,100``), sorted and
+    without repeats; at least one."""
+    try:
+        steps = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        steps = [-1]
+    if not steps or steps[0] < 0:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated steps >= 0, e.g. 0,40,100, got {text!r}"
+        )
+    return steps
+
+
+def _check_trajectory(args: argparse.Namespace) -> None:
+    """``--trajectory`` steps must lie on a chain of ``--langevin-steps`` steps when given."""
+    last = args.trajectory[-1] if args.trajectory else None
+    if last is not None and args.langevin_steps is not None and last > args.langevin_steps:
+        raise ValueError(
+            f"--trajectory: steps must lie in 0..{args.langevin_steps} (the chain's "
+            f"--langevin-steps), got step {last}"
+        )
+
+
 def _decode_opts(args: argparse.Namespace) -> dict[str, object]:
     """The decoding options of ``generate`` / ``interpolate`` for ``LSTMDecoder.sample``."""
     opts: dict[str, object] = {
@@ -131,14 +221,22 @@ def _decode_opts(args: argparse.Namespace) -> dict[str, object]:
 
 def _add_decode_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decode", choices=("greedy", "sample", "beam"), default="greedy")
-    parser.add_argument("--temperature", type=float, default=1.0, help="for --decode sample")
-    parser.add_argument("--top-k", type=int, default=None, help="for --decode sample")
     parser.add_argument(
-        "--beam-size", type=int, default=5, metavar="K", help="for --decode beam (default 5)"
+        "--temperature", type=positive_float, default=1.0, help="for --decode sample (> 0)"
+    )
+    parser.add_argument(
+        "--top-k", type=positive_int, default=None, help="for --decode sample (>= 1)"
+    )
+    parser.add_argument(
+        "--beam-size",
+        type=positive_int,
+        default=5,
+        metavar="K",
+        help="for --decode beam (default 5)",
     )
     parser.add_argument(
         "--length-penalty",
-        type=float,
+        type=non_negative_float,
         default=0.0,
         metavar="A",
         help="for --decode beam: rank by log p / length**A (default 0: plain log p)",
@@ -151,12 +249,7 @@ def _generate_trajectory(args: argparse.Namespace, model: object) -> int:
     from latentebm.diagnostics import PlotDependencyError, fresh_dir
     from latentebm.generation import format_trajectory, plot_energy
 
-    try:
-        steps = sorted({int(s) for s in args.trajectory.split(",") if s.strip()})
-    except ValueError as error:
-        raise ValueError(f"--trajectory: comma-separated steps, e.g. 0,40,100 ({error})") from None
-    if not steps:
-        raise ValueError("--trajectory: give at least one step, e.g. 0,40,100")
+    steps = args.trajectory
     n_steps = args.langevin_steps
     if n_steps is None:  # K0, or longer if a step asks for it
         n_steps = max(model.model.prior_chain.n_steps, steps[-1])  # type: ignore[attr-defined]
@@ -185,6 +278,7 @@ def _generate_trajectory(args: argparse.Namespace, model: object) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     from latentebm.pretrained import load
 
+    _check_trajectory(args)
     model = load(args.run, device=args.device)
     if hasattr(model.task, "save_samples"):
         return _generate_images(args, model)
@@ -241,10 +335,10 @@ def _generate_images(args: argparse.Namespace, model: Any) -> int:
             plot_energy_profile,
         )
 
-        steps = sorted({int(s) for s in args.trajectory.split(",") if s.strip()})
-        if not steps or steps[0] < 0:
-            raise ValueError("--trajectory: comma-separated steps >= 0, e.g. 0,100,2500")
+        steps = args.trajectory
         n_steps = max(steps[-1], 1) if args.langevin_steps is None else args.langevin_steps
+        if n_steps < 1:
+            raise ValueError("--langevin-steps: an image --trajectory needs a chain of >= 1 step")
         every = math.gcd(*[s for s in steps if s] or [n_steps])
         images, energies = long_run_prior_chain(
             model.model, args.n, n_steps, every, generator=model.random_generator(args.seed)
@@ -579,19 +673,25 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     gen.add_argument("run", help="a run directory (newest checkpoint) or a checkpoint file")
-    gen.add_argument("-n", type=int, default=10, help="number of samples / chains (default 10)")
+    gen.add_argument(
+        "-n", type=positive_int, default=10, help="number of samples / chains (default 10)"
+    )
     _add_decode_args(gen)
     gen.add_argument(
-        "--langevin-steps", type=int, default=None, help="prior chain length (default: K0)"
+        "--langevin-steps",
+        type=non_negative_int,
+        default=None,
+        help="prior chain length (default: K0; 0: z from N(0, sigma^2 I))",
     )
     gen.add_argument(
         "--trajectory",
+        type=chain_steps,
         default=None,
         metavar="STEPS",
         help="decode z at these chain steps, e.g. 0,40,100, and plot the energy along the chain",
     )
     gen.add_argument("--trajectory-dir", default=None, metavar="DIR", help="see --trajectory")
-    gen.add_argument("--seed", type=int, default=None)
+    gen.add_argument("--seed", type=seed_int, default=None)
     gen.add_argument("--device", default="cpu")
     gen.add_argument("-o", "--output", default=None, help="write to this file instead of stdout")
     gen.add_argument("--force", action="store_true", help="overwrite --output/--grid if they exist")
@@ -613,16 +713,24 @@ def build_parser() -> argparse.ArgumentParser:
     interp.add_argument("run", help="a run directory (newest checkpoint) or a checkpoint file")
     interp.add_argument("sentence_a")
     interp.add_argument("sentence_b")
-    interp.add_argument("--points", type=int, default=8, help="points on the path (default 8)")
+    interp.add_argument(
+        "--points", type=int_at_least(2), default=8, help="points on the path (default 8)"
+    )
     interp.add_argument("--path", choices=("linear", "slerp"), default="linear")
     interp.add_argument(
-        "--chains", type=int, default=8, help="posterior chains averaged per sentence (default 8)"
+        "--chains",
+        type=positive_int,
+        default=8,
+        help="posterior chains averaged per sentence (default 8)",
     )
     interp.add_argument(
-        "--posterior-steps", type=int, default=None, help="posterior chain length (default: K1)"
+        "--posterior-steps",
+        type=non_negative_int,
+        default=None,
+        help="posterior chain length (default: K1)",
     )
     _add_decode_args(interp)
-    interp.add_argument("--seed", type=int, default=None)
+    interp.add_argument("--seed", type=seed_int, default=None)
     interp.add_argument("--device", default="cpu")
     interp.add_argument("-o", "--output", default=None, help="image models: the PNG strip to write")
     interp.add_argument("--force", action="store_true", help="overwrite -o")
@@ -640,18 +748,22 @@ def build_parser() -> argparse.ArgumentParser:
     diag.add_argument("run", help="a run directory (metrics.jsonl and checkpoints)")
     diag.add_argument(
         "--long-chain-steps",
-        type=int,
+        type=non_negative_int,
         default=2000,
         metavar="N",
         help="Langevin steps of the long prior chain (default 2000; 0: skip it)",
     )
     diag.add_argument(
-        "--chains", type=int, default=64, metavar="N", help="long-chain chains (default 64)"
+        "--chains",
+        type=positive_int,
+        default=64,
+        metavar="N",
+        help="long-chain chains (default 64)",
     )
-    diag.add_argument("--seed", type=int, default=0, help="long-chain seed (default 0)")
+    diag.add_argument("--seed", type=seed_int, default=0, help="long-chain seed (default 0)")
     diag.add_argument(
         "--usage-examples",
-        type=int,
+        type=non_negative_int,
         default=100,
         metavar="N",
         help="active units, I(x;z), recon gain on N valid examples (default 100; 0: skip)",
@@ -697,13 +809,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     like.add_argument(
         "--chains",
-        type=int,
+        type=int_at_least(2),
         default=None,
         metavar="C",
         help="AIS chains per example (8); is: posterior chains the proposal is fitted to (16)",
     )
     like.add_argument(
-        "--temperatures", type=int, default=None, metavar="T", help="AIS temperatures (100)"
+        "--temperatures",
+        type=positive_int,
+        default=None,
+        metavar="T",
+        help="AIS temperatures (100)",
     )
     like.add_argument(
         "--ais-init",
@@ -711,25 +827,43 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="AIS start: a Laplace fit per example (default) or N(0, sigma^2 I)",
     )
-    like.add_argument("--leapfrog", type=int, default=None, metavar="L", help="HMC leapfrog (2)")
     like.add_argument(
-        "--laplace-starts", type=int, default=None, metavar="S", help="mode searches (8)"
+        "--leapfrog", type=positive_int, default=None, metavar="L", help="HMC leapfrog (2)"
     )
     like.add_argument(
-        "--log-z-chains", type=int, default=None, metavar="N", help="log Z AIS chains (1024)"
+        "--laplace-starts", type=positive_int, default=None, metavar="S", help="mode searches (8)"
     )
     like.add_argument(
-        "--log-z-temperatures", type=int, default=None, metavar="T", help="log Z AIS (1000)"
+        "--log-z-chains",
+        type=int_at_least(2),
+        default=None,
+        metavar="N",
+        help="log Z AIS chains (1024)",
     )
     like.add_argument(
-        "--importance-samples", type=int, default=None, metavar="M", help="is: samples (100)"
+        "--log-z-temperatures",
+        type=positive_int,
+        default=None,
+        metavar="T",
+        help="log Z AIS (1000)",
     )
     like.add_argument(
-        "--chain-steps", type=int, default=None, metavar="K", help="is: chain steps (K1; >= 1)"
+        "--importance-samples",
+        type=positive_int,
+        default=None,
+        metavar="M",
+        help="is: samples (100)",
+    )
+    like.add_argument(
+        "--chain-steps",
+        type=positive_int,
+        default=None,
+        metavar="K",
+        help="is: chain steps (K1; >= 1)",
     )
     like.add_argument(
         "--usage-examples",
-        type=int,
+        type=int_at_least(2),
         default=None,
         metavar="N",
         help="latent_usage: N examples spread over the split (1000)",
@@ -741,50 +875,66 @@ def build_parser() -> argparse.ArgumentParser:
         help="marginal_nll: also record every example's log p(x) and standard error, in the "
         "order of the length-sorted split (for paired comparisons of two models)",
     )
-    ev.add_argument("--batch-size", type=int, default=None, metavar="B", help="default 64")
-    ev.add_argument("--max-batches", type=int, default=None, metavar="N", help="first N only")
+    ev.add_argument("--batch-size", type=positive_int, default=None, metavar="B", help="default 64")
+    ev.add_argument(
+        "--max-batches", type=positive_int, default=None, metavar="N", help="first N only"
+    )
     ev.add_argument(
         "--spread",
         action="store_true",
         help="with --max-batches: N batches spread over the length-sorted split, not the first",
     )
-    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--seed", type=seed_int, default=0)
     ev.add_argument("-o", "--output", default=None, metavar="PATH", help="default RUN/metrics.json")
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     text = ev.add_argument_group("fppl, rppl, bleu (text); moses, molecules (molecules)")
     text.add_argument(
         "--samples",
-        type=int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="generated samples (fppl 10000, moses 30000, molecules 10000)",
     )
     text.add_argument(
-        "--jobs", type=int, default=None, metavar="J", help="RDKit worker processes (2)"
+        "--jobs", type=positive_int, default=None, metavar="J", help="RDKit worker processes (2)"
     )
     text.add_argument(
-        "--rppl-samples", type=int, default=None, metavar="N", help="default: train split size"
+        "--rppl-samples",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="default: train split size",
     )
     text.add_argument(
-        "--self-bleu-samples", type=int, default=None, metavar="N", help="default 1000"
+        "--self-bleu-samples", type=int_at_least(2), default=None, metavar="N", help="default 1000"
     )
     text.add_argument(
-        "--langevin-steps", type=int, default=None, metavar="K", help="prior chain (default K0)"
+        "--langevin-steps",
+        type=non_negative_int,
+        default=None,
+        metavar="K",
+        help="prior chain (default K0)",
     )
     _add_decode_args(text)
     text.set_defaults(decode=None)  # text: greedy (FPPL protocol); molecules: sample
     text.add_argument(
-        "--recon-sentences", type=int, default=None, metavar="N", help="BLEU: first N (all)"
+        "--recon-sentences",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="BLEU: first N (all)",
     )
     text.add_argument(
         "--recon-steps",
-        type=int,
+        type=non_negative_int,
         default=None,
         metavar="K",
         help="BLEU, recon_nll: posterior chain (K1)",
     )
-    text.add_argument("--recon-chains", type=int, default=None, metavar="C", help="default 1")
+    text.add_argument(
+        "--recon-chains", type=positive_int, default=None, metavar="C", help="default 1"
+    )
     text.add_argument(
         "--lm",
         default=None,
@@ -802,13 +952,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     image = ev.add_argument_group("anomaly, mse, fid (images)")
     image.add_argument(
-        "--anomaly-steps", type=int, default=None, metavar="K", help="posterior chain (K1)"
+        "--anomaly-steps",
+        type=non_negative_int,
+        default=None,
+        metavar="K",
+        help="posterior chain (K1)",
     )
     image.add_argument(
-        "--anomaly-chains", type=int, default=None, metavar="C", help="chains per image (1)"
+        "--anomaly-chains",
+        type=positive_int,
+        default=None,
+        metavar="C",
+        help="chains per image (1)",
     )
     image.add_argument(
-        "--recon-images", type=int, default=None, metavar="N", help="mse: first N (all)"
+        "--recon-images", type=positive_int, default=None, metavar="N", help="mse: first N (all)"
     )
     image.add_argument(
         "--fid-features",
@@ -835,8 +993,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="MNIST-FID is not comparable to Inception FIDs; see docs/metrics.md.",
     )
     feats.add_argument("output", help="where to save the network (.pt); never overwritten")
-    feats.add_argument("--epochs", type=int, default=2)
-    feats.add_argument("--seed", type=int, default=0)
+    feats.add_argument("--epochs", type=positive_int, default=2)
+    feats.add_argument("--seed", type=seed_int, default=0)
     feats.add_argument("--data-root", default=None, help="default $LATENTEBM_DATA")
     feats.set_defaults(func=cmd_mnist_features)
 

@@ -170,9 +170,14 @@ def posterior_mean(
     Each chain is the training posterior sampler (``K1`` steps, or ``posterior_steps``) from an
     independent ``N(0, sigma^2 I)`` start; averaging them reduces the Langevin noise of a single
     chain. Returns ``(len(sentences), d)``.
+
+    Raises:
+        ValueError: ``n_chains < 1`` or ``posterior_steps < 0``.
     """
     if n_chains < 1:
         raise ValueError(f"n_chains must be >= 1, got {n_chains}")
+    if posterior_steps is not None and posterior_steps < 0:
+        raise ValueError(f"posterior_steps must be >= 0, got {posterior_steps}")
     x = task.encode([s for s in sentences for _ in range(n_chains)]).to(model.device)
     z = model.sample_posterior(x, generator=generator, n_steps=posterior_steps).z
     return z.view(len(sentences), n_chains, -1).mean(dim=1)
@@ -200,6 +205,9 @@ def interpolate(
 
     Returns:
         ``[(t, sentence), ...]``, ``n_points`` pairs from ``t = 0`` (``z_a``) to 1 (``z_b``).
+
+    Raises:
+        ValueError: ``n_points < 2``, an unknown ``path``, or see :func:`posterior_mean`.
     """
     if n_points < 2:
         raise ValueError(f"n_points must be >= 2, got {n_points}")

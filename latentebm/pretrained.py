@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,33 @@ from latentebm.build import build_model, build_task
 from latentebm.checkpoint import load_checkpoint, resolve_checkpoint
 from latentebm.config import Recipe, recipe_from_dict
 from latentebm.model import LatentEBM
+
+
+class TaskMismatchError(TypeError, ValueError):
+    """A :class:`Pretrained` method that does not apply to the model's task: an image method
+    (:meth:`~Pretrained.sample_images`, :meth:`~Pretrained.anomaly_score`) on a model of token
+    sequences (text, molecules), or a sequence method (:meth:`~Pretrained.generate`,
+    :meth:`~Pretrained.trajectory`, :meth:`~Pretrained.interpolate`) on an image model.
+
+    A ``TypeError`` (the model is the wrong kind of object for the call) and a ``ValueError``
+    (so that the ``latentebm`` command reports it in one line)."""
+
+
+def _count(name: str, value: Any, minimum: int = 1) -> int:
+    """``value`` as an ``int``; ``TypeError`` if it is not an integer, ``ValueError`` naming
+    ``name`` if it is below ``minimum``."""
+    try:
+        count = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {value!r}") from None
+    if count < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {count}")
+    return count
+
+
+def _steps(name: str, value: Any) -> int | None:
+    """A chain length: ``None`` (the model's own) or an integer >= 0."""
+    return None if value is None else _count(name, value, minimum=0)
 
 
 @dataclass
@@ -33,6 +61,34 @@ class Pretrained:
     recipe: Recipe
     step: int
     checkpoint: Path
+
+    @property
+    def is_image_model(self) -> bool:
+        """Whether the generator makes images (``sample_images``, ``anomaly_score``) rather
+        than token sequences decoded to strings (``generate``, ``trajectory``,
+        ``interpolate``)."""
+        return getattr(self.model.generator, "image_shape", None) is not None
+
+    def _describe(self) -> str:
+        """``CHECKPOINT is an image model (tasks.images.ImageTask)`` or ``... is a
+        token-sequence model (tasks.text.TextTask)``, for :class:`TaskMismatchError`."""
+        cls = type(self.task)
+        kind = "an image model" if self.is_image_model else "a token-sequence model"
+        return f"{self.checkpoint} is {kind} ({cls.__module__}.{cls.__qualname__})"
+
+    def _require_images(self, method: str) -> None:
+        if not self.is_image_model:
+            raise TaskMismatchError(
+                f"{method} needs an image model; {self._describe()}: use generate, trajectory "
+                "or interpolate"
+            )
+
+    def _require_sequences(self, method: str, instead: str) -> None:
+        if self.is_image_model:
+            raise TaskMismatchError(
+                f"{method} decodes token sequences (text, molecules); {self._describe()}: "
+                f"use {instead}"
+            )
 
     def generate(
         self,
@@ -54,7 +110,28 @@ class Pretrained:
         (``beam_size``, ``length_penalty``), see ``LSTMDecoder.sample``. ``progress``: a tqdm
         bar on stderr. Samples are drawn ``batch_size`` at a time from one random stream, so
         they depend on the seed, ``n`` and ``batch_size``.
+
+        Raises:
+            TaskMismatchError: an image model (use :meth:`sample_images`).
+            ValueError: ``n`` or ``batch_size`` below 1, ``langevin_steps`` below 0, or a bad
+                decoding option (checked before any sampling).
         """
+        from latentebm.generators.decoding import check_beam_options, check_decode_options
+
+        self._require_sequences("generate", "sample_images")
+        n = _count("n", n)
+        batch_size = _count("batch_size", batch_size)
+        langevin_steps = _steps("langevin_steps", langevin_steps)
+        check_decode_options(
+            decode, temperature=temperature, top_k=top_k, max_length=None, default_length=1
+        )
+        if decode == "beam":
+            check_beam_options(
+                beam_size=beam_size,
+                length_penalty=length_penalty,
+                max_length=None,
+                default_length=1,
+            )
         generator = self.random_generator(seed)
         beam = (
             {"beam_size": beam_size, "length_penalty": length_penalty} if decode == "beam" else {}
@@ -102,9 +179,17 @@ class Pretrained:
         **decode_opts: Any,
     ) -> dict[str, Any]:
         """Sentences at ``steps`` of ``n`` prior chains of ``langevin_steps`` steps (default K0)
-        and the energy along them: :func:`latentebm.generation.prior_trajectory`."""
+        and the energy along them: :func:`latentebm.generation.prior_trajectory`.
+
+        Raises:
+            TaskMismatchError: an image model (see
+                :func:`latentebm.image_tools.long_run_prior_chain`).
+            ValueError: see :func:`~latentebm.generation.prior_trajectory`.
+        """
         from latentebm.generation import prior_trajectory
 
+        self._require_sequences("trajectory", "latentebm.image_tools.long_run_prior_chain")
+        langevin_steps = _steps("langevin_steps", langevin_steps)
         return prior_trajectory(
             self.model,
             self.task,
@@ -128,9 +213,15 @@ class Pretrained:
         **decode_opts: Any,
     ) -> list[tuple[float, str]]:
         """``[(t, sentence)]`` along a path between the posterior z of two sentences:
-        :func:`latentebm.generation.interpolate`."""
+        :func:`latentebm.generation.interpolate`.
+
+        Raises:
+            TaskMismatchError: an image model (see :func:`latentebm.image_tools.interpolate`).
+            ValueError: see :func:`~latentebm.generation.interpolate`.
+        """
         from latentebm.generation import interpolate
 
+        self._require_sequences("interpolate", "latentebm.image_tools.interpolate")
         return interpolate(
             self.model,
             self.task,
@@ -154,7 +245,16 @@ class Pretrained:
     ) -> torch.Tensor:
         """``n`` images ``g_beta(z)`` (the generator's mean, in [-1, 1], ``(n, C, H, W)``) with
         ``z`` from the prior chain (K0 steps, or ``langevin_steps``): an image model's
-        :meth:`generate`."""
+        :meth:`generate`.
+
+        Raises:
+            TaskMismatchError: a model of token sequences (use :meth:`generate`).
+            ValueError: ``n`` or ``batch_size`` below 1, or ``langevin_steps`` below 0.
+        """
+        self._require_images("sample_images")
+        n = _count("n", n)
+        batch_size = _count("batch_size", batch_size)
+        langevin_steps = _steps("langevin_steps", langevin_steps)
         generator = self.random_generator(seed)
         parts = []
         for start in range(0, n, batch_size):
@@ -186,21 +286,32 @@ class Pretrained:
             batch_size: images per chain batch.
 
         Returns:
-            a CPU float tensor ``(B,)``.
+            a CPU float tensor ``(B,)`` (empty for no image).
+
+        Raises:
+            TaskMismatchError: a model of token sequences.
+            ValueError: images of another shape, ``n_chains`` or ``batch_size`` below 1, or
+                ``n_steps`` below 0.
         """
         from latentebm.metrics.anomaly import anomaly_scores
 
+        self._require_images("anomaly_score")
+        n_steps = _steps("n_steps", n_steps)
+        n_chains = _count("n_chains", n_chains)
+        batch_size = _count("batch_size", batch_size)
         x = torch.as_tensor(images)
         if x.dtype == torch.uint8:
             x = x.float() / 127.5 - 1.0
         x = x.float()
         if x.dim() == 3:
             x = x.unsqueeze(1)
-        shape = tuple(getattr(self.model.generator, "image_shape", x.shape[1:]))
+        shape = tuple(self.model.generator.image_shape)
         if x.dim() != 4 or tuple(x.shape[1:]) != shape:
             raise ValueError(
                 f"images must have shape (B, {', '.join(map(str, shape))}), got {tuple(x.shape)}"
             )
+        if x.shape[0] == 0:
+            return torch.zeros(0)
         generator = self.random_generator(seed)
         scores = [
             anomaly_scores(

@@ -263,8 +263,10 @@ def test_cli(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str])
     entry = json.loads(out.read_text(encoding="utf-8"))["valid"]["marginal_nll"]
     assert entry["n_importance"] == 4 and entry["settings"]["chain_steps"] == 2
     assert len(entry["history"]) == 1
-    assert main([*argv, "--estimator", "is", "--chain-steps", "0"]) == 2
-    assert "is_chain_steps must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:  # refused while parsing, naming the option
+        main([*argv, "--estimator", "is", "--chain-steps", "0"])
+    assert refused.value.code == 2
+    assert "argument --chain-steps: must be >= 1, got 0" in capsys.readouterr().err
     capsys.readouterr()
     text = ["--samples", "20", "--rppl-samples", "30", "--self-bleu-samples", "10"]
     text += ["--recon-sentences", "5", "--lm", str(tmp_path / "lm.pt"), "--decode", "sample"]

@@ -22,6 +22,7 @@ never produced.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
@@ -49,8 +50,8 @@ def check_decode_options(
     (``max_length``, else ``default_length``). Raises ``ValueError`` on a bad option."""
     if decode not in ("greedy", "sample", "beam"):
         raise ValueError(f"decode must be 'greedy', 'sample' or 'beam', got {decode!r}")
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if not (temperature > 0 and math.isfinite(temperature)):  # NaN fails both
+        raise ValueError(f"temperature must be > 0 and finite, got {temperature}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     if max_length is not None and max_length < 1:
@@ -65,8 +66,8 @@ def check_beam_options(
     decode (``max_length``, else ``default_length``). Raises ``ValueError`` on a bad option."""
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
-    if length_penalty < 0:
-        raise ValueError(f"length_penalty must be >= 0, got {length_penalty}")
+    if not (length_penalty >= 0 and math.isfinite(length_penalty)):  # NaN fails both
+        raise ValueError(f"length_penalty must be >= 0 and finite, got {length_penalty}")
     length = default_length if max_length is None else max_length
     if length < 1:
         raise ValueError(f"max_length must be >= 1, got {length}")
