@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -140,3 +141,44 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if not isinstance(state, dict) or "model" not in state or "recipe" not in state:
         raise CheckpointError(f"{path}: not a latentebm checkpoint")
     return state
+
+
+def require_fields(
+    state: Mapping[str, Any], path: Path, fields: Mapping[str, type | tuple[type, ...]]
+) -> None:
+    """Check that a checkpoint read from ``path`` has each key of ``fields`` with a value of
+    its type (a damaged or hand-edited checkpoint fails here in one line, not later).
+
+    Raises:
+        CheckpointError: naming ``path`` and the first missing or mistyped key.
+    """
+    for key, kind in fields.items():
+        if key not in state:
+            raise CheckpointError(f"{path}: incomplete checkpoint: no '{key}'")
+        value = state[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            names = kind if isinstance(kind, tuple) else (kind,)
+            wanted = " or ".join("null" if k is type(None) else k.__name__ for k in names)
+            raise CheckpointError(
+                f"{path}: damaged checkpoint: '{key}' is {type(value).__name__}, not {wanted}"
+            )
+
+
+def load_weights(target: Any, weights: Any, path: Path, key: str = "model") -> None:
+    """``target.load_state_dict(weights)`` (a module or an optimiser) with a mismatch (missing
+    or unexpected names, other shapes, other parameter groups) reported as one
+    :class:`CheckpointError` naming ``path``, ``key`` and the first difference."""
+    if not isinstance(weights, Mapping):
+        kind = type(weights).__name__
+        raise CheckpointError(f"{path}: damaged checkpoint: '{key}' is {kind}, not dict")
+    try:
+        target.load_state_dict(weights)
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as error:
+        details = [line.strip() for line in str(error).splitlines()[1:] if line.strip()]
+        first = details[0] if details else str(error).strip().splitlines()[0]
+        if len(first) > 300:
+            first = first[:297] + "..."
+        raise CheckpointError(
+            f"{path}: '{key}' does not fit this model ({first}); was the checkpoint written "
+            "for another recipe?"
+        ) from error

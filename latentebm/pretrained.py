@@ -12,7 +12,12 @@ import numpy as np
 import torch
 
 from latentebm.build import build_model, build_task
-from latentebm.checkpoint import load_checkpoint, resolve_checkpoint
+from latentebm.checkpoint import (
+    load_checkpoint,
+    load_weights,
+    require_fields,
+    resolve_checkpoint,
+)
 from latentebm.config import Recipe, recipe_from_dict
 from latentebm.model import LatentEBM
 
@@ -330,9 +335,12 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Pretrained:
     """Load the newest checkpoint of a run directory (or a checkpoint file)."""
     checkpoint = resolve_checkpoint(path)
     state = load_checkpoint(checkpoint, map_location=device)
+    require_fields(
+        state, checkpoint, {"recipe": dict, "task_state": (dict, type(None)), "step": int}
+    )
     recipe = recipe_from_dict(state["recipe"], source=str(checkpoint))
     task = build_task(recipe, state=state["task_state"])
     model = build_model(recipe, task)
-    model.load_state_dict(state["model"])
+    load_weights(model, state["model"], checkpoint)
     model.to(device).eval()
     return Pretrained(model, task, recipe, int(state["step"]), checkpoint)

@@ -30,7 +30,9 @@ from latentebm.checkpoint import (
     CheckpointError,
     checkpoint_path,
     load_checkpoint,
+    load_weights,
     prune_checkpoints,
+    require_fields,
     save_atomic,
 )
 from latentebm.config import Recipe, recipe_from_dict, recipe_to_dict, recipe_to_yaml, save_recipe
@@ -61,6 +63,17 @@ from latentebm.runs import (
 )
 
 MAX_CONSECUTIVE_SKIPS = 10
+RESUME_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "recipe": dict,
+    "model": dict,
+    "task_state": (dict, type(None)),
+    "step": int,
+    "epoch": int,
+    "batch_in_epoch": int,
+    "optim_generator": dict,
+    "rng": list,
+}
+"""Keys (and their types) a checkpoint needs to continue a run."""
 DIVERGED_WEIGHT = 1e6
 """A parameter larger than this in magnitude flags the run as diverging (a warning and a
 ``diverging`` event in ``metrics.jsonl``; training goes on). Trained weights of these models are
@@ -165,6 +178,7 @@ class Trainer:
         if resume_from is not None:
             if saved is None:
                 saved = load_checkpoint(resume_from, map_location="cpu")
+            require_fields(saved, resume_from, RESUME_FIELDS)
             self._check_compatible(saved["recipe"], resume_from)
 
         torch.manual_seed(self.recipe.seed)  # the same initial weights on every rank
@@ -176,7 +190,8 @@ class Trainer:
         _seed_everything(_rank_seed(self.recipe.seed, ctx.rank, salt=2))
         optim_changes: list[str] = []
         if saved is not None:
-            self._restore(saved, model, optimizers, langevin_rng)
+            assert resume_from is not None
+            self._restore(saved, resume_from, model, optimizers, langevin_rng)
             optim_changes = _apply_optim_settings(saved["recipe"], self.recipe, optimizers)
         broadcast_parameters(model, ctx)
 
@@ -472,16 +487,17 @@ class Trainer:
     def _restore(
         self,
         saved: dict[str, Any],
+        source: Path,
         model: LatentEBM,
         optimizers: Optimizers,
         langevin_rng: torch.Generator,
     ) -> None:
-        model.load_state_dict(saved["model"])
-        optimizers.generator.load_state_dict(saved["optim_generator"])
-        if optimizers.prior is not None and saved["optim_prior"] is not None:
-            optimizers.prior.load_state_dict(saved["optim_prior"])
+        load_weights(model, saved["model"], source)
+        load_weights(optimizers.generator, saved["optim_generator"], source, "optim_generator")
+        if optimizers.prior is not None and saved.get("optim_prior") is not None:
+            load_weights(optimizers.prior, saved["optim_prior"], source, "optim_prior")
         if optimizers.inference is not None and saved.get("optim_inference") is not None:
-            optimizers.inference.load_state_dict(saved["optim_inference"])
+            load_weights(optimizers.inference, saved["optim_inference"], source, "optim_inference")
         self.state = TrainState(
             step=int(saved["step"]),
             epoch=int(saved["epoch"]),

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
-from latentebm.checkpoint import save_atomic
+from latentebm.checkpoint import load_weights, save_atomic
 from latentebm.generators.lstm import LSTMDecoder
 
 LM_FORMAT = "latentebm-lm-1"
@@ -278,6 +278,6 @@ def load_language_model(
         raise ValueError(f"{path}: not a latentebm language-model file (format {LM_FORMAT})")
     config = LMConfig.from_dict(state["config"])
     model = build_language_model(config, **state["vocab"])
-    model.load_state_dict(state["model"])
+    load_weights(model, state["model"], path)
     model.to(device).eval()
     return model, config, state["tokenizer"], state["info"]

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from latentebm.checkpoint import save_atomic
+from latentebm.checkpoint import load_weights, save_atomic
 
 __all__ = [
     "FEATURE_DIM",
@@ -216,6 +216,6 @@ def load_mnist_feature_net(path: str | Path, device: str | torch.device = "cpu")
             f"{file}: not a latentebm MNIST feature-network file (format {MNIST_FEATURES_FORMAT})"
         )
     net = MnistFeatureNet(int(state["n_classes"]))
-    net.load_state_dict(state["model"])
+    load_weights(net, state["model"], file)
     net.info = dict(state["info"])
     return net.to(device).eval()

@@ -20,7 +20,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from latentebm.checkpoint import load_checkpoint, resolve_checkpoint
+from latentebm.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_weights,
+    require_fields,
+    resolve_checkpoint,
+)
 from latentebm.config import validate
 from latentebm.diagnostics import chain_record_steps, chain_summary
 from latentebm.image_io import save_grid
@@ -233,6 +239,21 @@ def reconstruct(
     return x, mse
 
 
+SHORTRUN_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "recipe": dict,
+    "image_shape": (list, tuple),
+    "model": dict,
+}
+"""Keys (and their types) every short-run checkpoint has."""
+
+
+def _image_shape(value: Any, checkpoint: Path) -> tuple[int, int, int]:
+    """A checkpoint's ``image_shape`` as ``(C, H, W)`` of positive ints."""
+    if len(value) != 3 or not all(isinstance(v, int) and v > 0 for v in value):
+        raise CheckpointError(f"{checkpoint}: damaged checkpoint: image_shape is {value!r}")
+    return (value[0], value[1], value[2])
+
+
 def load_shortrun(path: str | Path, map_location: str | torch.device = "cpu") -> ShortRunModel:
     """The model of a short-run checkpoint file or of a run directory's newest checkpoint.
 
@@ -240,10 +261,11 @@ def load_shortrun(path: str | Path, map_location: str | torch.device = "cpu") ->
     """
     checkpoint = resolve_checkpoint(path)
     saved = load_checkpoint(checkpoint, map_location=map_location)
+    require_fields(saved, checkpoint, SHORTRUN_FIELDS)
     recipe = validate(ShortRunRecipe, saved["recipe"], source=str(checkpoint))
-    shape = tuple(int(v) for v in saved["image_shape"])
-    model = ShortRunModel.from_recipe(recipe, (shape[0], shape[1], shape[2]))
-    model.energy.load_state_dict(saved["model"])
+    shape = _image_shape(saved["image_shape"], checkpoint)
+    model = ShortRunModel.from_recipe(recipe, shape)
+    load_weights(model.energy, saved["model"], checkpoint)
     model.energy.to(map_location).eval()
     return model
 

@@ -41,9 +41,12 @@ from torch import Tensor
 from latentebm import __version__
 from latentebm.build import resolve_device
 from latentebm.checkpoint import (
+    CheckpointError,
     checkpoint_path,
     load_checkpoint,
+    load_weights,
     prune_checkpoints,
+    require_fields,
     save_atomic,
 )
 from latentebm.config import _to_plain, instantiate
@@ -63,6 +66,7 @@ from latentebm.runs import (
 )
 from latentebm.shortrun.config import ShortRunRecipe
 from latentebm.shortrun.tools import (
+    SHORTRUN_FIELDS,
     ShortRunModel,
     interpolate,
     reconstruct,
@@ -73,6 +77,13 @@ __all__ = ["ShortRunState", "ShortRunTrainer", "learning_rate_at", "ml_loss"]
 
 # Recipe sections that may change when a run is resumed (everything else must match).
 _RESUMABLE_SECTIONS = ("trainer", "device", "data")
+RESUME_FIELDS: dict[str, type | tuple[type, ...]] = {
+    **SHORTRUN_FIELDS,
+    "optimizer": dict,
+    "rng": torch.Tensor,
+    "state": dict,
+}
+"""Keys (and their types) a short-run checkpoint needs to continue a run."""
 
 
 @dataclass
@@ -319,6 +330,7 @@ class ShortRunTrainer:
     ) -> None:
         if saved.get("family") != "shortrun":
             raise TrainingError(f"{source}: not a shortrun checkpoint")
+        require_fields(saved, source, RESUME_FIELDS)
         current = _to_plain(self.recipe)
         for key in sorted(set(saved["recipe"]) | set(current)):
             if key in _RESUMABLE_SECTIONS or key == "name":
@@ -331,10 +343,13 @@ class ShortRunTrainer:
                 f"{source}: cannot resume: images are {tuple(saved['image_shape'])} in the "
                 f"checkpoint but {model.image_shape} here"
             )
-        model.energy.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        rng.set_state(saved["rng"].cpu())  # generator states are CPU byte tensors
-        self.state = ShortRunState(**saved["state"])
+        load_weights(model.energy, saved["model"], source)
+        load_weights(optimizer, saved["optimizer"], source, "optimizer")
+        try:
+            rng.set_state(saved["rng"].cpu())  # generator states are CPU byte tensors
+            self.state = ShortRunState(**saved["state"])
+        except (RuntimeError, TypeError) as error:
+            raise CheckpointError(f"{source}: damaged checkpoint: rng, state ({error})") from error
         buffer = saved.get("buffer")
         self._buffer = None if buffer is None else buffer.to(device)
 
