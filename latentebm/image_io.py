@@ -75,7 +75,7 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     if p.name.endswith(".gz"):
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
+        except (OSError, EOFError, zlib.error) as exc:
             raise ValueError(f"{p}: cannot decompress IDX file ({exc})") from exc
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise ValueError(f"{p}: not an IDX file (magic number must start with two zero bytes)")

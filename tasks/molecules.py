@@ -581,18 +581,23 @@ class MoleculeTask(BucketedBatches):
             )
         with open_text(path) as f:
             reader = csv.reader(f)
-            header = next(reader, None)
-            if header is None:
-                raise MoleculeDataError(f"{path} is empty (expected a header row)")
-            header = [h.strip() for h in header]
-            wanted = [self.config.column] if self.config.column else ["SMILES", "smiles"]
-            col = next((header.index(c) for c in wanted if c in header), None)
-            if col is None:
+            try:
+                header = next(reader, None)
+                if header is None:
+                    raise MoleculeDataError(f"{path} is empty (expected a header row)")
+                header = [h.strip() for h in header]
+                wanted = [self.config.column] if self.config.column else ["SMILES", "smiles"]
+                col = next((header.index(c) for c in wanted if c in header), None)
+                if col is None:
+                    raise MoleculeDataError(
+                        f"{path} has no column {' or '.join(map(repr, wanted))} "
+                        f"(columns: {', '.join(header)}); set task.column"
+                    )
+                return [row[col].strip() if col < len(row) else "" for row in reader if row]
+            except csv.Error as exc:  # e.g. a field over the size limit (a binary file)
                 raise MoleculeDataError(
-                    f"{path} has no column {' or '.join(map(repr, wanted))} "
-                    f"(columns: {', '.join(header)}); set task.column"
-                )
-            return [row[col].strip() if col < len(row) else "" for row in reader if row]
+                    f"{path}: line {reader.line_num}: not a CSV file ({exc})"
+                ) from exc
 
     def _process(self, path: Path) -> _FileData:
         """Parse, canonicalize and tokenize every row of ``path`` (in ``n_jobs`` processes)."""

@@ -8,16 +8,21 @@ file it wrote and says so before it evaluates anything.
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
 import os
+import re
 import stat
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from latentebm.atomic import atomic_write, write_bytes_atomic
+from latentebm.data import DataFormatError, open_text
+from tests.conftest import tiny_recipe_dict, tiny_sentences
 
 needs_rdkit = pytest.mark.skipif(
     importlib.util.find_spec("rdkit") is None, reason="the molecule task needs RDKit"
@@ -88,3 +93,156 @@ def test_atomic_write_modes_fsync_and_symlinks(
     with atomic_write(link, "w") as handle:
         handle.write("c")
     assert link.is_symlink() and old.read_text() == "c"
+
+
+# --------------------------------------------------------------------------------------------
+# Cases 2 and 3: gzip files that are not gzip or are cut short; text that is not UTF-8
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def text_recipe(tmp_path: Path) -> Callable[[str, bytes], Path]:
+    """``text_recipe(name, content)``: ``data/NAME`` holding ``content`` and a tiny text recipe
+    training on it (data root ``data/``)."""
+
+    def make(name: str, content: bytes) -> Path:
+        data = tmp_path / "data"
+        data.mkdir(exist_ok=True)
+        (data / name).write_bytes(content)
+        recipe = tiny_recipe_dict(name, data={"root": str(data)})
+        path = tmp_path / "text.yaml"
+        path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+        return path
+
+    return make
+
+
+CORPUS = ("\n".join(tiny_sentences()) + "\n").encode("utf-8")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        ("train.txt.gz", gzip.compress(CORPUS)[:300], "truncated gzip file"),
+        ("train.txt.gz", CORPUS, "not a valid gzip file"),
+        ("train.txt", latin1_text(tiny_sentences(), 6), "not UTF-8 text (line 6: byte 0xe9"),
+    ],
+    ids=["truncated-gz", "not-gzip", "latin1"],
+)
+def test_unreadable_text_corpus_is_one_line(
+    text_recipe: Callable[[str, bytes], Path],
+    run_cli: RunCli,
+    name: str,
+    content: bytes,
+    expected: str,
+) -> None:
+    recipe = text_recipe(name, content)
+    result = run_cli("train", recipe, "trainer.run_dir=run")
+    line = one_error_line(result, f"data/{name}", expected)
+    assert line.count(name) == 1  # named once, not repeated by nested messages
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        ("t.txt.gz", gzip.compress(latin1_text(tiny_sentences(), 9)), r"\(line 9: byte 0xe9"),
+        ("t.txt", gzip.compress(CORPUS), "gzip-compressed: name it with a .gz suffix"),
+    ],
+    ids=["latin1-in-gz", "gzip-without-gz"],
+)
+def test_text_task_names_file_and_line(
+    tmp_path: Path, name: str, content: bytes, expected: str
+) -> None:
+    from tasks.text import TextTask
+
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / name).write_bytes(content)
+    for train in (name, "corpus"):  # one file, and a folder of files
+        source = tmp_path / "corpus" if train == "corpus" else tmp_path / "corpus" / name
+        with pytest.raises(DataFormatError, match=rf"corpus/{re.escape(name)}: .*{expected}"):
+            TextTask(TextTask.Config(train=str(source)))
+
+
+def test_open_text_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "x.txt"
+    path.write_bytes(latin1_text(["a", "b", "c"], 2))
+    with (
+        pytest.raises(DataFormatError, match=r"x\.txt: not UTF-8 text \(line 2: byte 0xe9 at"),
+        open_text(path) as f,
+    ):
+        f.read()  # json.load reads this way
+    corrupt = bytearray(gzip.compress(CORPUS))
+    corrupt[20:40] = bytes(20)  # a damaged deflate stream
+    bad = tmp_path / "y.txt.gz"
+    bad.write_bytes(bytes(corrupt))
+    with (
+        pytest.raises(DataFormatError, match=r"y\.txt\.gz: corrupt gzip file"),
+        open_text(bad) as f,
+    ):
+        list(f)
+
+
+@needs_rdkit
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        ("m.csv", latin1_text(["SMILES", *SMILES], 4), r"m\.csv: not UTF-8 text \(line 4: "),
+        ("m.smi", latin1_text(SMILES, 3), r"m\.smi: not UTF-8 text \(line 3: "),
+        ("m.csv.gz", gzip.compress(b"SMILES\nCCO\n" * 500)[:-4], r"m\.csv\.gz: truncated gzip"),
+        ("m.csv", b"SMILES\nCCO\n" + b"C" * 200_000 + b"\n", r"m\.csv: line 3: not a CSV file"),
+    ],
+    ids=["csv-latin1", "smi-latin1", "csv-gz-truncated", "csv-huge-field"],
+)
+def test_unreadable_smiles_file_is_one_line(
+    tmp_path: Path, name: str, content: bytes, expected: str
+) -> None:
+    from tasks.molecules import MoleculeTask
+
+    (tmp_path / name).write_bytes(content)
+    config = MoleculeTask.Config(train=name, n_jobs=1, cache=False)
+    with pytest.raises(ValueError, match=expected) as error:
+        MoleculeTask(config, str(tmp_path))
+    assert "\n" not in str(error.value)
+
+
+def test_moses_reference_file_not_utf8_names_file(tmp_path: Path) -> None:
+    from latentebm.metrics.molecules import read_smiles_file
+
+    path = tmp_path / "test.csv.gz"
+    path.write_bytes(gzip.compress(latin1_text(["SMILES", *SMILES], 5)))
+    with pytest.raises(ValueError, match=r"test\.csv\.gz: not UTF-8 text \(line 5: byte 0xe9"):
+        read_smiles_file(path)
+
+
+@needs_rdkit
+def test_held_out_index_not_utf8_names_file(tmp_path: Path) -> None:
+    from tasks.molecules import MoleculeTask
+
+    (tmp_path / "m.csv").write_text("SMILES\n" + "\n".join(SMILES) + "\n", encoding="utf-8")
+    (tmp_path / "idx.json").write_bytes(b'{"valid_idxs": [1, 2]}\n"\xe9"\n')
+    config = MoleculeTask.Config(train="m.csv", held_out_index="idx.json", n_jobs=1, cache=False)
+    with pytest.raises(ValueError, match=r"idx\.json: not UTF-8 text \(line 2: byte 0xe9"):
+        MoleculeTask(config, str(tmp_path))
+
+
+def test_image_files_that_cannot_be_read_name_the_file(tmp_path: Path) -> None:
+    from latentebm.image_io import read_idx
+    from tasks.images import ImageDataError, _celeba_partition, _ImageFiles, _read_array
+
+    array = tmp_path / "array"
+    array.mkdir()
+    (array / "train.npy").write_bytes(b"")
+    with pytest.raises(ImageDataError, match=r"train\.npy: not a readable \.npy array"):
+        _read_array(array)
+    raw = bytearray(gzip.compress(bytes([0, 0, 8, 1, 0, 0, 0, 200]) + bytes(200)))
+    raw[12:30] = b"\xff" * 18  # a damaged deflate stream: zlib.error
+    idx = tmp_path / "train-labels-idx1-ubyte.gz"
+    idx.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=r"train-labels-idx1-ubyte\.gz: cannot decompress"):
+        read_idx(idx)
+    celeba = tmp_path / "celeba"
+    celeba.mkdir()
+    (celeba / "list_eval_partition.txt").write_bytes(b"000001.jpg 0\n000002.jp\xe9 2\n")
+    files = _ImageFiles(celeba, ["000001.jpg"], archive=False)
+    with pytest.raises(ValueError, match=r"list_eval_partition\.txt: not UTF-8 text \(line 2"):
+        _celeba_partition(celeba, files)

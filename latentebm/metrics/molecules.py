@@ -40,9 +40,7 @@ processes; Tanimoto matrices are computed with torch matrix products in chunks.
 from __future__ import annotations
 
 import csv
-import gzip
 import hashlib
-import io
 import json
 import math
 import multiprocessing
@@ -60,6 +58,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+
+from latentebm.data import TextFile, open_text
 
 MORGAN_RADIUS = 2
 MORGAN_BITS = 1024
@@ -795,10 +795,9 @@ def property_distances(
     return out
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8")  # noqa: SIM115 - closed by the caller's with
+def _open_text(path: Path) -> TextFile:
+    """UTF-8 text, gzip by suffix; a bad file is one line naming it (and the line)."""
+    return open_text(path)
 
 
 def load_filter_smarts(data_root: str | os.PathLike[str] | None = None) -> tuple[str, ...]:
