@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import logging
 import os
 import re
 import stat
@@ -17,6 +18,7 @@ import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -93,6 +95,115 @@ def test_atomic_write_modes_fsync_and_symlinks(
     with atomic_write(link, "w") as handle:
         handle.write("c")
     assert link.is_symlink() and old.read_text() == "c"
+
+
+# --------------------------------------------------------------------------------------------
+# Case 1: molecule caches
+# --------------------------------------------------------------------------------------------
+
+
+def _corrupt(path: Path, how: str) -> None:
+    if how == "zero bytes":
+        path.write_bytes(b"")
+    elif how == "truncated":
+        path.write_bytes(path.read_bytes()[:700])
+    elif how == "wrong keys":
+        np.savez(path.with_suffix(""), foo=np.zeros(2))  # np.savez adds the .npz
+    else:  # arrays that do not fit together
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        arrays["offsets"] = arrays["offsets"][:-1]
+        np.savez(path.with_suffix(""), **arrays)
+
+
+@needs_rdkit
+@pytest.mark.parametrize("how", ["zero bytes", "truncated", "wrong keys", "inconsistent"])
+def test_unreadable_molecule_cache_is_rebuilt(
+    tmp_path: Path, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tasks.molecules import MoleculeTask
+
+    (tmp_path / "m.csv").write_text("SMILES\n" + "\n".join(SMILES * 3) + "\n", encoding="utf-8")
+    cache = tmp_path / "cache"
+    config = MoleculeTask.Config(train="m.csv", valid_fraction=0.2, n_jobs=1, cache_dir=str(cache))
+    first = MoleculeTask(config, str(tmp_path))
+    (cache_file,) = cache.glob("*.npz")
+    _corrupt(cache_file, how)
+    with caplog.at_level(logging.WARNING, logger="tasks.molecules"):
+        again = MoleculeTask(config, str(tmp_path))  # the original raised here, every run
+    assert not again._files["m.csv"].from_cache
+    assert again.sentences("train") == first.sentences("train")
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "\n" not in warned[0], warned
+    assert str(cache_file) in warned[0] and "rebuilding it" in warned[0]
+    third = MoleculeTask(config, str(tmp_path))  # the rebuilt cache is read
+    assert third._files["m.csv"].from_cache
+    assert sorted(p.name for p in cache.iterdir()) == [cache_file.name]  # no temporary left
+
+
+@needs_rdkit
+def test_molecule_cache_is_written_durably(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, umask_022: int
+) -> None:
+    from tasks.molecules import MoleculeTask
+
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    (tmp_path / "m.smi").write_text("\n".join(SMILES) + "\n", encoding="utf-8")
+    cache = tmp_path / "cache"
+    MoleculeTask(MoleculeTask.Config(train="m.smi", n_jobs=1, cache_dir=str(cache)), tmp_path)
+    (cache_file,) = cache.glob("*.npz")
+    assert synced, "the cache was not fsync-ed before the rename"
+    assert stat.S_IMODE(cache_file.stat().st_mode) == umask_022
+
+
+@needs_rdkit
+@pytest.mark.slow
+def test_train_with_a_zero_byte_molecule_cache_rebuilds_it(tmp_path: Path, run_cli: RunCli) -> None:
+    from tasks.molecules import MoleculeTask
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "m.csv").write_text("SMILES\n" + "\n".join(SMILES * 3) + "\n", encoding="utf-8")
+    recipe = tiny_recipe_dict(
+        "m.csv",
+        data={"root": str(data)},
+        task={"_component_": "tasks.molecules.MoleculeTask", "valid_fraction": 0.2, "n_jobs": 1},
+        trainer={"max_steps": 1, "samples_at_end": 0, "valid_every": 1, "batch_size": 8},
+    )
+    (tmp_path / "mol.yaml").write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    cache_folder = data / ".cache" / "molecules"  # the default: under the data root
+    MoleculeTask(MoleculeTask.Config(train="m.csv", valid_fraction=0.2, n_jobs=1), data)
+    (cache_file,) = cache_folder.glob("*.npz")
+    cache_file.write_bytes(b"")  # what a crash during the old, unsynced write could leave
+    second = run_cli("train", "mol.yaml", f"trainer.run_dir={tmp_path / 'run'}")
+    assert second.returncode == 0, second.stderr
+    assert "Traceback" not in second.stderr
+    warned = [line for line in second.stderr.splitlines() if str(cache_file) in line]
+    assert len(warned) == 1 and "unreadable molecule cache" in warned[0], second.stderr
+    assert cache_file.stat().st_size > 0
+
+
+@needs_rdkit
+@pytest.mark.parametrize("how", ["zero bytes", "truncated"])
+def test_unreadable_novelty_cache_is_rebuilt(
+    tmp_path: Path, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from latentebm.metrics.molecules import load_canonical_smiles
+
+    train = tmp_path / "train.csv"
+    train.write_text("SMILES\n" + "\n".join(SMILES) + "\n", encoding="utf-8")
+    cache = tmp_path / "cache"
+    first = load_canonical_smiles(train, cache, n_jobs=1)
+    (cache_file,) = cache.glob("*.npz")
+    cache_file.write_bytes(b"" if how == "zero bytes" else cache_file.read_bytes()[:100])
+    with caplog.at_level(logging.WARNING, logger="latentebm.metrics.molecules"):
+        assert load_canonical_smiles(train, cache, n_jobs=1) == first
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and str(cache_file) in warned[0] and "rebuilding it" in warned[0]
+    assert load_canonical_smiles(train, cache, n_jobs=1) == first  # the rebuilt cache reads
+    assert sorted(p.name for p in cache.iterdir()) == [cache_file.name]
 
 
 # --------------------------------------------------------------------------------------------
