@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import json
 import logging
 import os
 import re
@@ -24,7 +25,8 @@ import yaml
 
 from latentebm.atomic import atomic_write, write_bytes_atomic
 from latentebm.data import DataFormatError, open_text
-from tests.conftest import tiny_recipe_dict, tiny_sentences
+from latentebm.evaluate import METRICS_FORMAT, evaluate, write_metrics
+from tests.conftest import tiny_recipe_dict, tiny_sentences, train_tiny_run
 
 needs_rdkit = pytest.mark.skipif(
     importlib.util.find_spec("rdkit") is None, reason="the molecule task needs RDKit"
@@ -357,3 +359,130 @@ def test_image_files_that_cannot_be_read_name_the_file(tmp_path: Path) -> None:
     files = _ImageFiles(celeba, ["000001.jpg"], archive=False)
     with pytest.raises(ValueError, match=r"list_eval_partition\.txt: not UTF-8 text \(line 2"):
         _celeba_partition(celeba, files)
+
+
+# --------------------------------------------------------------------------------------------
+# Case 4: where evaluate writes
+# --------------------------------------------------------------------------------------------
+
+EVAL_FAST = (
+    "--split",
+    "valid",
+    "--max-batches",
+    "1",
+    "--batch-size",
+    "4",
+    "--chains",
+    "2",
+    "--temperatures",
+    "2",
+    "--laplace-starts",
+    "1",
+    "--log-z-chains",
+    "4",
+    "--log-z-temperatures",
+    "2",
+    "--no-progress",
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny text run (2 steps) trained once for this module."""
+    root = tmp_path_factory.mktemp("data_errors_run")
+    return train_tiny_run(
+        root,
+        f"trainer.run_dir={root / 'run'}",
+        task={"valid_fraction": 0.2},
+        trainer={"max_steps": 2, "samples_at_end": 0, "checkpoint_every": 2, "valid_every": 2},
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"my notes\n", "exists and is not JSON"),
+        (json.dumps({"other": {"x": 1}}).encode(), "a JSON file not written by latentebm evaluate"),
+    ],
+    ids=["text", "unrelated-json"],
+)
+def test_evaluate_refuses_a_file_it_did_not_write(
+    tiny_run: Path, run_cli: RunCli, tmp_path: Path, content: bytes, expected: str
+) -> None:
+    out = tmp_path / "notes.txt"
+    out.write_bytes(content)
+    out.chmod(0o640)
+    result = run_cli("evaluate", tiny_run, "-o", out.name, *EVAL_FAST)
+    one_error_line(result, "notes.txt", expected, "choose another -o")
+    assert out.read_bytes() == content and stat.S_IMODE(out.stat().st_mode) == 0o640
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"caf\xe9\n", "exists and is not JSON (not UTF-8 text)"),
+        (b"[1, 2]\n", "a JSON file not written by latentebm evaluate"),
+        (b"{}", "a JSON file not written by latentebm evaluate"),
+        (json.dumps({"valid": {"x": 1}}).encode(), "a JSON file not written by latentebm evaluate"),
+    ],
+    ids=["binary", "json-list", "empty-object", "split-like-json"],
+)
+def test_write_metrics_refuses_a_file_it_did_not_write(
+    tmp_path: Path, content: bytes, expected: str
+) -> None:
+    out = tmp_path / "other.json"
+    out.write_bytes(content)
+    with pytest.raises(ValueError, match=rf"other\.json: {re.escape(expected)}"):
+        write_metrics(out, "valid", {"marginal_nll": {"total_nll": 1.0}})
+    assert out.read_bytes() == content
+
+
+def test_evaluate_checks_its_output_before_evaluating(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import latentebm.pretrained
+
+    def no_evaluation(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was loaded before the output was checked")
+
+    monkeypatch.setattr(latentebm.pretrained, "load", no_evaluation)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"notes\.txt: exists and is not JSON"):
+        evaluate(tmp_path / "any-run", output=notes, progress=False)
+    folder_is_a_file = tmp_path / "file.txt"
+    folder_is_a_file.write_text("x", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"file\.txt is not a folder"):
+        evaluate(tmp_path / "any-run", output=folder_is_a_file / "m.json", progress=False)
+    with pytest.raises(ValueError, match="is a folder"):
+        evaluate(tmp_path / "any-run", output=tmp_path, progress=False)
+
+
+@pytest.mark.slow
+def test_evaluate_creates_its_output_with_the_umask_mode(
+    tiny_run: Path, run_cli: RunCli, tmp_path: Path, umask_022: int
+) -> None:
+    result = run_cli("evaluate", tiny_run, "-o", "new.json", *EVAL_FAST)
+    assert result.returncode == 0, result.stderr
+    new = tmp_path / "new.json"
+    data = json.loads(new.read_text(encoding="utf-8"))
+    assert data["format"] == METRICS_FORMAT and "marginal_nll" in data["valid"]
+    assert stat.S_IMODE(new.stat().st_mode) == umask_022  # not mkstemp's 0o600
+
+
+def test_write_metrics_mode_and_legacy_files(tmp_path: Path, umask_022: int) -> None:
+    fresh = tmp_path / "fresh.json"
+    write_metrics(fresh, "test", {"marginal_nll": {"total_nll": 1.0}})
+    assert stat.S_IMODE(fresh.stat().st_mode) == umask_022
+    kept = tmp_path / "kept.json"
+    write_metrics(kept, "test", {"marginal_nll": {"total_nll": 1.0}})
+    kept.chmod(0o640)
+    write_metrics(kept, "test", {"marginal_nll": {"total_nll": 2.0}})
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o640
+    # a metrics.json written before the format marker existed is still merged into
+    legacy = tmp_path / "legacy.json"
+    old_entry = {"total_nll": 3.0, "checkpoint": "run/checkpoints/step_00000002.pt", "step": 2}
+    legacy.write_text(json.dumps({"valid": {"marginal_nll": old_entry}}), encoding="utf-8")
+    data = write_metrics(legacy, "valid", {"marginal_nll": {"total_nll": 4.0}})
+    assert data["format"] == METRICS_FORMAT
+    assert data["valid"]["marginal_nll"]["history"] == [old_entry]
