@@ -13,13 +13,18 @@ from __future__ import annotations
 import gzip
 import importlib.resources
 import os
+import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TextIO
+from types import TracebackType
+from typing import BinaryIO, TextIO
 
 __all__ = [
     "BUILTIN_PREFIX",
     "DATA_ENV",
     "DataFileError",
+    "DataFormatError",
+    "TextFile",
     "data_root",
     "open_text",
     "resolve_data_path",
@@ -41,6 +46,14 @@ class DataFileError(FileNotFoundError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
+
+class DataFormatError(ValueError):
+    """A data file exists but cannot be read: not gzip, a truncated or corrupt gzip stream, not
+    UTF-8 text, or a read error. The message is one line naming the file (and the line)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(message.split()))
 
 
 def data_root(explicit: str | os.PathLike[str] | None) -> Path | None:
@@ -144,9 +157,114 @@ def resolve_data_path(name: str, root: str | os.PathLike[str] | None) -> Path:
     )
 
 
-def open_text(path: str | os.PathLike[str]) -> TextIO:
-    """Open a ``.txt`` (or any plain) file, or a gzip-compressed ``.gz`` file, as UTF-8 text."""
-    p = Path(path)
-    if p.suffix == ".gz":
-        return gzip.open(p, "rt", encoding="utf-8")
-    return open(p, encoding="utf-8")
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _open_binary(path: Path) -> BinaryIO:
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
+
+
+def _locate_decode_error(path: Path) -> str:
+    """``"line N: "`` and the offending byte of the first line of ``path`` that is not UTF-8
+    (searched again from the start: a text stream decodes ahead in chunks)."""
+    try:
+        with _open_binary(path) as raw:
+            for number, line in enumerate(raw, start=1):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    bad = line[exc.start : exc.start + 1].hex()
+                    return f"line {number}: byte 0x{bad} at column {exc.start + 1}"
+    except (OSError, EOFError, zlib.error):
+        pass
+    return ""
+
+
+def _read_error(path: Path, exc: BaseException) -> DataFormatError:
+    """The one-line error for a failure while reading the text file ``path``."""
+    gz = path.suffix == ".gz"
+    if isinstance(exc, UnicodeDecodeError):
+        where = _locate_decode_error(path)
+        hint = "; convert it to UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        if not gz:
+            try:
+                with open(path, "rb") as raw:
+                    if raw.read(2) == _GZIP_MAGIC:
+                        hint = "; it is gzip-compressed: name it with a .gz suffix"
+            except OSError:
+                pass
+        detail = where or str(exc)
+        return DataFormatError(f"{path}: not UTF-8 text ({detail}){hint}")
+    if gz and isinstance(exc, EOFError):
+        return DataFormatError(f"{path}: truncated gzip file ({exc})")
+    if gz and isinstance(exc, gzip.BadGzipFile) and str(exc).startswith("Not a gzipped file"):
+        return DataFormatError(f"{path}: not a valid gzip file ({exc})")
+    if gz and isinstance(exc, (gzip.BadGzipFile, zlib.error)):
+        return DataFormatError(f"{path}: corrupt gzip file ({exc})")
+    return DataFormatError(f"{path}: cannot read ({exc})")
+
+
+_READ_ERRORS = (UnicodeDecodeError, EOFError, zlib.error, OSError)
+
+
+class TextFile:
+    """A data file open as UTF-8 text (see :func:`open_text`): iterate over its lines, or
+    ``read``/``readline``, in a ``with`` block. Any failure to read or decode becomes a
+    :class:`DataFormatError` naming the file, and the line for text that is not UTF-8."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._handle: TextIO
+        if path.suffix == ".gz":
+            self._handle = gzip.open(path, "rt", encoding="utf-8")  # noqa: SIM115 - see close()
+        else:
+            self._handle = open(path, encoding="utf-8")  # noqa: SIM115 - closed by close()
+
+    def _checked(self, read: Callable[[], str]) -> str:
+        try:
+            return read()
+        except _READ_ERRORS as exc:
+            raise _read_error(self.path, exc) from exc
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        try:
+            return next(self._handle)
+        except _READ_ERRORS as exc:
+            raise _read_error(self.path, exc) from exc
+
+    def read(self, size: int = -1) -> str:
+        """Up to ``size`` characters (all with ``-1``)."""
+        return self._checked(lambda: self._handle.read(size))
+
+    def readline(self) -> str:
+        """The next line with its newline (``""`` at the end)."""
+        return self._checked(self._handle.readline)
+
+    def close(self) -> None:
+        """Close the file."""
+        self._handle.close()
+
+    def __enter__(self) -> TextFile:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def open_text(path: str | os.PathLike[str]) -> TextFile:
+    """Open a ``.txt`` (or any plain) file, or a gzip-compressed ``.gz`` file, as UTF-8 text.
+
+    Reading a file that is not valid gzip (for ``.gz``), a truncated or corrupt gzip stream,
+    or bytes that are not UTF-8 raises :class:`DataFormatError` (a ``ValueError``) with one
+    line naming the file, e.g. ``data/ptb/train.txt.gz: truncated gzip file (...)`` or
+    ``data/x.txt: not UTF-8 text (line 6: byte 0xe9 at column 24); ...``.
+    """
+    return TextFile(Path(path))

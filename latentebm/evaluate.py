@@ -14,10 +14,8 @@ reconstruction gain), see :mod:`latentebm.metrics.likelihood_eval`; for text tas
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
@@ -27,6 +25,8 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor
 
+from latentebm.atomic import atomic_write
+from latentebm.checkpoint import resolve_checkpoint
 from latentebm.metrics.image_eval import ImageEvalSettings
 from latentebm.metrics.likelihood_eval import (
     ALIASES,
@@ -54,6 +54,9 @@ KNOWN_METRICS: tuple[str, ...] = (
 
 DEFAULT_BATCH_SIZE = 64
 METRICS_FILE = "metrics.json"
+FORMAT_KEY = "format"
+METRICS_FORMAT = "latentebm-evaluate-metrics"
+"""``metrics.json[FORMAT_KEY]``: marks a file ``evaluate`` wrote, the only kind it merges into."""
 
 
 def check_metrics(metrics: str | Iterable[str]) -> list[str]:
@@ -128,7 +131,9 @@ def evaluate(
         progress: a tqdm progress bar over batches (on stderr).
         device: where the model runs.
         output: where to write; default ``RUN_DIR/metrics.json`` (the checkpoint's run
-            directory). Existing entries are merged (see :func:`write_metrics`).
+            directory). Existing entries are merged (see :func:`write_metrics`); a file
+            ``evaluate`` did not write is refused before anything is evaluated
+            (:func:`check_output`).
         write: ``False``: only return the result.
         text: sampling and language-model settings of ``fppl``, ``rppl`` and ``bleu``
             (default :class:`~latentebm.metrics.text_eval.TextEvalSettings`).
@@ -154,6 +159,12 @@ def evaluate(
     if max_batches is not None and max_batches < 1:
         raise ValueError(f"max_batches must be >= 1, got {max_batches}")
     likelihood = likelihood or LikelihoodEvalSettings()
+    if output is not None:
+        out_path = Path(output)
+    else:
+        out_path = _run_dir(resolve_checkpoint(run_dir)) / METRICS_FILE
+    if write:
+        check_output(out_path)  # a file evaluate cannot merge into: refused before the work
 
     started = time.perf_counter()
     pretrained = load(run_dir, device=device)
@@ -235,7 +246,6 @@ def evaluate(
     for name, entry in {**text_entries, **molecule_entries, **image_entries}.items():
         result[name] = {**entry, **stamp}
 
-    out_path = Path(output) if output is not None else run_dir / METRICS_FILE
     if write:
         write_metrics(out_path, split, result)
     return {
@@ -277,20 +287,88 @@ def length_sorted_batches(task: Any, split: str, batch_size: int) -> list[Tensor
     return out
 
 
-def write_metrics(path: str | Path, split: str, metrics: dict[str, Any]) -> dict[str, Any]:
-    """Merge ``{split: {metric: entry}}`` into the JSON file at ``path`` atomically.
+def _is_metrics_file(data: object) -> bool:
+    """Whether parsed JSON is a file :func:`write_metrics` wrote: it carries the format marker,
+    or (written before the marker existed) it is ``{split: {metric: entry}}`` with every entry
+    holding the ``checkpoint`` and ``step`` that ``evaluate`` records."""
+    if not isinstance(data, dict):
+        return False
+    if data.get(FORMAT_KEY) == METRICS_FORMAT:
+        return True
+    return bool(data) and all(
+        isinstance(section, dict)
+        and section
+        and all(
+            isinstance(entry, dict) and "checkpoint" in entry and "step" in entry
+            for entry in section.values()
+        )
+        for section in data.values()
+    )
 
-    Other splits and metrics are kept. An earlier entry for the same split and metric is not
-    lost: it moves into the new entry's ``history`` list (oldest first), together with the
-    earlier entry's own history. Written to a temporary file in the same folder, then
-    ``os.replace``. Returns the whole new content.
+
+def read_metrics_file(path: str | Path) -> dict[str, Any]:
+    """The content of a metrics file ``evaluate`` wrote at ``path`` (``{}`` if there is none).
+
+    Raises:
+        ValueError: ``path`` is a folder, cannot be read, or is not a file that ``evaluate``
+            wrote (not JSON, or JSON of another format): merging into it or replacing it
+            could lose someone's data. One line naming the file.
     """
     path = Path(path)
-    data: dict[str, Any] = {}
-    if path.exists():
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: not a JSON object; not overwritten")
+    refuse = "not written by latentebm evaluate, so not merged into or replaced: choose another -o"
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder; give evaluate a file name (-o PATH.json)")
+    if not path.exists():
+        return {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: exists and is not JSON (not UTF-8 text); {refuse}") from None
+    except OSError as error:
+        raise ValueError(f"{path}: cannot read ({error.strerror or error})") from error
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"{path}: exists and is not JSON ({error.msg} at line {error.lineno}); {refuse}"
+        ) from None
+    if not _is_metrics_file(data):
+        raise ValueError(f"{path}: a JSON file {refuse}")
+    return data
+
+
+def check_output(path: str | Path) -> None:
+    """Fail now, not after the evaluation, when ``write_metrics(path, ...)`` would: ``path``
+    is a folder or a file ``evaluate`` did not write (:func:`read_metrics_file`), or its folder
+    cannot be created or written. Raises ``ValueError`` with one line naming the path."""
+    path = Path(path)
+    read_metrics_file(path)
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ValueError(f"{path}: cannot be written: {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{path}: cannot be written: no write permission in {folder}")
+
+
+def write_metrics(path: str | Path, split: str, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``{split: {metric: entry}}`` into the metrics file at ``path`` atomically.
+
+    The file holds ``{"format": METRICS_FORMAT, split: {metric: entry}}``. Only a file this
+    function wrote is merged into (:func:`read_metrics_file`; anything else raises
+    ``ValueError`` and is left as it is). Other splits and metrics are kept. An earlier entry
+    for the same split and metric is not lost: it moves into the new entry's ``history`` list
+    (oldest first), together with the earlier entry's own history. Written with
+    :func:`latentebm.atomic.atomic_write` (temporary file, fsync, rename): an existing file
+    keeps its permissions, a new one gets the umask's. Returns the whole new content.
+    """
+    path = Path(path)
+    if split == FORMAT_KEY:
+        raise ValueError(f"{split!r} is reserved in a metrics file; not a split name")
+    old = read_metrics_file(path)
+    old.pop(FORMAT_KEY, None)
+    data: dict[str, Any] = {FORMAT_KEY: METRICS_FORMAT, **old}
     section = data.setdefault(split, {})
     for name, entry in metrics.items():
         entry = dict(entry)
@@ -300,17 +378,9 @@ def write_metrics(path: str | Path, split: str, metrics: dict[str, Any]) -> dict
             history = list(previous.pop("history", []))
             entry["history"] = [*history, previous]
         section[name] = entry
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, allow_nan=True)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path, "w") as handle:
+        json.dump(data, handle, indent=2, allow_nan=True)
+        handle.write("\n")
     return data
 
 

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
+from latentebm.atomic import write_bytes_atomic
+
 __all__ = [
     "IDX_DTYPES",
     "center_crop_box",
@@ -73,7 +75,7 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     if p.name.endswith(".gz"):
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
+        except (OSError, EOFError, zlib.error) as exc:
             raise ValueError(f"{p}: cannot decompress IDX file ({exc})") from exc
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise ValueError(f"{p}: not an IDX file (magic number must start with two zero bytes)")
@@ -137,17 +139,10 @@ def make_grid(
 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` (parent folders created) via a temporary file in the same
-    folder renamed into place."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, p)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return p
+    """Write ``data`` to ``path`` (parent folders created) atomically and durably, with an
+    existing file's mode kept and a new file's from the umask
+    (:func:`latentebm.atomic.write_bytes_atomic`)."""
+    return write_bytes_atomic(path, data)
 
 
 def save_grid(

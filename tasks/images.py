@@ -60,7 +60,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from latentebm.data import DataFileError, data_root
+from latentebm.data import DataFileError, data_root, open_text
 from latentebm.image_io import load_image, read_idx, resize_images, save_grid
 from tasks.batching import BucketedBatches
 
@@ -291,7 +291,8 @@ def _celeba_partition(path: Path, files: _ImageFiles) -> np.ndarray:
     for name in ("list_eval_partition.txt", "list_eval_partition.csv"):
         for candidate in (folder / name, folder.parent / name):
             if candidate.is_file():
-                text = candidate.read_text(encoding="utf-8")
+                with open_text(candidate) as f:  # not UTF-8: one line naming file and line
+                    text = f.read()
                 break
         if text is not None:
             break
@@ -364,7 +365,7 @@ def _read_array(path: Path) -> dict[str, _Pool]:
             continue
         try:
             images = np.load(file, allow_pickle=False)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, EOFError) as exc:  # EOFError: a zero-byte file
             raise ImageDataError(f"{file}: not a readable .npy array ({exc})") from exc
         if images.ndim != 4 or images.dtype.kind not in "uf":
             raise ImageDataError(

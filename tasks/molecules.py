@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import logging
 import multiprocessing
@@ -65,6 +64,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from latentebm.atomic import atomic_write
 from latentebm.data import data_root, open_text, resolve_data_path
 from tasks.batching import BucketedBatches
 from tasks.text import BOS_ID, EOS_ID, PAD_ID, SPECIALS, SPLITS, UNK, UNK_ID  # same as text
@@ -581,18 +581,23 @@ class MoleculeTask(BucketedBatches):
             )
         with open_text(path) as f:
             reader = csv.reader(f)
-            header = next(reader, None)
-            if header is None:
-                raise MoleculeDataError(f"{path} is empty (expected a header row)")
-            header = [h.strip() for h in header]
-            wanted = [self.config.column] if self.config.column else ["SMILES", "smiles"]
-            col = next((header.index(c) for c in wanted if c in header), None)
-            if col is None:
+            try:
+                header = next(reader, None)
+                if header is None:
+                    raise MoleculeDataError(f"{path} is empty (expected a header row)")
+                header = [h.strip() for h in header]
+                wanted = [self.config.column] if self.config.column else ["SMILES", "smiles"]
+                col = next((header.index(c) for c in wanted if c in header), None)
+                if col is None:
+                    raise MoleculeDataError(
+                        f"{path} has no column {' or '.join(map(repr, wanted))} "
+                        f"(columns: {', '.join(header)}); set task.column"
+                    )
+                return [row[col].strip() if col < len(row) else "" for row in reader if row]
+            except csv.Error as exc:  # e.g. a field over the size limit (a binary file)
                 raise MoleculeDataError(
-                    f"{path} has no column {' or '.join(map(repr, wanted))} "
-                    f"(columns: {', '.join(header)}); set task.column"
-                )
-            return [row[col].strip() if col < len(row) else "" for row in reader if row]
+                    f"{path}: line {reader.line_num}: not a CSV file ({exc})"
+                ) from exc
 
     def _process(self, path: Path) -> _FileData:
         """Parse, canonicalize and tokenize every row of ``path`` (in ``n_jobs`` processes)."""
@@ -904,8 +909,25 @@ class MoleculeTask(BucketedBatches):
 # --------------------------------------------------------------------------------------------
 
 
+def _check_cache(data: _FileData) -> None:
+    """``ValueError`` unless the arrays of a cached file fit together."""
+    n = len(data.rows)
+    if data.rows.ndim != 1 or data.n_rows < n or min(data.n_invalid, data.n_unencodable) < 0:
+        raise ValueError("inconsistent row counts")
+    for name, offsets, store in (
+        ("offsets", data.offsets, data.ids),
+        ("smiles_offsets", data.smiles_offsets, data.smiles_blob),
+    ):
+        if offsets.shape != (n + 1,) or int(offsets[0]) != 0 or int(offsets[-1]) != len(store):
+            raise ValueError(f"{name} do not fit the {n} molecules")
+    if len(data.ids) and (int(data.ids.min()) < 0 or int(data.ids.max()) >= len(data.itos)):
+        raise ValueError("token ids outside the vocabulary")
+
+
 def _read_cache(path: Path) -> _FileData | None:
-    """The cached file data at ``path``, or None when absent or unreadable."""
+    """The cached file data at ``path``, or None when absent, of another cache version, or
+    unreadable (a zero-byte, truncated or foreign file: logged as one warning line naming it;
+    the caller processes the data file again and writes the cache anew)."""
     if not path.is_file():
         return None
     start = time.perf_counter()
@@ -925,8 +947,10 @@ def _read_cache(path: Path) -> _FileData | None:
                 offsets=z["offsets"],
                 itos=[str(t) for t in z["itos"].tolist()],
             )
-    except (OSError, KeyError, ValueError) as exc:
-        logger.warning("ignoring unreadable molecule cache %s (%s)", path, exc)
+        _check_cache(data)
+    except Exception as exc:  # noqa: BLE001 - a cache that cannot be read is rebuilt
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+        logger.warning("%s: unreadable molecule cache (%s); rebuilding it", path, reason)
         return None
     data.seconds = time.perf_counter() - start
     data.from_cache = True
@@ -934,24 +958,22 @@ def _read_cache(path: Path) -> _FileData | None:
 
 
 def _write_cache(path: Path, data: _FileData) -> bool:
-    """Write ``data`` to ``path`` atomically; returns False (and logs) on failure."""
+    """Write ``data`` to ``path`` atomically and durably (:func:`latentebm.atomic.atomic_write`:
+    a crash leaves the old cache or none, never a truncated one); returns False (and logs) on
+    failure."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()
-        np.savez(
-            buf,
-            version=np.int64(_CACHE_VERSION),
-            counts=np.asarray([data.n_rows, data.n_invalid, data.n_unencodable], np.int64),
-            rows=data.rows,
-            smiles_blob=data.smiles_blob,
-            smiles_offsets=data.smiles_offsets,
-            ids=data.ids,
-            offsets=data.offsets,
-            itos=np.asarray(data.itos, dtype=str),
-        )
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(buf.getvalue())
-        os.replace(tmp, path)
+        with atomic_write(path) as handle:
+            np.savez(
+                handle,
+                version=np.int64(_CACHE_VERSION),
+                counts=np.asarray([data.n_rows, data.n_invalid, data.n_unencodable], np.int64),
+                rows=data.rows,
+                smiles_blob=data.smiles_blob,
+                smiles_offsets=data.smiles_offsets,
+                ids=data.ids,
+                offsets=data.offsets,
+                itos=np.asarray(data.itos, dtype=str),
+            )
     except OSError as exc:
         logger.info("could not write molecule cache %s: %s", path, exc)
         return False

@@ -126,11 +126,11 @@ def load_task(run: Path):  # noqa: ANN201
 
 def test_second_evaluation_keeps_history(tmp_path: Path, tiny_run: Path) -> None:
     out = tmp_path / "m.json"
-    out.write_text(json.dumps({"other": {"x": 1}}), encoding="utf-8")
+    write_metrics(out, "other", {"m": {"x": 1}})  # merged only into a file evaluate wrote
     first = evaluate(tiny_run, "valid", **FAST, seed=1, output=out)["metrics"]["marginal_nll"]
     second = evaluate(tiny_run, "valid", **FAST, seed=2, output=out, max_batches=1)
     data = json.loads(out.read_text(encoding="utf-8"))
-    assert data["other"] == {"x": 1}
+    assert data["other"] == {"m": {"x": 1}}
     entry = data["valid"]["marginal_nll"]
     assert entry["seed"] == 2 and entry["complete"] is False
     assert entry["total_nll"] == pytest.approx(second["metrics"]["marginal_nll"]["total_nll"])

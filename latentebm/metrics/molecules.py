@@ -40,10 +40,9 @@ processes; Tanimoto matrices are computed with torch matrix products in chunks.
 from __future__ import annotations
 
 import csv
-import gzip
 import hashlib
-import io
 import json
+import logging
 import math
 import multiprocessing
 import os
@@ -60,6 +59,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+
+from latentebm.atomic import atomic_write
+from latentebm.data import TextFile, open_text
+
+logger = logging.getLogger(__name__)
 
 MORGAN_RADIUS = 2
 MORGAN_BITS = 1024
@@ -795,10 +799,15 @@ def property_distances(
     return out
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8")  # noqa: SIM115 - closed by the caller's with
+def _open_text(path: Path) -> TextFile:
+    """UTF-8 text, gzip by suffix; a bad file is one line naming it (and the line)."""
+    return open_text(path)
+
+
+def _unreadable_cache(path: Path, error: BaseException) -> None:
+    """Log one warning line: the cache ``path`` cannot be read and is built again."""
+    reason = " ".join(f"{type(error).__name__}: {error}".split())
+    logger.warning("%s: unreadable cache (%s); rebuilding it", path, reason)
 
 
 def load_filter_smarts(data_root: str | os.PathLike[str] | None = None) -> tuple[str, ...]:
@@ -1034,12 +1043,8 @@ class MosesReference:
         arrays["n_filters"] = np.array(len(self.filters))
         meta = dict(self.meta, sets=list(self.sets))
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), np.uint8)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
+        with atomic_write(path) as f:  # fsync-ed, then renamed: never a truncated cache
             np.savez_compressed(f, **arrays)  # type: ignore[arg-type]
-        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> MosesReference:
@@ -1092,10 +1097,14 @@ class MosesReference:
         cache = Path(cache_dir if cache_dir is not None else DEFAULT_CACHE_DIR).expanduser()
         cache_file = cache / f"moses_ref_{key}.npz"
         if cache_file.is_file():
-            ref = cls.load(cache_file)
-            ref.filters = filters
-            ref.meta["cache_file"] = str(cache_file)
-            return ref
+            try:
+                ref = cls.load(cache_file)
+            except Exception as error:  # noqa: BLE001 - an unreadable cache is rebuilt
+                _unreadable_cache(cache_file, error)
+            else:
+                ref.filters = filters
+                ref.meta["cache_file"] = str(cache_file)
+                return ref
         meta: dict[str, Any] = {
             "version": _version_tag(),
             "max_molecules": max_molecules,
@@ -1146,14 +1155,14 @@ def load_canonical_smiles(
     cache = Path(cache_dir if cache_dir is not None else DEFAULT_CACHE_DIR).expanduser()
     cache_file = cache / f"canonical_{path.name.split('.')[0]}_{key}.npz"
     if cache_file.is_file():
-        with np.load(cache_file, allow_pickle=False) as npz:
-            return frozenset(_unblob(npz["smiles"], int(npz["n"])))
+        try:
+            with np.load(cache_file, allow_pickle=False) as npz:
+                return frozenset(_unblob(npz["smiles"], int(npz["n"])))
+        except Exception as error:  # noqa: BLE001 - an unreadable cache is rebuilt
+            _unreadable_cache(cache_file, error)
     smiles = sorted(canonical_set(read_smiles_file(path), n_jobs))
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
+    with atomic_write(cache_file) as f:  # fsync-ed, then renamed: never a truncated cache
         np.savez_compressed(f, smiles=_blob(smiles), n=np.array(len(smiles)))
-    os.replace(tmp, cache_file)
     return frozenset(smiles)
 
 
