@@ -7,14 +7,14 @@ the resolved recipe, the task's tokenizer state and the library version.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from latentebm.atomic import atomic_write
 
 CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^step_(\d+)\.pt$")
@@ -30,38 +30,20 @@ def checkpoint_path(run_dir: Path, step: int) -> Path:
 
 
 def save_atomic(state: dict[str, Any], path: Path) -> None:
-    """Write ``state`` to ``path`` so that a reader sees the old file or the new one, never half.
+    """Write ``state`` to ``path`` so that a reader sees the old file or the new one, never half
+    (:func:`latentebm.atomic.atomic_write`: a temporary file in the same folder, fsync, rename;
+    a new file gets ordinary permissions, ``0o666`` less the umask).
 
-    The bytes go to a temporary file in the same directory, are flushed to disk, and the file
-    is renamed over ``path``; it gets the permissions of an ordinary new file (``0o666`` less
-    the umask). A failed write (disk full, no permission) removes the temporary file, leaves
-    any earlier checkpoint untouched and raises one :class:`CheckpointError` naming ``path``.
+    A failed write (disk full, no permission) removes the temporary file, leaves any earlier
+    checkpoint untouched and raises one :class:`CheckpointError` naming ``path``.
     """
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as error:
-        raise CheckpointError(f"{path}: cannot write checkpoint ({_reason(error)})") from error
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as handle:
+        with atomic_write(path) as handle:
             torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
     except (OSError, RuntimeError) as error:  # torch.save reports a failed write as RuntimeError
-        Path(tmp_name).unlink(missing_ok=True)
         raise CheckpointError(
             f"{path}: cannot write checkpoint ({_reason(error)}); earlier checkpoints are intact"
         ) from error
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
 
 
 def _reason(error: BaseException) -> str:
@@ -87,13 +69,6 @@ def _load_reason(error: BaseException) -> str:
         return error.strerror
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[0] if lines else type(error).__name__
-
-
-def _umask() -> int:
-    """The process umask (read by setting and restoring it)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:

@@ -33,7 +33,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from latentebm.atomic import atomic_write, write_bytes_atomic
 from latentebm.generators.conv import ConvGenerator
 from latentebm.generators.lstm import LSTMDecoder
 from latentebm.langevin import LangevinSampler
@@ -199,20 +199,20 @@ def write_dataset(config: GroundTruthConfig, out_dir: str | os.PathLike[str]) ->
         }
         if config.kind == "text":
             lines = decode(data.x, config)
-            _write_atomic(out / f"{split}.txt", ("\n".join(lines) + "\n").encode())
+            write_bytes_atomic(out / f"{split}.txt", ("\n".join(lines) + "\n").encode())
             info["mean_words"] = float(np.mean([len(s.split()) for s in lines]))
         else:
             if split == "valid":
                 continue  # the image task cuts valid from train (task.valid_fraction)
             buffer = _npy_bytes(data.x.numpy().astype(np.float32))
-            _write_atomic(out / f"{split}.npy", buffer)
-        torch.save(data.z, _tmp_path(out / f"{split}_z.pt"))
-        os.replace(_tmp_path(out / f"{split}_z.pt"), out / f"{split}_z.pt")
+            write_bytes_atomic(out / f"{split}.npy", buffer)
+        with atomic_write(out / f"{split}_z.pt") as handle:
+            torch.save(data.z, handle)
         summary["splits"][split] = info
     state = {"config": dataclasses.asdict(config), "generator": model.generator.state_dict()}
-    torch.save(state, _tmp_path(existing))
-    os.replace(_tmp_path(existing), existing)
-    _write_atomic(out / SUMMARY_FILE, (json.dumps(summary, indent=2) + "\n").encode())
+    with atomic_write(existing) as handle:
+        torch.save(state, handle)
+    write_bytes_atomic(out / SUMMARY_FILE, (json.dumps(summary, indent=2) + "\n").encode())
     return summary
 
 
@@ -234,27 +234,9 @@ def load_true_model(folder: str | os.PathLike[str]) -> tuple[LatentEBM, GroundTr
     return model, config
 
 
-def _tmp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp")
-
-
 def _npy_bytes(array: np.ndarray) -> bytes:
     import io
 
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
     return buffer.getvalue()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o644)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

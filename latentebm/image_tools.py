@@ -4,8 +4,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from latentebm.atomic import atomic_write
 from latentebm.diagnostics import _pyplot, chain_record_steps
 
 __all__ = ["chain_record_steps", "interpolate", "long_run_prior_chain", "plot_energy_profile"]
@@ -152,16 +151,9 @@ def plot_energy_profile(
     ax.legend()
     fig.tight_layout()
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=out.suffix, dir=out.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=90)
-        os.chmod(tmp, 0o644)  # mkstemp made it private; a figure is an ordinary file
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_write(out) as handle:
+            fig.savefig(handle, format=out.suffix.lstrip(".") or "png", dpi=90)
     finally:
         plt.close(fig)
     return out

@@ -35,9 +35,6 @@ from latentebm.shortrun.config import ShortRunRecipe
 from latentebm.shortrun.energy import ConvEnergy
 from latentebm.shortrun.sampler import ChainResult, ShortRunChain, sample_initial
 
-_FILE_MODE = 0o644
-"""Permissions of written figures (``mkstemp`` would leave them readable by the owner only)."""
-
 __all__ = [
     "ShortRunModel",
     "interpolate",
