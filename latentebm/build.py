@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from latentebm.config import AdamConfig, Recipe, instantiate
+from latentebm.config import AdamConfig, Recipe, RecipeError, instantiate
 from latentebm.langevin import LangevinSampler
 from latentebm.model import LatentEBM, Optimizers
 from latentebm.prior import EnergyPrior, GaussianPrior
@@ -124,10 +124,38 @@ def build_optimizers(recipe: Recipe, model: LatentEBM) -> Optimizers:
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> ``cuda:<local_rank>`` when CUDA is available, else ``cpu``."""
+    """The torch device of the recipe key ``device``: ``auto`` -> ``cuda:<local_rank>`` when CUDA
+    is available, else ``cpu``.
+
+    Raises:
+        RecipeError: naming the key ``device`` when the device is not on this machine (CUDA or
+            MPS not available, ``cuda:N`` beyond the GPUs there are) or the name is not one.
+    """
     if name == "auto":
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device: '{name}' asked for, but CUDA is not available")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise RecipeError(
+            f"device: {name!r} is not a device (expected auto, cpu, cuda, cuda:N or mps)"
+        ) from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RecipeError(
+                f"device: '{name}' asked for, but CUDA is not available on this machine "
+                "(use device=cpu or device=auto)"
+            )
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise RecipeError(
+                f"device: '{name}' asked for, but this machine has {count} CUDA device(s) "
+                f"(cuda:0 .. cuda:{count - 1})"
+            )
+    elif device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise RecipeError(
+                f"device: '{name}' asked for, but MPS (Apple-silicon GPU) is not available on "
+                "this machine (use device=cpu or device=auto)"
+            )
     return device

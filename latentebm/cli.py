@@ -25,6 +25,7 @@ examples:
   latentebm ls
   latentebm cat ptb trainer.max_steps=100      # the resolved recipe
   latentebm keys                               # every recipe key, documented
+  latentebm keys shortrun_mnist                # the keys of a short-run recipe
   latentebm cp ptb my_ptb.yaml
 """
 
@@ -79,14 +80,33 @@ def cmd_cp(args: argparse.Namespace) -> int:
 def cmd_cat(args: argparse.Namespace) -> int:
     from latentebm.config import load_recipe, recipe_to_yaml
 
-    sys.stdout.write(recipe_to_yaml(load_recipe(resolve_recipe(args.recipe), args.overrides)))
+    path = resolve_recipe(args.recipe)
+    if recipe_family(path) == "shortrun":
+        from latentebm.shortrun import load_shortrun_recipe
+
+        sys.stdout.write(recipe_to_yaml(load_shortrun_recipe(path, args.overrides)))
+        return 0
+    sys.stdout.write(recipe_to_yaml(load_recipe(path, args.overrides)))
     return 0
 
 
-def cmd_keys(args: argparse.Namespace) -> int:
-    from latentebm.config import describe_keys
+FAMILIES = ("latent", "shortrun")
+"""Recipe families (the top-level ``family`` key), each with its own schema."""
 
-    for key, type_name, default, doc in describe_keys():
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from latentebm.config import Recipe, describe_keys
+
+    if args.recipe is None or args.recipe in FAMILIES:
+        family = args.recipe or "latent"
+    else:
+        family = recipe_family(resolve_recipe(args.recipe))
+    schema: type = Recipe
+    if family == "shortrun":
+        from latentebm.shortrun import ShortRunRecipe
+
+        schema = ShortRunRecipe
+    for key, type_name, default, doc in describe_keys(schema):
         print(f"{key:<34} {type_name:<26} {default:<14} {doc}")
     return 0
 
@@ -108,13 +128,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def recipe_family(path: Path) -> str:
     """The recipe file's top-level ``family`` (``shortrun``) or ``latent`` when it has none."""
-    from latentebm.config import RecipeError, read_yaml
+    from latentebm.config import RecipeError, _describe, read_yaml
 
     data = read_yaml(path, str(path))
     family = data.get("family", "latent")
-    if family not in ("latent", "shortrun"):
-        raise RecipeError(f"{path}: family: expected latent or shortrun, got {family!r}")
-    return str(family)
+    if not isinstance(family, str) or family not in FAMILIES:
+        raise RecipeError(
+            f"{path}: family: expected one of {', '.join(FAMILIES)}, got {_describe(family)}"
+        )
+    return family
 
 
 # ------------------------------------------------------------------ argparse types of options
@@ -1003,7 +1025,21 @@ def build_parser() -> argparse.ArgumentParser:
     cat.add_argument("overrides", nargs="*", metavar="key=value")
     cat.set_defaults(func=cmd_cat)
 
-    keys = sub.add_parser("keys", help="list every recipe key with its type, default and meaning")
+    keys = sub.add_parser(
+        "keys",
+        help="list every recipe key with its type, default and meaning",
+        epilog="examples:\n  latentebm keys                  # the latent-EBM recipe keys\n"
+        "  latentebm keys shortrun_mnist   # the keys of that recipe's family (shortrun)\n"
+        "  latentebm keys shortrun",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    keys.add_argument(
+        "recipe",
+        nargs="?",
+        default=None,
+        help="a recipe file or built-in recipe name, or a family (latent, shortrun): list the "
+        "keys of its family (default: latent)",
+    )
     keys.set_defaults(func=cmd_keys)
 
     ls = sub.add_parser("ls", help="list the built-in recipes")

@@ -16,6 +16,14 @@ object is later built with :func:`instantiate` as ``Class(config, **extra)``.
 A section whose field has a dataclass default (``model.prior_chain``, ``optim.generator``, ...)
 may be given partially: the keys not given keep the values of that default, so
 ``optim.generator.lr=1e-4`` keeps ``grad_clip: 5.0``.
+
+Which modules a ``_component_`` may import depends on where the recipe came from
+(``docs/guarantees.md``): a recipe file the user runs (:func:`load_recipe`, :func:`load_config`)
+is trusted like a script, so its components may come from any importable module; a recipe read
+from anywhere else (a checkpoint: :func:`recipe_from_dict`, :func:`validate`) may only import
+from the toolkit's own packages (:data:`TOOLKIT_PACKAGES`) and from the module prefixes listed in
+the environment variable ``LATENTEBM_TRUSTED_MODULES``. That check looks at the dotted name only,
+before anything is imported.
 """
 
 from __future__ import annotations
@@ -24,7 +32,12 @@ import copy
 import dataclasses
 import difflib
 import importlib
+import importlib.util
+import inspect
+import os
 import re
+import reprlib
+import sys
 import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field
@@ -44,9 +57,12 @@ __all__ = [
     "PriorConfig",
     "Recipe",
     "RecipeError",
+    "TOOLKIT_PACKAGES",
+    "TRUSTED_MODULES_ENV",
     "TimeBudgetConfig",
     "TrainerConfig",
     "apply_overrides",
+    "check_fields",
     "instantiate",
     "load_config",
     "load_recipe",
@@ -55,6 +71,7 @@ __all__ = [
     "recipe_to_yaml",
     "save_recipe",
     "describe_keys",
+    "trusted_module_prefixes",
     "validate",
 ]
 
@@ -65,6 +82,19 @@ COMMAND_LINE = "command line"
 
 COMPONENT_KEY = "_component_"
 """Key of a component section that holds the dotted path of the class to build."""
+
+TOOLKIT_PACKAGES: tuple[str, ...] = ("latentebm", "tasks")
+"""The toolkit's own packages: a recipe from any source may name components in these."""
+
+TRUSTED_MODULES_ENV = "LATENTEBM_TRUSTED_MODULES"
+"""Environment variable: comma-separated module prefixes (``mypkg,other.sub``) whose components
+a recipe that the user does not run directly (a checkpoint's) may import."""
+
+MAX_YAML_VALUES = 100_000
+"""Most values (scalars, lists, mappings) a YAML recipe may hold with its aliases expanded."""
+
+MAX_YAML_DEPTH = 50
+"""Deepest nesting of lists and mappings a YAML recipe may have."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -79,14 +109,26 @@ class RecipeError(ValueError):
         super().__init__(re.sub(r"\s*[\r\n]+\s*", " ", str(message)).strip())
 
 
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxlevel = 3
+_SHORT_REPR.maxlist = _SHORT_REPR.maxtuple = _SHORT_REPR.maxdict = _SHORT_REPR.maxset = 6
+_SHORT_REPR.maxstring = _SHORT_REPR.maxother = 60
+
+
+def _short_repr(value: Any) -> str:
+    """``repr(value)`` cut to at most 60 characters, built without walking all of ``value``
+    (a list of a million entries costs as little as a short one)."""
+    text = _SHORT_REPR.repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return text
+
+
 def _describe(value: Any) -> str:
     """Short one-line description of a value for error messages: ``str 'abc'``, ``null``."""
     if value is None:
         return "null"
-    text = repr(value)
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return f"{type(value).__name__} {text}"
+    return f"{type(value).__name__} {_short_repr(value)}"
 
 
 def _format_path(parts: Sequence[str | int]) -> str:
@@ -102,17 +144,22 @@ def _format_path(parts: Sequence[str | int]) -> str:
 
 @dataclass
 class _Context:
-    """Where the data being validated came from, to name the right source in errors."""
+    """Where the data being validated came from, to name the right source in errors, and which
+    modules its components may import."""
 
     source: str
     overrides: Mapping[tuple[str, ...], str] = field(default_factory=dict)  # key path -> item
     created: Mapping[tuple[str, ...], str] = field(default_factory=dict)  # new section -> item
+    trusted: tuple[str, ...] | None = ()
+    """Module prefixes trusted beyond the toolkit's packages and ``LATENTEBM_TRUSTED_MODULES``;
+    None: any module (a recipe file the user runs directly, trusted like a script)."""
 
     def origin(self, parts: Sequence[str | int]) -> tuple[tuple[str, ...], str] | None:
         """The override (key path, item) that set ``parts`` or a section containing it.
 
-        A section that did not exist before an override created it counts only for errors about
-        the section itself (e.g. a misspelt section name), not for keys missing inside it.
+        A section that did not exist before an override created it counts here only for errors
+        about the section itself (e.g. a misspelt section name); errors about keys inside it
+        (a missing required key) are named by :meth:`created_by`.
         """
         exact = tuple(parts)
         if exact in self.created and exact not in self.overrides:
@@ -125,6 +172,23 @@ class _Context:
                     return key, self.overrides[key]
         return None
 
+    def created_by(self, parts: Sequence[str | int]) -> tuple[tuple[str, ...], str] | None:
+        """The outermost section above ``parts`` that an override created (it is not in the
+        file), with that override's item; None when every section above ``parts`` is the
+        file's."""
+        for n in range(1, len(parts)):
+            prefix = parts[:n]
+            if all(isinstance(p, str) for p in prefix):
+                key = tuple(str(p) for p in prefix)
+                if key in self.created:
+                    return key, self.created[key]
+        return None
+
+    def overrides_within(self, parts: Sequence[str | int]) -> list[str]:
+        """The override items that set ``parts`` or a key inside it."""
+        n = len(parts)
+        return [item for key, item in self.overrides.items() if key[:n] == tuple(parts)]
+
     def raw_override(self, parts: Sequence[str | int]) -> str | None:
         """The unparsed text of the override that set exactly ``parts``, if any."""
         found = self.origin(parts)
@@ -132,17 +196,38 @@ class _Context:
             return None
         return found[1].partition("=")[2].strip()
 
-    def error(self, parts: Sequence[str | int], message: str) -> RecipeError:
-        """A RecipeError for the key at ``parts``, prefixed with the key's source."""
+    def error(
+        self,
+        parts: Sequence[str | int],
+        message: str,
+        related: Iterable[Sequence[str | int]] = (),
+    ) -> RecipeError:
+        """A RecipeError for the key at ``parts``, prefixed with the key's source.
+
+        A key set by a command-line override names that override; a key inside a section that
+        only an override created names that override too. ``related``: other key paths the
+        problem depends on (a check across keys); when the key itself is the file's but one of
+        those was set on the command line, the message names that override as well.
+        """
         found = self.origin(parts)
         if found is not None:
             key, item = found
             if len(key) == len(parts):
                 return RecipeError(f"{COMMAND_LINE}: {item}: {message}")
             return RecipeError(f"{COMMAND_LINE}: {_format_path(parts)} (from '{item}'): {message}")
-        if not parts:
-            return RecipeError(f"{self.source}: {message}")
-        return RecipeError(f"{self.source}: {_format_path(parts)}: {message}")
+        created = self.created_by(parts)
+        if created is not None:
+            section, item = created
+            return RecipeError(
+                f"{COMMAND_LINE}: {item}: {_format_path(parts)}: {message} (the section "
+                f"'{_format_path(section)}' is not in {self.source}; this override creates it)"
+            )
+        where = f"{self.source}: {_format_path(parts)}" if parts else self.source
+        items = [i for path in related for i in self.overrides_within(path)]
+        if items:
+            shown = ", ".join(f"'{i}'" for i in dict.fromkeys(items))
+            return RecipeError(f"{where}: {message} (with the command-line override {shown})")
+        return RecipeError(f"{where}: {message}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,8 +245,14 @@ class ComponentConfig:
     """Validated instance of the class's ``Config`` dataclass."""
 
     def resolve(self) -> type:
-        """Import and return the component class."""
-        return _import_component(self.component, (COMPONENT_KEY,), _Context("component"))
+        """Import and return the component class.
+
+        The module is not checked against the trusted packages again: a ComponentConfig comes
+        from validation, which checked it (or from Python code, which is trusted).
+        """
+        return _import_component(
+            self.component, (COMPONENT_KEY,), _Context("component", trusted=None)
+        )
 
 
 def instantiate(component: ComponentConfig, **extra: Any) -> object:
@@ -170,12 +261,83 @@ def instantiate(component: ComponentConfig, **extra: Any) -> object:
     return cls(component.args, **extra)
 
 
+_MODULE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def trusted_module_prefixes(extra: Iterable[str] = ()) -> tuple[str, ...]:
+    """The module prefixes whose components a recipe not run directly may import.
+
+    The toolkit's packages (:data:`TOOLKIT_PACKAGES`), then the comma-separated entries of the
+    environment variable ``LATENTEBM_TRUSTED_MODULES``, then ``extra``. A prefix ``mypkg``
+    covers ``mypkg`` and ``mypkg.*``; ``mypkg.models`` covers only that subpackage.
+
+    Raises:
+        RecipeError: for an entry that is not a dotted module name.
+    """
+    env = os.environ.get(TRUSTED_MODULES_ENV, "")
+    entries = [e.strip() for e in env.split(",") if e.strip()]
+    for entry in entries:
+        if not _MODULE_RE.fullmatch(entry):
+            raise RecipeError(
+                f"{TRUSTED_MODULES_ENV}: {entry!r} is not a module name (expected "
+                "comma-separated dotted names, e.g. mypkg,other.components)"
+            )
+    extras = list(extra)
+    for entry in extras:
+        if not _MODULE_RE.fullmatch(entry):
+            raise RecipeError(f"trusted modules: {entry!r} is not a module name")
+    return tuple(dict.fromkeys([*TOOLKIT_PACKAGES, *entries, *extras]))
+
+
+def _covered(module: str, prefixes: Iterable[str]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+def _toolkit_location_problem(top: str) -> str | None:
+    """Why toolkit package ``top`` would not be the toolkit's own copy (None when it is).
+
+    A directory of the same name in the working directory (on ``sys.path`` under
+    ``python -m`` or in an interactive session) would shadow it. Looks the package up without
+    importing it (``importlib.util.find_spec`` of a top-level name runs no code of it).
+    """
+    expected = (Path(__file__).resolve().parent.parent / top).resolve()
+    module = sys.modules.get(top)
+    if module is not None:
+        locations = list(getattr(module, "__path__", None) or [])
+    else:
+        try:
+            spec = importlib.util.find_spec(top)
+        except (ImportError, ValueError):
+            return None  # the import below reports it
+        if spec is None:
+            return None
+        locations = list(spec.submodule_search_locations or [])
+    if any(Path(location).resolve() == expected for location in locations):
+        return None
+    where = ", ".join(str(location) for location in locations) or "outside a package directory"
+    return f"package '{top}' would be imported from {where}, not the toolkit's {expected}"
+
+
 def _import_component(target: str, parts: Sequence[str | int], ctx: _Context) -> type:
     module_name, _, attr = target.rpartition(".")
-    if not module_name or not attr:
+    if not module_name or not attr or not _MODULE_RE.fullmatch(target):
         raise ctx.error(
             parts, f"cannot import {target!r} (expected a dotted path like 'package.module.Class')"
         )
+    if ctx.trusted is not None:  # checked on the name alone: nothing is imported before
+        if not _covered(module_name, trusted_module_prefixes(ctx.trusted)):
+            raise ctx.error(
+                parts,
+                f"not importing module {module_name!r}: a recipe that is not a file you run "
+                f"only imports the toolkit's packages ({', '.join(TOOLKIT_PACKAGES)}) and those "
+                f"listed in {TRUSTED_MODULES_ENV}; if you trust this recipe's code, set "
+                f"{TRUSTED_MODULES_ENV}={module_name}",
+            )
+        top = module_name.partition(".")[0]
+        if top in TOOLKIT_PACKAGES:
+            problem = _toolkit_location_problem(top)
+            if problem is not None:
+                raise ctx.error(parts, f"not importing {target!r}: {problem}")
     try:
         module = importlib.import_module(module_name)
         obj = getattr(module, attr)
@@ -310,7 +472,8 @@ def _convert(tp: Any, value: Any, parts: tuple[str | int, ...], ctx: _Context) -
             return tuple(_convert(item_tp, item, (*parts, i), ctx) for i, item in enumerate(value))
         if len(value) != len(args):
             raise ctx.error(
-                parts, f"expected a list of {len(args)} entries, got {len(value)}: {value!r}"
+                parts,
+                f"expected a list of {len(args)} entries, got {len(value)}: {_short_repr(value)}",
             )
         pairs = enumerate(zip(args, value, strict=True))
         return tuple(_convert(a, item, (*parts, i), ctx) for i, (a, item) in pairs)
@@ -386,7 +549,13 @@ def _convert_dataclass(
     names = {f.name for f in init_fields}
     for key in value:
         if key not in names and key not in extra_keys:
-            raise ctx.error((*parts, str(key)), _unknown_key_message(key, names | set(extra_keys)))
+            shown = key if isinstance(key, str) and len(key) <= 60 else _short_repr(key)
+            # related: a _component_ chosen on the command line makes the file's keys unknown
+            raise ctx.error(
+                (*parts, shown),
+                _unknown_key_message(shown, names | set(extra_keys)),
+                related=[(*parts, k) for k in extra_keys],
+            )
     hints = _hints(cls)
     kwargs: dict[str, Any] = {}
     for f in init_fields:
@@ -398,6 +567,8 @@ def _convert_dataclass(
                 if default is not None:
                     item = _deep_merge(_to_plain(default), item)
             converted = _convert(hints[f.name], item, key_parts, ctx)
+            if f.metadata.get("path") and isinstance(converted, str):
+                converted = os.path.expanduser(converted)
             check: Callable[[Any], str | None] | None = f.metadata.get("check")
             if check is not None and converted is not None:
                 problem = check(converted)
@@ -408,8 +579,8 @@ def _convert_dataclass(
             raise ctx.error(key_parts, "missing required key")
     try:
         return cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ctx.error(parts, f"invalid {cls.__name__}: {exc}") from exc
+    except (TypeError, ValueError) as exc:  # a check across keys in the dataclass itself
+        raise ctx.error(parts, str(exc), related=[parts]) from exc
 
 
 def _convert_component(value: Any, parts: tuple[str | int, ...], ctx: _Context) -> ComponentConfig:
@@ -444,6 +615,7 @@ def validate(
     source: str = "<recipe>",
     *,
     overrides: Mapping[str, str] | None = None,
+    trusted_modules: Iterable[str] | None = (),
 ) -> T:
     """Build dataclass ``cls`` (or any supported annotation) from ``data``, checking every key.
 
@@ -455,12 +627,17 @@ def validate(
         source: where ``data`` came from (a file name, ``"checkpoint"``), used in error messages.
         overrides: dotted key path (from the recipe root) -> command-line item that set it; errors
             at or below such a key name ``command line`` and the item instead of ``source``.
+        trusted_modules: ``data`` is not a recipe file the user runs (it may come from a
+            checkpoint), so components may only be imported from the toolkit's packages, the
+            prefixes in ``LATENTEBM_TRUSTED_MODULES`` and these prefixes; None: from any module.
 
     Raises:
         RecipeError: on an unknown key, a wrong type, a missing required key, a bad value or a
-            component that cannot be imported.
+            component that cannot (or may not) be imported.
     """
-    ctx = _Context(source, {tuple(k.split(".")): v for k, v in (overrides or {}).items()})
+    trusted = None if trusted_modules is None else tuple(trusted_modules)
+    origins = {tuple(k.split(".")): v for k, v in (overrides or {}).items()}
+    ctx = _Context(source, origins, trusted=trusted)
     parts: tuple[str | int, ...] = tuple(path.split(".")) if path else ()
     return _convert(cls, data, parts, ctx)
 
@@ -502,6 +679,29 @@ def _probability(value: float) -> str | None:
     return None if 0.0 <= value <= 1.0 else f"must be in [0, 1], got {value!r}"
 
 
+def _rate(value: float) -> str | None:
+    """A dropout rate: ``[0, 1)``."""
+    return None if 0.0 <= value < 1.0 else f"must be in [0, 1), got {value!r}"
+
+
+def check_fields(obj: Any) -> None:
+    """Run the value ``check`` of every field of dataclass instance ``obj`` (see ``_field``).
+
+    For a component Config's ``__post_init__``, so that a Config built in Python is checked as
+    one read from a recipe (where validation runs the same checks first and names the key).
+
+    Raises:
+        ValueError: ``"<field>: <problem>"`` for the first field whose check fails.
+    """
+    for f in dataclasses.fields(obj):
+        check: Callable[[Any], str | None] | None = f.metadata.get("check")
+        value = getattr(obj, f.name)
+        if check is not None and value is not None:
+            problem = check(value)
+            if problem:
+                raise ValueError(f"{f.name}: {problem}")
+
+
 def _each_positive(values: Sequence[float]) -> str | None:
     for i, value in enumerate(values):
         if not value > 0:
@@ -517,6 +717,17 @@ def _betas(values: Sequence[float]) -> str | None:
 
 
 _DEVICE_RE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+SEED_LIMIT = 2**32
+"""Seeds are in ``0 .. 2**32 - 1``: what every random generator a run seeds accepts (NumPy's
+legacy ``np.random.seed`` takes no more), with room for the derived per-process seeds."""
+
+
+def _seed(value: int) -> str | None:
+    if 0 <= value < SEED_LIMIT:
+        return None
+    return f"must be in 0..{SEED_LIMIT - 1} (2**32 - 1), got {_short_repr(value)}"
 
 
 def _digit(value: int) -> str | None:
@@ -539,11 +750,18 @@ def _field(
     *,
     factory: Callable[[], Any] | None = None,
     check: Check | None = None,
+    path: bool = False,
 ) -> Any:
-    """A dataclass field carrying its documentation (``doc``) and a value ``check``."""
+    """A dataclass field carrying its documentation (``doc``) and a value ``check``.
+
+    ``path``: the value is a file or directory path; validation expands a leading ``~`` (the
+    user's home directory), as a shell would.
+    """
     metadata: dict[str, Any] = {"doc": doc}
     if check is not None:
         metadata["check"] = check
+    if path:
+        metadata["path"] = True
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -558,7 +776,9 @@ def _field(
 class DataConfig:
     """Where the data sets live."""
 
-    root: str | None = _field(None, "Data root directory; null -> environment LATENTEBM_DATA.")
+    root: str | None = _field(
+        None, "Data root directory; null -> environment LATENTEBM_DATA.", path=True
+    )
 
 
 @dataclass(kw_only=True)
@@ -730,13 +950,16 @@ class TrainerConfig(TimeBudgetConfig):
     keep_checkpoints: int = _field(
         3, "Number of most recent checkpoints kept; 0: keep all.", check=_non_negative
     )
-    run_dir: str | None = _field(None, "Run directory; null: <runs_root>/<name>/<timestamp>.")
-    runs_root: str = _field("runs", "Parent directory of default run directories.")
+    run_dir: str | None = _field(
+        None, "Run directory; null: <runs_root>/<name>/<timestamp>.", path=True
+    )
+    runs_root: str = _field("runs", "Parent directory of default run directories.", path=True)
     resume: str | None = _field(
         None,
         "Resume from: null (fresh run), auto (newest checkpoint of trainer.run_dir if set, else "
         "of the newest run of this recipe; a fresh run if none), or a checkpoint file or run "
         "directory.",
+        path=True,
     )
     nonfinite: Literal["stop", "skip"] = _field(
         "stop", "On a non-finite loss: stop training, or skip the batch."
@@ -768,7 +991,7 @@ class AnomalyConfig:
         "and all anomalous images form the test split.",
         check=_open_unit,
     )
-    split_seed: int = _field(0, "Seed of the shuffle that splits the normal images.")
+    split_seed: int = _field(0, "Seed of the shuffle that splits the normal images.", check=_seed)
 
 
 @dataclass(kw_only=True)
@@ -781,7 +1004,7 @@ class Recipe:
         "is the data-space short-run EBM (latentebm.shortrun) and has its own keys.",
     )
     name: str | None = _field(None, "Recipe name; defaults to the recipe file's stem.")
-    seed: int = _field(0, "Random seed.")
+    seed: int = _field(0, "Random seed, 0 .. 2**32 - 1.", check=_seed)
     device: str = _field("auto", "auto | cpu | cuda | cuda:N | mps.", check=_device)
     data: DataConfig = _field(doc="Data location.", factory=DataConfig)
     task: ComponentConfig = _field(doc="The task, e.g. _component_: tasks.text.TextTask.")
@@ -812,11 +1035,11 @@ def _parse_override(item: Any) -> tuple[tuple[str, ...], Any]:
     if not all(_KEY_RE.fullmatch(p) for p in parts):
         raise RecipeError(f"{COMMAND_LINE}: {item}: invalid key path {key.strip()!r}")
     try:
-        value = yaml.safe_load(raw)
+        value = _load_yaml(raw)
     except yaml.YAMLError as exc:
-        problem = getattr(exc, "problem", None) or type(exc).__name__
+        problem = getattr(exc, "problem", None) or str(exc) or type(exc).__name__
         raise RecipeError(
-            f"{COMMAND_LINE}: {item}: cannot parse value {raw!r} as YAML ({problem})"
+            f"{COMMAND_LINE}: {item}: cannot parse value {_short_repr(raw)} as YAML ({problem})"
         ) from None
     return parts, value
 
@@ -876,8 +1099,19 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
 # ---------------------------------------------------------------------------------------------
 
 
+class _YAMLSizeError(yaml.YAMLError):
+    """A YAML document too big or too deep once its aliases are expanded (one line)."""
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys in a mapping (PyYAML keeps the last silently)."""
+    """SafeLoader that rejects duplicate keys in a mapping (PyYAML keeps the last silently) and
+    documents that expand beyond :data:`MAX_YAML_VALUES` values or :data:`MAX_YAML_DEPTH` levels
+    through aliases (a "billion laughs" of nested ``&a [*b, *b, ...]``), or that refer to
+    themselves. The check runs on the composed nodes, before anything is constructed."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _check_expanded_size(node)
+        return super().construct_document(node)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
@@ -893,14 +1127,73 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 raise yaml.constructor.ConstructorError(
                     "while constructing a mapping",
                     node.start_mark,
-                    f"found duplicate key {key!r}",
+                    f"found duplicate key {_short_repr(key)}",
                     key_node.start_mark,
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
 
+def _check_expanded_size(root: yaml.Node) -> None:
+    """Raise _YAMLSizeError when ``root`` expanded (each alias as a copy of its anchor's value)
+    has more than MAX_YAML_VALUES nodes, is deeper than MAX_YAML_DEPTH or contains itself.
+
+    Shared nodes are counted once per use but visited once (memoised), so the check costs the
+    size of the file, not of the expansion.
+    """
+    sizes: dict[int, int] = {}
+    visiting: set[int] = set()
+
+    def size(node: yaml.Node, depth: int) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in visiting:
+            raise _YAMLSizeError(f"line {node.start_mark.line + 1}: an alias refers to itself")
+        if depth > MAX_YAML_DEPTH:
+            raise _YAMLSizeError(
+                f"line {node.start_mark.line + 1}: nested more than {MAX_YAML_DEPTH} levels deep"
+            )
+        total = 1
+        if isinstance(node, yaml.SequenceNode | yaml.MappingNode):
+            visiting.add(key)
+            children: list[yaml.Node] = []
+            for item in node.value:
+                children.extend(item if isinstance(item, tuple) else (item,))
+            for child in children:
+                total += size(child, depth + 1)
+                if total > MAX_YAML_VALUES:
+                    raise _YAMLSizeError(
+                        f"expands to more than {MAX_YAML_VALUES} values through aliases "
+                        "(write the values out, or use fewer aliases)"
+                    )
+            visiting.discard(key)
+        sizes[key] = total
+        return total
+
+    size(root, 0)
+
+
+def _load_yaml(text: str) -> Any:
+    """``text`` parsed with the recipe loader (safe, unique keys, bounded expansion).
+
+    Raises yaml.YAMLError (a too-deep document included: the composer's RecursionError)."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:
+        raise _YAMLSizeError(f"nested more than {MAX_YAML_DEPTH} levels deep") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise _YAMLSizeError(f"{type(exc).__name__}: {exc}") from None
+
+
 def read_yaml(path: Path, source: str) -> dict[str, Any]:
+    """The top-level mapping of a YAML recipe file.
+
+    Raises:
+        RecipeError: naming ``source`` for a file that cannot be read, invalid YAML, duplicate
+            keys, aliases that expand beyond MAX_YAML_VALUES values, or a top level that is not a
+            mapping.
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -910,7 +1203,7 @@ def read_yaml(path: Path, source: str) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise RecipeError(f"{source}: cannot read recipe ({type(exc).__name__}: {exc})") from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        data = _load_yaml(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
@@ -929,47 +1222,111 @@ def read_yaml(path: Path, source: str) -> dict[str, Any]:
     return data
 
 
+def _load(cls: type[T], path: str | Path, overrides: Sequence[str] = ()) -> tuple[T, _Context]:
+    source = str(path)
+    data = read_yaml(Path(path), source)
+    merged, origins, created = _apply_overrides(data, overrides)
+    ctx = _Context(source, origins, created, trusted=None)  # a file the user runs: any module
+    result: T = _convert(cls, merged, (), ctx)
+    return result, ctx
+
+
 def load_config(cls: type[T], path: str | Path, overrides: Sequence[str] = ()) -> T:
     """Read a YAML file, apply command-line overrides and validate it against dataclass ``cls``.
 
     The schema-agnostic core of :func:`load_recipe` (other recipe families, such as
-    :class:`latentebm.shortrun.config.ShortRunRecipe`, use it with their own schema). Raises
-    RecipeError naming the file (or ``command line`` and the override item) and the key path.
+    :class:`latentebm.shortrun.config.ShortRunRecipe`, use it with their own schema). The file is
+    a recipe the user runs, trusted like a script: its components may come from any importable
+    module. Raises RecipeError naming the file (or ``command line`` and the override item) and
+    the key path.
     """
-    source = str(path)
-    data = read_yaml(Path(path), source)
-    merged, origins, created = _apply_overrides(data, overrides)
-    result: T = _convert(cls, merged, (), _Context(source, origins, created))
-    return result
+    return _load(cls, path, overrides)[0]
 
 
 def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
-    """Read a YAML recipe, apply command-line overrides and validate it.
+    """Read a YAML recipe the user runs, apply command-line overrides and validate it.
 
-    ``name`` defaults to the file's stem. Raises RecipeError naming the file (or ``command line``
-    and the override item) and the key path on any problem.
+    ``name`` defaults to the file's stem. Components may come from any importable module (the
+    file is trusted like a script). Raises RecipeError naming the file (or ``command line`` and
+    the override item) and the key path on any problem.
     """
-    source = str(path)
-    recipe = load_config(Recipe, path, overrides)
-    check_chain_init(recipe, source)
+    recipe, ctx = _load(Recipe, path, overrides)
+    _check_recipe(recipe, ctx)
     if recipe.name is None:
         recipe.name = Path(path).stem
     return recipe
 
 
-def check_chain_init(recipe: Recipe, source: str) -> None:
+def _check_recipe(recipe: Recipe, ctx: _Context) -> None:
+    """The checks across sections, after each key was validated on its own."""
+    _check_chain_init(recipe, ctx)
+    _check_anomaly(recipe, ctx)
+
+
+def _check_chain_init(recipe: Recipe, ctx: _Context) -> None:
     """Each chain's ``init`` must be one it supports; ``amortized`` needs ``model.inference``."""
     model = recipe.model
     if model.prior_chain.init == "amortized":
-        raise RecipeError(
-            f"{source}: model.prior_chain.init: amortized is for the posterior chain; the prior "
-            "chain takes noise or persistent"
+        raise ctx.error(
+            ("model", "prior_chain", "init"),
+            "amortized is for the posterior chain; the prior chain takes noise or persistent",
         )
     if model.posterior_chain.init == "amortized" and model.inference is None:
-        raise RecipeError(
-            f"{source}: model.posterior_chain.init: amortized needs model.inference "
-            "(e.g. _component_: latentebm.inference.SequenceEncoder)"
+        raise ctx.error(
+            ("model", "posterior_chain", "init"),
+            "amortized needs model.inference "
+            "(e.g. _component_: latentebm.inference.SequenceEncoder)",
+            related=[("model", "inference")],
         )
+
+
+_ANOMALY_KEYWORDS = {
+    "anomaly_digit": "digit",
+    "anomaly_train_fraction": "train_fraction",
+    "anomaly_split_seed": "split_seed",
+}
+"""The task keyword (and task Config field) each ``anomaly`` key reaches, see ``build_task``."""
+
+
+def _check_anomaly(recipe: Recipe, ctx: _Context) -> None:
+    """An ``anomaly`` section needs a task that takes it (``anomaly_digit``, ... keywords); a
+    task whose Config has those fields must accept their values."""
+    anomaly = recipe.anomaly
+    if anomaly is None:
+        return
+    task_cls = recipe.task.resolve()
+    try:
+        params = inspect.signature(task_cls).parameters
+    except (TypeError, ValueError):  # no signature to read: leave it to the task
+        return
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    if not takes_any and not all(name in params for name in _ANOMALY_KEYWORDS):
+        raise ctx.error(
+            ("anomaly",),
+            f"the task {recipe.task.component} has no anomaly-detection split (an anomaly "
+            "section needs an image task with class labels, e.g. tasks.images.ImageTask on "
+            "mnist); remove the anomaly section",
+            related=[("task",)],
+        )
+    args = recipe.task.args
+    if not dataclasses.is_dataclass(args) or isinstance(args, type):
+        return
+    names = {f.name for f in dataclasses.fields(args)}
+    if not set(_ANOMALY_KEYWORDS) <= names:
+        return
+    task_digit = getattr(args, "anomaly_digit", None)
+    if task_digit is not None and task_digit != anomaly.digit:
+        raise ctx.error(
+            ("anomaly", "digit"),
+            f"task.anomaly_digit {task_digit} and anomaly.digit {anomaly.digit} disagree; "
+            "set one of them",
+            related=[("task",)],
+        )
+    values = {kw: getattr(anomaly, key) for kw, key in _ANOMALY_KEYWORDS.items()}
+    try:
+        dataclasses.replace(args, **values)
+    except (TypeError, ValueError) as exc:
+        raise ctx.error(("anomaly",), str(exc), related=[("task",)]) from exc
 
 
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
@@ -980,10 +1337,22 @@ def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
     return _to_plain(recipe)
 
 
-def recipe_from_dict(data: Mapping[str, Any], source: str = "checkpoint") -> Recipe:
-    """Inverse of :func:`recipe_to_dict` (validates; ``source`` names the origin in errors)."""
-    recipe: Recipe = _convert(Recipe, data, (), _Context(source))
-    check_chain_init(recipe, source)
+def recipe_from_dict(
+    data: Mapping[str, Any],
+    source: str = "checkpoint",
+    *,
+    trusted_modules: Iterable[str] | None = (),
+) -> Recipe:
+    """Inverse of :func:`recipe_to_dict` (validates; ``source`` names the origin in errors).
+
+    The recipe is not a file the user runs (a checkpoint's): its components may only come from
+    :func:`trusted_module_prefixes` (the toolkit's packages, ``LATENTEBM_TRUSTED_MODULES``) and
+    ``trusted_modules``; ``trusted_modules=None`` allows any module.
+    """
+    trusted = None if trusted_modules is None else tuple(trusted_modules)
+    ctx = _Context(source, trusted=trusted)
+    recipe: Recipe = _convert(Recipe, data, (), ctx)
+    _check_recipe(recipe, ctx)
     return recipe
 
 
@@ -999,10 +1368,11 @@ def _represent_list(dumper: yaml.SafeDumper, data: list[Any]) -> yaml.SequenceNo
 _Dumper.add_representer(list, _represent_list)
 
 
-def recipe_to_yaml(recipe: Recipe) -> str:
-    """The recipe as YAML text, keys in schema order."""
+def recipe_to_yaml(recipe: Any) -> str:
+    """The recipe (a :class:`Recipe`, or another family's recipe dataclass such as
+    ``ShortRunRecipe``) as YAML text, keys in schema order."""
     return yaml.dump(
-        recipe_to_dict(recipe),
+        _to_plain(recipe),
         Dumper=_Dumper,
         sort_keys=False,
         default_flow_style=False,

@@ -21,6 +21,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from latentebm.config import _field, _positive, check_fields
+
 
 class SequenceEncoder(nn.Module):
     """``q_phi(z | x)``: a (bidirectional) LSTM over the tokens, its final states mapped to the
@@ -34,14 +36,17 @@ class SequenceEncoder(nn.Module):
 
     @dataclass
     class Config:
-        embedding_dim: int = 128
+        embedding_dim: int = _field(128, check=_positive)
         """Size of the token embeddings."""
-        hidden_dim: int = 256
+        hidden_dim: int = _field(256, check=_positive)
         """LSTM hidden units per direction."""
         bidirectional: bool = True
         """Read the sequence in both directions."""
         init_log_std: float = 0.0
         """Initial bias of the log standard deviation (0: q starts near N(., I))."""
+
+        def __post_init__(self) -> None:
+            check_fields(self)
 
     def __init__(
         self,

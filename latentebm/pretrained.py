@@ -331,14 +331,32 @@ class Pretrained:
         return torch.cat(scores)
 
 
-def load(path: str | Path, device: str | torch.device = "cpu") -> Pretrained:
-    """Load the newest checkpoint of a run directory (or a checkpoint file)."""
+def load(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    *,
+    trusted_modules: Sequence[str] = (),
+) -> Pretrained:
+    """Load the newest checkpoint of a run directory (or a checkpoint file).
+
+    The checkpoint's recipe names its task and generator classes; they are imported only from
+    the toolkit's packages (``latentebm``, ``tasks``), the module prefixes in the environment
+    variable ``LATENTEBM_TRUSTED_MODULES`` and ``trusted_modules`` (``docs/guarantees.md``), so
+    loading a checkpoint from elsewhere runs no code from the working directory.
+
+    Raises:
+        CheckpointError: for a file that is not a readable checkpoint.
+        RecipeError: naming the checkpoint and the key for a recipe that does not validate or
+            names a component outside the trusted modules.
+    """
     checkpoint = resolve_checkpoint(path)
     state = load_checkpoint(checkpoint, map_location=device)
     require_fields(
         state, checkpoint, {"recipe": dict, "task_state": (dict, type(None)), "step": int}
     )
-    recipe = recipe_from_dict(state["recipe"], source=str(checkpoint))
+    recipe = recipe_from_dict(
+        state["recipe"], source=str(checkpoint), trusted_modules=trusted_modules
+    )
     task = build_task(recipe, state=state["task_state"])
     model = build_model(recipe, task)
     load_weights(model, state["model"], checkpoint)

@@ -494,14 +494,15 @@ def test_round_trip_dict_and_torch(tmp_path: Path) -> None:
     _assert_plain(data)
     assert data["task"] == {"_component_": "tests.test_config.DummyTask", "foo": 7, "path": None}
     assert data["optim"]["prior"]["betas"] == [0.5, 0.999]
-    assert recipe_from_dict(data) == recipe
+    trusted = ("tests.test_config",)  # a checkpoint's recipe imports only trusted modules
+    assert recipe_from_dict(data, trusted_modules=trusted) == recipe
 
     buffer = io.BytesIO()
     torch.save({"recipe": data}, buffer)
     buffer.seek(0)
     loaded = torch.load(buffer, weights_only=True)["recipe"]
     assert loaded == data
-    again = recipe_from_dict(loaded)
+    again = recipe_from_dict(loaded, trusted_modules=trusted)
     assert again == recipe
     assert isinstance(again.optim.prior.betas, tuple)
     assert isinstance(again, Recipe)
@@ -510,7 +511,8 @@ def test_round_trip_dict_and_torch(tmp_path: Path) -> None:
 def test_recipe_from_dict_errors_name_source(tmp_path: Path) -> None:
     data = recipe_to_dict(load_recipe(write(tmp_path, FULL)))
     data["trainer"]["batch_size"] = "x"
-    assert error_of(lambda: recipe_from_dict(data)) == (
+    trusted = ("tests.test_config",)
+    assert error_of(lambda: recipe_from_dict(data, trusted_modules=trusted)) == (
         "checkpoint: trainer.batch_size: expected int, got str 'x'"
     )
 

@@ -43,6 +43,13 @@ from latentebm.train import TrainingError
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def trust_tiny_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tiny runs' task is this module's TinyImageTask; a recipe read back from a checkpoint
+    (or built with ``validate``) imports it only from a trusted module."""
+    monkeypatch.setenv("LATENTEBM_TRUSTED_MODULES", "tests.test_shortrun")
+
+
 # --------------------------------------------------------------------------- a tiny image task
 class TinyImageTask:
     """Synthetic ``size x size`` grey images in [-1, 1] (a bright square at random places), with

@@ -41,6 +41,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from latentebm.config import _field, _non_negative, _positive, check_fields
+
 __all__ = ["ARCHITECTURES", "ConvGenerator"]
 
 ARCHITECTURES: dict[str, tuple[int, tuple[tuple[int, int, int, int], ...]]] = {
@@ -68,14 +70,14 @@ class ConvGenerator(nn.Module):
 
     @dataclass
     class Config:
-        ngf: int = 64
+        ngf: int = _field(64, check=_positive)
         """Channel factor of the generator (Table 6: 64 for SVHN and CelebA, 128 for CIFAR-10)."""
         architecture: Literal["auto", "mnist28", "svhn32", "cifar32", "celeba64"] = "auto"
         """Layer plan (module docstring); ``auto`` picks by the image side: 28 -> mnist28,
         32 -> svhn32, 64 -> celeba64."""
-        likelihood_sigma: float = 0.3
+        likelihood_sigma: float = _field(0.3, check=_positive)
         """tau, the standard deviation of ``p_beta(x | z)`` (0.3 in the reference code)."""
-        negative_slope: float = 0.2
+        negative_slope: float = _field(0.2, check=_non_negative)
         """LeakyReLU slope between layers (reference code 0.2; Table 6's caption says 0.1)."""
         batch_norm: bool = False
         """BatchNorm2d after each hidden transposed convolution (off in Table 6)."""
@@ -83,20 +85,11 @@ class ConvGenerator(nn.Module):
         """Weight initialisation of the transposed convolutions (appendix B.1: Xavier normal)."""
 
         def __post_init__(self) -> None:
-            if self.ngf < 1:
-                raise ValueError(f"generator.ngf must be >= 1, got {self.ngf}")
+            check_fields(self)  # ngf, likelihood_sigma, negative_slope
             if self.architecture not in ("auto", *ARCHITECTURES):
                 raise ValueError(
                     f"generator.architecture must be 'auto' or one of {list(ARCHITECTURES)}, "
                     f"got {self.architecture!r}"
-                )
-            if not self.likelihood_sigma > 0:
-                raise ValueError(
-                    f"generator.likelihood_sigma must be > 0, got {self.likelihood_sigma}"
-                )
-            if self.negative_slope < 0:
-                raise ValueError(
-                    f"generator.negative_slope must be >= 0, got {self.negative_slope}"
                 )
             if self.init not in ("xavier_normal", "default"):
                 raise ValueError(

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from latentebm.config import _field, _positive, _rate, check_fields
 from latentebm.generators import decoding
 from latentebm.generators.fused import linear_cross_entropy
 
@@ -39,20 +40,20 @@ class LSTMDecoder(nn.Module, decoding.StepwiseDecoder[RecurrentState]):
 
     @dataclass
     class Config:
-        embedding_dim: int = 128
+        embedding_dim: int = _field(128, check=_positive)
         """Size of the token embeddings (Table 7: 128 for PTB)."""
-        hidden_dim: int = 512
+        hidden_dim: int = _field(512, check=_positive)
         """LSTM hidden units (Table 7: 512 for PTB)."""
-        num_layers: int = 1
+        num_layers: int = _field(1, check=_positive)
         """Stacked LSTM layers (1 in the paper)."""
         cell: Literal["lstm", "gru"] = "lstm"
         """Recurrent cell: ``lstm`` (the paper) or ``gru`` (z sets the initial hidden state of
         either; the LSTM's initial cell state is 0)."""
-        dropout: float = 0.0
+        dropout: float = _field(0.0, check=_rate)
         """Dropout on embeddings and LSTM outputs during training."""
-        init_range: float = 0.1
+        init_range: float = _field(0.1, check=_positive)
         """Weights start from Unif(-init_range, init_range) (seed 001 appendix B.1)."""
-        max_decode_length: int = 60
+        max_decode_length: int = _field(60, check=_positive)
         """Longest sequence produced by ``sample`` unless told otherwise."""
         fused_output: bool = True
         """Score tokens with the fused, chunked output layer
@@ -61,6 +62,9 @@ class LSTMDecoder(nn.Module, decoding.StepwiseDecoder[RecurrentState]):
         plain ``linear`` + ``cross_entropy`` up to rounding, without materialising the
         ``(B*T, vocab)`` logits. Training steps (weights need gradients) and no-grad scoring
         always take the plain path. ``False``: always the plain path."""
+
+        def __post_init__(self) -> None:
+            check_fields(self)
 
     def __init__(
         self,

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from latentebm.config import _field, _positive, _rate, check_fields
 from latentebm.generators import decoding
 from latentebm.generators.fused import linear_cross_entropy
 
@@ -71,26 +72,26 @@ class TransformerDecoder(nn.Module, decoding.StepwiseDecoder[Any]):
 
     @dataclass
     class Config:
-        n_layer: int = 4
+        n_layer: int = _field(4, check=_positive)
         """Transformer blocks (GPT-2 ``n_layer``)."""
-        n_embd: int = 256
+        n_embd: int = _field(256, check=_positive)
         """Width of the embeddings and hidden states (GPT-2 ``n_embd``)."""
-        n_head: int = 4
+        n_head: int = _field(4, check=_positive)
         """Attention heads per block; must divide ``n_embd``."""
-        dropout: float = 0.0
+        dropout: float = _field(0.0, check=_rate)
         """Dropout on embeddings, attention weights and residual branches during training (GPT-2
         ``embd_pdrop``, ``attn_pdrop``, ``resid_pdrop``). It is also active in the posterior
         Langevin chain of a training step, as for the LSTM decoder."""
-        max_positions: int = 128
+        max_positions: int = _field(128, check=_positive)
         """Longest input (``<bos> x_1 .. x_n``, i.e. sequence length - 1) the position
         embeddings cover; ``n_positions`` is this plus ``n_prefix`` in ``prefix`` mode."""
-        init_std: float = 0.02
+        init_std: float = _field(0.02, check=_positive)
         """Standard deviation of the normal initialisation (GPT-2 ``initializer_range``), also
         used for the z maps; biases start at 0."""
         z_conditioning: Literal["prefix", "cross_attention"] = "prefix"
         """How z enters: ``prefix`` (z -> n_prefix embeddings prepended to the tokens) or
         ``cross_attention`` (z -> n_prefix states that every block cross-attends to)."""
-        n_prefix: int = 4
+        n_prefix: int = _field(4, check=_positive)
         """Number of vectors z is mapped to (prefix tokens or cross-attention states)."""
         z_to_tokens: bool = False
         """Also add a linear image of z to every token embedding (as the LSTM decoder feeds z
@@ -100,13 +101,25 @@ class TransformerDecoder(nn.Module, decoding.StepwiseDecoder[Any]):
         attn_implementation: Literal["sdpa", "eager"] = "sdpa"
         """Attention kernel of ``transformers``: ``sdpa`` (PyTorch's fused attention) or
         ``eager`` (plain matmul + softmax)."""
-        max_decode_length: int = 60
+        max_decode_length: int = _field(60, check=_positive)
         """Longest sequence produced by ``sample`` unless told otherwise (<= max_positions)."""
         fused_output: bool = True
         """Score tokens with the fused, chunked output layer
         (:func:`latentebm.generators.fused.linear_cross_entropy`) when the output layer is
         frozen and z needs a gradient (the Langevin chains); ``False``: always the plain
         ``linear`` + ``cross_entropy``."""
+
+        def __post_init__(self) -> None:
+            check_fields(self)
+            if self.n_embd % self.n_head:
+                raise ValueError(
+                    f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})"
+                )
+            if self.max_decode_length > self.max_positions:
+                raise ValueError(
+                    f"max_decode_length ({self.max_decode_length}) must be <= max_positions "
+                    f"({self.max_positions})"
+                )
 
     def __init__(
         self,
@@ -120,18 +133,7 @@ class TransformerDecoder(nn.Module, decoding.StepwiseDecoder[Any]):
     ) -> None:
         super().__init__()
         gpt2_config_cls, gpt2_model_cls = _import_gpt2()
-        if config.n_embd % config.n_head:
-            raise ValueError(
-                f"n_embd ({config.n_embd}) must be a multiple of n_head ({config.n_head})"
-            )
-        for name in ("n_layer", "n_embd", "n_head", "max_positions", "n_prefix"):
-            if getattr(config, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
-        if config.max_decode_length > config.max_positions:
-            raise ValueError(
-                f"max_decode_length ({config.max_decode_length}) must be <= max_positions "
-                f"({config.max_positions})"
-            )
+        config.__post_init__()  # the checks of Config, in case a field was changed since
         self.config = config
         self.z_dim = z_dim
         self.vocab_size = vocab_size

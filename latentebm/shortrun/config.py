@@ -33,6 +33,7 @@ from latentebm.config import (
     _non_negative,
     _positive,
     _probability,
+    _seed,
     load_config,
 )
 
@@ -167,12 +168,15 @@ class ShortRunTrainerConfig(TimeBudgetConfig):
     keep_checkpoints: int = _field(
         3, "Number of most recent checkpoints kept; 0: keep all.", check=_non_negative
     )
-    run_dir: str | None = _field(None, "Run directory; null: <runs_root>/<name>/<timestamp>.")
-    runs_root: str = _field("runs", "Parent directory of default run directories.")
+    run_dir: str | None = _field(
+        None, "Run directory; null: <runs_root>/<name>/<timestamp>.", path=True
+    )
+    runs_root: str = _field("runs", "Parent directory of default run directories.", path=True)
     resume: str | None = _field(
         None,
         "null (fresh run), auto (newest checkpoint of trainer.run_dir if set, else of the newest "
         "run of this recipe; a fresh run if none) or a checkpoint file or run directory.",
+        path=True,
     )
     samples_at_end: int = _field(
         64, "Images in samples/final.png (fresh noise chains); 0: none.", check=_non_negative
@@ -204,7 +208,7 @@ class ShortRunRecipe:
         doc="Recipe family (required): shortrun selects this schema and trainer."
     )
     name: str | None = _field(None, "Recipe name; defaults to the recipe file's stem.")
-    seed: int = _field(0, "Random seed.")
+    seed: int = _field(0, "Random seed, 0 .. 2**32 - 1.", check=_seed)
     device: str = _field("auto", "auto | cpu | cuda | cuda:N | mps.", check=_device)
     data: DataConfig = _field(doc="Data location.", factory=DataConfig)
     task: ComponentConfig = _field(
