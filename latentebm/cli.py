@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
 import os
@@ -1067,11 +1068,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Interrupted as error:
         print(f"latentebm: {error}", file=sys.stderr)
         return error.exit_code
+    except BrokenPipeError:  # the reader of stdout went away (`latentebm cat x | head`)
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports it
     except (RecipeError, TrainingError, CheckpointError, OSError, ValueError) as error:
         if os.environ.get("LATENTEBM_DEBUG"):
             raise
-        print(f"latentebm: error: {error}", file=sys.stderr)
+        print(f"latentebm: error: {one_line(str(error))}", file=sys.stderr)
         return 2
+
+
+def one_line(message: str) -> str:
+    """``message`` on one line: its lines joined with ``"; "``, runs of blanks made one (the
+    CLI's contract is one error line, whatever a library's exception text looks like)."""
+    parts = [" ".join(line.split()) for line in message.splitlines()]
+    return "; ".join(part for part in parts if part) or "unknown error"
 
 
 if __name__ == "__main__":

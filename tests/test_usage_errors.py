@@ -339,3 +339,25 @@ def test_argparse_types_are_shared() -> None:
         for (name, _), kind in types.items()
         if name in ("generate", "interpolate", "evaluate", "diagnose", "mnist-features")
     )
+
+
+def test_error_messages_are_one_line() -> None:
+    from latentebm.cli import one_line
+
+    assert one_line("a\n\n  b   c\n\td") == "a; b c; d"
+    assert one_line("") == "unknown error"
+
+
+def test_a_closed_pipe_is_not_an_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``latentebm cat quickstart | head -1``: when the reader of stdout goes away the command
+    stops quietly with 141 (128 + SIGPIPE), no error line."""
+    import latentebm.cli as cli
+
+    def closed_pipe(args: Any) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, "cmd_cat", closed_pipe)
+    assert cli.main(["cat", "quickstart"]) == 141
+    assert capsys.readouterr().err == ""
