@@ -195,6 +195,9 @@ class Trainer:
             optim_changes = _apply_optim_settings(saved["recipe"], self.recipe, optimizers)
         broadcast_parameters(model, ctx)
 
+        # every split's data file is read before a run directory is claimed, so a missing or
+        # unreadable file (the test split, say) leaves no half-started run behind
+        description = task.describe() if ctx.is_main else ""
         in_place = None
         if ctx.is_main and resume_from is not None:
             in_place = continue_in(resume_from, cfg.run_dir)
@@ -221,7 +224,7 @@ class Trainer:
                 say(f"resume: {change}")
             if optim_changes:
                 self._append_metrics({"event": "optimiser changed", "changes": optim_changes})
-            say(f"task: {task.describe()}")
+            say(f"task: {description}")
             n_params = sum(p.numel() for p in model.parameters())
             say(
                 f"model: {n_params:,} parameters on {device}; {model.prior_chain!r} (prior), "

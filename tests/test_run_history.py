@@ -20,6 +20,7 @@ import latentebm.checkpoint as checkpoint_module
 from latentebm.checkpoint import CheckpointError, checkpoint_path, list_checkpoints, save_atomic
 from latentebm.cli import main as cli_main
 from latentebm.config import load_recipe
+from latentebm.data import DataFileError
 from latentebm.model import LatentEBM
 from latentebm.runs import RUN_ID_FILE
 from latentebm.train import DIVERGED_WEIGHT, Trainer, TrainingError
@@ -306,3 +307,12 @@ def test_shortrun_resume_from_a_loose_checkpoint_file_claims_a_new_run(tmp_path:
     assert resumed.parent == tmp_path / "runs" / "tiny"
     assert snapshot(tmp_path / "home") == before
     assert sorted(p.name for p in (tmp_path / "home").rglob("*")) == ["downloads", "model.pt"]
+
+
+def test_a_missing_test_file_is_reported_before_the_run_dir_is_claimed(
+    tiny_recipe, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    with pytest.raises(DataFileError, match=r"nope\.txt"):
+        fit(tiny_recipe(), f"task.test={tmp_path / 'nope.txt'}", f"trainer.run_dir={run}")
+    assert not run.exists()
