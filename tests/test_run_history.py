@@ -289,9 +289,12 @@ def test_a_finite_divergence_is_flagged(
 # ----------------------------------------------------------------------------- short-run EBM
 
 
-def test_shortrun_resume_from_a_loose_checkpoint_file_claims_a_new_run(tmp_path: Path) -> None:
+def test_shortrun_resume_from_a_loose_checkpoint_file_claims_a_new_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A checkpoint outside RUN/checkpoints/ must not make the trainer write into the file's
     grandparent directory."""
+    monkeypatch.setenv("LATENTEBM_TRUSTED_MODULES", "tests.test_shortrun")
     from latentebm.shortrun.train import ShortRunTrainer
     from tests.test_shortrun import tiny_recipe as shortrun_recipe
 
