@@ -6,11 +6,14 @@ registry key, so a new task or generator plugs in without touching this module.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from latentebm.checkpoint import CheckpointError
 from latentebm.config import AdamConfig, Recipe, RecipeError, instantiate
+from latentebm.data import DataFormatError
 from latentebm.langevin import LangevinSampler
 from latentebm.model import LatentEBM, Optimizers
 from latentebm.prior import EnergyPrior, GaussianPrior
@@ -41,6 +44,18 @@ def build_task(recipe: Recipe, state: dict[str, Any] | None = None) -> Any:
             "anomaly_split_seed": recipe.anomaly.split_seed,
         }
     return instantiate(recipe.task, data_root=recipe.data.root, state=state, **extra)
+
+
+def build_task_from_checkpoint(recipe: Recipe, state: Any, source: Path) -> Any:
+    """:func:`build_task` with the tokenizer ``state`` stored in checkpoint ``source``; a
+    damaged state is one :class:`CheckpointError` naming the file (data and recipe errors stay
+    what they are)."""
+    try:
+        return build_task(recipe, state=state)
+    except (DataFormatError, RecipeError, OSError):
+        raise
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError) as error:
+        raise CheckpointError(f"{source}: damaged checkpoint: task_state ({error!r})") from error
 
 
 def build_prior(recipe: Recipe) -> GaussianPrior:

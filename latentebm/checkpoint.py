@@ -24,6 +24,11 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable or does not fit the run."""
 
 
+class CheckpointFormatError(CheckpointError):
+    """The file's bytes are not a readable checkpoint (truncated, damaged, another format), as
+    opposed to a failure to read it at all (an I/O error, no memory)."""
+
+
 def checkpoint_path(run_dir: Path, step: int) -> Path:
     """``RUN_DIR/checkpoints/step_00001234.pt``."""
     return run_dir / CHECKPOINT_DIR / f"step_{step:08d}.pt"
@@ -65,10 +70,7 @@ def _load_reason(error: BaseException) -> str:
     if marker in text:
         detail = " ".join(text.split(marker, 1)[1].split("\n\n")[0].split())
         return f"not a checkpoint this version can read safely: {detail}"
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
+    return _reason(error)
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
@@ -108,13 +110,22 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True`` (no arbitrary code runs)."""
+    """Read a checkpoint with ``weights_only=True`` (no arbitrary code runs).
+
+    Raises:
+        CheckpointFormatError: the bytes are not a latentebm checkpoint (damaged, truncated).
+        CheckpointError: the file cannot be read (an I/O error, no memory).
+    """
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any failure is reported the same way
-        raise CheckpointError(f"{path}: cannot read checkpoint ({_load_reason(error)})") from error
+    except (OSError, MemoryError) as error:
+        raise CheckpointError(f"{path}: cannot read checkpoint ({_reason(error)})") from error
+    except Exception as error:  # noqa: BLE001 - any failure of the bytes is reported the same way
+        raise CheckpointFormatError(
+            f"{path}: cannot read checkpoint ({_load_reason(error)})"
+        ) from error
     if not isinstance(state, dict) or "model" not in state or "recipe" not in state:
-        raise CheckpointError(f"{path}: not a latentebm checkpoint")
+        raise CheckpointFormatError(f"{path}: not a latentebm checkpoint")
     return state
 
 

@@ -1068,8 +1068,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Interrupted as error:
         print(f"latentebm: {error}", file=sys.stderr)
         return error.exit_code
-    except BrokenPipeError:  # the reader of stdout went away (`latentebm cat x | head`)
-        with contextlib.suppress(OSError):
+    except BrokenPipeError as error:
+        if not _stdout_closed():  # a pipe of something else broke: a real failure
+            print(f"latentebm: error: {one_line(str(error))}", file=sys.stderr)
+            return 2
+        # the reader of stdout went away (`latentebm cat x | head`): stop quietly
+        with contextlib.suppress(OSError, ValueError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # 128 + SIGPIPE, as a shell reports it
     except (RecipeError, TrainingError, CheckpointError, OSError, ValueError) as error:
@@ -1077,6 +1081,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"latentebm: error: {one_line(str(error))}", file=sys.stderr)
         return 2
+
+
+def _stdout_closed() -> bool:
+    """True when writing to stdout fails with a broken pipe (its reader has gone)."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return True
+    except (OSError, ValueError):
+        return False
+    return False
 
 
 def one_line(message: str) -> str:

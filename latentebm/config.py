@@ -1141,37 +1141,45 @@ def _check_expanded_size(root: yaml.Node) -> None:
     Shared nodes are counted once per use but visited once (memoised), so the check costs the
     size of the file, not of the expansion.
     """
-    sizes: dict[int, int] = {}
+    measured: dict[int, tuple[int, int]] = {}  # node -> (expanded size, height below it)
     visiting: set[int] = set()
 
-    def size(node: yaml.Node, depth: int) -> int:
+    def too_deep(node: yaml.Node) -> _YAMLSizeError:
+        return _YAMLSizeError(
+            f"line {node.start_mark.line + 1}: nested more than {MAX_YAML_DEPTH} levels deep"
+        )
+
+    def measure(node: yaml.Node, depth: int) -> tuple[int, int]:
         key = id(node)
-        if key in sizes:
-            return sizes[key]
+        if key in measured:  # a shared node: its expansion counts again, at this depth
+            total, height = measured[key]
+            if depth + height > MAX_YAML_DEPTH:
+                raise too_deep(node)
+            return total, height
         if key in visiting:
             raise _YAMLSizeError(f"line {node.start_mark.line + 1}: an alias refers to itself")
         if depth > MAX_YAML_DEPTH:
-            raise _YAMLSizeError(
-                f"line {node.start_mark.line + 1}: nested more than {MAX_YAML_DEPTH} levels deep"
-            )
-        total = 1
+            raise too_deep(node)
+        total, height = 1, 0
         if isinstance(node, yaml.SequenceNode | yaml.MappingNode):
             visiting.add(key)
             children: list[yaml.Node] = []
             for item in node.value:
                 children.extend(item if isinstance(item, tuple) else (item,))
             for child in children:
-                total += size(child, depth + 1)
+                child_total, child_height = measure(child, depth + 1)
+                total += child_total
+                height = max(height, child_height + 1)
                 if total > MAX_YAML_VALUES:
                     raise _YAMLSizeError(
                         f"expands to more than {MAX_YAML_VALUES} values through aliases "
                         "(write the values out, or use fewer aliases)"
                     )
             visiting.discard(key)
-        sizes[key] = total
-        return total
+        measured[key] = (total, height)
+        return total, height
 
-    size(root, 0)
+    measure(root, 0)
 
 
 def _load_yaml(text: str) -> Any:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from latentebm.build import build_model, build_task
+from latentebm.build import build_model, build_task_from_checkpoint, resolve_device
 from latentebm.checkpoint import (
     load_checkpoint,
     load_weights,
@@ -349,16 +349,17 @@ def load(
         RecipeError: naming the checkpoint and the key for a recipe that does not validate or
             names a component outside the trusted modules.
     """
+    target = resolve_device(device) if isinstance(device, str) else device  # one line if absent
     checkpoint = resolve_checkpoint(path)
-    state = load_checkpoint(checkpoint, map_location=device)
+    state = load_checkpoint(checkpoint, map_location="cpu")  # moved to the device below
     require_fields(
         state, checkpoint, {"recipe": dict, "task_state": (dict, type(None)), "step": int}
     )
     recipe = recipe_from_dict(
         state["recipe"], source=str(checkpoint), trusted_modules=trusted_modules
     )
-    task = build_task(recipe, state=state["task_state"])
+    task = build_task_from_checkpoint(recipe, state["task_state"], checkpoint)
     model = build_model(recipe, task)
     load_weights(model, state["model"], checkpoint)
-    model.to(device).eval()
+    model.to(target).eval()
     return Pretrained(model, task, recipe, int(state["step"]), checkpoint)

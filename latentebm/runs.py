@@ -3,7 +3,9 @@ fresh directory without ever writing into another run's."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import re
 import sys
 import time
@@ -18,6 +20,7 @@ import yaml
 from latentebm.checkpoint import (
     CHECKPOINT_DIR,
     CheckpointError,
+    CheckpointFormatError,
     latest_checkpoint,
     list_checkpoints,
     resolve_checkpoint,
@@ -27,7 +30,59 @@ RUN_ID_FILE = ".run_id"
 """A run directory's identity (a random hex string written when the directory is claimed); every
 checkpoint records it, so a checkpoint copied in from another run is recognised."""
 
+LOCK_FILE = ".lock"
+"""Held (``flock``) by the one process that writes into a run directory."""
+
 _ORPHAN = re.compile(r"^\.step_\d+\.pt\..*\.tmp$")
+_HELD_LOCKS: dict[Path, int] = {}
+
+
+def lock_run_dir(run_dir: Path) -> None:
+    """Take the run directory's exclusive lock for this process (until
+    :func:`release_run_dir`, or the process ends): two processes never write into one run.
+
+    Raises:
+        TrainingError: another process holds it.
+    """
+    key = run_dir.resolve()
+    if key in _HELD_LOCKS:
+        return
+    fd = os.open(key / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        os.close(fd)
+        raise TrainingError(
+            f"{run_dir}: another process is writing into this run (it holds {LOCK_FILE}); "
+            "wait for it to end, or choose another trainer.run_dir"
+        ) from error
+    _HELD_LOCKS[key] = fd
+
+
+def release_run_dir(run_dir: Path | None) -> None:
+    """Give up the lock :func:`lock_run_dir` took (no-op when not held)."""
+    if run_dir is None:
+        return
+    fd = _HELD_LOCKS.pop(run_dir.resolve(), None)
+    if fd is not None:
+        os.close(fd)  # closing the descriptor releases the flock
+
+
+def unused_path(path: Path) -> Path:
+    """``path``, or ``stem-1.suffix``, ``stem-2.suffix``, ... when it exists (a file of a run is
+    never replaced: a later segment writes beside it)."""
+    candidate, n = path, 0
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    return candidate
+
+
+def _write_run_id(run_dir: Path) -> None:
+    """Give ``run_dir`` an identity (:data:`RUN_ID_FILE`) when it has none."""
+    path = run_dir / RUN_ID_FILE
+    if not path.is_file():
+        path.write_text(uuid.uuid4().hex + "\n", encoding="utf-8")
 
 
 class TrainingError(RuntimeError):
@@ -101,15 +156,18 @@ def claim_run_dir(
             handle.write(config_text)
     except FileExistsError as error:
         raise TrainingError(f"trainer.run_dir: {path} was taken by another run") from error
-    (path / RUN_ID_FILE).write_text(uuid.uuid4().hex + "\n", encoding="utf-8")
+    lock_run_dir(path)
+    _write_run_id(path)
     return path
 
 
 def restartable_run_dir(run_dir: str | None, name: str, config_text: str) -> Path | None:
     """A run directory that ``trainer.resume=auto`` may start afresh in place, or None.
 
-    That is ``trainer.run_dir`` when it holds a run of the same recipe name (its ``config.yaml``)
-    that stopped before writing its first checkpoint (a crash, a missing data file). Nothing in
+    That is ``trainer.run_dir`` when it was claimed by a run of this recipe (its ``.run_id``,
+    and a ``config.yaml`` of the same family and name) that stopped before writing its first
+    checkpoint (a crash, a missing data file): its ``checkpoints/`` holds nothing but
+    half-written temporaries. The directory is locked first (:func:`lock_run_dir`). Nothing in
     it is deleted: a ``config.yaml`` that differs from this run's is kept as
     ``config.before_restart_N.yaml``, and ``metrics.jsonl`` gets a ``restarted`` event before
     the new run's rows.
@@ -118,22 +176,28 @@ def restartable_run_dir(run_dir: str | None, name: str, config_text: str) -> Pat
         return None
     path = Path(run_dir)
     config = path / "config.yaml"
-    if not config.is_file() or list_checkpoints(path):
+    if not config.is_file() or not (path / RUN_ID_FILE).is_file():
+        return None
+    folder = path / CHECKPOINT_DIR
+    if folder.is_dir() and any(not _ORPHAN.match(p.name) for p in folder.iterdir()):
         return None
     try:
         old = yaml.safe_load(config.read_text(encoding="utf-8"))
+        new = yaml.safe_load(config_text)
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return None
-    if not isinstance(old, dict) or old.get("name", name) != name:
+    if not isinstance(old, dict) or not isinstance(new, dict):
         return None
+    if (old.get("family"), old.get("name")) != (new.get("family"), new.get("name")):
+        return None
+    lock_run_dir(path)
+    remove_orphan_temporaries(path)
     if config.read_text(encoding="utf-8") != config_text:
         n = 1
         while (kept := path / f"config.before_restart_{n}.yaml").exists():
             n += 1
         config.rename(kept)
         config.write_text(config_text, encoding="utf-8")
-    if not (path / RUN_ID_FILE).is_file():
-        (path / RUN_ID_FILE).write_text(uuid.uuid4().hex + "\n", encoding="utf-8")
     event = {"event": "restarted", "reason": "no checkpoint to resume from", "time": time.time()}
     with open(path / "metrics.jsonl", "a", encoding="utf-8") as handle:
         handle.write(json.dumps(event) + "\n")
@@ -142,6 +206,19 @@ def restartable_run_dir(run_dir: str | None, name: str, config_text: str) -> Pat
         "starting it afresh in place"
     )
     return path
+
+
+def record_recipe(run_dir: Path, step: int, config_text: str) -> None:
+    """Record the recipe a run segment runs: ``config.yaml`` for the first; a resumed segment
+    whose recipe differs from it gets ``config.step_N.yaml`` (``-1``, ``-2``, ... when a segment
+    already resumed from that step), so every setting used is on record and none replaced."""
+    first = run_dir / "config.yaml"
+    if not first.exists():
+        first.write_text(config_text, encoding="utf-8")
+        return
+    if yaml.safe_load(first.read_text(encoding="utf-8")) != yaml.safe_load(config_text):
+        target = unused_path(run_dir / f"config.step_{step:08d}.yaml")
+        target.write_text(config_text, encoding="utf-8")
 
 
 def run_id(run_dir: Path) -> str | None:
@@ -185,6 +262,21 @@ def continue_in(checkpoint: Path, run_dir: str | None) -> Path | None:
     return owner
 
 
+def continue_run(checkpoint: Path, saved: dict[str, Any], run_dir: str | None) -> Path | None:
+    """Where a run resumed from ``checkpoint`` (read into ``saved``) writes: the checkpoint's
+    own run directory, locked, checked to be the run that wrote ``saved``, given an identity if
+    it predates them and cleared of half-written checkpoints; or None when a new run directory
+    must be claimed (:func:`continue_in` says when)."""
+    in_place = continue_in(checkpoint, run_dir)
+    if in_place is None:
+        return None
+    lock_run_dir(in_place)
+    check_same_run(saved, checkpoint, in_place)
+    _write_run_id(in_place)
+    remove_orphan_temporaries(in_place)
+    return in_place
+
+
 def check_same_run(saved: dict[str, Any], source: Path, run_dir: Path) -> None:
     """Refuse to continue ``run_dir`` from a checkpoint another run wrote (copied into its
     ``checkpoints/``); runs and checkpoints from before run identities are accepted."""
@@ -212,29 +304,40 @@ def load_for_resume(
 ) -> tuple[Path, dict[str, Any]]:
     """Read the checkpoint a run resumes from with ``load``.
 
-    With ``trainer.resume=auto`` an unreadable newest checkpoint (truncated, corrupt) does not
-    block the run: it is renamed ``step_N.pt.corrupt`` (kept, never deleted), a warning names it,
-    and the next older checkpoint of the same run is tried. A checkpoint named explicitly must
-    be readable.
+    With ``trainer.resume=auto`` a damaged newest checkpoint (truncated, not a checkpoint:
+    :class:`~latentebm.checkpoint.CheckpointFormatError`) does not block the run: the older
+    checkpoints of the same run are tried, newest first, and once one reads, each damaged file
+    is renamed ``step_N.pt.corrupt`` (kept, never deleted or replaced) with a warning. When none
+    reads, nothing is renamed. A failure to read that is not damage (an I/O error, no memory)
+    and a checkpoint named explicitly are errors at once.
 
     Raises:
-        CheckpointError: the checkpoint (explicit), or every checkpoint of the run (auto),
-            cannot be read.
+        CheckpointError: as above.
     """
-    try:
-        return found, load(found)
-    except CheckpointError as error:
-        if not auto or found.parent.name != CHECKPOINT_DIR:
-            raise
-        kept = found.with_name(found.name + ".corrupt")
-        found.rename(kept)
-        say(f"warning: {error}; kept as {kept.name}, trying the previous checkpoint")
-        previous = latest_checkpoint(found.parent.parent)
-        if previous is None:
-            raise CheckpointError(
-                f"{found.parent}: no readable checkpoint left to resume from"
-            ) from error
-        return load_for_resume(previous, auto, load)
+    in_run = found.parent.name == CHECKPOINT_DIR
+    candidates = list_checkpoints(found.parent.parent) if in_run else []
+    older = [p for p in candidates if p.resolve() != found.resolve()]
+    damaged: list[tuple[Path, CheckpointError]] = []
+    candidate = found
+    while True:
+        try:
+            saved = load(candidate)
+            break
+        except CheckpointFormatError as error:
+            if not auto or not candidates:
+                raise
+            damaged.append((candidate, error))
+            if not older:
+                raise CheckpointError(
+                    f"{found.parent}: no checkpoint can be read ({damaged[0][1]}); "
+                    "nothing was renamed"
+                ) from error
+            candidate = older.pop()
+    for path, error in damaged:
+        kept = unused_path(path.with_name(path.name + ".corrupt"))
+        path.rename(kept)
+        say(f"warning: {error}; kept as {kept.name}, resuming from {candidate.name}")
+    return candidate, saved
 
 
 def first_difference(saved: Any, current: Any, path: str) -> str | None:

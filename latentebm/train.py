@@ -15,17 +15,23 @@ import random
 import signal
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
-import yaml
 
 from latentebm import __version__
-from latentebm.build import build_model, build_optimizers, build_task, resolve_device
+from latentebm.build import (
+    build_model,
+    build_optimizers,
+    build_task,
+    build_task_from_checkpoint,
+    resolve_device,
+)
 from latentebm.checkpoint import (
     CheckpointError,
     checkpoint_path,
@@ -35,7 +41,7 @@ from latentebm.checkpoint import (
     require_fields,
     save_atomic,
 )
-from latentebm.config import Recipe, recipe_from_dict, recipe_to_dict, recipe_to_yaml, save_recipe
+from latentebm.config import Recipe, recipe_from_dict, recipe_to_dict, recipe_to_yaml
 from latentebm.distributed import (
     DistContext,
     average_gradients,
@@ -51,17 +57,19 @@ from latentebm.model import LatentEBM, NonFiniteError, Optimizers
 from latentebm.runs import (
     TimedCheckpoints,
     TrainingError,
-    check_same_run,
     claim_run_dir,
-    continue_in,
+    continue_run,
     find_resume,
     first_difference,
     load_for_resume,
-    remove_orphan_temporaries,
+    record_recipe,
+    release_run_dir,
     run_id,
     say,
+    unused_path,
 )
 
+_T = TypeVar("_T")
 MAX_CONSECUTIVE_SKIPS = 10
 RESUME_FIELDS: dict[str, type | tuple[type, ...]] = {
     "recipe": dict,
@@ -128,6 +136,24 @@ class Trainer:
     def _name(self) -> str:
         return self.recipe.name or "run"
 
+    def _main_only(self, work: Callable[[], _T]) -> _T | None:
+        """``work()`` on the main process (None elsewhere); when it raises, every process
+        raises (the main one its own error, the others a :class:`TrainingError` with its
+        message), so no process waits forever in a collective the main one never reaches."""
+        result: _T | None = None
+        failure: BaseException | None = None
+        if self.ctx.is_main:
+            try:
+                result = work()
+            except Exception as error:  # noqa: BLE001 - re-raised below, on every process
+                failure = error
+        message = broadcast_object(None if failure is None else str(failure), self.ctx)
+        if failure is not None:
+            raise failure
+        if message is not None:
+            raise TrainingError(f"on the main process: {message}")
+        return result
+
     def _claim_new_run_dir(self) -> Path:
         """Create and claim a fresh run directory (:func:`latentebm.runs.claim_run_dir`)."""
         cfg = self.cfg
@@ -163,18 +189,24 @@ class Trainer:
         finally:
             if self._writer is not None:
                 self._writer.close()
+            release_run_dir(self.run_dir)
             shutdown(self.ctx)
 
     def _fit(self) -> Path:
         ctx, cfg = self.ctx, self.cfg
         device = resolve_device(self.recipe.device, ctx.local_rank)
-        resume_from = self._find_resume() if ctx.is_main else None
         saved: dict[str, Any] | None = None
-        if resume_from is not None:  # the main process: an unreadable newest one is set aside
-            resume_from, saved = load_for_resume(
-                resume_from, cfg.resume == "auto", lambda p: load_checkpoint(p, "cpu")
-            )
-        resume_from = broadcast_object(resume_from, ctx)
+
+        def open_resume() -> Path | None:  # the main process sets a damaged newest one aside
+            nonlocal saved
+            found = self._find_resume()
+            if found is None:
+                return None
+            auto = cfg.resume == "auto"
+            found, saved = load_for_resume(found, auto, lambda p: load_checkpoint(p, "cpu"))
+            return found
+
+        resume_from = broadcast_object(self._main_only(open_resume), ctx)
         if resume_from is not None:
             if saved is None:
                 saved = load_checkpoint(resume_from, map_location="cpu")
@@ -182,7 +214,11 @@ class Trainer:
             self._check_compatible(saved["recipe"], resume_from)
 
         torch.manual_seed(self.recipe.seed)  # the same initial weights on every rank
-        task = build_task(self.recipe, state=None if saved is None else saved["task_state"])
+        if saved is None:
+            task = build_task(self.recipe, state=None)
+        else:
+            assert resume_from is not None
+            task = build_task_from_checkpoint(self.recipe, saved["task_state"], resume_from)
         model = build_model(self.recipe, task).to(device)
         optimizers = build_optimizers(self.recipe, model)
         langevin_rng = torch.Generator(device)
@@ -192,27 +228,28 @@ class Trainer:
         if saved is not None:
             assert resume_from is not None
             self._restore(saved, resume_from, model, optimizers, langevin_rng)
-            optim_changes = _apply_optim_settings(saved["recipe"], self.recipe, optimizers)
+            optim_changes = _apply_optim_settings(
+                saved["recipe"], self.recipe, optimizers, resume_from
+            )
         broadcast_parameters(model, ctx)
 
-        # every split's data file is read before a run directory is claimed, so a missing or
-        # unreadable file (the test split, say) leaves no half-started run behind
-        description = task.describe() if ctx.is_main else ""
-        in_place = None
-        if ctx.is_main and resume_from is not None:
-            in_place = continue_in(resume_from, cfg.run_dir)
-        if in_place is not None:
-            assert saved is not None
-            check_same_run(saved, resume_from, in_place)
-            remove_orphan_temporaries(in_place)
-            run_dir = in_place
-        else:  # a new run, or a resumed one forked into a new run directory
-            run_dir = self._claim_new_run_dir() if ctx.is_main else Path()
+        def choose_run_dir() -> tuple[Path, str]:
+            # every split's data file is read before a run directory is claimed, so a missing
+            # or unreadable file (the test split, say) leaves no half-started run behind
+            description = task.describe()
+            in_place = None
+            if resume_from is not None:
+                assert saved is not None
+                in_place = continue_run(resume_from, saved, cfg.run_dir)
+            # else a new run, or a resumed one forked into a new run directory
+            return in_place or self._claim_new_run_dir(), description
+
+        run_dir, description = self._main_only(choose_run_dir) or (Path(), "")
         run_dir = broadcast_object(run_dir, ctx)
         self.run_dir = run_dir
         if ctx.is_main:
             (run_dir / "samples").mkdir(parents=True, exist_ok=True)
-            _save_config(self.recipe, run_dir, self.state.step)
+            record_recipe(run_dir, self.state.step, recipe_to_yaml(self.recipe))
             self._open_writer(run_dir)
             action = (
                 f"resuming from {resume_from} at step {self.state.step}" if saved else "new run"
@@ -361,8 +398,8 @@ class Trainer:
         if self._diverging or not self.ctx.is_main:
             return
         with torch.no_grad():
-            sizes = [float(p.abs().max()) for p in model.parameters() if p.numel()]
-        largest = max(sizes, default=0.0)
+            sizes = [p.detach().abs().max() for p in model.parameters() if p.numel()]
+            largest = float(torch.stack(sizes).max()) if sizes else 0.0
         if largest > DIVERGED_WEIGHT:
             self._diverging = True
             say(
@@ -510,7 +547,10 @@ class Trainer:
         )
         rng = saved["rng"]
         if len(rng) == self.ctx.world_size:
-            _set_rng_state(rng[self.ctx.rank], langevin_rng)
+            try:
+                _set_rng_state(rng[self.ctx.rank], langevin_rng)
+            except (KeyError, TypeError, ValueError, RuntimeError) as error:
+                raise CheckpointError(f"{source}: damaged checkpoint: rng ({error!r})") from error
         elif self.ctx.is_main:
             say(
                 f"checkpoint was written by {len(rng)} process(es), this run has "
@@ -526,7 +566,9 @@ class Trainer:
         decode, temperature = self.cfg.sample_decode, self.cfg.sample_temperature
         tokens = model.generate(n, generator=rng, decode=decode, temperature=temperature)
         assert self.run_dir is not None
-        stem = _unused_stem(self.run_dir / "samples", f"step_{self.state.step:08d}")
+        suffix = ".png" if hasattr(task, "save_samples") else ".txt"
+        name = f"step_{self.state.step:08d}{suffix}"
+        stem = unused_path(self.run_dir / "samples" / name).stem  # never replaces samples
         if hasattr(task, "save_samples"):  # images: a PNG grid
             picture = task.save_samples(tokens, self.run_dir / "samples" / stem)
             if echo:
@@ -566,28 +608,19 @@ class Trainer:
 _BAR_KEYS = ("recon_nll", "energy_diff", "valid_recon_nll", "tokens_per_s")
 
 
-def _save_config(recipe: Recipe, run_dir: Path, step: int) -> None:
-    """Write ``config.yaml``; a resumed run with other settings gets ``config.step_N.yaml``."""
-    first = run_dir / "config.yaml"
-    if not first.exists():
-        save_recipe(recipe, first)
-        return
-    current = yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False)
-    if yaml.safe_dump(yaml.safe_load(first.read_text()), sort_keys=False) != current:
-        save_recipe(recipe, run_dir / f"config.step_{step:08d}.yaml")
-
-
-def _unused_stem(folder: Path, stem: str) -> str:
-    """``stem``, or ``stem-1``, ``stem-2``, ... when files of that name exist in ``folder`` (a
-    run resumed from its final checkpoint writes its samples again without replacing them)."""
-    candidate, n = stem, 0
-    while any(folder.glob(f"{candidate}.*")):
-        n += 1
-        candidate = f"{stem}-{n}"
-    return candidate
-
-
 def _apply_optim_settings(
+    saved_recipe: dict[str, Any], recipe: Recipe, optimizers: Optimizers, source: Path
+) -> list[str]:
+    """Make a restored optimiser follow the recipe it resumes under; return what changed
+    (:func:`_optim_changes`; a checkpoint whose stored ``optim`` settings are damaged is one
+    :class:`CheckpointError` naming ``source``)."""
+    try:
+        return _optim_changes(saved_recipe, recipe, optimizers)
+    except (KeyError, TypeError, ValueError, AttributeError, ZeroDivisionError) as error:
+        raise CheckpointError(f"{source}: damaged checkpoint: recipe.optim ({error!r})") from error
+
+
+def _optim_changes(
     saved_recipe: dict[str, Any], recipe: Recipe, optimizers: Optimizers
 ) -> list[str]:
     """Make a restored optimiser follow the recipe it resumes under; return what changed.

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from latentebm.checkpoint import list_checkpoints
@@ -75,6 +75,7 @@ def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
 def assert_clean_outcome(code: int, err: str, must_name: str | None = None) -> None:
     """Success, or a non-zero exit whose last stderr line is the one error line (naming
     ``must_name`` when given)."""
+    event("exit 0" if code == 0 else f"exit {code}")  # --hypothesis-show-statistics
     assert "Traceback" not in err, err
     if code == 0:
         return
@@ -207,8 +208,18 @@ def test_random_recipes_train_or_fail_in_one_line(
     assert_history_kept(before)
 
 
+_RECIPE_TEXT = yaml.safe_dump(tiny_recipe_dict("/data/tiny.txt"))
+EDITED_RECIPES = st.tuples(st.floats(0.0, 1.0), st.integers(0, 20), st.text(max_size=30)).map(
+    lambda edit: (
+        _RECIPE_TEXT[: int(edit[0] * len(_RECIPE_TEXT))]
+        + edit[2]
+        + _RECIPE_TEXT[int(edit[0] * len(_RECIPE_TEXT)) + edit[1] :]
+    )
+)
+
+
 @FUZZ
-@given(text=st.text(max_size=400))
+@given(text=st.one_of(st.text(max_size=400), EDITED_RECIPES))
 def test_random_recipe_text_is_read_or_refused_in_one_line(
     text: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -222,30 +233,39 @@ def test_random_recipe_text_is_read_or_refused_in_one_line(
 # ----------------------------------------------------------------------------- random corpora
 
 
+SENTENCES = tiny_sentences(80)
+LINES = st.lists(
+    st.one_of(st.sampled_from(SENTENCES), st.text(max_size=40)), min_size=0, max_size=120
+).map(lambda lines: ("\n".join(lines) + "\n").encode("utf-8"))
+
+
 @FUZZ
 @given(
     data=st.one_of(
+        LINES,
         st.binary(max_size=2000),
-        st.text(max_size=600).map(lambda t: t.encode("utf-8")),
         st.text(max_size=300).map(lambda t: t.encode("utf-16")),
     ),
-    name=st.sampled_from(["corpus.txt", "corpus.txt.gz", "corpus.txt.gz-truncated"]),
+    packing=st.sampled_from(["txt", "gz", "gz-truncated", "gz-name-only"]),
+    cut=st.floats(0.0, 1.0),
 )
 def test_random_text_corpora_train_or_fail_naming_the_file(
-    data: bytes, name: str, capsys: pytest.CaptureFixture[str]
+    data: bytes, packing: str, cut: float, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
-        if name == "corpus.txt.gz-truncated":  # a real gzip stream cut short
-            packed = gzip.compress(b"\n".join(s.encode() for s in tiny_sentences(60)) + data)
-            data, name = packed[: max(1, len(packed) * len(data) // 2001)], "corpus.txt.gz"
-        corpus = root / name
-        corpus.write_bytes(data)
+        corpus = root / ("corpus.txt" if packing == "txt" else "corpus.txt.gz")
+        if packing == "gz":
+            data = gzip.compress(data)
+        elif packing == "gz-truncated":  # a real gzip stream cut short
+            packed = gzip.compress(data)
+            data = packed[: int(len(packed) * cut)]
+        corpus.write_bytes(data)  # gz-name-only: plain bytes under a .gz name
         recipe = root / "recipe.yaml"
         recipe.write_text(yaml.safe_dump(tiny_recipe_dict(corpus)), encoding="utf-8")
         args = ["train", str(recipe), "trainer.max_steps=2", f"trainer.run_dir={root / 'run'}"]
         code, err = run(args, capsys)
-        assert_clean_outcome(code, err)
+        assert_clean_outcome(code, err, must_name=corpus.name)
 
 
 def _molecule_recipe(root: Path, train: str) -> dict[str, Any]:
@@ -286,7 +306,7 @@ def test_random_smiles_files_train_or_fail_naming_the_file(
         recipe.write_text(yaml.safe_dump(_molecule_recipe(root, name)), encoding="utf-8")
         args = ["train", str(recipe), "trainer.max_steps=2", f"trainer.run_dir={root / 'run'}"]
         code, err = run(args, capsys)
-        assert_clean_outcome(code, err)
+        assert_clean_outcome(code, err, must_name=name)
 
 
 @FUZZ

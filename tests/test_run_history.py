@@ -319,3 +319,144 @@ def test_a_missing_test_file_is_reported_before_the_run_dir_is_claimed(
     with pytest.raises(DataFileError, match=r"nope\.txt"):
         fit(tiny_recipe(), f"task.test={tmp_path / 'nope.txt'}", f"trainer.run_dir={run}")
     assert not run.exists()
+
+
+# ----------------------------------------------------------------------------- review cases
+
+
+def test_when_no_checkpoint_reads_nothing_is_renamed(tiny_recipe, tmp_path: Path) -> None:
+    recipe, run = tiny_recipe(), tmp_path / "run"
+    fit(recipe, "trainer.max_steps=6", f"trainer.run_dir={run}")
+    for path in list_checkpoints(run):
+        path.write_bytes(path.read_bytes()[:500])
+    before = snapshot(run)
+    with pytest.raises(CheckpointError, match="no checkpoint can be read.*nothing was renamed"):
+        fit(recipe, "trainer.resume=auto", f"trainer.run_dir={run}")
+    assert snapshot(run) == before
+    # and the run is not mistaken for one that never wrote a checkpoint
+    with pytest.raises(CheckpointError, match="no checkpoint can be read"):
+        fit(recipe, "trainer.resume=auto", f"trainer.run_dir={run}")
+
+
+def test_a_read_error_that_is_not_damage_sets_nothing_aside(
+    tiny_recipe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recipe, run = tiny_recipe(), tmp_path / "run"
+    fit(recipe, "trainer.max_steps=6", f"trainer.run_dir={run}")
+    before = snapshot(run)
+
+    def failing_load(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(checkpoint_module.torch, "load", failing_load)
+    with pytest.raises(CheckpointError, match="Input/output error"):
+        fit(recipe, "trainer.max_steps=7", "trainer.resume=auto", f"trainer.run_dir={run}")
+    assert snapshot(run) == before
+
+
+def test_resume_auto_does_not_adopt_a_folder_that_is_not_a_run(tiny_recipe, tmp_path: Path) -> None:
+    """A folder with the user's own config.yaml (no run identity) is not taken over."""
+    run = tmp_path / "run"
+    run.mkdir()
+    recipe = tiny_recipe()
+    (run / "config.yaml").write_bytes(recipe.read_bytes())
+    (run / "notes.md").write_text("mine")
+    before = snapshot(run)
+    with pytest.raises(TrainingError, match="exists and is not empty"):
+        fit(recipe, "trainer.resume=auto", f"trainer.run_dir={run}")
+    assert snapshot(run) == before
+
+
+def test_a_run_dir_in_use_by_another_process_is_refused(tiny_recipe, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    recipe, run = tiny_recipe(), tmp_path / "run"
+    fit(recipe, "trainer.max_steps=3", f"trainer.run_dir={run}")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+            "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)",
+            str(run / ".lock"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        before = snapshot(run)
+        with pytest.raises(TrainingError, match="another process is writing into this run"):
+            fit(recipe, "trainer.max_steps=6", "trainer.resume=auto", f"trainer.run_dir={run}")
+        assert snapshot(run) == before
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_two_resumes_from_one_step_keep_both_recipes(tiny_recipe, tmp_path: Path) -> None:
+    recipe, run = tiny_recipe(), tmp_path / "run"
+    fit(recipe, "trainer.max_steps=3", f"trainer.run_dir={run}")
+    first = fit(recipe, "trainer.max_steps=4", "trainer.resume=auto", f"trainer.run_dir={run}")
+    # the 4-step checkpoint is lost (say the machine died): resume again from step 3
+    checkpoint_path(first, 4).unlink()
+    fit(recipe, "trainer.max_steps=5", "trainer.resume=auto", f"trainer.run_dir={run}")
+    assert load_recipe(run / "config.step_00000003.yaml").trainer.max_steps == 4
+    assert load_recipe(run / "config.step_00000003-1.yaml").trainer.max_steps == 5
+
+
+def test_shortrun_outputs_of_a_resumed_run_are_written_beside_the_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from latentebm.shortrun.train import ShortRunTrainer
+    from tests.test_shortrun import tiny_recipe as shortrun_recipe
+
+    monkeypatch.setenv("LATENTEBM_TRUSTED_MODULES", "tests.test_shortrun")
+    run = ShortRunTrainer(shortrun_recipe(tmp_path / "r", trainer={"max_steps": 2})).fit()
+    names = ["samples/final.png", "interpolation.png", "reconstruction.png", "metrics.json"]
+    before = {name: (run / name).read_bytes() for name in names}
+    again = shortrun_recipe(tmp_path / "r", trainer={"max_steps": 4, "resume": "auto"})
+    assert ShortRunTrainer(again).fit() == run
+    for name in names:
+        assert (run / name).read_bytes() == before[name], name
+        path = run / name
+        assert path.with_name(f"{path.stem}-1{path.suffix}").is_file(), name
+
+
+def test_damaged_rng_or_tokenizer_state_is_one_line(tiny_recipe, tmp_path: Path) -> None:
+    recipe, run = tiny_recipe(), tmp_path / "run"
+    fit(recipe, "trainer.max_steps=3", f"trainer.run_dir={run}")
+    state = torch.load(checkpoint_path(run, 3), weights_only=True)
+    cases = {
+        "rng": {**state, "rng": [{"torch": "x"}]},
+        "task_state": {**state, "task_state": {"tokenizer": 5}},
+    }
+    for key, damaged in cases.items():
+        path = tmp_path / f"{key}.pt"
+        torch.save(damaged, path)
+        with pytest.raises(CheckpointError, match=rf"{key}\.pt: damaged checkpoint: {key}"):
+            fit(recipe, f"trainer.resume={path}", f"trainer.run_dir={tmp_path / key}")
+
+
+@pytest.mark.slow
+def test_an_error_on_the_main_process_stops_every_process(tiny_recipe, tmp_path: Path) -> None:
+    """With two processes, a refusal the main process alone can see (the run directory is
+    in use) ends both with the error, instead of leaving the other waiting."""
+    import subprocess
+    import sys
+
+    from tests.conftest import cli_env
+
+    recipe, run = tiny_recipe(), tmp_path / "run"
+    run.mkdir()
+    (run / "mine.txt").write_text("not a run")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc_per_node", "2", "-m", "latentebm.cli"]
+    command += ["train", str(recipe), f"trainer.run_dir={run}"]
+    done = subprocess.run(
+        command, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode != 0
+    assert "on the main process: trainer.run_dir" in done.stderr, done.stderr[-2000:]
+    assert sorted(p.name for p in run.iterdir()) == ["mine.txt"]

@@ -359,5 +359,10 @@ def test_a_closed_pipe_is_not_an_error(
         raise BrokenPipeError(32, "Broken pipe")
 
     monkeypatch.setattr(cli, "cmd_cat", closed_pipe)
+    monkeypatch.setattr(cli, "_stdout_closed", lambda: True)
     assert cli.main(["cat", "quickstart"]) == 141
     assert capsys.readouterr().err == ""
+    # a broken pipe elsewhere (a worker pool, say) with stdout fine is an error line
+    monkeypatch.setattr(cli, "_stdout_closed", lambda: False)
+    assert cli.main(["cat", "quickstart"]) == 2
+    assert capsys.readouterr().err.startswith("latentebm: error: ")

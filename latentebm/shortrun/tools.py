@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from latentebm.build import resolve_device
 from latentebm.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -256,14 +257,15 @@ def load_shortrun(path: str | Path, map_location: str | torch.device = "cpu") ->
 
     The checkpoint is read with ``weights_only=True``; its recipe is validated again.
     """
+    device = resolve_device(map_location) if isinstance(map_location, str) else map_location
     checkpoint = resolve_checkpoint(path)
-    saved = load_checkpoint(checkpoint, map_location=map_location)
+    saved = load_checkpoint(checkpoint, map_location="cpu")  # moved to the device below
     require_fields(saved, checkpoint, SHORTRUN_FIELDS)
     recipe = validate(ShortRunRecipe, saved["recipe"], source=str(checkpoint))
     shape = _image_shape(saved["image_shape"], checkpoint)
     model = ShortRunModel.from_recipe(recipe, shape)
     load_weights(model.energy, saved["model"], checkpoint)
-    model.energy.to(map_location).eval()
+    model.energy.to(device).eval()
     return model
 
 

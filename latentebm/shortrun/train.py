@@ -12,7 +12,8 @@ A run lives in ``<runs_root>/<name>/<timestamp>/`` (or ``trainer.run_dir``) and 
 ``config.yaml``, ``metrics.jsonl`` (one line per ``log_every`` steps: ``step``, ``loss``,
 ``d_t``, ``r_t``, ``lr``, ``seconds``), ``checkpoints/step_*.pt`` (written atomically, read
 with ``weights_only=True``) and, at the end, ``samples/final.png``, ``interpolation.png``,
-``reconstruction.png`` and ``metrics.json``. A run directory is never overwritten; continuing
+``reconstruction.png`` and ``metrics.json`` (a resumed run that ends again writes them beside
+the first ones, ``final-1.png``, ...). A run directory is never overwritten; continuing
 one is asked for with ``trainer.resume=auto`` (or a checkpoint path) and continues exactly as an
 uninterrupted run would (same batches, noise and parameters).
 
@@ -54,15 +55,16 @@ from latentebm.image_io import write_atomic
 from latentebm.runs import (
     TimedCheckpoints,
     TrainingError,
-    check_same_run,
     claim_run_dir,
-    continue_in,
+    continue_run,
     find_resume,
     first_difference,
     load_for_resume,
-    remove_orphan_temporaries,
+    record_recipe,
+    release_run_dir,
     run_id,
     say,
+    unused_path,
 )
 from latentebm.shortrun.config import ShortRunRecipe
 from latentebm.shortrun.tools import (
@@ -183,24 +185,24 @@ class ShortRunTrainer:
             resume_from, saved = load_for_resume(
                 resume_from,
                 self.cfg.resume == "auto",
-                lambda path: load_checkpoint(path, map_location=device),
+                lambda path: load_checkpoint(path, map_location="cpu"),
             )
             self._restore(saved, resume_from, model, optimizer, rng, device)
-            in_place = continue_in(resume_from, self.cfg.run_dir)
-            if in_place is not None:
-                check_same_run(saved, resume_from, in_place)
-                remove_orphan_temporaries(in_place)
+            in_place = continue_run(resume_from, saved, self.cfg.run_dir)
             run_dir = in_place if in_place is not None else self._claim_new_run_dir()
-            _record_changed_recipe(self.recipe, run_dir, self.state.step)
+            record_recipe(run_dir, self.state.step, _recipe_yaml(self.recipe))
             step = self.state.step
             say(f"shortrun: resumed from {resume_from} at step {step}; run dir {run_dir}")
         else:
             run_dir = self._claim_new_run_dir()
             say(f"latentebm {__version__} shortrun: new run; run dir {run_dir}")
         self.run_dir = run_dir
-        (run_dir / "samples").mkdir(parents=True, exist_ok=True)
-        self._loop(task, model, optimizer, rng, device)
-        self._write_outputs(task, model, device)
+        try:
+            (run_dir / "samples").mkdir(parents=True, exist_ok=True)
+            self._loop(task, model, optimizer, rng, device)
+            self._write_outputs(task, model, device)
+        finally:
+            release_run_dir(run_dir)
         return run_dir
 
     def _negatives(self, model: ShortRunModel, n: int, rng: torch.Generator) -> Tensor:
@@ -351,6 +353,8 @@ class ShortRunTrainer:
         except (RuntimeError, TypeError) as error:
             raise CheckpointError(f"{source}: damaged checkpoint: rng, state ({error})") from error
         buffer = saved.get("buffer")
+        if buffer is not None and not isinstance(buffer, Tensor):
+            raise CheckpointError(f"{source}: damaged checkpoint: buffer is not a tensor")
         self._buffer = None if buffer is None else buffer.to(device)
 
     def _write_outputs(self, task: Any, model: ShortRunModel, device: torch.device) -> None:
@@ -364,7 +368,7 @@ class ShortRunTrainer:
         summary: dict[str, Any] = {"step": self.state.step, "seconds": self.state.train_seconds}
         if cfg.samples_at_end > 0:
             images = model.sample(cfg.samples_at_end, generator=rng)
-            final = run_dir / "samples" / "final.png"
+            final = unused_path(run_dir / "samples" / "final.png")
             save = getattr(task, "save_samples", None)
             if callable(save):  # the task's own grid writer
                 save(images, final)
@@ -372,7 +376,8 @@ class ShortRunTrainer:
                 save_image_grid(images, final)
         if cfg.interpolation_pairs > 0:
             grid = interpolate(model, cfg.interpolation_pairs, cfg.interpolation_points, rng)
-            save_image_grid(grid, run_dir / "interpolation.png", n_cols=cfg.interpolation_points)
+            path = unused_path(run_dir / "interpolation.png")
+            save_image_grid(grid, path, n_cols=cfg.interpolation_points)
         if cfg.reconstruction_images > 0:
             targets, split = _held_out_images(task, cfg.reconstruction_images, self.recipe.seed)
             recon, mse = reconstruct(
@@ -383,14 +388,16 @@ class ShortRunTrainer:
             rows = []
             for start in range(0, targets.shape[0], n_cols):
                 rows += [targets[start : start + n_cols].cpu(), recon[start : start + n_cols].cpu()]
-            save_image_grid(torch.cat(rows), run_dir / "reconstruction.png", n_cols=n_cols)
+            path = unused_path(run_dir / "reconstruction.png")
+            save_image_grid(torch.cat(rows), path, n_cols=n_cols)
             summary.update(
                 reconstruction_mse=mse,
                 reconstruction_images=int(targets.shape[0]),
                 reconstruction_split=split,
                 reconstruction_iters=cfg.reconstruction_iters,
             )
-        write_atomic(run_dir / "metrics.json", (json.dumps(summary, indent=2) + "\n").encode())
+        summary_path = unused_path(run_dir / "metrics.json")
+        write_atomic(summary_path, (json.dumps(summary, indent=2) + "\n").encode())
 
 
 def _build_optimizer(recipe: ShortRunRecipe, model: ShortRunModel) -> torch.optim.Optimizer:
@@ -411,17 +418,6 @@ def _held_out_images(task: Any, n: int, seed: int) -> tuple[Tensor, str]:
         if batches:
             return batches[0][:n], split
     raise TrainingError("the task has no images to reconstruct (no test, valid or train split)")
-
-
-def _record_changed_recipe(recipe: ShortRunRecipe, run_dir: Path, step: int) -> None:
-    """A resumed run whose recipe differs (``trainer.*``) from ``config.yaml`` also writes
-    ``config.step_N.yaml``, so the run directory records every setting used."""
-    first = run_dir / "config.yaml"
-    text = _recipe_yaml(recipe)
-    if first.is_file() and yaml.safe_load(first.read_text(encoding="utf-8")) != yaml.safe_load(
-        text
-    ):
-        (run_dir / f"config.step_{step:08d}.yaml").write_text(text, encoding="utf-8")
 
 
 def _recipe_yaml(recipe: ShortRunRecipe) -> str:
