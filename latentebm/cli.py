@@ -140,6 +140,26 @@ def recipe_family(path: Path) -> str:
     return family
 
 
+def run_family(run: str | Path) -> str:
+    """The model family of a run directory or of a checkpoint in a run's ``checkpoints/``
+    (from the run's ``config.yaml``); ``latent`` when there is no ``config.yaml`` to say."""
+    path = Path(run)
+    run_dir = path if path.is_dir() else path.parent.parent
+    if path.is_file() and path.parent.name != "checkpoints":
+        return "latent"
+    config = run_dir / "config.yaml"
+    return recipe_family(config) if config.is_file() else "latent"
+
+
+def _not_for_shortrun(command: str, run: str, instead: str) -> None:
+    """Refuse, in one line, a command that applies to latent EBM runs only."""
+    if run_family(run) == "shortrun":
+        raise ValueError(
+            f"{run}: a data-space short-run EBM run (family: shortrun); `latentebm {command}` "
+            f"applies to latent EBM runs. {instead}"
+        )
+
+
 # ------------------------------------------------------------------ argparse types of options
 # A bad value is refused while the command line is parsed: argparse prints the usage and
 # "latentebm COMMAND: error: argument -n: must be >= 1, got -1" and exits 2, before any model
@@ -302,6 +322,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from latentebm.pretrained import load
 
     _check_trajectory(args)
+    if run_family(args.run) == "shortrun":
+        return _generate_shortrun(args)
     model = load(args.run, device=args.device)
     if hasattr(model.task, "save_samples"):
         return _generate_images(args, model)
@@ -330,6 +352,36 @@ def cmd_generate(args: argparse.Namespace) -> int:
             raise FileExistsError(f"{grid}: exists; not overwritten (use --force)")
         n_valid = model.task.draw_grid(sentences, grid)
         print(f"grid of {len(sentences)} ({n_valid} valid) -> {grid}", file=sys.stderr)
+    return 0
+
+
+def _generate_shortrun(args: argparse.Namespace) -> int:
+    """``generate`` for a data-space short-run EBM run: ``-n`` images from fresh chains (K
+    Langevin steps from p_0, seed 000 eq. 5) as a PNG grid at ``--grid`` or ``-o``."""
+    import torch
+
+    from latentebm.image_io import save_grid
+    from latentebm.shortrun.tools import load_shortrun
+
+    if args.trajectory:
+        raise ValueError("--trajectory: not available for a short-run EBM run")
+    if args.langevin_steps is not None:
+        raise ValueError(
+            "--langevin-steps: a short-run EBM samples with the K steps it was trained with"
+        )
+    out = _png_target(args.grid or args.output, args.force)
+    model = load_shortrun(args.run, map_location=args.device)
+    rng = torch.Generator(model.device)
+    if args.seed is None:
+        rng.seed()  # a fresh random seed, as for latent EBM runs
+    else:
+        rng.manual_seed(args.seed)
+    images = model.sample(args.n, generator=rng)
+    save_grid(images.cpu(), out)
+    print(
+        f"{args.n} samples ({model.chain.n_steps} Langevin steps from p_0) -> {out}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -422,6 +474,11 @@ def _interpolate_images(args: argparse.Namespace, model: Any) -> int:
 def cmd_interpolate(args: argparse.Namespace) -> int:
     from latentebm.pretrained import load
 
+    _not_for_shortrun(
+        "interpolate",
+        args.run,
+        "Its training run wrote interpolation.png (interpolating the initial noise).",
+    )
     model = load(args.run, device=args.device)
     if hasattr(model.task, "save_samples"):
         return _interpolate_images(args, model)
@@ -577,6 +634,12 @@ def _likelihood_settings(args: argparse.Namespace) -> object:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from latentebm.evaluate import evaluate, format_table
 
+    _not_for_shortrun(
+        "evaluate",
+        args.run,
+        "Score its samples with benchmarks/mnist_fid.py; its reconstruction error is in the "
+        "run's metrics.json.",
+    )
     options = {"batch_size": args.batch_size}
     options = {key: value for key, value in options.items() if value is not None}
     result = evaluate(

@@ -13,6 +13,7 @@ import torch
 
 from latentebm.build import build_model, build_task_from_checkpoint, resolve_device
 from latentebm.checkpoint import (
+    CheckpointError,
     load_checkpoint,
     load_weights,
     require_fields,
@@ -352,6 +353,11 @@ def load(
     target = resolve_device(device) if isinstance(device, str) else device  # one line if absent
     checkpoint = resolve_checkpoint(path)
     state = load_checkpoint(checkpoint, map_location="cpu")  # moved to the device below
+    if state.get("family", "latent") != "latent":
+        raise CheckpointError(
+            f"{checkpoint}: a {state.get('family')} checkpoint (the data-space short-run EBM); "
+            "latentebm.load reads latent EBM runs: use latentebm.shortrun.load_shortrun"
+        )
     require_fields(
         state, checkpoint, {"recipe": dict, "task_state": (dict, type(None)), "step": int}
     )

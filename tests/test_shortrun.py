@@ -476,3 +476,28 @@ def test_mnist_recipe_trains_two_steps(tmp_path: Path) -> None:
     assert png_size(run_dir / "samples" / "final.png") == (2 * 30 + 2, 2 * 30 + 2)
     summary = json.loads((run_dir / "metrics.json").read_text())
     assert summary["reconstruction_split"] == "test" and summary["step"] == 2
+
+
+def test_commands_on_a_shortrun_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """generate draws images from a short-run EBM run; evaluate, interpolate and
+    latentebm.load say in one line that they apply to latent EBM runs."""
+    import latentebm
+    from latentebm.checkpoint import CheckpointError
+    from latentebm.cli import main as cli_main
+
+    run = ShortRunTrainer(tiny_recipe(tmp_path / "run")).fit()
+    grid = tmp_path / "samples.png"
+    args = ["generate", str(run), "-n", "6", "--grid", str(grid), "--seed", "1"]
+    assert cli_main(args) == 0
+    assert png_size(grid)[0] > 0
+    first = grid.read_bytes()
+    assert cli_main([*args, "--force"]) == 0
+    assert grid.read_bytes() == first  # seeded
+    capsys.readouterr()
+    for command in (["evaluate", str(run)], ["interpolate", str(run), "test:0", "test:1"]):
+        assert cli_main(command) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"latentebm: error: {run}: a data-space short-run EBM run"), err
+        assert "\n" not in err
+    with pytest.raises(CheckpointError, match="use latentebm.shortrun.load_shortrun"):
+        latentebm.load(run)
