@@ -723,6 +723,19 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    """``latentebm X (torch Y, Python Z)`` for ``--version``."""
+    import platform
+
+    import torch
+
+    from latentebm import __version__
+
+    return (
+        f"latentebm {__version__} (torch {torch.__version__}, Python {platform.python_version()})"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="latentebm",
@@ -730,6 +743,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = sub.add_parser(
@@ -778,7 +792,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--trajectory-dir", default=None, metavar="DIR", help="see --trajectory")
     gen.add_argument("--seed", type=seed_int, default=None)
-    gen.add_argument("--device", default="cpu")
+    gen.add_argument(
+        "--device", default="auto", help="auto (default): a GPU when there is one, else cpu"
+    )
     gen.add_argument("-o", "--output", default=None, help="write to this file instead of stdout")
     gen.add_argument("--force", action="store_true", help="overwrite --output/--grid if they exist")
     gen.add_argument(
@@ -817,7 +833,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_decode_args(interp)
     interp.add_argument("--seed", type=seed_int, default=None)
-    interp.add_argument("--device", default="cpu")
+    interp.add_argument(
+        "--device", default="auto", help="auto (default): a GPU when there is one, else cpu"
+    )
     interp.add_argument("-o", "--output", default=None, help="image models: the PNG strip to write")
     interp.add_argument("--force", action="store_true", help="overwrite -o")
     interp.set_defaults(func=cmd_interpolate)
@@ -876,7 +894,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ev.add_argument("run", help="a run directory (newest checkpoint) or a checkpoint file")
-    ev.add_argument("--split", default="test", help="default test")
+    ev.add_argument(
+        "--split", default=None, help="default: test (valid when the task has no test split)"
+    )
     ev.add_argument(
         "--metrics",
         default=None,
@@ -972,7 +992,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--seed", type=seed_int, default=0)
     ev.add_argument("-o", "--output", default=None, metavar="PATH", help="default RUN/metrics.json")
-    ev.add_argument("--device", default="cpu")
+    ev.add_argument(
+        "--device", default="auto", help="auto (default): a GPU when there is one, else cpu"
+    )
     ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     text = ev.add_argument_group("fppl, rppl, bleu (text); moses, molecules (molecules)")
     text.add_argument(

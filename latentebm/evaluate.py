@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
@@ -85,9 +86,35 @@ def spread_batches(batches: Sequence[T], count: int) -> list[T]:
     return [batches[round(i * (n - 1) / (count - 1))] for i in range(count)]
 
 
+def choose_split(task: Any, split: str | None) -> str:
+    """The split to evaluate: ``split`` when given (it must exist), else ``test``, else
+    ``valid`` (the quick start has no test split), said on stderr.
+
+    Raises:
+        ValueError: ``split`` is not a split of the task, or the task has neither.
+    """
+    available = list(getattr(task, "splits", ["test"]))
+    if split is not None:
+        if split not in available:
+            raise ValueError(
+                f"--split {split}: not a split of this task (it has: {', '.join(available)})"
+            )
+        return split
+    for candidate in ("test", "valid"):
+        if candidate in available:
+            if candidate != "test":
+                print(
+                    f"evaluate: the task has no test split; evaluating {candidate} "
+                    "(choose with --split)",
+                    file=sys.stderr,
+                )
+            return candidate
+    raise ValueError(f"the task has no test or valid split (it has: {', '.join(available)})")
+
+
 def evaluate(
     run_dir: str | Path,
-    split: str = "test",
+    split: str | None = None,
     metrics: str | Sequence[str] | None = None,
     *,
     likelihood: LikelihoodEvalSettings | None = None,
@@ -116,7 +143,8 @@ def evaluate(
 
     Args:
         run_dir: a run directory (newest checkpoint) or a checkpoint file.
-        split: the task's split (``test``, ``valid``, ``train``).
+        split: the task's split (``test``, ``valid``, ``train``); None: ``test``, or ``valid``
+            when the task has no test split (said on stderr).
         metrics: names or a comma-separated string (module docstring); None: the task's
             ``default_metrics`` (else ``marginal_nll``).
         likelihood: settings of ``marginal_nll``, ``recon_nll`` and ``latent_usage``
@@ -170,8 +198,7 @@ def evaluate(
     pretrained = load(run_dir, device=device)
     model, task = pretrained.model, pretrained.task
     names = check_metrics(metrics if metrics is not None else default_metrics(task))
-    if split not in getattr(task, "splits", [split]):
-        raise ValueError(f"split {split!r} not in the task (has: {', '.join(task.splits)})")
+    split = choose_split(task, split)
     result: dict[str, Any] = {}
     wanted = [name for name in names if name in LIKELIHOOD_METRICS]
     if wanted:

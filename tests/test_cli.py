@@ -407,3 +407,27 @@ def test_keys_documents_every_schema_key(capsys: pytest.CaptureFixture[str]) -> 
         assert key in keys
     assert "0.1" in keys["model.posterior_chain.step_size"]  # Table 5's s1 is the default
     assert "a^2/2" in keys["model.posterior_chain.step_size"]
+
+
+def test_version_and_python_dash_m(tmp_path: Path) -> None:
+    from latentebm import __version__
+    from tests.conftest import cli_env
+
+    done = subprocess.run(
+        [sys.executable, "-m", "latentebm", "--version"],
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"latentebm {__version__} (torch ")
+
+
+def test_model_commands_default_to_device_auto() -> None:
+    from latentebm.cli import build_parser
+
+    parser = build_parser()
+    for command in (["generate", "RUN"], ["evaluate", "RUN"], ["interpolate", "RUN", "a", "b"]):
+        assert parser.parse_args(command).device == "auto", command

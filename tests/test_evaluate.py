@@ -368,3 +368,22 @@ def test_latent_usage_examples_are_spread_over_the_lengths() -> None:
     assert torch.cat(picked).squeeze(1).tolist() == [0, 5, 10, 14, 19]  # first to last
     assert len(picked) == 5 and all(b.shape[1] == 1 for b in picked)
     assert spread_examples(batches, 50) == batches
+
+
+def test_a_task_without_a_test_split_is_evaluated_on_valid(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The quick start has no test split: `latentebm evaluate RUN` uses valid and says so; an
+    explicit --split that does not exist is one line naming it."""
+    from latentebm.cli import main as cli_main
+    from tests.conftest import train_tiny_run
+
+    run = train_tiny_run(tmp_path, "trainer.max_steps=1", f"trainer.run_dir={tmp_path / 'run'}")
+    args = ["evaluate", str(run), "--metrics", "recon_nll", "--max-batches", "1", "--no-progress"]
+    assert cli_main(args) == 0
+    assert "no test split; evaluating valid" in capsys.readouterr().err
+    assert "valid" in json.loads((run / "metrics.json").read_text())
+    assert cli_main([*args, "--split", "test"]) == 2
+    assert "--split test: not a split of this task (it has: train, valid)" in (
+        capsys.readouterr().err
+    )
