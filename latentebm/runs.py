@@ -340,6 +340,61 @@ def load_for_resume(
     return candidate, saved
 
 
+SEGMENTS_FILE = "segments.jsonl"
+"""One JSON line per start of a run segment (``started``, ``resumed``) with its environment."""
+
+
+def record_segment(run_dir: Path, event: str, step: int, **extra: Any) -> None:
+    """Append the start of a run segment (``event``, ``step``, the time, ``extra`` and
+    :func:`environment`) to ``RUN/segments.jsonl``, so a run says what ran each part of it."""
+    row = {"event": event, "step": step, "time": time.time(), **extra, **environment()}
+    with open(run_dir / SEGMENTS_FILE, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(row) + "\n")
+
+
+def environment() -> dict[str, Any]:
+    """What a run segment ran on (:func:`record_segment`):
+    the library, torch, Python and platform versions, the git commit of the toolkit's source
+    (with ``-dirty`` when it has uncommitted changes; None outside a git checkout), the host and
+    the command line."""
+    import platform
+    import subprocess
+
+    import torch
+
+    from latentebm import __version__
+
+    source = Path(__file__).resolve().parent.parent
+    commit: str | None = None
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(source), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        commit = head + ("-dirty" if dirty else "") if head else None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {
+        "latentebm": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "host": platform.node(),
+        "git_commit": commit,
+        "argv": list(sys.argv),
+    }
+
+
 def first_difference(saved: Any, current: Any, path: str) -> str | None:
     """The first setting (dotted ``path``) where a checkpoint's recipe and the current one
     differ, as a sentence; None when they agree (lists and tuples compare equal)."""

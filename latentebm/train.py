@@ -63,6 +63,7 @@ from latentebm.runs import (
     first_difference,
     load_for_resume,
     record_recipe,
+    record_segment,
     release_run_dir,
     run_id,
     say,
@@ -257,6 +258,9 @@ class Trainer:
             say(f"latentebm {__version__}: {action}; run dir {run_dir}")
             if saved is not None:
                 self._append_metrics({"event": "resumed", "checkpoint": str(resume_from)})
+                record_segment(run_dir, "resumed", self.state.step, checkpoint=str(resume_from))
+            else:
+                record_segment(run_dir, "started", 0)
             for change in optim_changes:
                 say(f"resume: {change}")
             if optim_changes:

@@ -460,3 +460,16 @@ def test_an_error_on_the_main_process_stops_every_process(tiny_recipe, tmp_path:
     assert done.returncode != 0
     assert "on the main process: trainer.run_dir" in done.stderr, done.stderr[-2000:]
     assert sorted(p.name for p in run.iterdir()) == ["mine.txt"]
+
+
+def test_each_segment_records_what_it_ran_on(tiny_recipe, tmp_path: Path) -> None:
+    import torch as torch_module
+
+    recipe, run = tiny_recipe(), tmp_path / "run"
+    fit(recipe, "trainer.max_steps=2", f"trainer.run_dir={run}")
+    fit(recipe, "trainer.max_steps=3", "trainer.resume=auto", f"trainer.run_dir={run}")
+    rows = [json.loads(line) for line in (run / "segments.jsonl").read_text().splitlines()]
+    assert [(r["event"], r["step"]) for r in rows] == [("started", 0), ("resumed", 2)]
+    for row in rows:
+        assert row["torch"] == torch_module.__version__
+        assert {"latentebm", "python", "platform", "git_commit", "argv"} <= set(row)

@@ -61,6 +61,7 @@ from latentebm.runs import (
     first_difference,
     load_for_resume,
     record_recipe,
+    record_segment,
     release_run_dir,
     run_id,
     say,
@@ -199,6 +200,10 @@ class ShortRunTrainer:
         self.run_dir = run_dir
         try:
             (run_dir / "samples").mkdir(parents=True, exist_ok=True)
+            if resume_from is None:
+                record_segment(run_dir, "started", 0)
+            else:
+                record_segment(run_dir, "resumed", self.state.step, checkpoint=str(resume_from))
             self._loop(task, model, optimizer, rng, device)
             self._write_outputs(task, model, device)
         finally:
