@@ -250,22 +250,44 @@ def _check_trajectory(args: argparse.Namespace) -> None:
         )
 
 
+_DECODE_OPTION_MODE = {
+    "temperature": "sample",
+    "top_k": "sample",
+    "beam_size": "beam",
+    "length_penalty": "beam",
+}
+"""The decoding mode each decoding option belongs to."""
+
+
 def _decode_opts(args: argparse.Namespace) -> dict[str, object]:
-    """The decoding options of ``generate`` / ``interpolate`` for ``LSTMDecoder.sample``."""
+    """The decoding options of ``generate`` / ``interpolate`` for ``LSTMDecoder.sample``; an
+    option given for another mode than ``--decode`` (``--temperature`` with the default greedy
+    decoding, say) is named in a warning line, not silently ignored."""
+    decode = args.decode or "greedy"
+    for name, mode in _DECODE_OPTION_MODE.items():
+        if getattr(args, name, None) is not None and args.decode is not None and decode != mode:
+            flag = "--" + name.replace("_", "-")
+            print(
+                f"latentebm: warning: {flag} applies to --decode {mode}; ignored with "
+                f"--decode {decode}",
+                file=sys.stderr,
+            )
     opts: dict[str, object] = {
         "decode": args.decode,
-        "temperature": args.temperature,
+        "temperature": 1.0 if args.temperature is None else args.temperature,
         "top_k": args.top_k,
     }
     if args.decode == "beam":
-        opts.update(beam_size=args.beam_size, length_penalty=args.length_penalty)
+        beam_size = 5 if args.beam_size is None else args.beam_size
+        penalty = 0.0 if args.length_penalty is None else args.length_penalty
+        opts.update(beam_size=beam_size, length_penalty=penalty)
     return opts
 
 
 def _add_decode_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decode", choices=("greedy", "sample", "beam"), default="greedy")
     parser.add_argument(
-        "--temperature", type=positive_float, default=1.0, help="for --decode sample (> 0)"
+        "--temperature", type=positive_float, default=None, help="for --decode sample (> 0; 1)"
     )
     parser.add_argument(
         "--top-k", type=positive_int, default=None, help="for --decode sample (>= 1)"
@@ -273,14 +295,14 @@ def _add_decode_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--beam-size",
         type=positive_int,
-        default=5,
+        default=None,
         metavar="K",
         help="for --decode beam (default 5)",
     )
     parser.add_argument(
         "--length-penalty",
         type=non_negative_float,
-        default=0.0,
+        default=None,
         metavar="A",
         help="for --decode beam: rank by log p / length**A (default 0: plain log p)",
     )

@@ -431,3 +431,20 @@ def test_model_commands_default_to_device_auto() -> None:
     parser = build_parser()
     for command in (["generate", "RUN"], ["evaluate", "RUN"], ["interpolate", "RUN", "a", "b"]):
         assert parser.parse_args(command).device == "auto", command
+
+
+def test_decoding_options_of_another_mode_are_named_not_ignored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from latentebm.cli import main as cli_main
+    from tests.conftest import train_tiny_run
+
+    run = train_tiny_run(tmp_path, "trainer.max_steps=1", f"trainer.run_dir={tmp_path / 'run'}")
+    capsys.readouterr()
+    assert cli_main(["generate", str(run), "-n", "2", "--temperature", "0.5", "--top-k", "3"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: --temperature applies to --decode sample; ignored with --decode greedy" in err
+    assert "warning: --top-k applies to --decode sample" in err
+    args = ["generate", str(run), "-n", "2", "--decode", "sample", "--temperature", "0.5"]
+    assert cli_main(args) == 0
+    assert "warning" not in capsys.readouterr().err
