@@ -121,9 +121,10 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     except (OSError, MemoryError) as error:
         raise CheckpointError(f"{path}: cannot read checkpoint ({_reason(error)})") from error
     except Exception as error:  # noqa: BLE001 - any failure of the bytes is reported the same way
-        raise CheckpointFormatError(
-            f"{path}: cannot read checkpoint ({_load_reason(error)})"
-        ) from error
+        message = f"{path}: cannot read checkpoint ({_load_reason(error)})"
+        if "WeightsUnpickler" in str(error):  # readable, but holds what weights_only refuses
+            raise CheckpointError(message) from error  # (a newer format, say): not damage
+        raise CheckpointFormatError(message) from error
     if not isinstance(state, dict) or "model" not in state or "recipe" not in state:
         raise CheckpointFormatError(f"{path}: not a latentebm checkpoint")
     return state

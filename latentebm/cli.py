@@ -143,12 +143,20 @@ def recipe_family(path: Path) -> str:
 def run_family(run: str | Path) -> str:
     """The model family of a run directory or of a checkpoint in a run's ``checkpoints/``
     (from the run's ``config.yaml``); ``latent`` when there is no ``config.yaml`` to say."""
+    from latentebm.config import RecipeError
+
     path = Path(run)
-    run_dir = path if path.is_dir() else path.parent.parent
-    if path.is_file() and path.parent.name != "checkpoints":
+    if path.is_dir():
+        run_dir = path
+    elif path.is_file() and path.parent.name == "checkpoints":
+        run_dir = path.parent.parent
+    else:  # a loose checkpoint file or a path that does not exist: the loader decides
         return "latent"
     config = run_dir / "config.yaml"
-    return recipe_family(config) if config.is_file() else "latent"
+    try:
+        return recipe_family(config) if config.is_file() else "latent"
+    except (RecipeError, OSError):  # a damaged config.yaml: the checkpoint decides
+        return "latent"
 
 
 def _not_for_shortrun(command: str, run: str, instead: str) -> None:
@@ -1191,14 +1199,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _stdout_closed() -> bool:
-    """True when writing to stdout fails with a broken pipe (its reader has gone)."""
+    """True when stdout is a pipe whose reader has gone (``poll`` reports an error on it)."""
+    import select
+
     try:
-        sys.stdout.flush()
-    except BrokenPipeError:
-        return True
-    except (OSError, ValueError):
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        events = poller.poll(0)
+    except (OSError, ValueError, AttributeError):  # no file descriptor, or no poll here
         return False
-    return False
+    return any(mask & (select.POLLERR | select.POLLHUP) for _, mask in events)
 
 
 def one_line(message: str) -> str:

@@ -3,6 +3,7 @@ fresh directory without ever writing into another run's."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -52,10 +53,17 @@ def lock_run_dir(run_dir: Path) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as error:
         os.close(fd)
-        raise TrainingError(
-            f"{run_dir}: another process is writing into this run (it holds {LOCK_FILE}); "
-            "wait for it to end, or choose another trainer.run_dir"
-        ) from error
+        if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise TrainingError(
+                f"{run_dir}: another process is writing into this run (it holds {LOCK_FILE}); "
+                "wait for it to end, or choose another trainer.run_dir"
+            ) from error
+        # a file system without locks (some network mounts): go on, unprotected
+        say(
+            f"warning: {run_dir}: cannot lock the run ({error.strerror}); not protected "
+            "against a second process writing into it"
+        )
+        return
     _HELD_LOCKS[key] = fd
 
 
@@ -157,7 +165,11 @@ def claim_run_dir(
     except FileExistsError as error:
         raise TrainingError(f"trainer.run_dir: {path} was taken by another run") from error
     lock_run_dir(path)
-    _write_run_id(path)
+    try:
+        _write_run_id(path)
+    except BaseException:
+        release_run_dir(path)
+        raise
     return path
 
 
@@ -175,29 +187,24 @@ def restartable_run_dir(run_dir: str | None, name: str, config_text: str) -> Pat
     if run_dir is None:
         return None
     path = Path(run_dir)
-    config = path / "config.yaml"
-    if not config.is_file() or not (path / RUN_ID_FILE).is_file():
+    if not (path / RUN_ID_FILE).is_file():  # not claimed by a run: never touched
         return None
-    folder = path / CHECKPOINT_DIR
-    if folder.is_dir() and any(not _ORPHAN.match(p.name) for p in folder.iterdir()):
-        return None
+    lock_run_dir(path)  # everything below is decided and done under the run's lock
     try:
-        old = yaml.safe_load(config.read_text(encoding="utf-8"))
-        new = yaml.safe_load(config_text)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return None
-    if not isinstance(old, dict) or not isinstance(new, dict):
-        return None
-    if (old.get("family"), old.get("name")) != (new.get("family"), new.get("name")):
-        return None
-    lock_run_dir(path)
-    remove_orphan_temporaries(path)
-    if config.read_text(encoding="utf-8") != config_text:
-        n = 1
-        while (kept := path / f"config.before_restart_{n}.yaml").exists():
-            n += 1
-        config.rename(kept)
-        config.write_text(config_text, encoding="utf-8")
+        if not _never_checkpointed(path, config_text):
+            release_run_dir(path)
+            return None
+        remove_orphan_temporaries(path)
+        config = path / "config.yaml"
+        if config.read_text(encoding="utf-8") != config_text:
+            n = 1
+            while (kept := path / f"config.before_restart_{n}.yaml").exists():
+                n += 1
+            config.rename(kept)
+            config.write_text(config_text, encoding="utf-8")
+    except BaseException:
+        release_run_dir(path)
+        raise
     event = {"event": "restarted", "reason": "no checkpoint to resume from", "time": time.time()}
     with open(path / "metrics.jsonl", "a", encoding="utf-8") as handle:
         handle.write(json.dumps(event) + "\n")
@@ -216,9 +223,29 @@ def record_recipe(run_dir: Path, step: int, config_text: str) -> None:
     if not first.exists():
         first.write_text(config_text, encoding="utf-8")
         return
-    if yaml.safe_load(first.read_text(encoding="utf-8")) != yaml.safe_load(config_text):
+    try:
+        same = yaml.safe_load(first.read_text(encoding="utf-8")) == yaml.safe_load(config_text)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        same = False  # an unreadable config.yaml: this segment's recipe is recorded beside it
+    if not same:
         target = unused_path(run_dir / f"config.step_{step:08d}.yaml")
         target.write_text(config_text, encoding="utf-8")
+
+
+def _never_checkpointed(path: Path, config_text: str) -> bool:
+    """``path`` holds a run of the recipe ``config_text`` (same family and name in its
+    ``config.yaml``) whose ``checkpoints/`` has nothing but half-written temporaries."""
+    folder = path / CHECKPOINT_DIR
+    if folder.is_dir() and any(not _ORPHAN.match(p.name) for p in folder.iterdir()):
+        return False
+    try:
+        old = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8"))
+        new = yaml.safe_load(config_text)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return False
+    return (old.get("family"), old.get("name")) == (new.get("family"), new.get("name"))
 
 
 def run_id(run_dir: Path) -> str | None:
@@ -262,19 +289,67 @@ def continue_in(checkpoint: Path, run_dir: str | None) -> Path | None:
     return owner
 
 
-def continue_run(checkpoint: Path, saved: dict[str, Any], run_dir: str | None) -> Path | None:
-    """Where a run resumed from ``checkpoint`` (read into ``saved``) writes: the checkpoint's
-    own run directory, locked, checked to be the run that wrote ``saved``, given an identity if
-    it predates them and cleared of half-written checkpoints; or None when a new run directory
-    must be claimed (:func:`continue_in` says when)."""
-    in_place = continue_in(checkpoint, run_dir)
-    if in_place is None:
+def open_resume(
+    resume: str | None,
+    run_dir: str | None,
+    runs_root: str,
+    name: str,
+    load: Callable[[Path], dict[str, Any]],
+) -> tuple[Path | None, dict[str, Any] | None, Path | None]:
+    """Find and read the checkpoint ``trainer.resume`` asks for and decide where the run writes:
+    ``(checkpoint, state, in_place)``, all None for a fresh run; ``in_place`` is the run
+    directory to continue (locked, :func:`lock_run_dir`), None when a new one must be claimed.
+
+    When the checkpoint could continue its own run (:func:`continue_in`), that run is locked
+    before anything in it is read, renamed or written, and the newest checkpoint is looked up
+    again under the lock; the run must be the one that wrote the checkpoint
+    (:func:`check_same_run`), gets an identity if it predates them, and loses its half-written
+    temporaries. An older checkpoint named explicitly forks without locking its run (another
+    process may still be writing there).
+
+    Raises:
+        CheckpointError, TrainingError: the lock is released before they propagate.
+    """
+    found = find_resume(resume, run_dir, runs_root, name)
+    if found is None:
+        return None, None, None
+    auto = resume == "auto"
+    owner = _could_continue(found, run_dir)
+    if owner is None:
+        found, saved = load_for_resume(found, auto, load)
+        continue_in(found, run_dir)  # says why this branch forks
+        return found, saved, None
+    lock_run_dir(owner)
+    try:
+        if auto:  # the newest checkpoint, now that no other process can add one
+            found = find_resume(resume, run_dir, runs_root, name) or found
+        found, saved = load_for_resume(found, auto, load)
+        in_place = continue_in(found, run_dir)
+        if in_place is None:
+            release_run_dir(owner)
+            return found, saved, None
+        check_same_run(saved, found, in_place)
+        _write_run_id(in_place)
+        remove_orphan_temporaries(in_place)
+    except BaseException:
+        release_run_dir(owner)
+        raise
+    return found, saved, in_place
+
+
+def _could_continue(checkpoint: Path, run_dir: str | None) -> Path | None:
+    """The run directory ``checkpoint`` may continue in place (it sits in its
+    ``checkpoints/``, ``trainer.run_dir`` is unset or names it, and it is that run's newest
+    checkpoint as far as can be seen without the lock), else None."""
+    if checkpoint.parent.name != CHECKPOINT_DIR:
         return None
-    lock_run_dir(in_place)
-    check_same_run(saved, checkpoint, in_place)
-    _write_run_id(in_place)
-    remove_orphan_temporaries(in_place)
-    return in_place
+    owner = checkpoint.parent.parent
+    if run_dir is not None and Path(run_dir).expanduser().resolve() != owner.resolve():
+        return None
+    newest = latest_checkpoint(owner)
+    if run_dir is None and newest is not None and newest.resolve() != checkpoint.resolve():
+        return None  # an older checkpoint: a fork (continue_in says so)
+    return owner
 
 
 def check_same_run(saved: dict[str, Any], source: Path, run_dir: Path) -> None:
@@ -355,8 +430,8 @@ def record_segment(run_dir: Path, event: str, step: int, **extra: Any) -> None:
 def environment() -> dict[str, Any]:
     """What a run segment ran on (:func:`record_segment`):
     the library, torch, Python and platform versions, the git commit of the toolkit's source
-    (with ``-dirty`` when it has uncommitted changes; None outside a git checkout), the host and
-    the command line."""
+    (with ``-dirty`` when it has uncommitted changes; None unless the toolkit runs from its own
+    git checkout), the host and the command line."""
     import platform
     import subprocess
 
@@ -367,6 +442,15 @@ def environment() -> dict[str, Any]:
     source = Path(__file__).resolve().parent.parent
     commit: str | None = None
     try:
+        top = subprocess.run(
+            ["git", "-C", str(source), "rev-parse", "--show-toplevel"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        if not top or Path(top).resolve() != source:  # an installed copy inside another repo
+            raise subprocess.SubprocessError
         head = subprocess.run(
             ["git", "-C", str(source), "rev-parse", "HEAD"],
             capture_output=True,

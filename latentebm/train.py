@@ -58,10 +58,8 @@ from latentebm.runs import (
     TimedCheckpoints,
     TrainingError,
     claim_run_dir,
-    continue_run,
-    find_resume,
     first_difference,
-    load_for_resume,
+    open_resume,
     record_recipe,
     record_segment,
     release_run_dir,
@@ -127,13 +125,10 @@ class Trainer:
         self._signal: int | None = None
         self._writer: Any = None
         self._diverging = False
+        self._held: Path | None = None  # the run directory this process has locked
         self.run_dir: Path | None = None
 
     # ------------------------------------------------------------------ setup
-    def _find_resume(self) -> Path | None:
-        cfg = self.cfg
-        return find_resume(cfg.resume, cfg.run_dir, cfg.runs_root, self._name())
-
     def _name(self) -> str:
         return self.recipe.name or "run"
 
@@ -190,7 +185,7 @@ class Trainer:
         finally:
             if self._writer is not None:
                 self._writer.close()
-            release_run_dir(self.run_dir)
+            release_run_dir(self._held)
             shutdown(self.ctx)
 
     def _fit(self) -> Path:
@@ -198,16 +193,21 @@ class Trainer:
         device = resolve_device(self.recipe.device, ctx.local_rank)
         saved: dict[str, Any] | None = None
 
-        def open_resume() -> Path | None:  # the main process sets a damaged newest one aside
-            nonlocal saved
-            found = self._find_resume()
-            if found is None:
-                return None
-            auto = cfg.resume == "auto"
-            found, saved = load_for_resume(found, auto, lambda p: load_checkpoint(p, "cpu"))
+        in_place: Path | None = None
+
+        def find_checkpoint() -> Path | None:  # the main process: reads, locks, decides
+            nonlocal saved, in_place
+            found, saved, in_place = open_resume(
+                cfg.resume,
+                cfg.run_dir,
+                cfg.runs_root,
+                self._name(),
+                lambda p: load_checkpoint(p, "cpu"),
+            )
+            self._held = in_place
             return found
 
-        resume_from = broadcast_object(self._main_only(open_resume), ctx)
+        resume_from = broadcast_object(self._main_only(find_checkpoint), ctx)
         if resume_from is not None:
             if saved is None:
                 saved = load_checkpoint(resume_from, map_location="cpu")
@@ -238,12 +238,11 @@ class Trainer:
             # every split's data file is read before a run directory is claimed, so a missing
             # or unreadable file (the test split, say) leaves no half-started run behind
             description = task.describe()
-            in_place = None
-            if resume_from is not None:
-                assert saved is not None
-                in_place = continue_run(resume_from, saved, cfg.run_dir)
-            # else a new run, or a resumed one forked into a new run directory
-            return in_place or self._claim_new_run_dir(), description
+            if in_place is not None:
+                return in_place, description
+            # a new run, or a resumed one forked into a new run directory
+            self._held = self._claim_new_run_dir()
+            return self._held, description
 
         run_dir, description = self._main_only(choose_run_dir) or (Path(), "")
         run_dir = broadcast_object(run_dir, ctx)

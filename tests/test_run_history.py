@@ -473,3 +473,48 @@ def test_each_segment_records_what_it_ran_on(tiny_recipe, tmp_path: Path) -> Non
     for row in rows:
         assert row["torch"] == torch_module.__version__
         assert {"latentebm", "python", "platform", "git_commit", "argv"} <= set(row)
+
+
+def test_the_lock_is_released_when_a_resume_is_refused(tiny_recipe, tmp_path: Path) -> None:
+    import latentebm.runs as runs_module
+
+    recipe, ours, theirs = tiny_recipe(), tmp_path / "ours", tmp_path / "theirs"
+    fit(recipe, "trainer.max_steps=3", f"trainer.run_dir={ours}")
+    fit(recipe, "trainer.max_steps=4", f"trainer.run_dir={theirs}")
+    shutil.copy(checkpoint_path(theirs, 4), checkpoint_path(ours, 4))
+    with pytest.raises(TrainingError, match="written by another run"):
+        fit(recipe, "trainer.max_steps=6", "trainer.resume=auto", f"trainer.run_dir={ours}")
+    assert not runs_module._HELD_LOCKS  # nothing stays locked after a failed fit
+    checkpoint_path(ours, 4).unlink()
+    assert fit(recipe, "trainer.max_steps=4", "trainer.resume=auto", f"trainer.run_dir={ours}")
+
+
+def test_a_damaged_config_yaml_does_not_block_a_resume(tiny_recipe, tmp_path: Path) -> None:
+    recipe, run = tiny_recipe(), tmp_path / "run"
+    fit(recipe, "trainer.max_steps=2", f"trainer.run_dir={run}")
+    (run / "config.yaml").write_text("task: [unclosed\n")
+    fit(recipe, "trainer.max_steps=3", "trainer.resume=auto", f"trainer.run_dir={run}")
+    assert (run / "config.yaml").read_text() == "task: [unclosed\n"  # kept as it was
+    assert load_recipe(run / "config.step_00000002.yaml").trainer.max_steps == 3
+
+
+def test_a_device_this_machine_lacks_is_named_before_reading(tiny_recipe, tmp_path: Path) -> None:
+    import latentebm
+    from latentebm.config import RecipeError
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    run = fit(tiny_recipe(), "trainer.max_steps=1", f"trainer.run_dir={tmp_path / 'run'}")
+    with pytest.raises(RecipeError, match="device: 'cuda' asked for, but CUDA is not available"):
+        latentebm.load(run, device="cuda")
+
+
+def test_a_path_that_does_not_exist_is_not_read_as_a_short_run_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`latentebm evaluate typo` in a folder whose config.yaml is a short-run recipe."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "config.yaml").write_text("family: shortrun\nname: x\n")
+    assert cli_main(["evaluate", "typo"]) == 2
+    err = capsys.readouterr().err
+    assert "typo: no such checkpoint file or run directory" in err, err

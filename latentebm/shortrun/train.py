@@ -56,10 +56,8 @@ from latentebm.runs import (
     TimedCheckpoints,
     TrainingError,
     claim_run_dir,
-    continue_run,
-    find_resume,
     first_difference,
-    load_for_resume,
+    open_resume,
     record_recipe,
     record_segment,
     release_run_dir,
@@ -147,10 +145,6 @@ class ShortRunTrainer:
     def _name(self) -> str:
         return self.recipe.name or "shortrun"
 
-    def _find_resume(self) -> Path | None:
-        cfg = self.cfg
-        return find_resume(cfg.resume, cfg.run_dir, cfg.runs_root, self._name())
-
     def _claim_new_run_dir(self) -> Path:
         """Create and claim a fresh run directory (:func:`latentebm.runs.claim_run_dir`)."""
         cfg = self.cfg
@@ -181,24 +175,27 @@ class ShortRunTrainer:
         rng = torch.Generator(device)
         rng.manual_seed(recipe.seed * 1_000_003 + 1)
 
-        resume_from = self._find_resume()
-        if resume_from is not None:
-            resume_from, saved = load_for_resume(
-                resume_from,
-                self.cfg.resume == "auto",
-                lambda path: load_checkpoint(path, map_location="cpu"),
-            )
-            self._restore(saved, resume_from, model, optimizer, rng, device)
-            in_place = continue_run(resume_from, saved, self.cfg.run_dir)
-            run_dir = in_place if in_place is not None else self._claim_new_run_dir()
-            record_recipe(run_dir, self.state.step, _recipe_yaml(self.recipe))
-            step = self.state.step
-            say(f"shortrun: resumed from {resume_from} at step {step}; run dir {run_dir}")
-        else:
-            run_dir = self._claim_new_run_dir()
-            say(f"latentebm {__version__} shortrun: new run; run dir {run_dir}")
-        self.run_dir = run_dir
+        cfg = self.cfg
+        resume_from, saved, in_place = open_resume(
+            cfg.resume,
+            cfg.run_dir,
+            cfg.runs_root,
+            self._name(),
+            lambda path: load_checkpoint(path, map_location="cpu"),
+        )
+        run_dir: Path | None = in_place  # locked by open_resume when continuing in place
         try:
+            if resume_from is not None:
+                assert saved is not None
+                self._restore(saved, resume_from, model, optimizer, rng, device)
+                run_dir = in_place if in_place is not None else self._claim_new_run_dir()
+                record_recipe(run_dir, self.state.step, _recipe_yaml(self.recipe))
+                step = self.state.step
+                say(f"shortrun: resumed from {resume_from} at step {step}; run dir {run_dir}")
+            else:
+                run_dir = self._claim_new_run_dir()
+                say(f"latentebm {__version__} shortrun: new run; run dir {run_dir}")
+            self.run_dir = run_dir
             (run_dir / "samples").mkdir(parents=True, exist_ok=True)
             if resume_from is None:
                 record_segment(run_dir, "started", 0)
