@@ -55,8 +55,9 @@ def sample_run(run: Path, n: int, seed: int, batch_size: int) -> tuple[torch.Ten
 
     pretrained = latentebm.load(run)
     images = pretrained.sample_images(n, seed=seed, batch_size=batch_size)
-    chain = pretrained.model.prior_chain
-    return images, f"latent EBM step {pretrained.step}, prior {chain!r}, generator mean"
+    model = pretrained.model
+    prior = f"prior {model.prior_chain!r}" if model.prior.has_energy else "exact N(0, I) prior"
+    return images, f"latent model step {pretrained.step}, {prior}, generator mean"
 
 
 def main(argv: list[str] | None = None) -> int:
