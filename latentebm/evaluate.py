@@ -203,6 +203,13 @@ def evaluate(
     split = choose_split(task, split)
     result: dict[str, Any] = {}
     wanted = [name for name in names if name in LIKELIHOOD_METRICS]
+    others = [name for name in names if name not in LIKELIHOOD_METRICS]
+    if max_batches is not None and others:
+        print(
+            f"evaluate: warning: --max-batches limits {', '.join(sorted(LIKELIHOOD_METRICS))} "
+            f"only; {', '.join(others)} use their own counts (see --help)",
+            file=sys.stderr,
+        )
     if wanted:
         batches = length_sorted_batches(task, split, batch_size)
         n_batches_total = len(batches)

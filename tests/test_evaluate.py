@@ -387,3 +387,17 @@ def test_a_task_without_a_test_split_is_evaluated_on_valid(
     assert "--split test: not a split of this task (it has: train, valid)" in (
         capsys.readouterr().err
     )
+
+
+def test_max_batches_says_which_metrics_it_limits(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from latentebm.cli import main as cli_main
+    from tests.conftest import train_tiny_run
+
+    run = train_tiny_run(tmp_path, "trainer.max_steps=1", f"trainer.run_dir={tmp_path / 'run'}")
+    args = ["evaluate", str(run), "--split", "valid", "--max-batches", "1", "--no-progress"]
+    assert cli_main([*args, "--metrics", "recon_nll"]) == 0
+    assert "--max-batches limits" not in capsys.readouterr().err
+    assert cli_main([*args, "--metrics", "recon_nll,bleu", "--recon-sentences", "2"]) == 0
+    assert "warning: --max-batches limits" in capsys.readouterr().err
