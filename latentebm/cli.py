@@ -365,6 +365,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         args.n,
         langevin_steps=args.langevin_steps,
         seed=args.seed,
+        progress=args.n > 500,  # more than one batch: a bar on stderr, not a silent wait
         **_decode_opts(args),  # type: ignore[arg-type]
     )
     text = "\n".join(sentences) + "\n"
