@@ -1145,11 +1145,13 @@ def _check_expanded_size(root: yaml.Node) -> None:
     visiting: set[int] = set()
 
     def too_deep(node: yaml.Node) -> _YAMLSizeError:
+        """The error for ``node`` expanding past MAX_YAML_DEPTH."""
         return _YAMLSizeError(
             f"line {node.start_mark.line + 1}: nested more than {MAX_YAML_DEPTH} levels deep"
         )
 
     def measure(node: yaml.Node, depth: int) -> tuple[int, int]:
+        """``node``'s expanded size and height, used at ``depth``; raises when too big."""
         key = id(node)
         if key in measured:  # a shared node: its expansion counts again, at this depth
             total, height = measured[key]

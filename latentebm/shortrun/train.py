@@ -423,4 +423,5 @@ def _held_out_images(task: Any, n: int, seed: int) -> tuple[Tensor, str]:
 
 
 def _recipe_yaml(recipe: ShortRunRecipe) -> str:
+    """The resolved recipe as YAML (``config.yaml`` and ``config.step_N.yaml``)."""
     return yaml.safe_dump(_to_plain(recipe), sort_keys=False, default_flow_style=False)
