@@ -1,10 +1,16 @@
-"""Run directories shared by every trainer: where a resumed run continues from, and claiming a
-fresh directory without ever writing into another run's."""
+"""Run directories shared by every trainer (latent and short-run EBM).
+
+Contract (docs/guarantees.md): a run's history is append-only. A fresh directory is claimed
+exclusively (``config.yaml``) and given an identity (``.run_id``); the one process writing into a
+run holds its lock (``.lock``, taken before anything in it is read, renamed or written); a run
+continues in place only from its own newest checkpoint (:func:`open_resume`), an older one forks
+a new directory; damaged checkpoints are set aside, never deleted; no file of a run is replaced
+(:func:`unused_path`, :func:`record_recipe`); each segment records what it ran on
+(:func:`record_segment`)."""
 
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import os
 import re
@@ -17,6 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+try:
+    import fcntl
+except ImportError:  # no flock (Windows): runs are not locked there
+    fcntl = None  # type: ignore[assignment]
 
 from latentebm.checkpoint import (
     CHECKPOINT_DIR,
@@ -46,7 +57,7 @@ def lock_run_dir(run_dir: Path) -> None:
         TrainingError: another process holds it.
     """
     key = run_dir.resolve()
-    if key in _HELD_LOCKS:
+    if key in _HELD_LOCKS or fcntl is None:
         return
     fd = os.open(key / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
