@@ -451,32 +451,25 @@ def environment() -> dict[str, Any]:
     from latentebm import __version__
 
     source = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        """``git -C SOURCE ARGS``'s output (raises when git fails)."""
+        done = subprocess.run(
+            ["git", "-C", str(source), *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+        return done.stdout.strip()
+
     commit: str | None = None
     try:
-        top = subprocess.run(
-            ["git", "-C", str(source), "rev-parse", "--show-toplevel"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        if not top or Path(top).resolve() != source:  # an installed copy inside another repo
-            raise subprocess.SubprocessError
-        head = subprocess.run(
-            ["git", "-C", str(source), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        commit = head + ("-dirty" if dirty else "") if head else None
+        top = git("rev-parse", "--show-toplevel")
+        if top and Path(top).resolve() == source:  # not an installed copy inside another repo
+            head = git("rev-parse", "HEAD")
+            dirty = git("status", "--porcelain", "--untracked-files=no")
+            commit = head + ("-dirty" if dirty else "") if head else None
     except (OSError, subprocess.SubprocessError):
         commit = None
     return {
