@@ -279,10 +279,8 @@ def continue_in(checkpoint: Path, run_dir: str | None) -> Path | None:
     Raises:
         TrainingError: ``trainer.run_dir`` names ``RUN`` but ``checkpoint`` is not its newest.
     """
-    if checkpoint.parent.name != CHECKPOINT_DIR:
-        return None
-    owner = checkpoint.parent.parent
-    if run_dir is not None and Path(run_dir).expanduser().resolve() != owner.resolve():
+    owner = _owning_run(checkpoint, run_dir)
+    if owner is None:
         return None
     newest = latest_checkpoint(owner)
     if newest is not None and newest.resolve() != checkpoint.resolve():
@@ -352,14 +350,23 @@ def _could_continue(checkpoint: Path, run_dir: str | None) -> Path | None:
     """The run directory ``checkpoint`` may continue in place (it sits in its
     ``checkpoints/``, ``trainer.run_dir`` is unset or names it, and it is that run's newest
     checkpoint as far as can be seen without the lock), else None."""
+    owner = _owning_run(checkpoint, run_dir)
+    if owner is None:
+        return None
+    newest = latest_checkpoint(owner)
+    if run_dir is None and newest is not None and newest.resolve() != checkpoint.resolve():
+        return None  # an older checkpoint: a fork (continue_in says so)
+    return owner
+
+
+def _owning_run(checkpoint: Path, run_dir: str | None) -> Path | None:
+    """``RUN`` for ``RUN/checkpoints/step_N.pt`` when ``trainer.run_dir`` is unset or names it,
+    else None (a loose checkpoint file, or a resume into another directory)."""
     if checkpoint.parent.name != CHECKPOINT_DIR:
         return None
     owner = checkpoint.parent.parent
     if run_dir is not None and Path(run_dir).expanduser().resolve() != owner.resolve():
         return None
-    newest = latest_checkpoint(owner)
-    if run_dir is None and newest is not None and newest.resolve() != checkpoint.resolve():
-        return None  # an older checkpoint: a fork (continue_in says so)
     return owner
 
 
