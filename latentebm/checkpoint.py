@@ -8,6 +8,7 @@ the resolved recipe, the task's tokenizer state and the library version.
 from __future__ import annotations
 
 import re
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,8 @@ def _load_reason(error: BaseException) -> str:
     text = str(error)
     marker = "WeightsUnpickler error:"
     if marker in text:
-        detail = " ".join(text.split(marker, 1)[1].split("\n\n")[0].split())
+        paragraphs = [" ".join(part.split()) for part in text.split(marker, 1)[1].split("\n\n")]
+        detail = next((part for part in paragraphs if part), "refused")
         return f"not a checkpoint this version can read safely: {detail}"
     return _reason(error)
 
@@ -122,8 +124,9 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         raise CheckpointError(f"{path}: cannot read checkpoint ({_reason(error)})") from error
     except Exception as error:  # noqa: BLE001 - any failure of the bytes is reported the same way
         message = f"{path}: cannot read checkpoint ({_load_reason(error)})"
-        if "WeightsUnpickler" in str(error):  # readable, but holds what weights_only refuses
-            raise CheckpointError(message) from error  # (a newer format, say): not damage
+        if zipfile.is_zipfile(path) and "WeightsUnpickler" in str(error):
+            # an intact container whose contents weights_only refuses (a newer format, say)
+            raise CheckpointError(message) from error  # not damage: not set aside
         raise CheckpointFormatError(message) from error
     if not isinstance(state, dict) or "model" not in state or "recipe" not in state:
         raise CheckpointFormatError(f"{path}: not a latentebm checkpoint")

@@ -518,3 +518,15 @@ def test_a_path_that_does_not_exist_is_not_read_as_a_short_run_run(
     assert cli_main(["evaluate", "typo"]) == 2
     err = capsys.readouterr().err
     assert "typo: no such checkpoint file or run directory" in err, err
+
+
+def test_a_newest_checkpoint_overwritten_with_text_falls_back(
+    tiny_recipe, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bytes that are not a checkpoint container at all are damage, however torch words it."""
+    recipe, run = tiny_recipe(), tmp_path / "run"
+    fit(recipe, "trainer.max_steps=6", f"trainer.run_dir={run}")
+    checkpoint_path(run, 6).write_text("not a checkpoint\n" * 50)
+    fit(recipe, "trainer.max_steps=6", "trainer.resume=auto", f"trainer.run_dir={run}")
+    err = capsys.readouterr().err
+    assert "step_00000006.pt.corrupt" in err and "Unsupported operand" in err
