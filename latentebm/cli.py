@@ -140,27 +140,10 @@ def recipe_family(path: Path) -> str:
     return family
 
 
-def run_family(run: str | Path) -> str:
-    """The model family of a run directory or of a checkpoint in a run's ``checkpoints/``
-    (from the run's ``config.yaml``); ``latent`` when there is no ``config.yaml`` to say."""
-    from latentebm.config import RecipeError
-
-    path = Path(run)
-    if path.is_dir():
-        run_dir = path
-    elif path.is_file() and path.parent.name == "checkpoints":
-        run_dir = path.parent.parent
-    else:  # a loose checkpoint file or a path that does not exist: the loader decides
-        return "latent"
-    config = run_dir / "config.yaml"
-    try:
-        return recipe_family(config) if config.is_file() else "latent"
-    except (RecipeError, OSError):  # a damaged config.yaml: the checkpoint decides
-        return "latent"
-
-
 def _not_for_shortrun(command: str, run: str, instead: str) -> None:
     """Refuse, in one line, a command that applies to latent EBM runs only."""
+    from latentebm.runs import run_family
+
     if run_family(run) == "shortrun":
         raise ValueError(
             f"{run}: a data-space short-run EBM run (family: shortrun); `latentebm {command}` "
@@ -350,6 +333,7 @@ def _generate_trajectory(args: argparse.Namespace, model: object) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from latentebm.pretrained import load
+    from latentebm.runs import run_family
 
     _check_trajectory(args)
     if run_family(args.run) == "shortrun":

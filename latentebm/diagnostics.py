@@ -287,17 +287,6 @@ def _series(rows: list[dict[str, Any]], key: str) -> tuple[list[int], list[float
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
-def _family(run_dir: Path) -> str:
-    """``family`` of the run's ``config.yaml`` (``latent`` when absent)."""
-    import yaml
-
-    config = run_dir / "config.yaml"
-    if not config.is_file():
-        return "latent"
-    data = yaml.safe_load(config.read_text(encoding="utf-8"))
-    return str(data.get("family", "latent")) if isinstance(data, dict) else "latent"
-
-
 def _latent_usage(run_dir: Path, n_examples: int, seed: int) -> dict[str, Any] | None:
     """Active units, I(x; z) and the reconstruction gain on ``n_examples`` examples spread over
     the length-sorted valid split (train without one); None without a checkpoint or a latent
@@ -330,16 +319,17 @@ def _latent_usage(run_dir: Path, n_examples: int, seed: int) -> dict[str, Any] |
 
 def _chain_drifts(run_dir: Path) -> tuple[float, float] | None:
     """Mean ``a_k^2 / 2`` of the prior and the posterior chain from the run's ``config.yaml``
-    (the drift per unit of ``grad log pi``), or None when the file does not say."""
-    import yaml
+    (the drift per unit of ``grad log pi``), or None when the file does not say (or cannot be
+    read: the diagnosis goes on without the drifts)."""
+    from latentebm.config import RecipeError, read_yaml
 
     config = run_dir / "config.yaml"
     if not config.is_file():
         return None
-    data = yaml.safe_load(config.read_text(encoding="utf-8"))
     try:
+        data = read_yaml(config, str(config))
         chains = [data["model"]["prior_chain"], data["model"]["posterior_chain"]]
-    except (KeyError, TypeError):
+    except (RecipeError, OSError, KeyError, TypeError):
         return None
     drifts = []
     for chain in chains:
@@ -437,7 +427,9 @@ def diagnose(
         raise ValueError(f"{run_dir / 'metrics.jsonl'}: no training rows")
     plt = _pyplot()  # fail before any long computation
 
-    shortrun = _family(run_dir) == "shortrun"  # data-space EBM: d_t, r_t of its one chain
+    from latentebm.runs import run_family
+
+    shortrun = run_family(run_dir) == "shortrun"  # data-space EBM: d_t, r_t of its one chain
     d_steps, d_t = _series(train, "d_t" if shortrun else "energy_diff")
     prior_steps, prior_r = _series(train, "r_t" if shortrun else "prior_grad_norm")
     post_steps, post_r = _series(train, "posterior_grad_norm")

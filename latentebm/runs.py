@@ -259,6 +259,28 @@ def _never_checkpointed(path: Path, config_text: str) -> bool:
     return (old.get("family"), old.get("name")) == (new.get("family"), new.get("name"))
 
 
+def run_family(run: str | Path) -> str:
+    """The model family (``latent``, ``shortrun``) of a run directory or of a checkpoint in a
+    run's ``checkpoints/``, from the run's ``config.yaml``; ``latent`` when no readable
+    ``config.yaml`` says otherwise (a loose checkpoint file, a path that does not exist, a
+    damaged file: then the checkpoint loader decides and reports)."""
+    from latentebm.config import RecipeError, read_yaml
+
+    path = Path(run)
+    if path.is_dir():
+        run_dir = path
+    elif path.is_file() and path.parent.name == CHECKPOINT_DIR:
+        run_dir = path.parent.parent
+    else:
+        return "latent"
+    config = run_dir / "config.yaml"
+    try:
+        family = read_yaml(config, str(config)).get("family", "latent") if config.is_file() else ""
+    except (RecipeError, OSError, AttributeError):
+        return "latent"
+    return family if isinstance(family, str) and family else "latent"
+
+
 def run_id(run_dir: Path) -> str | None:
     """The identity of ``run_dir`` (:data:`RUN_ID_FILE`), None for runs older than it."""
     try:

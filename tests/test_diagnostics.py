@@ -216,3 +216,13 @@ def test_missing_matplotlib_is_one_clear_error(
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and "pip install 'latentebm[plot]'" in err[0]
     assert not (tiny_run / "diagnostics").exists()
+
+
+def test_diagnose_a_run_whose_config_yaml_is_damaged(tmp_path: Path) -> None:
+    """The chain drifts need config.yaml; a damaged one is skipped, not a YAML traceback."""
+    from latentebm.cli import main as cli_main
+    from tests.conftest import train_tiny_run
+
+    run = train_tiny_run(tmp_path, "trainer.max_steps=2", f"trainer.run_dir={tmp_path / 'run'}")
+    (run / "config.yaml").write_text("task: [unclosed\n")
+    assert cli_main(["diagnose", str(run)]) == 0
