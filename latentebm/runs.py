@@ -29,6 +29,7 @@ try:
 except ImportError:  # no flock (Windows): runs are not locked there
     fcntl = None  # type: ignore[assignment]
 
+from latentebm.atomic import write_bytes_atomic
 from latentebm.checkpoint import (
     CHECKPOINT_DIR,
     CheckpointError,
@@ -101,7 +102,7 @@ def _write_run_id(run_dir: Path) -> None:
     """Give ``run_dir`` an identity (:data:`RUN_ID_FILE`) when it has none."""
     path = run_dir / RUN_ID_FILE
     if not path.is_file():
-        path.write_text(uuid.uuid4().hex + "\n", encoding="utf-8")
+        write_bytes_atomic(path, (uuid.uuid4().hex + "\n").encode())
 
 
 class TrainingError(RuntimeError):
@@ -211,8 +212,8 @@ def restartable_run_dir(run_dir: str | None, name: str, config_text: str) -> Pat
             n = 1
             while (kept := path / f"config.before_restart_{n}.yaml").exists():
                 n += 1
-            config.rename(kept)
-            config.write_text(config_text, encoding="utf-8")
+            write_bytes_atomic(kept, config.read_bytes())  # the old one kept, then replaced:
+            write_bytes_atomic(config, config_text.encode())  # a crash leaves one of the two
     except BaseException:
         release_run_dir(path)
         raise
@@ -232,7 +233,7 @@ def record_recipe(run_dir: Path, step: int, config_text: str) -> None:
     already resumed from that step), so every setting used is on record and none replaced."""
     first = run_dir / "config.yaml"
     if not first.exists():
-        first.write_text(config_text, encoding="utf-8")
+        write_bytes_atomic(first, config_text.encode())
         return
     try:
         same = yaml.safe_load(first.read_text(encoding="utf-8")) == yaml.safe_load(config_text)
@@ -240,7 +241,7 @@ def record_recipe(run_dir: Path, step: int, config_text: str) -> None:
         same = False  # an unreadable config.yaml: this segment's recipe is recorded beside it
     if not same:
         target = unused_path(run_dir / f"config.step_{step:08d}.yaml")
-        target.write_text(config_text, encoding="utf-8")
+        write_bytes_atomic(target, config_text.encode())
 
 
 def _never_checkpointed(path: Path, config_text: str) -> bool:
@@ -354,6 +355,8 @@ def open_resume(
     try:
         if auto:  # the newest checkpoint, now that no other process can add one
             found = find_resume(resume, run_dir, runs_root, name) or found
+        else:  # an explicit older checkpoint into its own run: refused before it is read
+            continue_in(found, run_dir)
         found, saved = load_for_resume(found, auto, load)
         in_place = continue_in(found, run_dir)
         if in_place is None:

@@ -249,7 +249,8 @@ class Trainer:
         self.run_dir = run_dir
         if ctx.is_main:
             (run_dir / "samples").mkdir(parents=True, exist_ok=True)
-            record_recipe(run_dir, self.state.step, recipe_to_yaml(self.recipe))
+            if in_place is not None:  # a fresh or forked run wrote config.yaml when claimed
+                record_recipe(run_dir, self.state.step, recipe_to_yaml(self.recipe))
             self._open_writer(run_dir)
             action = (
                 f"resuming from {resume_from} at step {self.state.step}" if saved else "new run"

@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import Tensor
 
 from latentebm import __version__
@@ -50,7 +49,7 @@ from latentebm.checkpoint import (
     require_fields,
     save_atomic,
 )
-from latentebm.config import _to_plain, instantiate
+from latentebm.config import _to_plain, instantiate, recipe_to_yaml
 from latentebm.image_io import write_atomic
 from latentebm.runs import (
     TimedCheckpoints,
@@ -148,7 +147,7 @@ class ShortRunTrainer:
     def _claim_new_run_dir(self) -> Path:
         """Create and claim a fresh run directory (:func:`latentebm.runs.claim_run_dir`)."""
         cfg = self.cfg
-        text = _recipe_yaml(self.recipe)
+        text = recipe_to_yaml(self.recipe)
         return claim_run_dir(cfg.run_dir, cfg.runs_root, self._name(), text, cfg.resume)
 
     def _build_task(self) -> Any:
@@ -189,7 +188,8 @@ class ShortRunTrainer:
                 assert saved is not None
                 self._restore(saved, resume_from, model, optimizer, rng, device)
                 run_dir = in_place if in_place is not None else self._claim_new_run_dir()
-                record_recipe(run_dir, self.state.step, _recipe_yaml(self.recipe))
+                if in_place is not None:  # a forked run wrote config.yaml when claimed
+                    record_recipe(run_dir, self.state.step, recipe_to_yaml(self.recipe))
                 step = self.state.step
                 say(f"shortrun: resumed from {resume_from} at step {step}; run dir {run_dir}")
             else:
@@ -420,8 +420,3 @@ def _held_out_images(task: Any, n: int, seed: int) -> tuple[Tensor, str]:
         if batches:
             return batches[0][:n], split
     raise TrainingError("the task has no images to reconstruct (no test, valid or train split)")
-
-
-def _recipe_yaml(recipe: ShortRunRecipe) -> str:
-    """The resolved recipe as YAML (``config.yaml`` and ``config.step_N.yaml``)."""
-    return yaml.safe_dump(_to_plain(recipe), sort_keys=False, default_flow_style=False)
