@@ -28,6 +28,7 @@ if (_here := str(Path(__file__).resolve().parent)) not in sys.path:
     sys.path.insert(0, _here)
 from _machine import write_record  # noqa: E402
 
+from latentebm.cli import positive_int  # noqa: E402
 from latentebm.ground_truth import (  # noqa: E402
     GroundTruthConfig,
     encode,
@@ -52,9 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kind", choices=("text", "images"), default="text")
     parser.add_argument("--data", type=Path, default=Path("runs/ground_truth/data"))
-    parser.add_argument("--examples", type=int, default=300, help="first N test examples")
+    parser.add_argument("--examples", type=positive_int, default=300, help="first N test examples")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=positive_int, default=1)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     unknown = [name for name in args.variants.split(",") if name not in VARIANTS]

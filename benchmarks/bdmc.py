@@ -31,6 +31,7 @@ if (_here := str(Path(__file__).resolve().parent)) not in sys.path:
 from _machine import cpu_model, git, load_average  # noqa: E402
 
 import latentebm  # noqa: E402
+from latentebm.cli import positive_int  # noqa: E402
 from latentebm.evaluate import length_sorted_batches, spread_batches  # noqa: E402
 from latentebm.metrics.bdmc import bdmc, simulate  # noqa: E402
 from latentebm.metrics.marginal import (  # noqa: E402
@@ -44,8 +45,10 @@ from latentebm.metrics.marginal import (  # noqa: E402
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", help="run directory or checkpoint")
-    parser.add_argument("--examples", type=int, default=64, help="simulated sentences")
-    parser.add_argument("--max-length", type=int, default=60, help="longest simulated sentence")
+    parser.add_argument("--examples", type=positive_int, default=64, help="simulated sentences")
+    parser.add_argument(
+        "--max-length", type=positive_int, default=60, help="longest simulated sentence"
+    )
     parser.add_argument("--ais", default="{}", help="AISSettings fields as JSON")
     parser.add_argument("--split", default="test")
     parser.add_argument("--time-batches", type=int, default=4, help="batches of 64 timed")
