@@ -263,16 +263,9 @@ def _decode_opts(args: argparse.Namespace) -> dict[str, object]:
                 f"--decode {decode}",
                 file=sys.stderr,
             )
-    opts: dict[str, object] = {
-        "decode": args.decode,
-        "temperature": 1.0 if args.temperature is None else args.temperature,
-        "top_k": args.top_k,
-    }
-    if args.decode == "beam":
-        beam_size = 5 if args.beam_size is None else args.beam_size
-        penalty = 0.0 if args.length_penalty is None else args.length_penalty
-        opts.update(beam_size=beam_size, length_penalty=penalty)
-    return opts
+    names = ("temperature", "top_k") + (("beam_size", "length_penalty") if decode == "beam" else ())
+    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    return {"decode": args.decode, **given}  # what is not given keeps the callee's default
 
 
 def _add_decode_args(parser: argparse.ArgumentParser) -> None:
