@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from latentebm.metrics.fid import compute_statistics, frechet_distance
     from latentebm.metrics.mnist_features import load_mnist_feature_net
-    from tasks.images import ImageTask
+    from latentebm.tasks.images import ImageTask
 
     net = load_mnist_feature_net(args.features)
     reference = ImageTask(dataset="mnist", data_root=args.data_root).tensor("test")

@@ -68,7 +68,7 @@ from _machine import load_average as _load  # noqa: E402
 DEFAULT_RECIPE = REPO_ROOT / "recipes" / "ptb.yaml"
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
-"""The text task's fixed special ids (``tasks.text``)."""
+"""The text task's fixed special ids (``latentebm.tasks.text``)."""
 
 PRESETS: dict[str, list[str]] = {
     # The recipe as it is (Table 7 PTB: embedding 128, LSTM 512, z 32; K0 60, K1 20).
@@ -116,7 +116,7 @@ LABELS = {
 # ------------------------------------------------------------------------------------ setup
 @dataclass
 class SyntheticTextTask:
-    """Stand-in for ``tasks.text.TextTask``: only what ``build_model`` asks of a task."""
+    """Stand-in for ``latentebm.tasks.text.TextTask``: only what ``build_model`` asks of a task."""
 
     vocab_size: int
     pad_id: int = PAD_ID

@@ -33,7 +33,7 @@ examples:
 
 def builtin_recipes() -> dict[str, Path]:
     """Recipe name -> path of the recipes shipped with the package."""
-    folder = resources.files("recipes")
+    folder = resources.files("latentebm.recipes")
     return {
         Path(str(entry)).stem: Path(str(entry))
         for entry in folder.iterdir()
@@ -583,7 +583,7 @@ def cmd_mnist_features(args: argparse.Namespace) -> int:
         save_mnist_feature_net,
         train_mnist_feature_net,
     )
-    from tasks.images import ImageTask
+    from latentebm.tasks.images import ImageTask
 
     out = Path(args.output)
     if out.exists():

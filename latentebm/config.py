@@ -37,7 +37,6 @@ import inspect
 import os
 import re
 import reprlib
-import sys
 import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field
@@ -57,6 +56,7 @@ __all__ = [
     "PriorConfig",
     "Recipe",
     "RecipeError",
+    "LEGACY_MODULES",
     "TOOLKIT_PACKAGES",
     "TRUSTED_MODULES_ENV",
     "TimeBudgetConfig",
@@ -83,8 +83,17 @@ COMMAND_LINE = "command line"
 COMPONENT_KEY = "_component_"
 """Key of a component section that holds the dotted path of the class to build."""
 
-TOOLKIT_PACKAGES: tuple[str, ...] = ("latentebm", "tasks")
-"""The toolkit's own packages: a recipe from any source may name components in these."""
+TOOLKIT_PACKAGES: tuple[str, ...] = ("latentebm",)
+"""The toolkit's own packages: a recipe from any source may name components in these (the
+tasks are installed as ``latentebm.tasks``, from the repository's ``tasks/`` folder)."""
+
+LEGACY_MODULES: dict[str, str] = {
+    f"tasks.{name}": f"latentebm.tasks.{name}"
+    for name in ("text", "images", "molecules", "batching")
+}
+"""Module paths of toolkit classes before the tasks were installed as ``latentebm.tasks``
+(checkpoints and recipes written then name ``tasks.text.TextTask``): read as their new names,
+never imported under the old ones, so a user's own package called ``tasks`` is not touched."""
 
 TRUSTED_MODULES_ENV = "LATENTEBM_TRUSTED_MODULES"
 """Environment variable: comma-separated module prefixes (``mypkg,other.sub``) whose components
@@ -293,51 +302,30 @@ def _covered(module: str, prefixes: Iterable[str]) -> bool:
     return any(module == p or module.startswith(p + ".") for p in prefixes)
 
 
-def _toolkit_location_problem(top: str) -> str | None:
-    """Why toolkit package ``top`` would not be the toolkit's own copy (None when it is).
-
-    A directory of the same name in the working directory (on ``sys.path`` under
-    ``python -m`` or in an interactive session) would shadow it. Looks the package up without
-    importing it (``importlib.util.find_spec`` of a top-level name runs no code of it).
-    """
-    expected = (Path(__file__).resolve().parent.parent / top).resolve()
-    module = sys.modules.get(top)
-    if module is not None:
-        locations = list(getattr(module, "__path__", None) or [])
-    else:
-        try:
-            spec = importlib.util.find_spec(top)
-        except (ImportError, ValueError):
-            return None  # the import below reports it
-        if spec is None:
-            return None
-        locations = list(spec.submodule_search_locations or [])
-    if any(Path(location).resolve() == expected for location in locations):
-        return None
-    where = ", ".join(str(location) for location in locations) or "outside a package directory"
-    return f"package '{top}' would be imported from {where}, not the toolkit's {expected}"
+def current_component_path(target: str) -> str:
+    """``target`` with a module path of :data:`LEGACY_MODULES` replaced by its current name
+    (``tasks.text.TextTask`` -> ``latentebm.tasks.text.TextTask``); other paths unchanged."""
+    module_name, _, attr = target.rpartition(".")
+    current = LEGACY_MODULES.get(module_name)
+    return f"{current}.{attr}" if current is not None else target
 
 
 def _import_component(target: str, parts: Sequence[str | int], ctx: _Context) -> type:
+    target = current_component_path(target)
     module_name, _, attr = target.rpartition(".")
     if not module_name or not attr or not _MODULE_RE.fullmatch(target):
         raise ctx.error(
             parts, f"cannot import {target!r} (expected a dotted path like 'package.module.Class')"
         )
-    if ctx.trusted is not None:  # checked on the name alone: nothing is imported before
-        if not _covered(module_name, trusted_module_prefixes(ctx.trusted)):
-            raise ctx.error(
-                parts,
-                f"not importing module {module_name!r}: a recipe that is not a file you run "
-                f"only imports the toolkit's packages ({', '.join(TOOLKIT_PACKAGES)}) and those "
-                f"listed in {TRUSTED_MODULES_ENV}; if you trust this recipe's code, set "
-                f"{TRUSTED_MODULES_ENV}={module_name}",
-            )
-        top = module_name.partition(".")[0]
-        if top in TOOLKIT_PACKAGES:
-            problem = _toolkit_location_problem(top)
-            if problem is not None:
-                raise ctx.error(parts, f"not importing {target!r}: {problem}")
+    # checked on the name alone: nothing is imported before
+    if ctx.trusted is not None and not _covered(module_name, trusted_module_prefixes(ctx.trusted)):
+        raise ctx.error(
+            parts,
+            f"not importing module {module_name!r}: a recipe that is not a file you run "
+            f"only imports the toolkit's packages ({', '.join(TOOLKIT_PACKAGES)}) and those "
+            f"listed in {TRUSTED_MODULES_ENV}; if you trust this recipe's code, set "
+            f"{TRUSTED_MODULES_ENV}={module_name}",
+        )
     try:
         module = importlib.import_module(module_name)
         obj = getattr(module, attr)
@@ -598,6 +586,7 @@ def _convert_component(value: Any, parts: tuple[str | int, ...], ctx: _Context) 
         raise ctx.error(
             target_parts, f"expected str (like 'package.module.Class'), got {_describe(target)}"
         )
+    target = current_component_path(target)
     cls = _import_component(target, target_parts, ctx)
     config_cls = getattr(cls, "Config", None)
     if not (isinstance(config_cls, type) and dataclasses.is_dataclass(config_cls)):
@@ -1007,7 +996,7 @@ class Recipe:
     seed: int = _field(0, "Random seed, 0 .. 2**32 - 1.", check=_seed)
     device: str = _field("auto", "auto | cpu | cuda | cuda:N | mps.", check=_device)
     data: DataConfig = _field(doc="Data location.", factory=DataConfig)
-    task: ComponentConfig = _field(doc="The task, e.g. _component_: tasks.text.TextTask.")
+    task: ComponentConfig = _field(doc="The task, e.g. _component_: latentebm.tasks.text.TextTask.")
     model: ModelConfig = _field(doc="The model.")
     optim: OptimConfig = _field(doc="The optimisers.", factory=OptimConfig)
     trainer: TrainerConfig = _field(doc="The training loop.", factory=TrainerConfig)
@@ -1314,8 +1303,8 @@ def _check_anomaly(recipe: Recipe, ctx: _Context) -> None:
         raise ctx.error(
             ("anomaly",),
             f"the task {recipe.task.component} has no anomaly-detection split (an anomaly "
-            "section needs an image task with class labels, e.g. tasks.images.ImageTask on "
-            "mnist); remove the anomaly section",
+            "section needs an image task with class labels, e.g. "
+            "latentebm.tasks.images.ImageTask on mnist); remove the anomaly section",
             related=[("task",)],
         )
     args = recipe.task.args

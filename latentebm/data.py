@@ -32,7 +32,7 @@ __all__ = [
 
 DATA_ENV = "LATENTEBM_DATA"
 BUILTIN_PREFIX = "builtin:"
-_BUILTIN_PACKAGE = "tasks"
+_BUILTIN_PACKAGE = "latentebm.tasks"
 
 # latentebm/data.py -> parents[0] = latentebm/, parents[1] = repository root.
 _REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -22,7 +22,7 @@ Data are exact draws (:func:`latentebm.metrics.bdmc.simulate`: sequences that ar
 ``<pad>``/``<bos>`` before ``<eos>`` or do not end within ``max_length`` tokens are rejected; the
 count is recorded). Text data thus follow ``p(x | A)``, ``A`` the accepted sentences, whose
 cross-entropy is the true model's ``-log p(x)`` plus ``log P(A)`` (:func:`true_nll_shift`).
-:func:`write_dataset` writes the splits where :class:`tasks.text.TextTask` (``train.txt``,
+:func:`write_dataset` writes the splits where :class:`latentebm.tasks.text.TextTask` (``train.txt``,
 ``valid.txt``, ``test.txt``: one sentence per line) and the image task's ``array`` data set
 (``train.npy``, ``test.npy``) read them, plus ``true_model.pt`` (settings and weights, loadable
 with ``weights_only=True``) and ``summary.json``.

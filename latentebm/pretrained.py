@@ -76,8 +76,8 @@ class Pretrained:
         return getattr(self.model.generator, "image_shape", None) is not None
 
     def _describe(self) -> str:
-        """``CHECKPOINT is an image model (tasks.images.ImageTask)`` or ``... is a
-        token-sequence model (tasks.text.TextTask)``, for :class:`TaskMismatchError`."""
+        """``CHECKPOINT is an image model (latentebm.tasks.images.ImageTask)`` or ``... is a
+        token-sequence model (latentebm.tasks.text.TextTask)``, for :class:`TaskMismatchError`."""
         cls = type(self.task)
         kind = "an image model" if self.is_image_model else "a token-sequence model"
         return f"{self.checkpoint} is {kind} ({cls.__module__}.{cls.__qualname__})"

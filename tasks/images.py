@@ -62,7 +62,7 @@ from torch import Tensor
 
 from latentebm.data import DataFileError, data_root, open_text
 from latentebm.image_io import load_image, read_idx, resize_images, save_grid
-from tasks.batching import BucketedBatches
+from latentebm.tasks.batching import BucketedBatches
 
 __all__ = ["DATASETS", "ImageDataError", "ImageTask", "to_float"]
 
@@ -781,8 +781,8 @@ class ImageTask(BucketedBatches):
         return to_float(images)
 
     def _split(self, split: str) -> _Batchable:
-        """The split for :class:`~tasks.batching.BucketedBatches` (equal lengths: batches are
-        random, not bucketed)."""
+        """The split for :class:`~latentebm.tasks.batching.BucketedBatches` (equal lengths:
+        batches are random, not bucketed)."""
         images = self._split_images(split)
         return _Batchable(images, np.zeros(len(images), dtype=np.int64))
 

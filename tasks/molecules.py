@@ -22,8 +22,8 @@ Tokens:
 
 The vocabulary is built from the training split (tokens seen at least ``min_freq`` times);
 unknown tokens map to ``<unk>``. Ids ``<pad>`` = 0, ``<unk>`` = 1, ``<bos>`` = 2, ``<eos>`` = 3
-as in :mod:`tasks.text`. :meth:`MoleculeTask.decode` always returns SMILES (SELFIES are decoded
-with :func:`selfies.decoder`; a failure gives ``""``).
+as in :mod:`latentebm.tasks.text`. :meth:`MoleculeTask.decode` always returns SMILES (SELFIES
+are decoded with :func:`selfies.decoder`; a failure gives ``""``).
 
 Large files (MOSES train: 1.58M molecules) are processed in ``n_jobs`` worker processes and the
 result (canonical SMILES + token ids of the file, under a file-local vocabulary) is cached as an
@@ -66,8 +66,16 @@ import torch
 
 from latentebm.atomic import atomic_write
 from latentebm.data import data_root, open_text, resolve_data_path
-from tasks.batching import BucketedBatches
-from tasks.text import BOS_ID, EOS_ID, PAD_ID, SPECIALS, SPLITS, UNK, UNK_ID  # same as text
+from latentebm.tasks.batching import BucketedBatches
+from latentebm.tasks.text import (  # same as text
+    BOS_ID,
+    EOS_ID,
+    PAD_ID,
+    SPECIALS,
+    SPLITS,
+    UNK,
+    UNK_ID,
+)
 
 __all__ = [
     "SMILES_REGEX",

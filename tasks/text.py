@@ -28,7 +28,7 @@ from latentebm.data import (
     open_text,
     resolve_data_path,
 )
-from tasks.batching import BucketedBatches
+from latentebm.tasks.batching import BucketedBatches
 
 __all__ = [
     "BOS",

@@ -51,7 +51,7 @@ def tiny_recipe_dict(train: Path | str, **sections: Any) -> dict[str, Any]:
         "seed": 0,
         "device": "cpu",
         "task": {
-            "_component_": "tasks.text.TextTask",
+            "_component_": "latentebm.tasks.text.TextTask",
             "train": str(train),
             "valid_fraction": 0.1,
         },

@@ -1,4 +1,4 @@
-"""Tests of the length-bucketed batch indices shared by the tasks (tasks.batching)."""
+"""Tests of the length-bucketed batch indices shared by the tasks (latentebm.tasks.batching)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.batching import bucketed_batch_indices
+from latentebm.tasks.batching import bucketed_batch_indices
 
 
 def reference(

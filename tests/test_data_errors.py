@@ -123,7 +123,7 @@ def _corrupt(path: Path, how: str) -> None:
 def test_unreadable_molecule_cache_is_rebuilt(
     tmp_path: Path, how: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from tasks.molecules import MoleculeTask
+    from latentebm.tasks.molecules import MoleculeTask
 
     (tmp_path / "m.csv").write_text("SMILES\n" + "\n".join(SMILES * 3) + "\n", encoding="utf-8")
     cache = tmp_path / "cache"
@@ -131,7 +131,7 @@ def test_unreadable_molecule_cache_is_rebuilt(
     first = MoleculeTask(config, str(tmp_path))
     (cache_file,) = cache.glob("*.npz")
     _corrupt(cache_file, how)
-    with caplog.at_level(logging.WARNING, logger="tasks.molecules"):
+    with caplog.at_level(logging.WARNING, logger="latentebm.tasks.molecules"):
         again = MoleculeTask(config, str(tmp_path))  # the original raised here, every run
     assert not again._files["m.csv"].from_cache
     assert again.sentences("train") == first.sentences("train")
@@ -147,7 +147,7 @@ def test_unreadable_molecule_cache_is_rebuilt(
 def test_molecule_cache_is_written_durably(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, umask_022: int
 ) -> None:
-    from tasks.molecules import MoleculeTask
+    from latentebm.tasks.molecules import MoleculeTask
 
     synced: list[int] = []
     real_fsync = os.fsync
@@ -163,7 +163,7 @@ def test_molecule_cache_is_written_durably(
 @needs_rdkit
 @pytest.mark.slow
 def test_train_with_a_zero_byte_molecule_cache_rebuilds_it(tmp_path: Path, run_cli: RunCli) -> None:
-    from tasks.molecules import MoleculeTask
+    from latentebm.tasks.molecules import MoleculeTask
 
     data = tmp_path / "data"
     data.mkdir()
@@ -171,7 +171,11 @@ def test_train_with_a_zero_byte_molecule_cache_rebuilds_it(tmp_path: Path, run_c
     recipe = tiny_recipe_dict(
         "m.csv",
         data={"root": str(data)},
-        task={"_component_": "tasks.molecules.MoleculeTask", "valid_fraction": 0.2, "n_jobs": 1},
+        task={
+            "_component_": "latentebm.tasks.molecules.MoleculeTask",
+            "valid_fraction": 0.2,
+            "n_jobs": 1,
+        },
         trainer={"max_steps": 1, "samples_at_end": 0, "valid_every": 1, "batch_size": 8},
     )
     (tmp_path / "mol.yaml").write_text(yaml.safe_dump(recipe), encoding="utf-8")
@@ -266,7 +270,7 @@ def test_unreadable_text_corpus_is_one_line(
 def test_text_task_names_file_and_line(
     tmp_path: Path, name: str, content: bytes, expected: str
 ) -> None:
-    from tasks.text import TextTask
+    from latentebm.tasks.text import TextTask
 
     (tmp_path / "corpus").mkdir()
     (tmp_path / "corpus" / name).write_bytes(content)
@@ -309,7 +313,7 @@ def test_open_text_names_file_and_line(tmp_path: Path) -> None:
 def test_unreadable_smiles_file_is_one_line(
     tmp_path: Path, name: str, content: bytes, expected: str
 ) -> None:
-    from tasks.molecules import MoleculeTask
+    from latentebm.tasks.molecules import MoleculeTask
 
     (tmp_path / name).write_bytes(content)
     config = MoleculeTask.Config(train=name, n_jobs=1, cache=False)
@@ -329,7 +333,7 @@ def test_moses_reference_file_not_utf8_names_file(tmp_path: Path) -> None:
 
 @needs_rdkit
 def test_held_out_index_not_utf8_names_file(tmp_path: Path) -> None:
-    from tasks.molecules import MoleculeTask
+    from latentebm.tasks.molecules import MoleculeTask
 
     (tmp_path / "m.csv").write_text("SMILES\n" + "\n".join(SMILES) + "\n", encoding="utf-8")
     (tmp_path / "idx.json").write_bytes(b'{"valid_idxs": [1, 2]}\n"\xe9"\n')
@@ -340,7 +344,7 @@ def test_held_out_index_not_utf8_names_file(tmp_path: Path) -> None:
 
 def test_image_files_that_cannot_be_read_name_the_file(tmp_path: Path) -> None:
     from latentebm.image_io import read_idx
-    from tasks.images import ImageDataError, _celeba_partition, _ImageFiles, _read_array
+    from latentebm.tasks.images import ImageDataError, _celeba_partition, _ImageFiles, _read_array
 
     array = tmp_path / "array"
     array.mkdir()

@@ -458,7 +458,7 @@ def test_zinc250k_from_source_with_quoted_newlines(
     assert {p.name: p.read_bytes() for p in out.iterdir()} == first
     # the molecule task reads the result
     pytest.importorskip("rdkit")
-    from tasks.molecules import MoleculeTask
+    from latentebm.tasks.molecules import MoleculeTask
 
     task = MoleculeTask(
         MoleculeTask.Config(

@@ -126,7 +126,7 @@ ODD_VALUES = st.sampled_from(
         {"x": 1},
         "~/elsewhere",
         "../../..",
-        "tasks.text.TextTask",
+        "latentebm.tasks.text.TextTask",
         "os.system",
     ]
 )
@@ -271,7 +271,7 @@ def test_random_text_corpora_train_or_fail_naming_the_file(
 def _molecule_recipe(root: Path, train: str) -> dict[str, Any]:
     recipe = tiny_recipe_dict("unused")
     recipe["task"] = {
-        "_component_": "tasks.molecules.MoleculeTask",
+        "_component_": "latentebm.tasks.molecules.MoleculeTask",
         "train": train,
         "valid_fraction": 0.2,
         "n_jobs": 1,

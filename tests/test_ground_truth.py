@@ -28,8 +28,8 @@ from latentebm.metrics.latent_usage import latent_usage, mutual_information
 from latentebm.metrics.quadrature import quadrature_log_marginal
 from latentebm.mixture_prior import GaussianMixturePrior
 from latentebm.model import LatentEBM
-from tasks.images import ImageDataError, ImageTask
-from tasks.text import TextTask
+from latentebm.tasks.images import ImageDataError, ImageTask
+from latentebm.tasks.text import TextTask
 
 SMALL = {"n_train": 60, "n_valid": 10, "n_test": 12}
 

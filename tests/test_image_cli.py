@@ -53,7 +53,7 @@ def tiny_image_recipe(root: Path, run_dir: Path, **trainer: Any) -> Path:
         "device": "cpu",
         "data": {"root": str(root)},
         "anomaly": {"digit": 1},
-        "task": {"_component_": "tasks.images.ImageTask", "dataset": "mnist"},
+        "task": {"_component_": "latentebm.tasks.images.ImageTask", "dataset": "mnist"},
         "model": {
             "z_dim": 4,
             "prior": {"hidden_dims": [8]},

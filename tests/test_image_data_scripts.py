@@ -15,7 +15,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from tasks.images import ImageTask
+from latentebm.tasks.images import ImageTask
 from tests.test_image_task import (
     idx_bytes,
     real_mnist_root,

@@ -66,7 +66,7 @@ class LinearImageGenerator(nn.Module):
 
 
 class FakeImageTask:
-    """The parts of ``tasks.images.ImageTask`` the evaluations use, over fixed tensors."""
+    """The parts of ``latentebm.tasks.images.ImageTask`` the evaluations use, over fixed tensors."""
 
     def __init__(self, images: Tensor, anomaly_labels: np.ndarray | None = None) -> None:
         self.images = images

@@ -1,5 +1,5 @@
-"""Tests for tasks.images.ImageTask and latentebm.image_io (tiny synthetic data; real MNIST when
-LATENTEBM_DATA holds it)."""
+"""Tests for latentebm.tasks.images.ImageTask and latentebm.image_io (tiny synthetic data; real
+MNIST when LATENTEBM_DATA holds it)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from latentebm.image_io import make_grid, read_idx, save_grid, to_uint8
-from tasks.images import ImageTask, to_float
+from latentebm.tasks.images import ImageTask, to_float
 
 # --------------------------------------------------------------------------------------------
 # Writers of the real formats (shared with test_image_data_scripts.py)
@@ -434,7 +434,7 @@ def test_image_recipes_match_the_paper(name: str) -> None:
 
     shape, z_dim, architecture, ngf, k1 = IMAGE_RECIPES[name]
     recipe = load_recipe(RECIPES / f"{name}.yaml", ["model.generator.ngf=2"])
-    assert recipe.task.component == "tasks.images.ImageTask"
+    assert recipe.task.component == "latentebm.tasks.images.ImageTask"
     model = recipe.model
     assert (model.z_dim, model.prior.hidden_dims) == (z_dim, [200, 200])
     assert (model.prior_chain.n_steps, model.prior_chain.step_size) == (60, 0.4)

@@ -1,4 +1,5 @@
-"""Tests for tasks.molecules (SMILES/SELFIES tokenizers, MoleculeTask, QM9 builtin, recipes)."""
+"""Tests for latentebm.tasks.molecules (SMILES/SELFIES tokenizers, MoleculeTask, QM9 builtin,
+recipes)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ pytest.importorskip("selfies")
 
 from rdkit import Chem  # noqa: E402
 
-from tasks.molecules import (  # noqa: E402
+from latentebm.tasks.molecules import (  # noqa: E402
     MoleculeDataError,
     MoleculeTask,
     MoleculeTokenizer,
@@ -270,7 +271,7 @@ def test_cache_falls_back_to_user_cache(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_parallel_processing_matches_serial(tmp_path: Path) -> None:
-    import tasks.molecules as molecules
+    import latentebm.tasks.molecules as molecules
 
     smiles = [("C" * (1 + i % 9)) + ("N" if i % 2 else "O") for i in range(250)] + ["bad("]
     old = molecules._CHUNK
@@ -353,7 +354,7 @@ def test_molecule_recipes_load_and_cat(capsys: pytest.CaptureFixture[str]) -> No
         )
     assert main(["cat", "qm9"]) == 0
     out = capsys.readouterr().out
-    assert "name: qm9" in out and "tasks.molecules.MoleculeTask" in out
+    assert "name: qm9" in out and "latentebm.tasks.molecules.MoleculeTask" in out
 
 
 def test_no_valid_molecules_is_an_error(tmp_path: Path) -> None:

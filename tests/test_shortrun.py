@@ -443,7 +443,9 @@ def test_bad_recipe_key_names_the_key(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["shortrun_mnist", "shortrun_cifar10"])
 def test_shipped_recipes_validate(name: str) -> None:
-    pytest.importorskip("tasks.images", reason="tasks.images (the image task) is not present")
+    pytest.importorskip(
+        "latentebm.tasks.images", reason="latentebm.tasks.images (the image task) is not present"
+    )
     recipe = load_shortrun_recipe(REPO / "recipes" / f"{name}.yaml")
     assert recipe.family == "shortrun"
     assert recipe.chain.n_steps == 100 and recipe.chain.init == "uniform"
@@ -452,7 +454,9 @@ def test_shipped_recipes_validate(name: str) -> None:
 @pytest.mark.real_data
 def test_mnist_recipe_trains_two_steps(tmp_path: Path) -> None:
     """The shipped MNIST recipe on the real IDX files, shrunk to two tiny steps."""
-    pytest.importorskip("tasks.images", reason="tasks.images (the image task) is not present")
+    pytest.importorskip(
+        "latentebm.tasks.images", reason="latentebm.tasks.images (the image task) is not present"
+    )
     root = Path(os.environ.get("LATENTEBM_DATA", REPO.parent / "shared" / "data"))
     if not (root / "mnist" / "train-images-idx3-ubyte.gz").is_file():
         pytest.skip(f"MNIST IDX files not found under {root / 'mnist'} (set LATENTEBM_DATA)")

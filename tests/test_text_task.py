@@ -1,4 +1,4 @@
-"""Tests for tasks.text (vocabulary, tokenizers, TextTask batching)."""
+"""Tests for latentebm.tasks.text (vocabulary, tokenizers, TextTask batching)."""
 
 import io
 import os
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from latentebm.data import DataFileError
-from tasks.text import (
+from latentebm.tasks.text import (
     SentencePieceTokenizer,
     TextTask,
     Tokenizer,

@@ -23,8 +23,8 @@ from latentebm.checkpoint import checkpoint_path, list_checkpoints, save_atomic
 from latentebm.config import load_recipe, recipe_to_dict
 from latentebm.model import LatentEBM
 from latentebm.runs import TimedCheckpoints
+from latentebm.tasks.text import TextTask
 from latentebm.train import MAX_CONSECUTIVE_SKIPS, Trainer, TrainingError
-from tasks.text import TextTask
 from tests.conftest import cli_env
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -183,7 +183,7 @@ def test_image_methods_of_a_text_model(
         call(text_model)
     assert isinstance(info.value, ValueError)  # the CLI's one-line error path catches it
     message = str(info.value)
-    assert str(text_run) in message and "tasks.text.TextTask" in message
+    assert str(text_run) in message and "latentebm.tasks.text.TextTask" in message
     assert "\n" not in message
 
 
@@ -202,7 +202,7 @@ def test_sequence_methods_of_an_image_model(
         call(image_model)
     assert isinstance(info.value, ValueError)
     message = str(info.value)
-    assert str(image_run) in message and "tasks.images.ImageTask" in message
+    assert str(image_run) in message and "latentebm.tasks.images.ImageTask" in message
     assert "\n" not in message
 
 

@@ -2,8 +2,9 @@
 reconstruction error and FID of generated images (Table 1), each as a plain dict of numbers
 plus the settings used (JSON-ready).
 
-``task`` is an image task (``tasks.images.ImageTask``): ``task.batches(split, batch_size, seed=,
-epoch=, shuffle=)`` yields float image batches ``(B, C, H, W)`` in ``[-1, 1]``,
+``task`` is an image task (``latentebm.tasks.images.ImageTask``):
+``task.batches(split, batch_size, seed=, epoch=, shuffle=)`` yields float image batches
+``(B, C, H, W)`` in ``[-1, 1]``,
 ``task.tensor(split)`` all images of a split, ``task.anomaly_labels(split)`` 0/1 labels
 (1 = anomalous). Batches are read in order (``shuffle=False``), so scores and labels line up.
 """

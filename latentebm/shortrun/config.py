@@ -212,7 +212,10 @@ class ShortRunRecipe:
     device: str = _field("auto", "auto | cpu | cuda | cuda:N | mps.", check=_device)
     data: DataConfig = _field(doc="Data location.", factory=DataConfig)
     task: ComponentConfig = _field(
-        doc="The image task, e.g. _component_: tasks.images.ImageTask with dataset: mnist."
+        doc=(
+            "The image task, e.g. _component_: latentebm.tasks.images.ImageTask with "
+            "dataset: mnist."
+        )
     )
     energy: EnergyConfig = _field(doc="The ConvNet negative energy f_theta.", factory=EnergyConfig)
     chain: ShortRunChainConfig = _field(
