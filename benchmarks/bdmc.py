@@ -10,7 +10,8 @@
    bracketed the same way (reverse AIS from exact prior draws).
 2. CPU time of the default ``marginal_nll`` on ``--time-batches`` batches of 64 spread over the
    length-sorted test split (process CPU time, ``--threads`` threads), extrapolated to the whole
-   split by its token count (marked as an extrapolation), unless ``--full-split`` times it all.
+   split by its token count (marked as an extrapolation), unless ``--full-split`` times it all;
+   ``--time-batches 0`` skips it (BDMC alone, e.g. to compare estimator settings).
 
 Prints a summary and writes a JSON record (``--json``).
 """
@@ -51,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--ais", default="{}", help="AISSettings fields as JSON")
     parser.add_argument("--split", default="test")
-    parser.add_argument("--time-batches", type=int, default=4, help="batches of 64 timed")
+    parser.add_argument(
+        "--time-batches", type=int, default=4, help="batches of 64 timed (0: no timing)"
+    )
     parser.add_argument("--full-split", action="store_true", help="time the whole split")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
@@ -100,7 +103,21 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_seconds": cpu,
         # everything bdmc() did (both directions, both log Z runs) per example and direction
         "cpu_seconds_per_example_per_direction": cpu / args.examples / 2,
+        "per_example": {
+            "forward": result.forward.tolist(),
+            "reverse": result.reverse.tolist(),
+            "length": [int(n) for n in (data.x != model.generator.pad_id).sum(1).tolist()]
+            if data.x.dim() == 2
+            else None,
+        },
     }
+
+    if args.time_batches <= 0 and not args.full_split:
+        record["load_average_end"] = load_average()
+        _print_bdmc(args.examples, record["bdmc"])
+        if args.json:
+            Path(args.json).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        return 0
 
     batches = length_sorted_batches(task, args.split, 64)
     total_tokens = sum(int(task.num_target_tokens(b)) for b in batches)
@@ -129,14 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         "std_error_timed": nll.std_error,
     }
     record["load_average_end"] = load_average()
-    b, t = record["bdmc"], record["timing"]
-    print(
-        f"BDMC on {args.examples} simulated examples: mean gap {b['mean_gap']:.3f} ± "
-        f"{b['gap_std_error']:.3f} nats (median {b['median_gap']:.3f}, max {b['max_gap']:.3f}; "
-        f"{b['mean_gap_per_token']:.4f} per token); log Z in [{b['log_z_forward']['value']:.4f}, "
-        f"{b['log_z_reverse']['value']:.4f}]; {b['cpu_seconds_per_example_per_direction']:.2f} "
-        f"CPU-s per example per direction (incl. the two log Z runs)"
-    )
+    t = record["timing"]
+    _print_bdmc(args.examples, record["bdmc"])
     print(
         f"marginal_nll CPU time on {args.split}: {t['cpu_seconds_whole_split']:.0f} s "
         f"({'extrapolated from' if t['extrapolated'] else 'all'} {t['examples_timed']} examples)"
@@ -144,6 +155,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return 0
+
+
+def _print_bdmc(examples: int, b: dict[str, Any]) -> None:
+    print(
+        f"BDMC on {examples} simulated examples: mean gap {b['mean_gap']:.3f} ± "
+        f"{b['gap_std_error']:.3f} nats (median {b['median_gap']:.3f}, max {b['max_gap']:.3f}; "
+        f"{b['mean_gap_per_token']:.4f} per token); log Z in [{b['log_z_forward']['value']:.4f}, "
+        f"{b['log_z_reverse']['value']:.4f}]; {b['cpu_seconds_per_example_per_direction']:.2f} "
+        f"CPU-s per example per direction (incl. the two log Z runs)"
+    )
 
 
 if __name__ == "__main__":

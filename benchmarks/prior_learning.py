@@ -19,6 +19,14 @@ It reports the mean ``-log p(z)`` of 10,000 fresh true latents under ``N(0, I)``
 EBM prior (``log Z`` by quadrature on a 2-D grid) and the true prior, and the share of the
 Gaussian's gap to the truth that the EBM closes. If the learner closes most of it here but not
 in the joint runs, the joint learning (posterior samples, generator) is what stops it.
+
+Remedies for non-convergent short-run learning (Nijkamp et al., "On the anatomy of MCMC-based
+maximum likelihood learning of energy-based models"), each a toolkit setting:
+
+    --init persistent      prior chains start from a replay buffer (``prior_chain.init:
+                           persistent``, :class:`latentebm.replay.ReplayBuffer`)
+    --lr-final 1e-6        the learning rate decays exponentially from ``--lr`` to this
+    --k0 200               longer chains from N(0, I)
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ from latentebm.ground_truth import GroundTruthConfig  # noqa: E402
 from latentebm.langevin import LangevinSampler, eval_mode, frozen  # noqa: E402
 from latentebm.mixture_prior import GaussianMixturePrior  # noqa: E402
 from latentebm.prior import EnergyPrior, GaussianPrior  # noqa: E402
+from latentebm.replay import ReplayBuffer  # noqa: E402
 
 
 def grid_log_z(prior: GaussianPrior, limit: float = 7.0, points: int = 301) -> float:
@@ -70,33 +79,52 @@ def learn(
     seed: int,
     evaluate_at: list[int],
     z_test: Tensor,
+    init: str = "noise",
+    buffer_size: int = 10_000,
+    reinit_rate: float = 0.05,
+    lr_final: float | None = None,
 ) -> list[dict[str, Any]]:
     """Eq. (10) with exact positive samples; ``-log p`` of ``z_test`` at each step in
-    ``evaluate_at``."""
+    ``evaluate_at``. ``init``: ``noise`` (chains from ``N(0, I)``) or ``persistent`` (from a
+    replay buffer of ``buffer_size`` with ``reinit_rate``); ``lr_final``: exponential decay of
+    the learning rate from ``lr`` to it over ``steps``."""
     torch.manual_seed(seed)
     prior = EnergyPrior(2, hidden_dims=(200, 200), negative_slope=0.2)
     chain = LangevinSampler(n_steps=k0, step_size=s0)
     optimizer = torch.optim.Adam(prior.parameters(), lr=lr, betas=(0.5, 0.999))
+    decay = (lr_final / lr) ** (1.0 / steps) if lr_final is not None else 1.0
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, decay)
+    buffer = ReplayBuffer(buffer_size, 2, reinit_rate) if init == "persistent" else None
     generator = torch.Generator().manual_seed(seed)
+
+    def reference(n: int) -> Tensor:
+        return prior.sample_reference(n, generator=generator)
+
     rows = []
     started = time.process_time()
     for step in range(1, steps + 1):
         z_pos = true_prior.sample(batch_size, generator=generator)
+        if buffer is not None:
+            indices, z_init = buffer.draw(batch_size, reference, generator)
+        else:
+            z_init = reference(batch_size)
         with frozen(prior):
-            z_neg = chain.run(
-                prior.log_density,
-                prior.sample_reference(batch_size, generator=generator),
-                generator=generator,
-            ).z
+            z_neg = chain.run(prior.log_density, z_init, generator=generator).z
+        if buffer is not None:
+            buffer.update(indices, z_neg)
         loss = prior.energy(z_neg).mean() - prior.energy(z_pos).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        scheduler.step()
         if step in evaluate_at:
             rows.append(
                 {
                     "step": step,
                     "lr": lr,
+                    "lr_final": lr_final,
+                    "init": init,
+                    "reinit_rate": reinit_rate if buffer is not None else None,
                     "k0": k0,
                     "s0": s0,
                     "nll_ebm": nll(prior, z_test),
@@ -112,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", default="1e-4", help="prior learning rates eta_0 (comma)")
     parser.add_argument("--k0", type=int, default=60)
     parser.add_argument("--s0", type=float, default=0.4)
+    parser.add_argument("--init", choices=("noise", "persistent"), default="noise")
+    parser.add_argument("--buffer-size", type=int, default=10_000)
+    parser.add_argument("--reinit-rate", type=float, default=0.05)
+    parser.add_argument("--lr-final", type=float, default=None, help="exponential decay to this")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
@@ -136,16 +168,21 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             evaluate_at=marks,
             z_test=z_test,
+            init=args.init,
+            buffer_size=args.buffer_size,
+            reinit_rate=args.reinit_rate,
+            lr_final=args.lr_final,
         ):
             row["share_closed"] = (nll_gauss - row["nll_ebm"]) / (nll_gauss - nll_true)
             rows.append(row)
     print(f"-log p(z) of 10,000 true latents: true prior {nll_true:.3f}, N(0, I) {nll_gauss:.3f}")
-    print("| eta_0 | updates | EBM prior -log p(z) | share of the gap closed | CPU s |")
-    print("|---:|---:|---:|---:|---:|")
+    print("| chains | eta_0 | updates | EBM prior -log p(z) | share of the gap closed | CPU s |")
+    print("|---|---:|---:|---:|---:|---:|")
     for r in rows:
+        lr = f"{r['lr']:g}" + (f" -> {r['lr_final']:g}" if r["lr_final"] is not None else "")
         print(
-            f"| {r['lr']:g} | {r['step']:,} | {r['nll_ebm']:.3f} | {100 * r['share_closed']:.0f} % "
-            f"| {r['cpu_seconds']:.0f} |"
+            f"| {r['init']}, K0 = {r['k0']} | {lr} | {r['step']:,} | {r['nll_ebm']:.3f} "
+            f"| {100 * r['share_closed']:.0f} % | {r['cpu_seconds']:.0f} |"
         )
     if args.json is not None:
         write_record(
