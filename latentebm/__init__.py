@@ -7,18 +7,28 @@ The model of Pang, Han, Nijkamp, Zhu and Wu, "Learning Latent Space Energy-Based
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
-import torch
-
-from latentebm.langevin import LangevinResult, LangevinSampler
-from latentebm.model import LatentEBM
-from latentebm.prior import EnergyPrior, GaussianPrior
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import torch
+
+    from latentebm.langevin import LangevinResult, LangevinSampler
+    from latentebm.model import LatentEBM
     from latentebm.pretrained import Pretrained
+    from latentebm.prior import EnergyPrior, GaussianPrior
+
+# Imported on first use (PEP 562), so that `latentebm --help`, `ls` and `--version` start without
+# importing torch.
+_LAZY: dict[str, str] = {
+    "EnergyPrior": "latentebm.prior",
+    "GaussianPrior": "latentebm.prior",
+    "LangevinResult": "latentebm.langevin",
+    "LangevinSampler": "latentebm.langevin",
+    "LatentEBM": "latentebm.model",
+}
 
 __version__ = "0.1.0"
 
@@ -46,3 +56,15 @@ def load(
     from latentebm.pretrained import load as _load
 
     return _load(path, device=device, trusted_modules=trusted_modules)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'latentebm' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

@@ -16,18 +16,10 @@ from typing import Any
 import torch
 
 from latentebm.atomic import atomic_write
+from latentebm.errors import CheckpointError, CheckpointFormatError
 
 CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^step_(\d+)\.pt$")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, unreadable or does not fit the run."""
-
-
-class CheckpointFormatError(CheckpointError):
-    """The file's bytes are not a readable checkpoint (truncated, damaged, another format), as
-    opposed to a failure to read it at all (an I/O error, no memory)."""
 
 
 def checkpoint_path(run_dir: Path, step: int) -> Path:

@@ -732,16 +732,18 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
 
 def _version() -> str:
-    """``latentebm X (torch Y, Python Z)`` for ``--version``."""
+    """``latentebm X (torch Y, Python Z)`` for ``--version`` (torch's version from its installed
+    metadata: importing torch would cost every command's start-up two seconds)."""
     import platform
-
-    import torch
+    from importlib import metadata
 
     from latentebm import __version__
 
-    return (
-        f"latentebm {__version__} (torch {torch.__version__}, Python {platform.python_version()})"
-    )
+    try:
+        torch_version = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        torch_version = "not installed"
+    return f"latentebm {__version__} (torch {torch_version}, Python {platform.python_version()})"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1148,9 +1150,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; user errors print one line and exit non-zero (LATENTEBM_DEBUG=1: traceback)."""
-    from latentebm.checkpoint import CheckpointError
     from latentebm.config import RecipeError
-    from latentebm.train import Interrupted, TrainingError
+    from latentebm.errors import CheckpointError, Interrupted, TrainingError
 
     args = build_parser().parse_args(argv)
     try:

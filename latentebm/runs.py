@@ -38,6 +38,7 @@ from latentebm.checkpoint import (
     list_checkpoints,
     resolve_checkpoint,
 )
+from latentebm.errors import TrainingError
 
 RUN_ID_FILE = ".run_id"
 """A run directory's identity (a random hex string written when the directory is claimed); every
@@ -103,10 +104,6 @@ def _write_run_id(run_dir: Path) -> None:
     path = run_dir / RUN_ID_FILE
     if not path.is_file():
         write_bytes_atomic(path, (uuid.uuid4().hex + "\n").encode())
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (a non-finite term, a run directory in the way, ...)."""
 
 
 def find_resume(resume: str | None, run_dir: str | None, runs_root: str, name: str) -> Path | None:

@@ -53,6 +53,7 @@ from latentebm.distributed import (
     reduce_values,
     shutdown,
 )
+from latentebm.errors import Interrupted
 from latentebm.model import LatentEBM, NonFiniteError, Optimizers
 from latentebm.runs import (
     TimedCheckpoints,
@@ -86,14 +87,6 @@ DIVERGED_WEIGHT = 1e6
 ``diverging`` event in ``metrics.jsonl``; training goes on). Trained weights of these models are
 O(1)-O(10); a run whose weights grow without bound can stay finite while its samples and
 validation NLL become meaningless."""
-
-
-class Interrupted(RuntimeError):
-    """SIGINT or SIGTERM arrived; a checkpoint was saved. ``exit_code`` is 128 + signal."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 @dataclass

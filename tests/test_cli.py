@@ -425,6 +425,32 @@ def test_version_and_python_dash_m(tmp_path: Path) -> None:
     assert done.stdout.startswith(f"latentebm {__version__} (torch ")
 
 
+@pytest.mark.parametrize("command", [["--help"], ["ls"], ["--version"], ["train", "--help"]])
+def test_quick_commands_do_not_import_torch(command: list[str], tmp_path: Path) -> None:
+    """``latentebm --help``, ``ls`` and ``--version`` start in a fraction of a second because they
+    import no torch (the start-up time itself is measured by benchmarks/cli_startup.py)."""
+    from tests.conftest import cli_env
+
+    code = (
+        "import sys\n"
+        "from latentebm.cli import main\n"
+        "try:\n    code = main(sys.argv[1:])\nexcept SystemExit as e:\n    code = e.code\n"
+        "heavy = sorted(m for m in ('torch', 'numpy') if m in sys.modules)\n"
+        "print('HEAVY', heavy, file=sys.stderr)\n"
+        "sys.exit(code or 0)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, *command],
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "HEAVY []" in done.stderr, done.stderr
+
+
 def test_model_commands_default_to_device_auto() -> None:
     from latentebm.cli import build_parser
 

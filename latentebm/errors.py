@@ -1,0 +1,33 @@
+"""The toolkit's exception types, in a module that imports nothing heavy.
+
+The command line (:func:`latentebm.cli.main`) turns each of these into one error line and a
+non-zero exit; it imports them from here so that ``latentebm --help`` starts without importing
+torch. The modules that raise them re-export them under their old homes
+(``latentebm.checkpoint.CheckpointError``, ``latentebm.runs.TrainingError``,
+``latentebm.train.Interrupted``).
+"""
+
+from __future__ import annotations
+
+__all__ = ["CheckpointError", "CheckpointFormatError", "Interrupted", "TrainingError"]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable or does not fit the run."""
+
+
+class CheckpointFormatError(CheckpointError):
+    """The file's bytes are not a readable checkpoint (truncated, damaged, another format), as
+    opposed to a failure to read it at all (an I/O error, no memory)."""
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a non-finite term, a run directory in the way, ...)."""
+
+
+class Interrupted(RuntimeError):
+    """SIGINT or SIGTERM arrived; a checkpoint was saved. ``exit_code`` is 128 + signal."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
