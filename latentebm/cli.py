@@ -295,8 +295,8 @@ def _add_decode_args(parser: argparse.ArgumentParser) -> None:
 def _generate_trajectory(args: argparse.Namespace, model: object) -> int:
     from datetime import datetime
 
-    from latentebm.diagnostics import PlotDependencyError, fresh_dir
     from latentebm.generation import format_trajectory, plot_energy
+    from latentebm.plotting import PlotDependencyError, fresh_dir
 
     steps = args.trajectory
     n_steps = args.langevin_steps
@@ -676,7 +676,8 @@ def _fmt(value: object, spec: str = ".4g") -> str:
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
-    from latentebm.diagnostics import PlotDependencyError, diagnose
+    from latentebm.diagnostics import diagnose
+    from latentebm.plotting import PlotDependencyError
 
     try:
         result = diagnose(

@@ -33,16 +33,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from latentebm.chain_records import long_prior_chain
+from latentebm.plotting import fresh_dir, pyplot
+
 #: lag-1 autocorrelation at or below which (with frequent sign changes) oscillation is "strong".
 STRONG_LAG1 = -0.3
 #: fraction of sign changes of consecutive ``d_t`` at or above which oscillation may be "strong".
 STRONG_SIGN_CHANGES = 0.5
 #: the PNG files :func:`diagnose` writes (``long_chain.png`` only when the long chain runs).
 PLOT_FILES = ("d_t.png", "r_t.png", "autocorrelation.png", "long_chain.png")
-
-
-class PlotDependencyError(ImportError):
-    """matplotlib, needed for the diagnostic plots, is not installed."""
 
 
 # --------------------------------------------------------------------------------- metrics
@@ -165,121 +164,6 @@ def rolling_mean(values: Sequence[float], window: int) -> np.ndarray:
     idx = np.arange(1, x.size + 1)
     start = np.maximum(idx - window, 0)
     return (cumsum[idx] - cumsum[start]) / (idx - start)
-
-
-# ----------------------------------------------------------------------- long prior chain
-def chain_record_steps(n_steps: int, record_every: int) -> list[int]:
-    """Steps ``0, record_every, 2 record_every, ...`` and ``n_steps``: where a long chain is
-    recorded."""
-    if n_steps < 1:
-        raise ValueError(f"n_steps must be >= 1, got {n_steps}")
-    if record_every < 1:
-        raise ValueError(f"record_every must be >= 1, got {record_every}")
-    return sorted(set(range(0, n_steps + 1, record_every)) | {n_steps})
-
-
-def long_prior_chain(
-    model: Any,
-    n_chains: int = 64,
-    n_steps: int = 2000,
-    record_every: int = 10,
-    generator: torch.Generator | None = None,
-) -> dict[str, Any]:
-    """Energy and log density along a long prior chain (seed 004's long-run check).
-
-    Runs ``model.sample_prior(n_chains, n_steps=n_steps, record_steps=...)`` (the training
-    sampler, far past its ``K0`` steps, from ``N(0, sigma^2 I)``) and evaluates, at every
-    ``record_every``-th step and at the last, the mean over the chains of the energy
-    ``f_alpha(z)`` (``model.prior.energy``) and of the unnormalised log density
-    ``f_alpha(z) - ||z||^2 / (2 sigma^2)``. Sampling freezes the parameters and evaluation runs
-    under ``torch.no_grad``: no parameter gradient is computed.
-
-    Returns:
-        ``steps``, ``energy`` and ``log_density`` (lists of equal length, step 0 = the
-        initial state), ``energy_start`` / ``energy_end``, ``log_density_start`` /
-        ``log_density_end``, ``grad_norm_start`` / ``grad_norm_end`` (mean ``||grad log p||``
-        over the first / last ``record_every`` steps), ``n_chains``, ``n_steps`` and
-        ``training_steps`` (``K0``).
-    """
-    if n_chains < 1:
-        raise ValueError(f"n_chains must be >= 1, got {n_chains}")
-    if n_steps < 1:
-        raise ValueError(f"n_steps must be >= 1, got {n_steps}")
-    if record_every < 1:
-        raise ValueError(f"record_every must be >= 1, got {record_every}")
-    steps = chain_record_steps(n_steps, record_every)
-    result = model.sample_prior(
-        n_chains, generator=generator, n_steps=n_steps, record_steps=tuple(steps)
-    )
-    energy: list[float] = []
-    log_density: list[float] = []
-    with torch.no_grad():
-        for step in steps:
-            z = result.trajectory[step]
-            energy.append(float(model.prior.energy(z).mean()))
-            log_density.append(float(model.prior.log_density(z).mean()))
-    return chain_summary(
-        steps, energy, log_density, result.grad_norm, record_every, n_chains, model.prior_chain
-    )
-
-
-def chain_summary(
-    steps: list[int],
-    energy: list[float],
-    log_density: list[float],
-    grad_norm: torch.Tensor,
-    record_every: int,
-    n_chains: int,
-    sampler: Any,
-) -> dict[str, Any]:
-    """The record of a long chain (:func:`long_prior_chain`'s return value): the series, their
-    first and last values, the mean gradient norm over the first and last ``record_every``
-    steps, and the chain's training length ``sampler.n_steps``."""
-    window = min(record_every, grad_norm.numel())
-    return {
-        "steps": steps,
-        "energy": energy,
-        "log_density": log_density,
-        "energy_start": energy[0],
-        "energy_end": energy[-1],
-        "log_density_start": log_density[0],
-        "log_density_end": log_density[-1],
-        "grad_norm_start": float(grad_norm[:window].mean()),
-        "grad_norm_end": float(grad_norm[-window:].mean()),
-        "n_chains": int(n_chains),
-        "n_steps": int(steps[-1]),
-        "training_steps": int(sampler.n_steps),
-    }
-
-
-# -------------------------------------------------------------------------------- output
-def fresh_dir(path: str | Path) -> Path:
-    """``path`` if it is absent or empty, else the first absent-or-empty ``path-2``, ``path-3``...
-
-    Existing diagnostics are never overwritten: a second ``diagnose`` of a run writes into
-    ``diagnostics-2/``. The directory is created.
-    """
-    base = Path(path)
-    candidate, n = base, 1
-    while candidate.exists() and (not candidate.is_dir() or any(candidate.iterdir())):
-        n += 1
-        candidate = base.with_name(f"{base.name}-{n}")
-    candidate.mkdir(parents=True, exist_ok=True)
-    return candidate
-
-
-def _pyplot() -> Any:
-    """``matplotlib.pyplot`` with the Agg backend, imported on first use."""
-    try:
-        import matplotlib
-    except ImportError as error:
-        raise PlotDependencyError(
-            "the diagnostic plots need matplotlib: pip install 'latentebm[plot]'"
-        ) from error
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _series(rows: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
@@ -425,7 +309,7 @@ def diagnose(
     train, valid = read_metrics(run_dir)
     if not train:
         raise ValueError(f"{run_dir / 'metrics.jsonl'}: no training rows")
-    plt = _pyplot()  # fail before any long computation
+    plt = pyplot()  # fail before any long computation
 
     from latentebm.runs import run_family
 

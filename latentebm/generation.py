@@ -105,9 +105,9 @@ def plot_energy(trajectory: dict[str, Any], path: str | Path) -> Path:
     Raises:
         latentebm.diagnostics.PlotDependencyError: matplotlib is missing.
     """
-    from latentebm.diagnostics import _pyplot
+    from latentebm.plotting import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     out = Path(path)
     steps = list(range(len(trajectory["energy"])))
     fig, axes = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True)

@@ -12,7 +12,8 @@ import torch
 from torch import Tensor
 
 from latentebm.atomic import atomic_write
-from latentebm.diagnostics import _pyplot, chain_record_steps
+from latentebm.chain_records import chain_record_steps
+from latentebm.plotting import pyplot
 
 __all__ = ["chain_record_steps", "interpolate", "long_run_prior_chain", "plot_energy_profile"]
 
@@ -141,7 +142,7 @@ def plot_energy_profile(
     x = np.arange(values.shape[0]) if steps is None else np.asarray(steps)
     if x.shape != (values.shape[0],):
         raise ValueError(f"steps has {x.size} entries for {values.shape[0]} rows of energies")
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.6))
     ax.plot(x, values, color="tab:blue", lw=0.6, alpha=0.3)
     ax.plot(x, values.mean(axis=1), color="black", lw=1.8, label=f"mean of {values.shape[1]}")

@@ -12,17 +12,17 @@ import numpy as np
 import pytest
 import torch
 
+from latentebm.chain_records import long_prior_chain
 from latentebm.cli import main
 from latentebm.config import load_recipe
 from latentebm.diagnostics import (
     autocorrelation,
     diagnose,
-    fresh_dir,
-    long_prior_chain,
     oscillation_summary,
     read_metrics,
     rolling_mean,
 )
+from latentebm.plotting import fresh_dir
 from latentebm.pretrained import load
 from latentebm.train import Trainer
 

@@ -139,20 +139,79 @@ def test_a_checkpoint_written_before_the_rename_loads(tmp_path: Path) -> None:
         assert torch.equal(loaded.model.state_dict()[name], value), name
 
 
-def _imports(path: Path) -> set[str]:
-    """Every module that ``path`` imports (absolute names; relative imports resolved)."""
-    package = ".".join(path.relative_to(REPO).with_suffix("").parts[:-1])
+def _module_name(path: Path) -> str:
+    """The installed module name of a source file (``tasks/`` installs as ``latentebm.tasks``)."""
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    if parts[0] == "tasks":
+        parts = ["latentebm", *parts]
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _is_type_checking(node: ast.AST) -> bool:
+    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+
+
+def _imports(path: Path, modules: frozenset[str] = frozenset()) -> set[str]:
+    """Every module that ``path`` imports at run time, wherever in the file (absolute names;
+    relative imports resolved). ``from package import name`` counts as ``package.name`` when
+    that is one of ``modules``, else as ``package``. Imports under ``if TYPE_CHECKING:`` are not
+    run and not counted."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    pending: list[ast.AST] = [ast.parse(path.read_text(encoding="utf-8"))]
+    while pending:
+        node = pending.pop()
+        if _is_type_checking(node):
+            pending.extend(getattr(node, "orelse", []))
+            continue
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
-                found.add(f"{base}.{node.module}" if node.module else base)
-            elif node.module:
-                found.add(node.module)
+                module = f"{base}.{node.module}" if node.module else base
+            else:
+                module = node.module or ""
+            for alias in node.names:
+                sub = f"{module}.{alias.name}"
+                found.add(sub if sub in modules else module)
+        pending.extend(ast.iter_child_nodes(node))
     return found
+
+
+def _toolkit_sources() -> dict[str, Path]:
+    files = [*(REPO / "latentebm").rglob("*.py"), *(REPO / "tasks").rglob("*.py")]
+    return {_module_name(path): path for path in sorted(files)}
+
+
+def test_no_import_cycle_in_the_toolkit() -> None:
+    """No module of latentebm (tasks included) imports, directly or through others, a module
+    that imports it: every import counts, also those inside functions."""
+    sources = _toolkit_sources()
+    known = frozenset(sources)
+    graph = {
+        name: sorted(m for m in _imports(path, known) if m in sources and m != name)
+        for name, path in sources.items()
+    }
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    cycles: list[list[str]] = []
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in graph[node]:
+            if state.get(nxt) == 1:
+                cycles.append([*path[path.index(nxt) :], nxt])
+            elif nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = 2
+
+    for name in graph:
+        if name not in state:
+            visit(name, [name])
+    assert cycles == [], "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
 
 
 # The command-line front end builds an MNIST task for `latentebm mnist-features` (a command about
@@ -165,7 +224,7 @@ def test_the_core_never_imports_a_task() -> None:
     for path in sorted((REPO / "latentebm").rglob("*.py")):
         name = path.relative_to(REPO).as_posix()
         allowed = FRONT_END_TASK_IMPORTS.get(name, set())
-        for module in _imports(path):
+        for module in _imports(path, frozenset(_toolkit_sources())):
             is_task = module == "latentebm.tasks" or module.startswith("latentebm.tasks.")
             if (is_task or module == "tasks" or module.startswith("tasks.")) and (
                 module not in allowed

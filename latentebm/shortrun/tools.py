@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from latentebm.build import resolve_device
+from latentebm.chain_records import chain_record_steps, chain_summary
 from latentebm.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -29,7 +30,6 @@ from latentebm.checkpoint import (
     resolve_checkpoint,
 )
 from latentebm.config import validate
-from latentebm.diagnostics import chain_record_steps, chain_summary
 from latentebm.image_io import save_grid
 from latentebm.langevin import frozen
 from latentebm.shortrun.config import ShortRunRecipe

@@ -1,0 +1,44 @@
+"""Plot output: ``matplotlib.pyplot`` imported on first use (an optional dependency), and
+output folders that never replace earlier ones.
+
+A low-level helper of the commands that draw (``diagnose``, ``generate`` of image chains,
+:mod:`latentebm.generation`); it imports nothing of the toolkit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+class PlotDependencyError(ImportError):
+    """matplotlib, needed for the diagnostic plots, is not installed."""
+
+
+def fresh_dir(path: str | Path) -> Path:
+    """``path`` if it is absent or empty, else the first absent-or-empty ``path-2``, ``path-3``...
+
+    Existing diagnostics are never overwritten: a second ``diagnose`` of a run writes into
+    ``diagnostics-2/``. The directory is created.
+    """
+    base = Path(path)
+    candidate, n = base, 1
+    while candidate.exists() and (not candidate.is_dir() or any(candidate.iterdir())):
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    candidate.mkdir(parents=True, exist_ok=True)
+    return candidate
+
+
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` with the Agg backend, imported on first use."""
+    try:
+        import matplotlib
+    except ImportError as error:
+        raise PlotDependencyError(
+            "the diagnostic plots need matplotlib: pip install 'latentebm[plot]'"
+        ) from error
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
