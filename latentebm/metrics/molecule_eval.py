@@ -68,12 +68,6 @@ def evaluate_molecule_metrics(
     progress: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """The ``moses`` and ``molecules`` entries of ``latentebm evaluate``."""
-    from latentebm.metrics.molecules import (
-        MosesReference,
-        compute_moses_metrics,
-        qm9_metrics,
-    )
-
     wanted = [n for n in names if n in DEFAULT_SAMPLES]
     if not wanted:
         return {}
@@ -101,22 +95,54 @@ def evaluate_molecule_metrics(
         "generation_seconds": generation_seconds,
         "examples": samples[:N_EXAMPLES],
     }
+    scores = score_molecules(
+        samples,
+        wanted,
+        settings,
+        counts=counts,
+        train=train,
+        train_is_canonical=train_is_canonical,
+        data_root=data_root,
+        progress=progress,
+    )
+    return {name: {**values, **record} for name, values in scores.items()}
+
+
+def score_molecules(
+    samples: list[str],
+    names: list[str],
+    settings: MoleculeEvalSettings,
+    *,
+    counts: dict[str, int] | None = None,
+    train: list[str] | None = None,
+    train_is_canonical: bool = False,
+    data_root: str | None = None,
+    progress: bool = False,
+) -> dict[str, dict[str, Any]]:
+    """``moses`` and/or ``molecules`` (``names``) of the SMILES ``samples`` (invalid and empty
+    strings count as invalid samples, as in MOSES's ``get_all_metrics``), the first
+    ``counts[name]`` of them (default all). ``train``: training molecules for novelty (None:
+    novelty is not reported)."""
+    from latentebm.metrics.molecules import (
+        MosesReference,
+        compute_moses_metrics,
+        qm9_metrics,
+    )
+
+    counts = counts or {}
     out: dict[str, dict[str, Any]] = {}
-    if "molecules" in wanted:
+    if "molecules" in names:
         t0 = time.perf_counter()
-        n = counts["molecules"]
+        n = counts.get("molecules", len(samples))
         values = qm9_metrics(
-            samples[:n], train, n_jobs=settings.n_jobs, train_is_canonical=train_is_canonical
+            samples[:n], train or [], n_jobs=settings.n_jobs, train_is_canonical=train_is_canonical
         )
-        out["molecules"] = {
-            **values,
-            **record,
-            "n_samples": n,
-            "seconds": time.perf_counter() - t0,
-        }
-    if "moses" in wanted:
+        if train is None:
+            values = {k: v for k, v in values.items() if not k.startswith("novelty")}
+        out["molecules"] = {**values, "n_samples": n, "seconds": time.perf_counter() - t0}
+    if "moses" in names:
         t0 = time.perf_counter()
-        n = counts["moses"]
+        n = counts.get("moses", len(samples))
         reference = MosesReference.load_or_build(
             data_root,
             settings.cache_dir,
@@ -135,7 +161,6 @@ def evaluate_molecule_metrics(
         )
         out["moses"] = {
             **values,
-            **record,
             "n_samples": n,
             "reference": reference.meta,
             "timings": timings,

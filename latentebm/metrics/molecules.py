@@ -921,6 +921,52 @@ def read_smiles_file(path: str | os.PathLike[str]) -> list[str]:
         return [row[col].strip() for row in reader if row and row[col].strip()]
 
 
+def read_generated_smiles(path: str | os.PathLike[str], column: str | None = None) -> list[str]:
+    """The molecules of a file to score, in file order, one sample per row.
+
+    * ``.smi`` / ``.txt`` (optionally ``.gz``): one per line, the first whitespace-separated
+      field (a name may follow it); a blank line is an empty sample, which scores as invalid
+      (``latentebm generate`` writes a molecule it could not decode as a blank line); a first
+      line ``SMILES`` or ``smiles`` is a header.
+    * ``.csv`` (optionally ``.gz``): the column ``column`` (default: ``smiles`` in any case,
+      else the first column); an empty field is an empty sample.
+
+    Raises:
+        ValueError: an unknown file type, a missing column, or a file that is not text (one
+            line naming the file).
+    """
+    path = Path(path)
+    name = path.name.lower()
+    if name.endswith((".smi", ".smi.gz", ".txt", ".txt.gz")):
+        if column is not None:
+            raise ValueError(f"{path}: a column is named, but a .smi/.txt file has no columns")
+        with _open_text(path) as f:
+            lines = [line.rstrip("\r\n") for line in f]
+        if lines and lines[0].strip() in ("SMILES", "smiles"):
+            lines = lines[1:]
+        return [(line.split(maxsplit=1) or [""])[0] for line in lines]
+    if not name.endswith((".csv", ".csv.gz")):
+        raise ValueError(f"{path}: unknown molecule file type (expected .smi, .txt, .csv, or .gz)")
+    with _open_text(path) as f:
+        reader = csv.reader(f)
+        try:
+            header = [h.strip() for h in next(reader, [])]
+            if not header:
+                raise ValueError(f"{path} is empty (expected a header row)")
+            if column is not None:
+                if column not in header:
+                    raise ValueError(
+                        f"{path} has no column {column!r} (columns: {', '.join(header)})"
+                    )
+                col = header.index(column)
+            else:
+                lower = [h.lower() for h in header]
+                col = lower.index("smiles") if "smiles" in lower else 0
+            return [row[col].strip() if col < len(row) else "" for row in reader if row]
+        except csv.Error as exc:
+            raise ValueError(f"{path}: line {reader.line_num}: not a CSV file ({exc})") from exc
+
+
 def _blob(strings: Sequence[str]) -> np.ndarray:
     if any("\n" in s for s in strings):
         raise ValueError("strings with newlines cannot be stored")
