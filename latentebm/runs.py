@@ -10,6 +10,7 @@ a new directory; damaged checkpoints are set aside, never deleted; no file of a 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -120,12 +121,39 @@ def find_resume(resume: str | None, run_dir: str | None, runs_root: str, name: s
     if run_dir is not None:
         return latest_checkpoint(Path(run_dir))
     runs = Path(runs_root) / name
-    candidates = sorted(p for p in runs.glob("*") if p.is_dir()) if runs.is_dir() else []
+    candidates = (
+        sorted(p for p in runs.glob("*") if p.is_dir() and not p.is_symlink())
+        if runs.is_dir()
+        else []
+    )
     for run in reversed(candidates):
         found = latest_checkpoint(run)
         if found is not None:
             return found
     return None
+
+
+LATEST_LINK = "latest"
+"""``runs_root/name/latest``: a symbolic link to the newest timestamped run of a recipe."""
+
+
+def point_latest(run_dir: Path) -> None:
+    """Make ``run_dir.parent/latest`` a relative symbolic link to ``run_dir``, replacing an
+    older link atomically (a new link under a temporary name, renamed over it). A ``latest``
+    that is not a link (a user's own folder or file) is left alone, and so is a file system
+    without symbolic links: the link is a convenience, never a reason to fail a run."""
+    link = run_dir.parent / LATEST_LINK
+    if link.exists() and not link.is_symlink():
+        return
+    temporary = run_dir.parent / f".{LATEST_LINK}.{os.getpid()}.tmp"
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+        os.symlink(run_dir.name, temporary, target_is_directory=True)
+        os.replace(temporary, link)
+    except OSError:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
 
 
 def claim_run_dir(
@@ -179,6 +207,8 @@ def claim_run_dir(
     except BaseException:
         release_run_dir(path)
         raise
+    if run_dir is None:
+        point_latest(path)
     return path
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import torch
 
+import latentebm
 import latentebm.checkpoint as checkpoint_module
 from latentebm.checkpoint import CheckpointError, checkpoint_path, list_checkpoints, save_atomic
 from latentebm.cli import main as cli_main
@@ -61,6 +62,29 @@ def test_resume_from_an_older_checkpoint_forks_a_new_run(
     assert "is not the newest checkpoint" in capsys.readouterr().err
     assert [p.name for p in list_checkpoints(fork)][-1] == "step_00000006.pt"
     assert torch.load(checkpoint_path(fork, 6), weights_only=True)["step"] == 6
+
+
+def test_latest_points_at_the_newest_run_and_resume_auto_ignores_it(
+    tiny_recipe, tmp_path: Path
+) -> None:
+    """``runs_root/NAME/latest`` follows each new timestamped run; it loads like the run, and
+    ``resume=auto`` continues the newest run itself, never a second history through the link.
+    A ``latest`` of the user's own that is not a link is left alone."""
+    recipe, root = tiny_recipe(), tmp_path / "runs"
+    first = fit(recipe, "trainer.max_steps=2", f"trainer.runs_root={root}")
+    second = fit(recipe, "trainer.max_steps=3", f"trainer.runs_root={root}")
+    latest = root / "tiny" / "latest"
+    assert latest.is_symlink() and latest.resolve() == second.resolve() != first.resolve()
+    assert os.readlink(latest) == second.name  # relative: the runs folder can be moved
+    assert latentebm.load(latest).step == 3
+    resumed = fit(recipe, "trainer.max_steps=4", "trainer.resume=auto", f"trainer.runs_root={root}")
+    assert resumed.resolve() == second.resolve() and not resumed.is_symlink()
+    assert [p.name for p in list_checkpoints(second)][-1] == "step_00000004.pt"
+    latest.unlink()
+    latest.mkdir()  # a folder of the user's called latest
+    (latest / "notes.txt").write_text("mine")
+    fit(recipe, "trainer.max_steps=1", f"trainer.runs_root={root}")
+    assert not latest.is_symlink() and (latest / "notes.txt").read_text() == "mine"
 
 
 def test_resume_from_an_older_checkpoint_into_its_own_run_dir_is_refused(
