@@ -42,6 +42,7 @@ from latentebm.checkpoint import (
     save_atomic,
 )
 from latentebm.config import Recipe, recipe_from_dict, recipe_to_dict, recipe_to_yaml
+from latentebm.console_log import ConsoleLog
 from latentebm.distributed import (
     DistContext,
     average_gradients,
@@ -70,6 +71,9 @@ from latentebm.runs import (
 )
 
 _T = TypeVar("_T")
+
+CONSOLE_LOG = "console.log"
+"""What the main process printed while it trained (:mod:`latentebm.console_log`)."""
 MAX_CONSECUTIVE_SKIPS = 10
 RESUME_FIELDS: dict[str, type | tuple[type, ...]] = {
     "recipe": dict,
@@ -119,6 +123,7 @@ class Trainer:
         self._writer: Any = None
         self._diverging = False
         self._held: Path | None = None  # the run directory this process has locked
+        self._console: ConsoleLog | None = None  # RUN/console.log, on the main process
         self.run_dir: Path | None = None
 
     # ------------------------------------------------------------------ setup
@@ -176,6 +181,8 @@ class Trainer:
         try:
             return self._fit()
         finally:
+            if self._console is not None:
+                self._console.stop()
             if self._writer is not None:
                 self._writer.close()
             release_run_dir(self._held)
@@ -241,6 +248,8 @@ class Trainer:
         run_dir = broadcast_object(run_dir, ctx)
         self.run_dir = run_dir
         if ctx.is_main:
+            self._console = ConsoleLog(run_dir / CONSOLE_LOG)
+            self._console.start()
             (run_dir / "samples").mkdir(parents=True, exist_ok=True)
             if in_place is not None:  # a fresh or forked run wrote config.yaml when claimed
                 record_recipe(run_dir, self.state.step, recipe_to_yaml(self.recipe))
