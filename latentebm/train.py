@@ -295,7 +295,9 @@ class Trainer:
     ) -> None:
         ctx, cfg, st = self.ctx, self.cfg, self.state
         has_valid = _has_split(task, "valid")
-        progress = _progress(cfg.max_steps, st.step, enabled=cfg.progress and ctx.is_main)
+        # with a time budget the bar's end is unknown until the pace is (set at every step)
+        total = None if cfg.max_minutes is not None else cfg.max_steps
+        progress = _progress(total, st.step, enabled=cfg.progress and ctx.is_main)
         sums: dict[str, float] = defaultdict(float)
         count, tokens, interval_start = 0, 0, time.perf_counter()
         consecutive_skips = 0
@@ -306,7 +308,7 @@ class Trainer:
 
         budget = None if cfg.max_minutes is None else 60.0 * cfg.max_minutes
         clock = time.process_time if cfg.clock == "cpu" else time.perf_counter
-        segment_start, seconds_before = clock(), st.train_seconds
+        segment_start, seconds_before, steps_before = clock(), st.train_seconds, st.step
         timed_checkpoints = TimedCheckpoints(cfg.checkpoint_every_minutes, st.train_seconds)
         out_of_time = False
         indexed = model.posterior_memory is not None  # persistent posterior chains
@@ -373,8 +375,15 @@ class Trainer:
                     self._log(row, progress)
                     sums.clear()
                     count, tokens, interval_start = 0, 0, time.perf_counter()
+                if budget is not None and progress is not None:
+                    # the bar's end is the step the time budget will reach at the present pace
+                    # (its ETA is then the budget's), never past max_steps
+                    pace = st.step - steps_before
+                    left = max(budget - st.train_seconds, 0.0)
+                    spent_here = max(st.train_seconds - seconds_before, 1e-9)
+                    progress.total = min(cfg.max_steps, st.step + round(left * pace / spent_here))
                 if has_valid and (st.step % cfg.valid_every == 0 or last):
-                    self._log(self.validate(task, model, device), progress)
+                    self._log(self.validate(task, model, device, progress), progress)
                     interval_start = time.perf_counter()
                 if st.step % cfg.checkpoint_every == 0 or last or checkpoint_due:
                     self._save_checkpoint(task, model, optimizers, langevin_rng)
@@ -416,8 +425,13 @@ class Trainer:
             self._append_metrics({"event": "diverging", "max_abs_parameter": largest})
 
     # ------------------------------------------------------------------ validation
-    def validate(self, task: Any, model: LatentEBM, device: torch.device) -> dict[str, float]:
+    def validate(
+        self, task: Any, model: LatentEBM, device: torch.device, progress: Any = None
+    ) -> dict[str, float]:
         """Reconstruction NLL of the valid split with posterior samples (K1 steps).
+
+        ``progress``: the training bar, whose label counts the validation batches meanwhile
+        (``valid 3/20``), so that a long validation is never a silent bar at 100 %.
 
         ``valid_recon_nll`` is ``-log p_beta(x | z^+)`` per sentence in nats (summed over
         tokens incl. ``<eos>``), ``valid_recon_ppl`` is ``exp(total NLL / total tokens)``.
@@ -436,7 +450,9 @@ class Trainer:
         was_training = model.training
         model.eval()
         total_nll, total_tokens, total_sentences = 0.0, 0.0, 0.0
-        for batch in batches:
+        for done, batch in enumerate(batches):
+            if progress is not None:
+                progress.set_description_str(f"valid {done}/{len(batches)}", refresh=True)
             x = batch.to(device)
             z = model.sample_posterior(x, generator=rng).z
             with torch.no_grad():
@@ -444,6 +460,8 @@ class Trainer:
             total_tokens += int(task.num_target_tokens(x))
             total_sentences += x.shape[0]
         model.train(was_training)
+        if progress is not None:
+            progress.set_description_str("train", refresh=False)
         sums = reduce_values(
             {"nll": total_nll, "tokens": total_tokens, "sentences": total_sentences},
             self.ctx,
@@ -569,6 +587,8 @@ class Trainer:
         rng = torch.Generator(device)
         rng.manual_seed(self.recipe.seed)
         model.eval()
+        if echo:
+            say(f"drawing {n} samples (prior chain K0={model.prior_chain.n_steps}) ...")
         decode, temperature = self.cfg.sample_decode, self.cfg.sample_temperature
         tokens = model.generate(n, generator=rng, decode=decode, temperature=temperature)
         assert self.run_dir is not None
@@ -662,7 +682,7 @@ def _optim_changes(
     return changes
 
 
-def _progress(total: int, initial: int, enabled: bool) -> Any:
+def _progress(total: int | None, initial: int, enabled: bool) -> Any:
     if not enabled:
         return None
     from tqdm.auto import tqdm

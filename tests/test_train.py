@@ -432,3 +432,30 @@ def test_cpu_clock_budget_and_timed_checkpoints_survive_a_resume(
         f"trainer.run_dir={tmp_path / 'c'}",
     )
     assert load_latest(budget)["step"] == 6  # 60 s of (fake) CPU time
+
+
+def test_progress_bar_of_a_time_budget_ends_at_its_last_step_and_labels_validation(
+    tiny_recipe, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With ``max_minutes`` the bar's total follows the budget (not ``max_steps``), so its ETA
+    is the budget's; the validation batches are counted on it instead of a silent bar."""
+    recipe = load_recipe(
+        tiny_recipe(),
+        [
+            "trainer.max_steps=1000000",
+            "trainer.max_minutes=0.02",
+            "trainer.progress=true",
+            "trainer.valid_every=1000000",
+            "trainer.samples_at_end=1",
+            f"trainer.run_dir={tmp_path / 'run'}",
+        ],
+    )
+    trainer = train_module.Trainer(recipe)
+    trainer.fit()
+    step = trainer.state.step
+    assert 0 < step < 1_000_000
+    err = capsys.readouterr().err.replace("\r", "\n")
+    assert f"{step}/{step} [" in err  # the bar ends full at the step the budget reached
+    assert "/1000000" not in err
+    assert "valid 0/2" in err and "valid 1/2" in err  # the end-of-run validation, counted
+    assert "drawing 1 samples" in err
