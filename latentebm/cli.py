@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import logging
 import math
 import os
 import shutil
@@ -1231,12 +1232,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrLines(logging.Handler):
+    """The toolkit's log records (``latentebm.*``, the tasks included) as plain lines on the
+    ``sys.stderr`` of the moment (so that a run's console log, which replaces it, keeps them)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:  # noqa: BLE001 - a log line must never stop a command
+            self.handleError(record)
+
+
+def _show_toolkit_logs() -> None:
+    """INFO and above of the ``latentebm`` loggers on stderr: what a task is loading, building
+    or caching is said, never silent (once per process)."""
+    log = logging.getLogger("latentebm")
+    if not any(isinstance(h, _StderrLines) for h in log.handlers):
+        log.addHandler(_StderrLines())
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; user errors print one line and exit non-zero (LATENTEBM_DEBUG=1: traceback)."""
     from latentebm.config import RecipeError
     from latentebm.errors import CheckpointError, Interrupted, TrainingError
 
     args = build_parser().parse_args(argv)
+    _show_toolkit_logs()
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

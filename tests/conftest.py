@@ -123,6 +123,21 @@ def train_tiny_run(root: Path, *overrides: str, **sections: Any) -> Path:
         torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_cache_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Caches (tokenizers, molecule splits) go to a folder of this test session, never to the
+    user's ``~/.cache``: tests neither depend on nor leave behind a warm cache."""
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache-home"))
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("XDG_CACHE_HOME", None)
+        else:
+            os.environ["XDG_CACHE_HOME"] = before
+
+
 @pytest.fixture(autouse=True)
 def single_thread() -> Iterator[None]:
     """One intra-op thread while each test runs: the tests' tiny models run several times

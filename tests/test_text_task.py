@@ -406,3 +406,33 @@ def test_text_folder_recipe_task(tmp_path: Path) -> None:
     assert task.splits == ["train", "valid"]
     assert task.num_sentences("valid") == 3  # 5% of 60
     assert sorted(task.sentences("train") + task.sentences("valid")) == sorted(lines)
+
+
+def test_sentencepiece_models_are_cached_by_their_input(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from latentebm.tasks.text import cached_sentencepiece
+
+    sentences = [f"the {w} sat on the mat number {i}" for i, w in enumerate(["cat", "dog"] * 50)]
+    options = {"vocab_size": 40, "model_type": "unigram", "lowercase": False}
+    cache = str(tmp_path / "cache")
+    with caplog.at_level(logging.INFO, logger="latentebm"):
+        first = cached_sentencepiece(sentences, cache_dir=cache, **options)
+        files = list((tmp_path / "cache").glob("spm-*.model"))
+        assert len(files) == 1 and "trained" in caplog.text
+        caplog.clear()
+        again = cached_sentencepiece(sentences, cache_dir=cache, **options)
+        assert "(cached)" in caplog.text and again.model_proto == first.model_proto
+        # any change of the text or the settings is another model
+        cached_sentencepiece(sentences[:-1], cache_dir=cache, **options)
+        cached_sentencepiece(sentences, cache_dir=cache, **{**options, "vocab_size": 41})
+        assert len(list((tmp_path / "cache").glob("spm-*.model"))) == 3
+        # a damaged cache file is retrained and replaced
+        files[0].write_bytes(b"not a sentencepiece model")
+        caplog.clear()
+        repaired = cached_sentencepiece(sentences, cache_dir=cache, **options)
+        assert "unreadable tokenizer cache" in caplog.text
+        assert repaired.encode("the cat sat") == first.encode("the cat sat")
+        assert files[0].read_bytes() == repaired.model_proto
