@@ -45,7 +45,7 @@ MOSES_TRAIN_ROW = {
     "Filters": 1.0,
 }
 """MOSES paper / README, row "Train" (whole training set as "generated"). Only the two FCD values
-are confirmed (../shared/MATH.md); the others were written from memory and are unverified."""
+are confirmed; the others were written from memory and are unverified."""
 
 
 def machine_info(load_start: list[float] | None) -> dict[str, Any]:

@@ -7,8 +7,9 @@ Usage::
     python data_scripts/svhn.py --out DIR --source SRC   # local folder with both files
 
 Source: http://ufldl.stanford.edu/housenumbers/ (format 2, cropped digits; the ``extra`` set is
-not used, as in seed 001 which trains on the 73,257 training images). Each file is a MATLAB
-file with ``X`` (32, 32, 3, N) uint8 and ``y`` (N, 1) in 1-10 (10 is digit 0).
+not used, as in Pang, Han, Nijkamp, Zhu and Wu (2020), "Learning Latent Space Energy-Based
+Prior Model", which trains on the 73,257 training images). Each file is a MATLAB file with
+``X`` (32, 32, 3, N) uint8 and ``y`` (N, 1) in 1-10 (10 is digit 0).
 
 Checked with ``scipy.io.loadmat`` (scipy needed): the arrays' shapes and labels, and the counts
 73,257 / 26,032 (``--skip-count-check`` to accept others). Copied byte for byte to ``DIR``;

@@ -1,6 +1,6 @@
 """Long chains and their records: where a long chain is recorded, and the summary of its
-energy, log density and gradient norm (seed 004, Nijkamp et al. 2020, "On the anatomy of
-MCMC-based maximum likelihood learning of energy-based models": running the prior chain far
+energy, log density and gradient norm (Nijkamp, Hill, Han, Zhu and Wu (2020), "On the Anatomy of
+MCMC-Based Maximum Likelihood Learning of Energy-Based Models": running the prior chain far
 past its training length ``K0`` shows whether ``p_alpha`` has a meaningful steady state).
 
 A low-level helper of :mod:`latentebm.diagnostics` (the ``diagnose`` command),
@@ -31,7 +31,7 @@ def long_prior_chain(
     record_every: int = 10,
     generator: torch.Generator | None = None,
 ) -> dict[str, Any]:
-    """Energy and log density along a long prior chain (seed 004's long-run check).
+    """Energy and log density along a long prior chain (the long-run check of Nijkamp et al. 2020).
 
     Runs ``model.sample_prior(n_chains, n_steps=n_steps, record_steps=...)`` (the training
     sampler, far past its ``K0`` steps, from ``N(0, sigma^2 I)``) and evaluates, at every

@@ -118,7 +118,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from latentebm.train import Trainer
 
     path = resolve_recipe(args.recipe)
-    if recipe_family(path) == "shortrun":  # the data-space short-run EBM (seeds 000, 002)
+    # family shortrun: the data-space short-run EBM of Nijkamp, Hill, Zhu and Wu (2019), "Learning
+    # Non-Convergent Non-Persistent Short-Run MCMC Toward Energy-Based Model"
+    if recipe_family(path) == "shortrun":
         from latentebm.shortrun import ShortRunTrainer, load_shortrun_recipe
 
         ShortRunTrainer(load_shortrun_recipe(path, args.overrides)).fit()
@@ -366,7 +368,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def _generate_shortrun(args: argparse.Namespace) -> int:
     """``generate`` for a data-space short-run EBM run: ``-n`` images from fresh chains (K
-    Langevin steps from p_0, seed 000 eq. 5) as a PNG grid at ``--grid`` or ``-o``."""
+    Langevin steps from p_0, Nijkamp et al. (2019) eq. 5) as a PNG grid at ``--grid`` or ``-o``."""
     import torch
 
     from latentebm.image_io import save_grid
@@ -409,7 +411,8 @@ def _png_target(target: str | None, force: bool) -> Path:
 def _generate_images(args: argparse.Namespace, model: Any) -> int:
     """``generate`` for an image model: a PNG grid at ``--grid`` or ``-o`` (``.png``); with
     ``--trajectory`` one row per chain along a long prior chain, and the energy profile next to
-    it (seed 001, Fig. 4)."""
+    it (Pang, Han, Nijkamp, Zhu and Wu (2020), "Learning Latent Space Energy-Based Prior Model",
+    Fig. 4)."""
     out = _png_target(args.grid or args.output, args.force)
     if args.trajectory:
         from latentebm.image_io import save_grid
@@ -724,6 +727,9 @@ def _fmt(value: object, spec: str = ".4g") -> str:
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
+    """``diagnose``: the learning diagnostics of Nijkamp, Hill, Han, Zhu and Wu (2020), "On the
+    Anatomy of MCMC-Based Maximum Likelihood Learning of Energy-Based Models" (``d_t``, ``r_t``,
+    oscillation, a long prior chain), plus latent usage; see :mod:`latentebm.diagnostics`."""
     from latentebm.diagnostics import diagnose
     from latentebm.plotting import PlotDependencyError
 
@@ -747,7 +753,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         ("d_t std", _fmt(osc.get("std"))),
         ("d_t sign-change fraction", _fmt(osc.get("sign_change_fraction"), ".3f")),
         ("d_t lag-1 autocorrelation", _fmt(osc.get("lag1_autocorrelation"), ".3f")),
-        ("oscillation (seed 004)", osc.get("label", "-")),
+        ("oscillation (Nijkamp et al. 2020)", osc.get("label", "-")),
         ("r_t prior chain (mean)", _fmt(result["r_t"]["prior"])),
         ("r_t posterior chain (mean)", _fmt(result["r_t"]["posterior"])),
     ]
@@ -901,7 +907,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     diag = sub.add_parser(
         "diagnose",
-        help="plot d_t, r_t and a long prior chain of a run (seed 004)",
+        help="plot d_t, r_t and a long prior chain of a run (Nijkamp et al. 2020)",
         epilog="examples:\n  latentebm diagnose runs/ptb/20261123-101500\n"
         "  latentebm diagnose RUN_DIR --long-chain-steps 0 --usage-examples 0   # no checkpoint\n"
         "writes RUN_DIR/diagnostics/ (or -o DIR); existing files are never overwritten: a\n"

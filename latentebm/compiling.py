@@ -1,6 +1,7 @@
 """``torch.compile`` for the Langevin chains' log densities (``model.compile``).
 
-Almost all of a learning iteration is the chains' gradient evaluations (seed 001, eq. 9:
+Almost all of a learning iteration is the chains' gradient evaluations (eq. 9 of Pang, Han,
+Nijkamp, Zhu and Wu (2020), "Learning Latent Space Energy-Based Prior Model":
 ``grad_z log p_beta(x | z) + grad_z log p_alpha(z)``), so that is what gets compiled: the
 posterior target ``log p_beta(x | z) + log p_alpha(z)`` and the prior's ``log p_alpha(z)``. The
 decoder's weight update keeps the eager path. Shapes are dynamic (sentences come in buckets of

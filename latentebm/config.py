@@ -823,7 +823,8 @@ class ChainConfig:
         "Where the chain starts: noise (N(0, sigma^2 I), the paper); persistent (prior chain: "
         "a replay buffer of earlier chain ends; posterior chain: each training example's "
         "previous chain end); amortized (posterior chain only: samples of the inference model "
-        "q_phi(z|x) of model.inference, seed 003).",
+        'q_phi(z|x) of model.inference, as in Cui and Han 2023, "Learning Energy-Based Model '
+        'via Dual-MCMC Teaching").',
     )
     buffer_size: int = _field(
         10000, "Prior chain, init persistent: number of stored chain ends.", check=_positive
@@ -968,8 +969,9 @@ class TrainerConfig(TimeBudgetConfig):
 
 @dataclass(kw_only=True)
 class AnomalyConfig:
-    """Anomaly detection (seed 001, Section 3.4; the MEG/BiGAN protocol of Table 4): one class is
-    held out as anomalous, the model trains on part of the others."""
+    """Anomaly detection (Pang, Han, Nijkamp, Zhu and Wu (2020), "Learning Latent Space
+    Energy-Based Prior Model", Section 3.4; the MEG/BiGAN protocol of Table 4): one class is held
+    out as anomalous, the model trains on part of the others."""
 
     digit: int = _field(
         doc="The held-out (anomalous) class, e.g. an MNIST digit 0-9.", check=_digit

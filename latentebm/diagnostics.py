@@ -1,21 +1,22 @@
-"""Learning diagnostics of a run (seed 004, Nijkamp et al., "On the Anatomy of MCMC-Based
-Maximum Likelihood Learning of EBMs"): ``latentebm diagnose RUN_DIR``.
+"""Learning diagnostics of a run (Nijkamp, Hill, Han, Zhu and Wu (2020), "On the Anatomy of
+MCMC-Based Maximum Likelihood Learning of Energy-Based Models"): ``latentebm diagnose RUN_DIR``.
 
-Seed 004 reads MCMC-based ML learning through two quantities, both logged by the trainer in
-``metrics.jsonl``:
+Nijkamp et al. (2020) read MCMC-based ML learning through two quantities, both logged by the
+trainer in ``metrics.jsonl``:
 
 * ``d_t`` (``energy_diff``): the difference of the mean energy on positive samples (posterior
   chain, ``z^+``) and on negative samples (prior chain, ``z^-``). It should oscillate around 0.
-  *Strong oscillation* (seed 004, appendix D): the sign of ``d_t`` tends to flip from one
+  *Strong oscillation* (Nijkamp et al. 2020, appendix D): the sign of ``d_t`` tends to flip from one
   update to the next (a strongly negative short-lag autocorrelation; expansion follows
   contraction), typical of non-convergent learning with a high learning rate or Adam.
   *Weak oscillation*: the sign of ``d_t`` does not depend on recent updates.
 * ``r_t`` (``prior_grad_norm`` / ``posterior_grad_norm``): the mean gradient magnitude along
   each chain, which should settle at a value balanced with the Langevin noise.
 
-Seed 004 also checks what the short-run chain is *not*: running the prior chain far past its
-training length ``K0`` shows whether ``p_alpha`` has a meaningful steady state (energy and log
-density along a long chain, seed 004 / seed 001 Fig. 4). :func:`long_prior_chain` does this.
+Nijkamp et al. (2020) also check what the short-run chain is *not*: running the prior chain far
+past its training length ``K0`` shows whether ``p_alpha`` has a meaningful steady state (energy
+and log density along a long chain, as there and in Fig. 4 of Pang, Han, Nijkamp, Zhu and Wu
+(2020), "Learning Latent Space Energy-Based Prior Model"). :func:`long_prior_chain` does this.
 
 Note that a ``metrics.jsonl`` row holds the *mean* of each term over the ``log_every`` steps
 before it, so with ``log_every > 1`` the step-to-step oscillation of ``d_t`` is smoothed out;
@@ -77,7 +78,8 @@ def read_metrics(run_dir: str | Path) -> tuple[list[dict[str, Any]], list[dict[s
 
 # ------------------------------------------------------------------------ oscillation of d_t
 def autocorrelation(values: Sequence[float], max_lag: int) -> np.ndarray:
-    """Normalised sample autocorrelation ``rho(0..max_lag)`` of a series (seed 004, app. D).
+    """Normalised sample autocorrelation ``rho(0..max_lag)`` of a series (Nijkamp et al. 2020,
+    appendix D).
 
     The standard (biased) estimator, with ``m`` the mean and ``n`` the length::
 
@@ -111,7 +113,7 @@ def autocorrelation(values: Sequence[float], max_lag: int) -> np.ndarray:
 
 
 def oscillation_summary(d_t: Sequence[float]) -> dict[str, Any]:
-    """Summary statistics of ``d_t`` and a one-word oscillation label (seed 004, appendix D).
+    """Summary statistics of ``d_t`` and a one-word oscillation label (Nijkamp et al. 2020, app. D).
 
     Keys: ``n``, ``mean``, ``std`` (population), ``sign_change_fraction`` (the fraction of
     consecutive pairs whose signs differ, zeros counting as no sign), ``lag1_autocorrelation``
@@ -270,8 +272,8 @@ def diagnose(
     record_every: int | None = None,
     usage_examples: int = 100,
 ) -> dict[str, Any]:
-    """Diagnose a run (seed 004): oscillation of ``d_t``, ``r_t``, a long prior chain, and
-    whether the decoder uses z (latent usage on the first ``usage_examples`` examples of the
+    """Diagnose a run (Nijkamp et al. 2020): oscillation of ``d_t``, ``r_t``, a long prior chain,
+    and whether the decoder uses z (latent usage on the first ``usage_examples`` examples of the
     valid split, or of train without one; 0: skipped).
 
     Writes into ``out_dir`` (default ``RUN_DIR/diagnostics``; if it already holds files, the
@@ -297,8 +299,8 @@ def diagnose(
         a dict with ``run_dir``, ``out_dir``, ``files``, ``n_train_rows``, ``n_valid_rows``,
         ``log_every``, ``oscillation`` (:func:`oscillation_summary` of ``d_t``, or ``None``
         for a model without an energy prior), ``autocorrelation``, ``r_t`` (means of
-        ``prior``/``posterior``, as logged), ``nijkamp`` (``d_t`` and ``r_t`` in seed 004's sign
-        and scale, :func:`nijkamp_scale`), ``valid_recon_nll`` (last) and ``long_chain``
+        ``prior``/``posterior``, as logged), ``nijkamp`` (``d_t`` and ``r_t`` in Nijkamp et al.'s
+        sign and scale, :func:`nijkamp_scale`), ``valid_recon_nll`` (last) and ``long_chain``
         (:func:`long_prior_chain` plus ``checkpoint`` and ``checkpoint_step``, or ``None``).
 
     Raises:

@@ -1,7 +1,8 @@
 """Generation tools for trained models: prior-chain trajectories and latent interpolation.
 
 * :func:`prior_trajectory` runs the prior chain (possibly far longer than the ``K0`` steps of
-  training, as in seed 001 Fig. 4 and Table 3), decodes ``z`` at chosen steps and records the
+  training, as in Fig. 4 and Table 3 of Pang, Han, Nijkamp, Zhu and Wu (2020), "Learning Latent
+  Space Energy-Based Prior Model"), decodes ``z`` at chosen steps and records the
   mean energy ``f_alpha(z)`` and mean log density ``f_alpha(z) - ||z||^2 / (2 sigma^2)`` at every
   step; :func:`plot_energy` draws them (PNG, matplotlib imported on first use).
 * :func:`interpolate` decodes points on a linear or spherical path between the posterior

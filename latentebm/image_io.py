@@ -2,8 +2,9 @@
 
 * :func:`read_idx`: the IDX format of the MNIST files (plain or ``.gz``), checked;
 * :func:`to_uint8`, :func:`make_grid`, :func:`save_grid`, :func:`save_strip`: images in
-  ``[-1, 1]`` (the scale of the Gaussian generator ``g_beta(z)``, seed 001 appendix B.1: "the
-  training images are resized and scaled to [-1, 1]") to 8-bit pixels and PNG grids;
+  ``[-1, 1]`` (the scale of the Gaussian generator ``g_beta(z)``; Pang, Han, Nijkamp, Zhu and
+  Wu (2020), "Learning Latent Space Energy-Based Prior Model", appendix B.1: "the training
+  images are resized and scaled to [-1, 1]") to 8-bit pixels and PNG grids;
 * :func:`load_image`, :func:`resize_images`: decoding and resizing for the CelebA and folder
   data sets (center crop, then a bilinear resize, as torchvision's ``CenterCrop`` and
   ``Resize`` do with their defaults).

@@ -1,5 +1,6 @@
 """Image tools for a trained latent EBM: latent interpolation and long-run prior chains
-(seed 001, Fig. 4: images and the energy ``f_alpha`` along a 2,500-step prior chain).
+(Fig. 4 of Pang, Han, Nijkamp, Zhu and Wu (2020), "Learning Latent Space Energy-Based Prior
+Model": images and the energy ``f_alpha`` along a 2,500-step prior chain).
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def long_run_prior_chain(
     *,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Images and energies along ``n`` long prior chains (seed 001, Fig. 4).
+    """Images and energies along ``n`` long prior chains (Pang et al. 2020, Fig. 4).
 
     The model's prior sampler runs ``n_steps`` steps (far past its training length K0) from
     ``N(0, sigma^2 I)`` via ``model.sample_prior(..., record_steps=...)``, the same call as
@@ -121,7 +122,7 @@ def plot_energy_profile(
     steps: list[int] | None = None,
     training_steps: int | None = None,
 ) -> Path:
-    """Plot ``f_alpha(z)`` along prior chains (seed 001, Fig. 4 right) to a PNG, atomically.
+    """Plot ``f_alpha(z)`` along prior chains (Pang et al. 2020, Fig. 4 right) to a PNG, atomically.
 
     Args:
         energies: ``(T, n)`` (as :func:`long_run_prior_chain` returns) or ``(T,)``.

@@ -1,8 +1,8 @@
 """Amortised initialisation of the posterior chain: an inference model ``q_phi(z | x)``.
 
-Seed 003 (Dual-MCMC teaching) starts the posterior Langevin chain from a Gaussian inference
-model ``q_phi(z | x) = N(mu_phi(x), diag sigma_phi(x)^2)`` instead of ``N(0, sigma^2 I)``, and
-teaches ``q_phi`` with the chain's own output: ``phi`` descends
+Cui and Han (2023), "Learning Energy-Based Model via Dual-MCMC Teaching", start the posterior
+Langevin chain from a Gaussian inference model ``q_phi(z | x) = N(mu_phi(x), diag sigma_phi(x)^2)``
+instead of ``N(0, sigma^2 I)``, and teach ``q_phi`` with the chain's own output: ``phi`` descends
 ``KL(Q~ || Q_phi)``, i.e. maximises ``E log q_phi(z^+ | x)`` for the Langevin-revised samples
 ``z^+`` (the chain's end, a constant for ``phi``). The chain still targets the model posterior
 ``p_theta(z | x)``, so learning the prior and generator is unchanged; a good ``q_phi`` only lets

@@ -1,8 +1,9 @@
-"""Short-run Langevin dynamics over a latent vector (seed 001, eq. 9).
+"""Short-run Langevin dynamics over a latent vector (eq. 9 of Pang, Han, Nijkamp, Zhu and Wu
+(2020), "Learning Latent Space Energy-Based Prior Model").
 
-Two ways of writing one step are common, and they are the same chain:
+Two ways of writing one step are common, and they are the same chain (docs/conventions.md):
 
-* seed 001 eq. 9:   ``z <- z + s * grad log pi(z) + sqrt(2 s) * eps``
+* Pang et al. eq. 9: ``z <- z + s * grad log pi(z) + sqrt(2 s) * eps``
 * the authors' code: ``z <- z - (a^2 / 2) * grad E(z) + a * eps``, ``E = -log pi``
 
 with ``s = a^2 / 2``. Table 5's values (s0 = 0.4, s1 = 0.1) are the code's noise scale ``a``,
@@ -38,7 +39,8 @@ class LangevinResult:
         log_density: mean over the batch of ``log pi(z_k)`` at the start of each step,
             shape ``(K,)`` (empty when ``K = 0``).
         grad_norm: mean over the batch of ``||grad log pi(z_k)||``, shape ``(K,)``: the ``r_t``
-            of seed 004 is its mean.
+            of Nijkamp, Hill, Han, Zhu and Wu (2020), "On the Anatomy of MCMC-Based Maximum
+            Likelihood Learning of Energy-Based Models", is its mean.
         trajectory: states ``z_k`` at the steps asked for in ``record_steps``, in order.
     """
 
@@ -140,7 +142,7 @@ class LangevinSampler:
             z_init: initial states ``z_0``, shape ``(B, d)``.
             generator: the random generator for the noise (same device as ``z_init``).
             n_steps: override the number of steps for this call (e.g. longer chains at
-                generation time, seed 001 Fig. 4).
+                generation time, Pang et al. 2020, Fig. 4).
             record_steps: step indices k (0 = the initial state) whose states to keep.
         """
         steps = self.n_steps if n_steps is None else int(n_steps)

@@ -1,4 +1,5 @@
-"""``LatentEBM``: prior + generator, and one learning iteration (seed 001, Algorithm 1).
+"""``LatentEBM``: prior + generator, and one learning iteration (Algorithm 1 of Pang, Han,
+Nijkamp, Zhu and Wu (2020), "Learning Latent Space Energy-Based Prior Model").
 
 One iteration on a mini-batch ``{x_i}``:
 
@@ -16,8 +17,9 @@ does no weight-gradient work and leaves every ``.grad`` untouched.
 Chain initialisation (issue 6): the prior chain may start from a replay buffer of earlier chain
 ends (:class:`latentebm.replay.ReplayBuffer`, persistent chains); the posterior chain from the
 example's own previous chain end (:class:`latentebm.replay.PosteriorMemory`) or from an
-inference model ``q_phi(z | x)`` (:mod:`latentebm.inference`, seed 003), which is then taught by
-the chain: ``L_phi = -mean log q_phi(z^+ | x)``. Steps 3 and 4 are unchanged.
+inference model ``q_phi(z | x)`` (:mod:`latentebm.inference`; Cui and Han (2023), "Learning
+Energy-Based Model via Dual-MCMC Teaching"), which is then taught by the chain:
+``L_phi = -mean log q_phi(z^+ | x)``. Steps 3 and 4 are unchanged.
 """
 
 from __future__ import annotations
@@ -265,7 +267,7 @@ class LatentEBM(nn.Module):
             energy_neg = self.prior.energy(prior_chain.z)
             prior_loss = energy_neg.mean() - energy_pos.mean()
         inference_loss = None
-        if self.inference is not None:  # teach q_phi with the revised samples (seed 003)
+        if self.inference is not None:  # teach q_phi with the revised samples (Cui and Han 2023)
             inference_loss = -self.inference.log_prob(z_pos.detach(), x).mean()
         return LossTerms(
             prior_loss=prior_loss,
@@ -290,9 +292,11 @@ class LatentEBM(nn.Module):
         """One iteration of Algorithm 1. Returns its named terms as floats.
 
         Terms: ``energy_pos`` / ``energy_neg`` (mean f on posterior / prior samples),
-        ``energy_diff`` (their difference: the d_t of seed 004), ``recon_nll`` (mean
-        ``-log p_beta(x|z^+)`` per example), ``prior_loss``, ``posterior_grad_norm`` and
-        ``prior_grad_norm`` (mean ``||grad log pi||`` along each chain: the r_t of seed 004),
+        ``energy_diff`` (their difference: the d_t of Nijkamp, Hill, Han, Zhu and Wu (2020), "On
+        the Anatomy of MCMC-Based Maximum Likelihood Learning of Energy-Based Models"),
+        ``recon_nll`` (mean ``-log p_beta(x|z^+)`` per example), ``prior_loss``,
+        ``posterior_grad_norm`` and ``prior_grad_norm`` (mean ``||grad log pi||`` along each
+        chain: the r_t of Nijkamp et al. 2020),
         ``generator_param_grad_norm`` and ``prior_param_grad_norm`` (before clipping); with an
         inference model also ``inference_nll`` (``-mean log q_phi(z^+ | x)``) and
         ``inference_param_grad_norm``.

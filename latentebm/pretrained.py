@@ -277,7 +277,8 @@ class Pretrained:
         seed: int | None = 0,
         batch_size: int = 500,
     ) -> torch.Tensor:
-        """One anomaly score per image, higher = more anomalous (seed 001, Section 3.4).
+        """One anomaly score per image, higher = more anomalous (Section 3.4 of Pang, Han,
+        Nijkamp, Zhu and Wu (2020), "Learning Latent Space Energy-Based Prior Model").
 
         The score is ``-[log p_beta(x | z) + f_alpha(z) + log N(z; 0, sigma^2 I)]``, the negative
         unnormalised log joint at the end of a posterior Langevin chain from noise (K1 steps, or

@@ -1,6 +1,6 @@
 """Latent priors: the exponentially tilted Gaussian ``p_alpha(z)`` and the plain Gaussian.
 
-Seed 001 (Pang et al. 2020), eq. 2::
+Pang, Han, Nijkamp, Zhu and Wu (2020), "Learning Latent Space Energy-Based Prior Model", eq. 2::
 
     p_alpha(z) = exp(f_alpha(z)) p_0(z) / Z(alpha),   p_0(z) = N(z; 0, sigma^2 I)
 
@@ -57,7 +57,7 @@ class GaussianPrior(nn.Module):
 
 
 class EnergyPrior(GaussianPrior):
-    """``p_alpha(z) ∝ exp(f_alpha(z)) N(z; 0, prior_sigma^2 I)`` (seed 001, eq. 2).
+    """``p_alpha(z) ∝ exp(f_alpha(z)) N(z; 0, prior_sigma^2 I)`` (Pang et al. 2020, eq. 2).
 
     Args:
         z_dim: dimension d of z.
@@ -84,7 +84,7 @@ class EnergyPrior(GaussianPrior):
         layers.append(nn.Linear(width, 1))
         self.f = nn.Sequential(*layers)
         for module in self.f:
-            if isinstance(module, nn.Linear):  # Xavier-normal, seed 001 appendix B.1
+            if isinstance(module, nn.Linear):  # Xavier-normal, Pang et al. 2020, appendix B.1
                 nn.init.xavier_normal_(module.weight)
                 nn.init.zeros_(module.bias)
 

@@ -26,16 +26,17 @@ data set's name) must hold:
 ``image_size`` also resizes MNIST/CIFAR-10/SVHN when it differs from their native side.
 
 Images are kept as ``uint8 (N, C, H, W)`` (float for ``array`` data); a batch becomes
-``float32`` in ``[-1, 1]`` as ``x / 127.5 - 1`` (seed 001 appendix B.1: images "scaled to [-1, 1]").
+``float32`` in ``[-1, 1]`` as ``x / 127.5 - 1`` (Pang, Han, Nijkamp, Zhu and Wu (2020), "Learning
+Latent Space Energy-Based Prior Model", appendix B.1: images "scaled to [-1, 1]").
 
 Splits:
 
 * default: ``train`` (less a ``valid_fraction`` slice drawn with ``numpy.random.default_rng(0)``),
   ``valid``, and ``test`` (the data set's own test set, where it has one); ``max_images`` keeps
   the first N training images (after the valid slice);
-* anomaly detection (``anomaly_digit`` set; seed 001 Section 3.4 / Table 4, the protocol of MEG
-  and BiGAN): all images of the train and test files are pooled (train file first); images of
-  ``anomaly_digit`` are anomalous; the normal images are shuffled with
+* anomaly detection (``anomaly_digit`` set; Pang et al. (2020) Section 3.4 / Table 4, the
+  protocol of MEG and BiGAN): all images of the train and test files are pooled (train file
+  first); images of ``anomaly_digit`` are anomalous; the normal images are shuffled with
   ``numpy.random.default_rng(anomaly_split_seed)``, the first ``floor(anomaly_train_fraction *
   n_normal)`` are ``train``, and ``test`` is the remaining normal images (shuffled order)
   followed by ALL anomalous images (pool order). :meth:`ImageTask.anomaly_labels` gives 1 for

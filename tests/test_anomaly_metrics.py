@@ -1,9 +1,10 @@
-"""Tests of the anomaly metrics (seed 001, Section 3.4 / Table 4): scikit-learn's precision-recall
-curve, its trapezoid area (AUPRC), average precision, and the negative-log-joint anomaly score.
+"""Tests of the anomaly metrics (Pang, Han, Nijkamp, Zhu and Wu (2020), "Learning Latent Space
+Energy-Based Prior Model", Section 3.4 / Table 4): scikit-learn's precision-recall curve, its
+trapezoid area (AUPRC), average precision, and the negative-log-joint anomaly score.
 
 The curve cases are computed by hand in the comments (scikit-learn's semantics: positive =
 label 1, predicted positive when score >= threshold, the point precision 1 / recall 0 appended).
-The score is checked against the closed form of a linear-Gaussian generator (MATH.md):
+The score is checked against the closed form of a linear-Gaussian generator (docs/conventions.md):
 ``log p(x | z) = -||x - W z - b||^2 / (2 tau^2) - D/2 log(2 pi tau^2)``.
 """
 

@@ -1,5 +1,6 @@
 """Chain initialisation: persistent prior chains (replay buffer) and amortised posterior chains
-(inference model q_phi, seed 003)."""
+(inference model q_phi, as in Cui and Han (2023), "Learning Energy-Based Model via Dual-MCMC
+Teaching")."""
 
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ def test_replay_buffer_draw_and_update() -> None:
 
 class QuadraticPrior(GaussianPrior):
     """``f(z) = -(c/2) ||z||^2``: ``p_alpha = N(0, v I)`` with ``1/v = 1/sigma^2 + c``
-    (MATH.md's closed form)."""
+    (the closed form of docs/conventions.md)."""
 
     has_energy = True
 
@@ -136,7 +137,7 @@ def test_encoder_log_prob_is_a_normalised_gaussian_and_ignores_padding() -> None
 
 def test_q_phi_learns_the_posterior_it_initialises() -> None:
     """With a flat likelihood and f(z) = -(c/2)||z||^2 the posterior is N(0, 0.2 I); q_phi
-    starts near N(., I), and teaching it with the revised samples (seed 003) must bring its
+    starts near N(., I), and teaching it with the revised samples (Cui and Han 2023) must bring its
     standard deviation to sqrt(0.2) and its mean to 0."""
     c, z_dim = 4.0, 3
     q = encoder(z_dim)

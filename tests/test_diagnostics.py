@@ -1,5 +1,6 @@
-"""Tests of ``latentebm.diagnostics`` (seed 004: d_t oscillation, r_t, long prior chain) and of
-``latentebm diagnose``."""
+"""Tests of ``latentebm.diagnostics`` (Nijkamp, Hill, Han, Zhu and Wu (2020), "On the Anatomy of
+MCMC-Based Maximum Likelihood Learning of Energy-Based Models": d_t oscillation, r_t, long prior
+chain) and of ``latentebm diagnose``."""
 
 from __future__ import annotations
 
@@ -160,7 +161,7 @@ def test_diagnose_end_to_end(tiny_run: Path) -> None:
     assert saved["long_chain"]["n_steps"] == 50
     assert "d_t.png" in saved["files"] and "diagnostics.json" in saved["files"]
     assert saved["r_t"]["prior"] > 0 and saved["r_t"]["posterior"] > 0
-    # seed 004's sign and scale: the tiny recipe's chains have a0 = 0.4, a1 = 0.1
+    # Nijkamp et al.'s sign and scale: the tiny recipe's chains have a0 = 0.4, a1 = 0.1
     nijkamp = saved["nijkamp"]
     assert nijkamp["r_t_prior"] == pytest.approx(0.08 * saved["r_t"]["prior"])
     assert nijkamp["r_t_posterior"] == pytest.approx(0.005 * saved["r_t"]["posterior"])

@@ -1,7 +1,7 @@
 """Tests of the image evaluations (anomaly AUPRC, reconstruction MSE, FID) and image tools
 (interpolation, long prior chains) on a tiny linear-Gaussian image model and a stand-in task.
 
-Closed forms used (MATH.md, linear-Gaussian model ``x = W z + b + tau eps``):
+Closed forms used (docs/conventions.md, linear-Gaussian model ``x = W z + b + tau eps``):
 
 * a generator whose ``W = 0`` reconstructs every image as ``b``: MSE = mean (x - b)^2;
 * generated images ``W z + b`` with ``z ~ N(0, sigma^2 I)`` (a Gaussian prior: no chain) are

@@ -1,4 +1,5 @@
-"""Tests of the short-run Langevin sampler (seed 001, eq. 9) and of `frozen`.
+"""Tests of the short-run Langevin sampler (eq. 9 of Pang, Han, Nijkamp, Zhu and Wu (2020),
+"Learning Latent Space Energy-Based Prior Model") and of `frozen`.
 
 Convention under test: ``LangevinSampler(K, step_size=a)`` runs
 ``z <- z + (a^2/2) grad log pi(z) + a * eps``, i.e. eq. 9 with ``s = a^2/2``.
@@ -66,7 +67,7 @@ class LinearGaussianGenerator(nn.Module):
 class QuadraticPrior(GaussianPrior):
     """Tilted Gaussian with ``f(z) = -(c/2) ||z||^2``.
 
-    Then ``p_alpha = N(0, v I)`` with ``1/v = 1/sigma^2 + c`` (MATH.md).
+    Then ``p_alpha = N(0, v I)`` with ``1/v = 1/sigma^2 + c`` (docs/conventions.md).
     """
 
     has_energy = True
@@ -207,7 +208,7 @@ def test_posterior_chain_matches_linear_gaussian_closed_form() -> None:
     g = torch.Generator().manual_seed(42)
     z = model.sample_posterior(x.expand(n_chains, 3), generator=g).z.double()
 
-    # Closed form (MATH.md): 1/v = 1/sigma^2 + c, P = I/v + W^T W / tau^2,
+    # Closed form (docs/conventions.md): 1/v = 1/sigma^2 + c, P = I/v + W^T W / tau^2,
     # m = P^{-1} W^T (x - b) / tau^2, posterior covariance P^{-1}.
     w64, b64, x64 = weight.double(), bias.double(), x.double()
     inv_v = 1 / sigma**2 + c

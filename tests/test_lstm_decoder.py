@@ -1,4 +1,5 @@
-"""Tests of the LSTM decoder ``p_beta(x | z)`` (seed 001 appendix B.1)."""
+"""Tests of the LSTM decoder ``p_beta(x | z)`` (Pang, Han, Nijkamp, Zhu and Wu (2020), "Learning
+Latent Space Energy-Based Prior Model", appendix B.1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Tests of `LatentEBM.compute_losses` / `learning_step` (seed 001, Algorithm 1, eqs. 10-11).
+"""Tests of `LatentEBM.compute_losses` / `learning_step` (Pang, Han, Nijkamp, Zhu and Wu (2020),
+"Learning Latent Space Energy-Based Prior Model", Algorithm 1, eqs. 10-11).
 
 Known-answer setup: a linear tilt ``f(z) = w . z + b0`` (one ``nn.Linear(d, 1)``), for which
 ``grad_w f(z) = z`` and ``grad_b0 f(z) = 1``, so

@@ -1,7 +1,7 @@
 """Tests of the importance-sampled marginal likelihood, NLL and perplexity (latentebm.metrics).
 
-Closed forms (MATH.md, linear-Gaussian latent model): d-dim z, reference N(0, sigma^2 I),
-quadratic tilt f(z) = -(c/2) ||z||^2, x = W z + b + N(0, tau^2 I_D). Then
+Closed forms (docs/conventions.md, linear-Gaussian latent model): d-dim z, reference
+N(0, sigma^2 I), quadratic tilt f(z) = -(c/2) ||z||^2, x = W z + b + N(0, tau^2 I_D). Then
 
     log Z = -(d/2) log(1 + c sigma^2),       p_alpha = N(0, v I),  1/v = 1/sigma^2 + c,
     p(x) = N(x; b, v W W^T + tau^2 I),       p(z | x) = N(m, P^{-1}),

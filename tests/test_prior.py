@@ -1,4 +1,5 @@
-"""Tests of the latent priors (seed 001, eq. 2; Table 6 for the MLP)."""
+"""Tests of the latent priors (Pang, Han, Nijkamp, Zhu and Wu (2020), "Learning Latent Space
+Energy-Based Prior Model", eq. 2; Table 6 for the MLP)."""
 
 from __future__ import annotations
 

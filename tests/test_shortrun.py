@@ -1,10 +1,14 @@
-"""Tests of the data-space short-run EBM (seed 000) and seed 004's convergent-learning options.
+"""Tests of the data-space short-run EBM of Nijkamp, Hill, Zhu and Wu (2019), "Learning
+Non-Convergent Non-Persistent Short-Run MCMC Toward Energy-Based Model", and of the
+convergent-learning options of Nijkamp, Hill, Han, Zhu and Wu (2020), "On the Anatomy of
+MCMC-Based Maximum Likelihood Learning of Energy-Based Models".
 
 Convention under test: ``ShortRunChain(K, step_size=a)`` runs
 ``x <- x + (a^2/2) grad_x f(x) + a * eps``. On ``f(x) = -|x|^2 / (2 v)`` one step is the linear
 recursion ``x' = (1 - h / v) x + a eps`` with ``h = a^2 / 2``, whose stationary variance is
 ``a^2 / (1 - (1 - h/v)^2) = v / (1 - h / (2 v))`` (the unadjusted-Langevin bias), -> v as a -> 0.
-With seed 004's energy scaling (``f = F / (a^2/2)``) one step is ``x + grad_x F(x) + a eps``.
+With the energy scaling of Nijkamp et al. 2020 (``f = F / (a^2/2)``) one step is
+``x + grad_x F(x) + a eps``.
 """
 
 from __future__ import annotations
@@ -211,7 +215,7 @@ def test_chain_step_is_documented_update() -> None:
 
 
 def test_energy_scale_chain_is_eq_2A() -> None:
-    """Seed 004 eq. 1A-2A: with f = F/(a^2/2) one step is x + grad F(x) (+ a eps)."""
+    """Nijkamp et al. 2020, eq. 1A-2A: with f = F/(a^2/2) one step is x + grad F(x) (+ a eps)."""
     model = small_model(energy_scale=True, step_size=0.01)
     x = torch.rand(3, 1, 8, 8, dtype=torch.float64)
     xg = x.clone().requires_grad_(True)
@@ -221,8 +225,8 @@ def test_energy_scale_chain_is_eq_2A() -> None:
 
 
 def test_energy_scale_learning_update_is_eq_3A() -> None:
-    """Seed 004 eq. 3A: SGD on ml_loss with lr gamma_0 equals SGD on the loss of the scaled
-    energy U-scale (mean f(x-) - mean f(x), f = F/T) with lr gamma = T * gamma_0."""
+    """Nijkamp et al. 2020, eq. 3A: SGD on ml_loss with lr gamma_0 equals SGD on the loss of the
+    scaled energy U-scale (mean f(x-) - mean f(x), f = F/T) with lr gamma = T * gamma_0."""
     gamma0 = 0.05
     scaled = small_model(energy_scale=True, step_size=0.02)
     reference = small_model(energy_scale=True, step_size=0.02)

@@ -9,7 +9,8 @@ from torch import Tensor
 
 @runtime_checkable
 class Generator(Protocol):
-    """A conditional model ``p_beta(x | z)`` (seed 001, eq. 1).
+    """A conditional model ``p_beta(x | z)`` (eq. 1 of Pang, Han, Nijkamp, Zhu and Wu (2020),
+    "Learning Latent Space Energy-Based Prior Model").
 
     The learning step needs ``log_likelihood`` (the posterior chain differentiates it with
     respect to z; the generator update differentiates it with respect to beta). Generation

@@ -1,8 +1,9 @@
-"""ConvTranspose image generator ``p_beta(x | z) = N(g_beta(z), tau^2 I)`` (seed 001, eq. 1).
+"""ConvTranspose image generator ``p_beta(x | z) = N(g_beta(z), tau^2 I)`` (eq. 1 of Pang, Han,
+Nijkamp, Zhu and Wu (2020), "Learning Latent Space Energy-Based Prior Model").
 
 ``g_beta`` maps ``z (B, d)``, viewed as a ``1 x 1`` feature map with ``d`` channels, through
-transposed convolutions to an image in ``[-1, 1]`` (final ``tanh``). Architectures (seed 001
-Table 6; "convT(n)" is a transposed convolution with n output maps, stride as in the table):
+transposed convolutions to an image in ``[-1, 1]`` (final ``tanh``). Architectures (Pang et al.
+2020, Table 6; "convT(n)" is a transposed convolution with n output maps, stride as in the table):
 
 * ``svhn32`` (SVHN, ngf 64): ``4x4 convT(8 ngf)`` s1 -> 4x4, ``4x4 convT(4 ngf)`` s2 -> 8x8,
   ``4x4 convT(2 ngf)`` s2 -> 16x16, ``4x4 convT(C)`` s2 -> 32x32, tanh;

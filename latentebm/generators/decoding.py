@@ -1,4 +1,5 @@
-"""Step-by-step decoding of ``p_beta(x | z)`` (seed 001 eq. 1), shared by the decoders.
+"""Step-by-step decoding of ``p_beta(x | z)`` (eq. 1 of Pang, Han, Nijkamp, Zhu and Wu (2020),
+"Learning Latent Space Energy-Based Prior Model"), shared by the decoders.
 
 The generator factorises ``p_beta(x | z) = prod_t p_beta(x_t | x_<t, z)``, so a sequence is
 decoded one token at a time from ``<bos>``. A decoder supplies only its network step through a
@@ -99,7 +100,7 @@ def decode_tokens(
     softmax_dtype: torch.dtype | None = None,
     mask_specials: bool = True,
 ) -> Tensor:
-    """Decode one sequence per row from ``p_beta(x | z)`` (seed 001 eq. 1), a token a step.
+    """Decode one sequence per row from ``p_beta(x | z)`` (Pang et al. eq. 1), a token a step.
 
     Args:
         step, state: the decoder's network step and its state for the ``batch`` rows.
@@ -162,7 +163,7 @@ def beam_search(
     device: torch.device,
     length_penalty: float = 0.0,
 ) -> Tensor:
-    """The most likely sequence under ``p_beta(x | z)`` (seed 001 eq. 1) per row, by beam
+    """The most likely sequence under ``p_beta(x | z)`` (Pang et al. eq. 1) per row, by beam
     search batched over rows.
 
     Hypotheses are scored by their log-probability ``sum_t log p(x_t | x_<t, z)`` under the
@@ -234,7 +235,7 @@ def beam_search(
 
 
 class StepwiseDecoder(Generic[State]):
-    """``sample`` and ``beam_search`` of a decoder of ``p_beta(x | z)`` (seed 001 eq. 1) from its
+    """``sample`` and ``beam_search`` of a decoder of ``p_beta(x | z)`` (Pang et al. eq. 1) from its
     network step: a mixin for the ``nn.Module`` decoders (:class:`LSTMDecoder
     <latentebm.generators.lstm.LSTMDecoder>`, :class:`TransformerDecoder
     <latentebm.generators.transformer.TransformerDecoder>`).

@@ -1,7 +1,8 @@
 """LSTM decoder ``p_beta(x | z)`` for token sequences (text, SMILES, SELFIES).
 
-Seed 001 appendix B.1: a one-layer unidirectional LSTM (Table 7: PTB embedding 128, hidden 512),
-weights initialised from Unif(-0.1, 0.1). z sets the initial hidden state through a linear map
+Pang, Han, Nijkamp, Zhu and Wu (2020), "Learning Latent Space Energy-Based Prior Model",
+appendix B.1: a one-layer unidirectional LSTM (Table 7: PTB embedding 128, hidden 512), weights
+initialised from Unif(-0.1, 0.1). z sets the initial hidden state through a linear map
 and is concatenated to every input embedding, so every step sees the latent code.
 
 Sequences are ``LongTensor (B, T)``: ``<bos> x_1 ... x_n <eos> <pad> ...``. The likelihood
@@ -52,7 +53,7 @@ class LSTMDecoder(nn.Module, decoding.StepwiseDecoder[RecurrentState]):
         dropout: float = _field(0.0, check=_rate)
         """Dropout on embeddings and LSTM outputs during training."""
         init_range: float = _field(0.1, check=_positive)
-        """Weights start from Unif(-init_range, init_range) (seed 001 appendix B.1)."""
+        """Weights start from Unif(-init_range, init_range) (Pang et al. 2020, appendix B.1)."""
         max_decode_length: int = _field(60, check=_positive)
         """Longest sequence produced by ``sample`` unless told otherwise."""
         fused_output: bool = True

@@ -1,6 +1,7 @@
 """Transformer decoder ``p_beta(x | z)`` for token sequences: a GPT-2 built from scratch.
 
-An alternative to the LSTM of seed 001 (appendix B.1) for the generator of eq. 1,
+An alternative to the LSTM of Pang, Han, Nijkamp, Zhu and Wu (2020), "Learning Latent Space
+Energy-Based Prior Model" (appendix B.1) for the generator of eq. 1,
 ``log p_beta(x | z) = sum_t log p_beta(x_t | x_<t, z)``. The network is a Hugging Face
 ``transformers`` ``GPT2Model`` configured from the recipe (no pretrained weights are downloaded
 or loaded: the task's own vocabulary, ``<bos>``, ``<eos>`` and ``<pad>`` ids are used), followed

@@ -1,6 +1,7 @@
-"""Anomaly detection with the latent EBM prior model (seed 001, Section 3.4 and Table 4).
+"""Anomaly detection with the latent EBM prior model (Pang, Han, Nijkamp, Zhu and Wu (2020),
+"Learning Latent Space Energy-Based Prior Model", Section 3.4 and Table 4).
 
-Seed 001 scores a test image by the unnormalised log joint ``log p_theta(x, z)`` at a
+Pang et al. score a test image by the unnormalised log joint ``log p_theta(x, z)`` at a
 posterior sample ``z ~ p_theta(z | x)`` and reports the area under the precision-recall curve
 (AUPRC), with the anomalous class as the positive class. Here a *higher* score means *more
 anomalous*, so the score is the negative log joint::
@@ -10,7 +11,7 @@ anomalous*, so the score is the negative log joint::
 
 The precision-recall curve, its trapezoid area and the average precision follow scikit-learn
 (``precision_recall_curve``, ``auc(recall, precision)``, ``average_precision_score``), which the
-seed's code and the MEG / BiGAN baselines of Table 4 use; scikit-learn itself is not needed.
+authors' code and the MEG / BiGAN baselines of Table 4 use; scikit-learn itself is not needed.
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ def anomaly_scores(
     n_chains: int = 1,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Seed 001's anomaly score (Section 3.4): the negative unnormalised log joint at a
+    """Pang et al.'s anomaly score (Section 3.4): the negative unnormalised log joint at a
     posterior sample; higher = more anomalous.
 
     For each example, a posterior Langevin chain (eq. 9, the model's K1-step sampler or

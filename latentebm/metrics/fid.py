@@ -5,11 +5,12 @@ of generated images and reports the Fréchet (2-Wasserstein) distance between th
 
     FID = ||mu_1 - mu_2||^2 + Tr(S_1 + S_2 - 2 (S_1 S_2)^{1/2})
 
-Seed 001 reports FIDs of generated SVHN / CelebA / CIFAR-10 images with the standard Inception
-network. The feature network here is any :class:`FeatureExtractor`: the Inception TorchScript
-file NVIDIA publishes (:func:`load_inception_torchscript`, never downloaded by this toolkit), or
-the small MNIST classifier of :mod:`latentebm.metrics.mnist_features` ("MNIST-FID"). Distances
-computed with different feature networks are different quantities and are never comparable;
+Pang, Han, Nijkamp, Zhu and Wu (2020), "Learning Latent Space Energy-Based Prior Model", report FIDs
+of generated SVHN / CelebA / CIFAR-10 images with the standard Inception network. The feature
+network here is any :class:`FeatureExtractor`: the Inception TorchScript file NVIDIA publishes
+(:func:`load_inception_torchscript`, never downloaded by this toolkit), or the small MNIST
+classifier of :mod:`latentebm.metrics.mnist_features` ("MNIST-FID"). Distances computed with
+different feature networks are different quantities and are never comparable;
 record the feature network with every number (the ``feature`` key of
 :func:`latentebm.metrics.image_eval.evaluate_fid`).
 """

@@ -1,6 +1,7 @@
-"""Image evaluations of a trained latent EBM (seed 001, Section 3): anomaly AUPRC (Table 4),
-reconstruction error and FID of generated images (Table 1), each as a plain dict of numbers
-plus the settings used (JSON-ready).
+"""Image evaluations of a trained latent EBM (Pang, Han, Nijkamp, Zhu and Wu (2020), "Learning
+Latent Space Energy-Based Prior Model", Section 3): anomaly AUPRC (Table 4), reconstruction error
+and FID of generated images (Table 1), each as a plain dict of numbers plus the settings used
+(JSON-ready).
 
 ``task`` is an image task (``latentebm.tasks.images.ImageTask``):
 ``task.batches(split, batch_size, seed=, epoch=, shuffle=)`` yields float image batches
@@ -54,7 +55,7 @@ def evaluate_anomaly(
     batch_size: int = 500,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """AUPRC of seed 001's anomaly score on ``split`` (Table 4), anomalous = positive class.
+    """AUPRC of Pang et al.'s anomaly score on ``split`` (Table 4), anomalous = positive class.
 
     Scores are :func:`latentebm.metrics.anomaly.anomaly_scores` (negative unnormalised log
     joint after a posterior chain, averaged over ``n_chains`` chains; higher = more anomalous).

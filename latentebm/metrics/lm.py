@@ -1,6 +1,7 @@
 """A plain LSTM language model: the scorer behind forward and reverse perplexity.
 
-FPPL and RPPL (seed 001, Table 2; protocol in ``docs/metrics.md``) need an ordinary language
+FPPL and RPPL (Table 2 of Pang, Han, Nijkamp, Zhu and Wu (2020), "Learning Latent Space
+Energy-Based Prior Model"; protocol in ``docs/metrics.md``) need an ordinary language
 model ``p(x) = prod_t p(x_t | x_<t)`` over the same tokens as the latent model. It is the
 toolkit's :class:`~latentebm.generators.lstm.LSTMDecoder` with a zero-dimensional latent: the
 initial hidden state is then a learned vector (the bias of the ``z -> h0`` map) and nothing else

@@ -2,9 +2,10 @@ r"""Marginal likelihood ``log p(x)``, NLL and perplexity by importance sampling.
 
 The estimator
 -------------
-The model is ``p(x, z) = p_alpha(z) p_beta(x | z)`` with the tilted Gaussian prior of seed 001
-(eq. 2), ``p_alpha(z) = exp(f_alpha(z)) N(z; 0, sigma^2 I) / Z(alpha)``. For a proposal
-``q(z | x)`` that is positive wherever the posterior is::
+The model is ``p(x, z) = p_alpha(z) p_beta(x | z)`` with the tilted Gaussian prior of Pang, Han,
+Nijkamp, Zhu and Wu (2020), "Learning Latent Space Energy-Based Prior Model" (eq. 2), ``p_alpha(z) =
+exp(f_alpha(z)) N(z; 0, sigma^2 I) / Z(alpha)``. For a proposal ``q(z | x)`` that is positive
+wherever the posterior is::
 
     (1)  log p(x)      = log E_{z ~ q}[ p_beta(x | z) p_alpha(z) / q(z) ]
     (2)  log p_hat(x)  = logsumexp_{m=1..M} [ log p_beta(x | z_m) + log p_alpha(z_m)
@@ -60,9 +61,9 @@ an NLL. The LSTM decoder's (summed log-softmax over the target tokens, incl. ``<
 image generator with Gaussian noise must include ``-(D/2) log(2 pi tau^2)``; one that drops it
 gives a number offset by that constant, not an NLL.
 
-Errors avoided (seen in public code of this line of work, see ``MATH.md``): a proposal density
-computed from a different noise draw than the sample it scores; log-Gaussian constants in the
-wrong place; perplexities computed from the ELBO or from reconstructions; ``log Z`` dropped.
+Errors avoided (seen in public code of this line of work, see ``docs/metrics.md``): a proposal
+density computed from a different noise draw than the sample it scores; log-Gaussian constants in
+the wrong place; perplexities computed from the ELBO or from reconstructions; ``log Z`` dropped.
 """
 
 from __future__ import annotations

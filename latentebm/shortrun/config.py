@@ -1,4 +1,8 @@
-"""The ``family: shortrun`` recipe: a data-space short-run EBM (seed 000) with seed 004's options.
+"""The ``family: shortrun`` recipe: a data-space short-run EBM with convergent-learning options.
+
+The model is that of Nijkamp, Hill, Zhu and Wu (2019), "Learning Non-Convergent Non-Persistent
+Short-Run MCMC Toward Energy-Based Model"; the options are those of Nijkamp, Hill, Han, Zhu and Wu
+(2020), "On the Anatomy of MCMC-Based Maximum Likelihood Learning of Energy-Based Models".
 
 A recipe is a YAML file such as ``recipes/shortrun_mnist.yaml``; it is read and validated like
 the latent-EBM recipes (:func:`latentebm.config.load_config`: dotted command-line overrides, one
@@ -7,13 +11,13 @@ top-level ``family: shortrun`` key is required: the command line dispatches on i
 
 Conventions (see ``docs/shortrun.md``):
 
-* the chain (seed 000 eq. 4 with ``Delta tau = a^2``) is
+* the chain (Nijkamp et al. 2019, eq. 4 with ``Delta tau = a^2``) is
   ``x <- x + (a^2 / 2) * grad_x f(x) + a * eps``, ``a = chain.step_size``;
 * with ``convergent.energy_scale: true`` the negative energy is ``f(x) = F(x) / (a^2 / 2)``
-  (seed 004 eq. 1A, ``F`` the ConvNet), so the step becomes ``x <- x + grad_x F(x) + a * eps``
-  (eq. 2A, the update of seed 000's code with ``a = 0.01``), and the learning rate is scaled by
-  ``a^2 / 2`` (eq. 3A): the parameter update is ``lr * grad_theta [mean F(x-) - mean F(x+)]``,
-  independent of ``a``.
+  (Nijkamp et al. 2020, eq. 1A, ``F`` the ConvNet), so the step becomes
+  ``x <- x + grad_x F(x) + a * eps`` (eq. 2A, the update in the code of Nijkamp et al. 2019 with
+  ``a = 0.01``), and the learning rate is scaled by ``a^2 / 2`` (eq. 3A): the parameter update is
+  ``lr * grad_theta [mean F(x-) - mean F(x+)]``, independent of ``a``.
 """
 
 from __future__ import annotations
@@ -62,11 +66,12 @@ def _fractions(values: Sequence[float]) -> str | None:
 
 @dataclass(kw_only=True)
 class EnergyConfig:
-    """The ConvNet negative energy ``f_theta(x)`` of seed 000 Table 4 (see ``energy.py``)."""
+    """The ConvNet negative energy ``f_theta(x)`` of Nijkamp et al. 2019, Table 4 (see
+    ``energy.py``)."""
 
     n_filters: int = _field(
         64,
-        "n_f: output feature maps of the first layer (seed 000: 32, 64 or 128).",
+        "n_f: output feature maps of the first layer (Nijkamp et al. 2019: 32, 64 or 128).",
         check=_positive,
     )
     n_down: int = _field(
@@ -80,13 +85,17 @@ class EnergyConfig:
 
 @dataclass(kw_only=True)
 class ShortRunChainConfig:
-    """The K-step Langevin chain ``x <- x + (a^2/2) grad_x f(x) + a * eps`` (seed 000 eq. 4)."""
+    """The K-step Langevin chain ``x <- x + (a^2/2) grad_x f(x) + a * eps`` (Nijkamp et al.
+    2019, eq. 4)."""
 
-    n_steps: int = _field(100, "K: Langevin steps per chain (seed 000: K = 100).", check=_positive)
+    n_steps: int = _field(
+        100, "K: Langevin steps per chain (Nijkamp et al. 2019: K = 100).", check=_positive
+    )
     step_size: float = _field(
         0.01,
-        "Noise scale a of one step; the drift is a^2/2 times grad_x f (seed 000 eq. 4 with "
-        "Delta tau = a^2). With convergent.energy_scale the drift is grad_x F (seed 004 eq. 2A).",
+        "Noise scale a of one step; the drift is a^2/2 times grad_x f (Nijkamp et al. 2019, "
+        "eq. 4 with Delta tau = a^2). With convergent.energy_scale the drift is grad_x F "
+        "(Nijkamp et al. 2020, eq. 2A).",
         check=_positive,
     )
     noise: bool = _field(True, "Add the Gaussian noise term a * eps (false: gradient ascent).")
@@ -95,13 +104,14 @@ class ShortRunChainConfig:
     )
     init: Literal["uniform", "gaussian"] = _field(
         "uniform",
-        "The initial distribution p_0: uniform on [-1, 1] (seed 000) or N(0, init_std^2 I).",
+        "The initial distribution p_0: uniform on [-1, 1] (Nijkamp et al. 2019) or "
+        "N(0, init_std^2 I).",
     )
     init_std: float = _field(1.0, "Std of p_0 when init is gaussian.", check=_positive)
     persistent: bool = _field(
         False,
         "Start chains from a buffer of earlier chain ends (persistent chains) instead of fresh "
-        "p_0 noise; seed 000 is non-persistent (false).",
+        "p_0 noise; Nijkamp et al. 2019 is non-persistent (false).",
     )
     buffer_size: int = _field(10000, "persistent: number of stored chain ends.", check=_positive)
     reinit_rate: float = _field(
@@ -111,7 +121,7 @@ class ShortRunChainConfig:
 
 @dataclass(kw_only=True)
 class AnnealConfig:
-    """Step decay of the learning rate (seed 004 Appendix B; seed 000 Section 5.1)."""
+    """Step decay of the learning rate (Nijkamp et al. 2020, Appendix B; 2019, Section 5.1)."""
 
     milestones: list[float] = _field(
         doc="Fractions of trainer.max_steps at which the learning rate is multiplied by gamma; "
@@ -124,30 +134,33 @@ class AnnealConfig:
 
 @dataclass(kw_only=True)
 class ConvergentConfig:
-    """The learning options of seed 004 Appendices A-C."""
+    """The learning options of Nijkamp et al. 2020, Appendices A-C."""
 
     energy_scale: bool = _field(
         False,
-        "Seed 004 eq. 1A: f(x) = F(x) / (a^2/2) with F the ConvNet, so a chain step is "
+        "Nijkamp et al. 2020, eq. 1A: f(x) = F(x) / (a^2/2) with F the ConvNet, so a chain step is "
         "x + grad_x F(x) + a * eps (eq. 2A), with the learning rate scaled by a^2/2 (eq. 3A): "
         "the parameter update is lr * grad [mean F(x-) - mean F(x+)].",
     )
     data_noise: float = _field(
         0.0,
         "sigma: std of the Gaussian noise added to every training image each time it is drawn "
-        "(seed 000 Algorithm 1 step 3; seed 004 eq. 5A suggests 2 * step_size).",
+        "(Nijkamp et al. 2019, Algorithm 1 step 3; Nijkamp et al. 2020, eq. 5A, suggest "
+        "2 * step_size).",
         check=_non_negative,
     )
     lr_anneal: AnnealConfig = _field(
-        doc="Learning-rate step decay (seed 004 Appendix B).", factory=AnnealConfig
+        doc="Learning-rate step decay (Nijkamp et al. 2020, Appendix B).", factory=AnnealConfig
     )
 
 
 @dataclass(kw_only=True)
 class ShortRunOptimConfig:
-    """The optimiser of theta (seed 000 Algorithm 1 step 5: Adam)."""
+    """The optimiser of theta (Nijkamp et al. 2019, Algorithm 1 step 5: Adam)."""
 
-    name: Literal["adam", "sgd"] = _field("adam", "adam (seed 000) or sgd (seed 004 eq. 4A).")
+    name: Literal["adam", "sgd"] = _field(
+        "adam", "adam (Nijkamp et al. 2019) or sgd (Nijkamp et al. 2020, eq. 4A)."
+    )
     lr: float = _field(
         1e-4, "Learning rate (gamma_0 with convergent.energy_scale).", check=_positive
     )
@@ -222,7 +235,7 @@ class ShortRunRecipe:
         doc="The short-run Langevin chain M_theta.", factory=ShortRunChainConfig
     )
     convergent: ConvergentConfig = _field(
-        doc="Seed 004 options: energy scaling, data noise, learning-rate annealing.",
+        doc="Options of Nijkamp et al. 2020: energy scaling, data noise, learning-rate annealing.",
         factory=ConvergentConfig,
     )
     optim: ShortRunOptimConfig = _field(doc="The optimiser.", factory=ShortRunOptimConfig)

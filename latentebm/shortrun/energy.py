@@ -1,6 +1,7 @@
-"""The ConvNet negative energy ``f_theta(x)`` of seed 000 (Section 7.4, Table 4).
+"""The ConvNet negative energy ``f_theta(x)`` of Nijkamp, Hill, Zhu and Wu (2019), "Learning
+Non-Convergent Non-Persistent Short-Run MCMC Toward Energy-Based Model" (Section 7.4, Table 4).
 
-Seed 000 Table 4 (32 x 32 x 3 images, ``n_f`` in {32, 64, 128}), all convolutions with bias,
+Their Table 4 (32 x 32 x 3 images, ``n_f`` in {32, 64, 128}), all convolutions with bias,
 LReLU = LeakyReLU(0.2)::
 
     3x3 conv(n_f),     stride 1, LReLU     32 x 32 x n_f
@@ -54,7 +55,7 @@ class ConvEnergy(nn.Module):
         image_shape: ``(C, H, W)``; images must be square (``H == W``).
         n_filters: ``n_f``, the width of the first layer.
         n_down: number of 4x4 stride-2 layers (3 for 28 or 32 pixels, 4 for 64).
-        negative_slope: the LeakyReLU factor (0.2 in seed 000).
+        negative_slope: the LeakyReLU factor (0.2 in Nijkamp et al. 2019).
     """
 
     def __init__(

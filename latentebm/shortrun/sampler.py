@@ -1,19 +1,23 @@
-"""The data-space short-run Langevin chain ``M_theta`` of seed 000 (eq. 4 and eq. 5).
+"""The data-space short-run Langevin chain ``M_theta`` of Nijkamp, Hill, Zhu and Wu (2019),
+"Learning Non-Convergent Non-Persistent Short-Run MCMC Toward Energy-Based Model" (eq. 4 and
+eq. 5).
 
-One step, in the code's convention of ``latentebm.langevin`` (MATH.md)::
+One step, in the code's convention of ``latentebm.langevin`` (``docs/conventions.md``)::
 
     x <- x + (a^2 / 2) * grad_x f(x) + a * eps,    eps ~ N(0, I)
 
-which is seed 000 eq. 4 with ``Delta tau = a^2``: ``a`` (``step_size``) is the standard
-deviation of the noise of one step and ``a^2 / 2`` the drift coefficient. With seed 004's energy
-scaling ``f = F / (a^2 / 2)`` (eq. 1A) the same step reads ``x <- x + grad_x F(x) + a * eps``
-(eq. 2A), the update of seed 000's code listing with ``a = 0.01``.
+which is their eq. 4 with ``Delta tau = a^2``: ``a`` (``step_size``) is the standard deviation
+of the noise of one step and ``a^2 / 2`` the drift coefficient. With the energy scaling
+``f = F / (a^2 / 2)`` of Nijkamp, Hill, Han, Zhu and Wu (2020), "On the Anatomy of MCMC-Based
+Maximum Likelihood Learning of Energy-Based Models" (eq. 1A), the same step reads
+``x <- x + grad_x F(x) + a * eps`` (eq. 2A), the update of the 2019 paper's code listing with
+``a = 0.01``.
 
 ``latentebm.langevin.LangevinSampler`` runs the same step on latent vectors ``(B, d)``; this one
 works on images ``(B, C, H, W)`` (per-image gradient norms over all pixels), can start from
-seed 000's uniform noise, and can keep the graph through the K steps so that the chain is a
-differentiable K-layer residual network ``x = M_theta(z)`` (Section 3.4: reconstruction by
-gradient descent on the initial noise ``z``).
+the uniform noise of Nijkamp et al. 2019, and can keep the graph through the K steps so that the
+chain is a differentiable K-layer residual network ``x = M_theta(z)`` (Section 3.4:
+reconstruction by gradient descent on the initial noise ``z``).
 """
 
 from __future__ import annotations
@@ -61,7 +65,8 @@ def sample_initial(
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> Tensor:
-    """Draw initial states ``z ~ p_0``: uniform on ``[-1, 1]`` (seed 000) or ``N(0, std^2 I)``."""
+    """Draw initial states ``z ~ p_0``: uniform on ``[-1, 1]`` (Nijkamp et al. 2019) or
+    ``N(0, std^2 I)``."""
     if kind == "uniform":
         return torch.rand(shape, generator=generator, device=device, dtype=dtype) * 2.0 - 1.0
     if kind == "gaussian":
@@ -74,13 +79,13 @@ class ShortRunChain(LangevinSampler):
 
     The latent sampler's settings and checks (:class:`latentebm.langevin.LangevinSampler`);
     :meth:`run` adds a per-call ``noise`` switch and a ``differentiable`` mode (the unrolled
-    chain of seed 000 Section 3.4's reconstruction).
+    chain of the reconstruction in Section 3.4 of Nijkamp et al. 2019).
 
     Args:
-        n_steps: K, the number of steps (seed 000: 100).
+        n_steps: K, the number of steps (Nijkamp et al. 2019: 100).
         step_size: ``a``, the noise scale of one step; the drift is ``a^2/2`` times the gradient.
         noise: add the noise term; without it the chain is gradient ascent on ``f`` (the
-            ``u = 0`` chain of seed 000 Section 3.4).
+            ``u = 0`` chain of Nijkamp et al. 2019, Section 3.4).
         clamp: if set, clamp every pixel to ``[-clamp, clamp]`` after each step.
     """
 

@@ -1,4 +1,5 @@
-"""Using a learned short-run chain as a generator (seed 000 Section 3.4).
+"""Using a learned short-run chain as a generator (Section 3.4 of Nijkamp, Hill, Zhu and Wu
+(2019), "Learning Non-Convergent Non-Persistent Short-Run MCMC Toward Energy-Based Model").
 
 After learning, ``x = M_theta(z)`` (eq. 5, ``z ~ p_0``) is kept as a generator or flow model:
 
@@ -8,7 +9,7 @@ After learning, ``x = M_theta(z)`` (eq. 5, ``z ~ p_0``) is kept as a generator o
   ``L(z) = ||x - M_theta(z)||^2`` through the unrolled chain.
 
 Interpolation and reconstruction use the chain without its noise term (``u = 0``, the "K-step
-gradient descent" of seed 000 Section 5.2), so ``M_theta`` is a deterministic function of ``z``.
+gradient descent" of their Section 5.2), so ``M_theta`` is a deterministic function of ``z``.
 :func:`save_image_grid` writes a PNG grid without any imaging library.
 """
 
@@ -52,7 +53,8 @@ class ShortRunModel:
     Args:
         energy: the ConvNet ``F`` (``(B, C, H, W) -> (B,)``).
         chain: the K-step Langevin chain.
-        temperature: ``T`` in ``f = F / T``: ``a^2 / 2`` with seed 004's energy scaling, else 1.
+        temperature: ``T`` in ``f = F / T``: ``a^2 / 2`` with the energy scaling of Nijkamp et
+            al. 2020, else 1.
         init: ``p_0``: ``uniform`` on [-1, 1] or ``gaussian``.
         init_std: std of ``p_0`` when ``init`` is gaussian.
     """
@@ -142,8 +144,10 @@ def long_chain(
     record_every: int = 10,
     generator: torch.Generator | None = None,
 ) -> dict[str, Any]:
-    """The energy along a long synthesis chain from ``p_0`` (seed 004's long-run check for the
-    data-space model; the same keys as :func:`latentebm.diagnostics.long_prior_chain`).
+    """The energy along a long synthesis chain from ``p_0`` (the long-run check of Nijkamp, Hill,
+    Han, Zhu and Wu (2020), "On the Anatomy of MCMC-Based Maximum Likelihood Learning of
+    Energy-Based Models", for the data-space model; the same keys as
+    :func:`latentebm.diagnostics.long_prior_chain`).
 
     ``energy`` is the mean ConvNet output ``F(x)`` over the chains and ``log_density`` the mean
     ``f(x) = F(x) / T`` the chain samples, at steps ``0, record_every, ...`` and ``n_steps``.
@@ -186,7 +190,7 @@ def interpolate(
     n_points: int,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Seed 000 Section 3.4: ``x_rho = M_theta(rho z_1 + sqrt(1 - rho^2) z_2)``.
+    """Nijkamp et al. 2019, Section 3.4: ``x_rho = M_theta(rho z_1 + sqrt(1 - rho^2) z_2)``.
 
     For each of ``n_pairs`` pairs ``z_1, z_2 ~ p_0`` and ``rho`` from 1 down to 0 in ``n_points``
     steps (so the first column is ``M_theta(z_1)``, the last ``M_theta(z_2)``), the chain runs
@@ -209,7 +213,8 @@ def reconstruct(
     lr: float,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, float]:
-    """Seed 000 Section 3.4: fit ``z`` to ``images`` by gradient descent on ``||x - M(z)||^2``.
+    """Nijkamp et al. 2019, Section 3.4: fit ``z`` to ``images`` by gradient descent on
+    ``||x - M(z)||^2``.
 
     ``z_0 ~ p_0``; each iteration back-propagates the summed squared error through the K
     unrolled, noise-free chain steps and updates ``z`` with Adam at learning rate ``lr`` (a
@@ -217,7 +222,7 @@ def reconstruct(
 
     Returns:
         The reconstructions ``M_theta(z_T)``, detached, and their mean squared error per pixel
-        on the [-1, 1] scale (seed 000 Table 1 (b)).
+        on the [-1, 1] scale (Nijkamp et al. 2019, Table 1 (b)).
     """
     if n_iters < 0:
         raise ValueError(f"n_iters must be >= 0, got {n_iters}")

@@ -1,6 +1,7 @@
-"""``ShortRunTrainer``: seed 000's Algorithm 1 for a data-space ConvNet EBM.
+"""``ShortRunTrainer``: Algorithm 1 of Nijkamp, Hill, Zhu and Wu (2019), "Learning Non-Convergent
+Non-Persistent Short-Run MCMC Toward Energy-Based Model", for a data-space ConvNet EBM.
 
-Each learning step (Algorithm 1, seed 000):
+Each learning step (Algorithm 1):
 
 1. draw observed images ``x_i`` (a training batch, ``m = trainer.batch_size``);
 2. draw initial negative examples ``x_i^- ~ p_0`` (uniform noise on [-1, 1]);
@@ -17,13 +18,14 @@ the first ones, ``final-1.png``, ...). A run directory is never overwritten; con
 one is asked for with ``trainer.resume=auto`` (or a checkpoint path) and continues exactly as an
 uninterrupted run would (same batches, noise and parameters).
 
-Diagnostics (seed 004 Section 3 and Appendix A):
+Diagnostics (Nijkamp, Hill, Han, Zhu and Wu (2020), "On the Anatomy of MCMC-Based Maximum
+Likelihood Learning of Energy-Based Models", Section 3 and Appendix A):
 
 * ``d_t = mean f(x) - mean f(x^-)``, on the scale of the chain's negative energy ``f = F / T``
   (``T = a^2 / 2`` with ``convergent.energy_scale``, else 1); ``loss = -T d_t``;
 * ``r_t``: mean over the K steps and the chains of ``||grad_x F(x_k)||_2`` (per image), the
-  length of one drift step under energy scaling (seed 004 eq. 2A; seed 000 Table 2's
-  "average magnitude of the gradient" without it).
+  length of one drift step under energy scaling (Nijkamp et al. 2020, eq. 2A; Nijkamp et al.
+  2019, Table 2's "average magnitude of the gradient" without it).
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ class ShortRunState:
 
 
 def ml_loss(model: ShortRunModel, x_data: Tensor, x_samples: Tensor) -> tuple[Tensor, Tensor]:
-    """The loss minimised by the optimiser and ``d_t`` (seed 000 eq. 6, seed 004 eq. 3A).
+    """The loss minimised by the optimiser and ``d_t`` (Nijkamp et al. 2019 eq. 6, 2020 eq. 3A).
 
     ``loss = mean F(x^-) - mean F(x)`` with ``F`` the ConvNet; its negative gradient is eq. 6's
     ``Delta(theta)`` for ``f = F``. With energy scaling (``f = F / T``) it is ``T`` times the
@@ -246,7 +248,7 @@ class ShortRunTrainer:
             while st.batch_in_epoch < len(batches) and st.step < cfg.max_steps and not out_of_time:
                 x_data = batches[st.batch_in_epoch].to(device)
                 st.batch_in_epoch += 1
-                if data_noise > 0:  # Algorithm 1 step 3 (seed 004 eq. 5A)
+                if data_noise > 0:  # Algorithm 1 step 3 (Nijkamp et al. 2020 eq. 5A)
                     noise = torch.randn(x_data.shape, generator=rng, device=device)
                     x_data = x_data + data_noise * noise
                 x_init = self._negatives(model, x_data.shape[0], rng)
