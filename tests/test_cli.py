@@ -69,8 +69,10 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 
 
 def run_dir_of(trained: dict[str, object]) -> Path:
-    runs = sorted((trained["runs_root"] / "tiny").iterdir())  # type: ignore[operator]
+    folder = trained["runs_root"] / "tiny"  # type: ignore[operator]
+    runs = sorted(p for p in folder.iterdir() if not p.is_symlink())
     assert len(runs) == 1, runs
+    assert (folder / "latest").resolve() == runs[0].resolve()  # the latest link
     return runs[0]
 
 
@@ -359,7 +361,7 @@ def test_torchrun_two_processes(tiny_recipe, tmp_path: Path) -> None:
         command, cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=180
     )
     assert done.returncode == 0, done.stderr
-    runs = list((runs_root / "tiny").iterdir())
+    runs = [p for p in (runs_root / "tiny").iterdir() if not p.is_symlink()]
     assert len(runs) == 1, runs  # rank 0 chose the run dir, rank 1 used it
     run = runs[0]
     assert done.stderr.count("new run; run dir") == 1
