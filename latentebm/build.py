@@ -70,11 +70,14 @@ def build_prior(recipe: Recipe) -> GaussianPrior:
     return PRIORS[cfg.kind](latent_dim(recipe), prior_sigma=cfg.prior_sigma, **options[cfg.kind])
 
 
-def build_model(recipe: Recipe, task: Any) -> LatentEBM:
+def build_model(recipe: Recipe, task: Any, *, for_training: bool = True) -> LatentEBM:
     """``LatentEBM`` with the recipe's prior, generator and the two chains of Table 5.
 
     ``prior.kind: none`` gives the decoder alone: ``z`` has no dimensions and both chains have
     0 steps, so a learning step is plain maximum likelihood of ``p_beta(x)``.
+    ``for_training=False``: without the state of persistent chains (replay buffer, posterior
+    memory), which only learning uses: a model to generate and evaluate with, built without
+    reading the training split.
     """
     model_cfg = recipe.model
     z_dim = latent_dim(recipe)
@@ -96,10 +99,10 @@ def build_model(recipe: Recipe, task: Any) -> LatentEBM:
         inference = instantiate(model_cfg.inference, z_dim=z_dim, **task.generator_kwargs())
     replay = None
     prior_chain = model_cfg.prior_chain
-    if prior_chain.init == "persistent" and z_dim:
+    if prior_chain.init == "persistent" and z_dim and for_training:
         replay = ReplayBuffer(prior_chain.buffer_size, z_dim, prior_chain.reinit_rate)
     memory = None
-    if model_cfg.posterior_chain.init == "persistent" and z_dim:
+    if model_cfg.posterior_chain.init == "persistent" and z_dim and for_training:
         if not hasattr(task, "indexed_batches"):
             raise ValueError(
                 "model.posterior_chain.init: persistent needs a task with indexed_batches "

@@ -643,6 +643,18 @@ def _likelihood_settings(args: argparse.Namespace) -> object:
     )
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """``latentebm export RUN DIR``: the model as a small folder to share or load."""
+    from latentebm.export import export_model, read_card_fields
+
+    _not_for_shortrun("export", args.run, "Copy its checkpoint instead.")
+    card = read_card_fields(args.card)
+    out = export_model(args.run, args.out, card=card)
+    size = sum(p.stat().st_size for p in out.iterdir())
+    print(f"exported to {out} ({size / 1e6:.1f} MB): load it with latentebm.load({str(out)!r})")
+    return 0
+
+
 def cmd_score_molecules(args: argparse.Namespace) -> int:
     """``latentebm score-molecules FILE``: the MOSES suite and/or the QM9 table of any file of
     SMILES (MOSES's ``get_all_metrics(gen)``, from the command line)."""
@@ -1159,6 +1171,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="fid: NVIDIA's inception-2015-12-05.pt TorchScript file (standard FID)",
     )
     ev.set_defaults(func=cmd_evaluate)
+
+    export = sub.add_parser(
+        "export",
+        help="write a trained model as a small folder to share or load",
+        description=(
+            "Write RUN's newest checkpoint (or CHECKPOINT) to the folder OUT without what only "
+            "training needs: model.pt (recipe, tokenizer, weights), config.yaml and a model "
+            "card README.md. Any command or latentebm.load() takes the folder in place of a run."
+        ),
+    )
+    export.add_argument("run", help="run directory or checkpoint")
+    export.add_argument("out", help="new folder (never overwritten)")
+    export.add_argument(
+        "--card",
+        default=None,
+        help="JSON file of model card fields: title, description, data, licence, budget, "
+        "metrics (an object), metrics_command, load_as",
+    )
+    export.set_defaults(func=cmd_export)
 
     score = sub.add_parser(
         "score-molecules",

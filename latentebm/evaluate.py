@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from latentebm.atomic import atomic_write
-from latentebm.checkpoint import resolve_checkpoint
+from latentebm.export import HUB_PREFIX, PRETRAINED_PREFIX, resolve_model
 from latentebm.metrics.image_eval import ImageEvalSettings
 from latentebm.metrics.likelihood_eval import (
     ALIASES,
@@ -191,8 +191,14 @@ def evaluate(
     likelihood = likelihood or LikelihoodEvalSettings()
     if output is not None:
         out_path = Path(output)
+    elif str(run_dir).startswith((PRETRAINED_PREFIX, HUB_PREFIX)):
+        resolve_model(run_dir)  # an unknown name is reported as such first
+        raise ValueError(
+            f"{run_dir}: a shipped or downloaded model has no run directory to write "
+            f"{METRICS_FILE} into; give -o FILE.json"
+        )
     else:
-        out_path = _run_dir(resolve_checkpoint(run_dir)) / METRICS_FILE
+        out_path = _run_dir(resolve_model(run_dir)) / METRICS_FILE
     if write:
         check_output(out_path)  # a file evaluate cannot merge into: refused before the work
 

@@ -17,9 +17,9 @@ from latentebm.checkpoint import (
     load_checkpoint,
     load_weights,
     require_fields,
-    resolve_checkpoint,
 )
 from latentebm.config import Recipe, recipe_from_dict
+from latentebm.export import TRAINING_ONLY_BUFFERS, resolve_model
 from latentebm.model import LatentEBM
 
 
@@ -339,10 +339,14 @@ def load(
     *,
     trusted_modules: Sequence[str] = (),
 ) -> Pretrained:
-    """Load the newest checkpoint of a run directory (or a checkpoint file).
+    """Load a trained model: the newest checkpoint of a run directory, a checkpoint file, an
+    exported folder (``latentebm export``), ``pretrained:NAME`` (a model shipped with the
+    package) or ``hf:OWNER/REPO`` (an exported folder on the Hugging Face Hub)
+    (:func:`latentebm.export.resolve_model`). The state of persistent chains is not loaded: it
+    only serves training.
 
     The checkpoint's recipe names its task and generator classes; they are imported only from
-    the toolkit's packages (``latentebm``, ``tasks``), the module prefixes in the environment
+    the toolkit's package (``latentebm``), the module prefixes in the environment
     variable ``LATENTEBM_TRUSTED_MODULES`` and ``trusted_modules`` (``docs/guarantees.md``), so
     loading a checkpoint from elsewhere runs no code from the working directory.
 
@@ -352,7 +356,7 @@ def load(
             names a component outside the trusted modules.
     """
     target = resolve_device(device) if isinstance(device, str) else device  # one line if absent
-    checkpoint = resolve_checkpoint(path)
+    checkpoint = resolve_model(path)
     state = load_checkpoint(checkpoint, map_location="cpu")  # moved to the device below
     if state.get("family", "latent") != "latent":
         raise CheckpointError(
@@ -366,7 +370,10 @@ def load(
         state["recipe"], source=str(checkpoint), trusted_modules=trusted_modules
     )
     task = build_task_from_checkpoint(recipe, state["task_state"], checkpoint)
-    model = build_model(recipe, task)
-    load_weights(model, state["model"], checkpoint)
+    model = build_model(recipe, task, for_training=False)
+    weights = state["model"]
+    if isinstance(weights, dict):  # persistent chains' state is for training only
+        weights = {k: v for k, v in weights.items() if not k.startswith(TRAINING_ONLY_BUFFERS)}
+    load_weights(model, weights, checkpoint)
     model.to(target).eval()
     return Pretrained(model, task, recipe, int(state["step"]), checkpoint)

@@ -1,0 +1,207 @@
+"""Exported models: a trained model as a small folder that anyone can load, and where such
+folders are found (``latentebm export RUN DIR``, ``latentebm.load("pretrained:NAME")``).
+
+An exported folder holds
+
+* ``model.pt``: the checkpoint of the run's step without what only training needs (optimiser
+  state, random generator states, the replay buffer and the per-example posterior memory of
+  persistent chains): the recipe, the task's state (tokenizer, vocabulary), the model's weights
+  and the step. It is read like any checkpoint (``torch.load(weights_only=True)``), and its
+  recipe may import only the toolkit's modules and those the user trusts
+  (``docs/guarantees.md``);
+* ``config.yaml``: the same recipe, to read;
+* ``README.md``: a model card (what was trained on which data, for how long, and its measured
+  numbers when given).
+
+:func:`resolve_model` turns what a user names into such a file: a run directory or checkpoint
+(as before), an exported folder, ``pretrained:NAME`` for the models shipped with the package
+(``tasks/pretrained/NAME/``, installed as ``latentebm.tasks``), or ``hf:OWNER/REPO`` for a
+folder on the Hugging Face Hub (downloaded with ``huggingface_hub`` when it is installed and
+the Hub is reachable; a local folder needs no network).
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from latentebm.atomic import atomic_write, write_bytes_atomic
+from latentebm.checkpoint import load_checkpoint, require_fields, resolve_checkpoint
+from latentebm.errors import CheckpointError
+
+MODEL_FILE = "model.pt"
+EXPORT_FORMAT = "latentebm-export-1"
+PRETRAINED_PREFIX = "pretrained:"
+HUB_PREFIX = "hf:"
+TRAINING_ONLY_BUFFERS = ("replay.", "posterior_memory.")
+"""Model state entries that only training uses (persistent chains): not exported."""
+
+
+def _pretrained_root() -> Path:
+    return Path(str(importlib.resources.files("latentebm.tasks") / "pretrained"))
+
+
+def pretrained_names() -> list[str]:
+    """The models shipped with the package (``pretrained:NAME``)."""
+    root = _pretrained_root()
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / MODEL_FILE).is_file())
+
+
+def resolve_model(name: str | os.PathLike[str]) -> Path:
+    """The checkpoint file that ``name`` means (module docstring).
+
+    Raises:
+        CheckpointError: one line: an unknown pretrained name (listing the known ones), a Hub
+            repository that cannot be fetched (why), or no checkpoint at the path.
+    """
+    text = os.fspath(name)
+    if text.startswith(PRETRAINED_PREFIX):
+        model = text[len(PRETRAINED_PREFIX) :]
+        known = pretrained_names()
+        if model not in known:
+            raise CheckpointError(
+                f"{text}: no such pretrained model (shipped: {', '.join(known) or 'none'})"
+            )
+        return _pretrained_root() / model / MODEL_FILE
+    if text.startswith(HUB_PREFIX):
+        return _from_hub(text[len(HUB_PREFIX) :]) / MODEL_FILE
+    path = Path(text).expanduser()
+    if path.is_dir() and (path / MODEL_FILE).is_file() and not (path / "checkpoints").exists():
+        return path / MODEL_FILE
+    return resolve_checkpoint(path)
+
+
+def _from_hub(repo_id: str) -> Path:
+    """A local copy of the Hub repository ``repo_id`` (``huggingface_hub.snapshot_download``)."""
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as error:
+        raise CheckpointError(
+            f"hf:{repo_id}: loading from the Hugging Face Hub needs huggingface_hub "
+            "(pip install huggingface_hub); or download the folder and give its path"
+        ) from error
+    try:
+        folder = Path(snapshot_download(repo_id, allow_patterns=["*.pt", "*.yaml", "*.md"]))
+    except Exception as error:  # noqa: BLE001 - offline, unknown repository, no access
+        raise CheckpointError(
+            f"hf:{repo_id}: cannot fetch from the Hugging Face Hub ({type(error).__name__}: "
+            f"{' '.join(str(error).split())[:200]})"
+        ) from error
+    if not (folder / MODEL_FILE).is_file():
+        raise CheckpointError(f"hf:{repo_id}: the repository has no {MODEL_FILE}")
+    return folder
+
+
+def export_model(
+    run: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    card: dict[str, Any] | None = None,
+) -> Path:
+    """Write the exported folder ``out`` for the newest checkpoint of ``run`` (or a checkpoint
+    file); returns ``out``. ``card``: fields for the model card (``title``, ``description``,
+    ``data``, ``licence``, ``budget``, ``metrics`` as a mapping, any of them).
+
+    Raises:
+        FileExistsError: ``out`` exists and is not empty (never overwritten).
+        CheckpointError: the checkpoint cannot be read or lacks the fields a model needs.
+    """
+    checkpoint = resolve_checkpoint(run)
+    target = Path(out)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise FileExistsError(f"{target}: exists and is not empty; not overwritten")
+    state = load_checkpoint(checkpoint, map_location="cpu")
+    if state.get("family", "latent") != "latent":
+        raise CheckpointError(
+            f"{checkpoint}: a {state.get('family')} checkpoint; export writes latent EBM models"
+        )
+    require_fields(
+        state, checkpoint, {"recipe": dict, "task_state": (dict, type(None)), "step": int}
+    )
+    weights = {
+        key: value
+        for key, value in state["model"].items()
+        if not key.startswith(TRAINING_ONLY_BUFFERS)
+    }
+    exported = {
+        "format": EXPORT_FORMAT,
+        "family": state.get("family", "latent"),
+        "recipe": state["recipe"],
+        "task_state": state["task_state"],
+        "model": weights,
+        "step": int(state["step"]),
+    }
+    target.mkdir(parents=True, exist_ok=True)
+    with atomic_write(target / MODEL_FILE) as handle:
+        torch.save(exported, handle)
+    recipe_text = yaml.safe_dump(state["recipe"], sort_keys=False)
+    write_bytes_atomic(target / "config.yaml", recipe_text.encode())
+    n_params = sum(v.numel() for v in weights.values() if v.is_floating_point())
+    card_text = model_card(state["recipe"], int(state["step"]), n_params, card or {})
+    write_bytes_atomic(target / "README.md", card_text.encode())
+    return target
+
+
+def model_card(recipe: dict[str, Any], step: int, n_params: int, card: dict[str, Any]) -> str:
+    """The README of an exported model: what it is, how it was trained, what it scores."""
+    name = recipe.get("name", "model")
+    title = card.get("title", f"latentebm: {name}")
+    task = recipe.get("task", {})
+    lines = [f"# {title}", ""]
+    if card.get("description"):
+        lines += [str(card["description"]), ""]
+    lines += [
+        'A latent-space energy-based prior model (Pang et al. 2020, "Learning Latent Space '
+        'Energy-Based Prior Model") trained with latentebm.',
+        "",
+        "```python",
+        "import latentebm",
+        f'model = latentebm.load("{card.get("load_as", "THIS_FOLDER")}")',
+        "print(model.generate(5))",
+        "```",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| recipe | `{name}` (the full recipe is config.yaml) |",
+        f"| task | `{task.get('_component_', '?')}` |",
+        f"| parameters | {n_params:,} |",
+        f"| updates | {step:,} |",
+    ]
+    for key in ("data", "licence", "budget", "commit", "machine"):
+        if card.get(key):
+            lines.append(f"| {key} | {card[key]} |")
+    lines.append("")
+    metrics = card.get("metrics")
+    if metrics:
+        lines += ["## Measured", ""]
+        if card.get("metrics_command"):
+            lines += ["```bash", str(card["metrics_command"]), "```", ""]
+        lines += ["| metric | value |", "|---|---:|"]
+        for key, value in metrics.items():
+            shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+            lines.append(f"| {key} | {shown} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def read_card_fields(path: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """Model card fields from a JSON file (``latentebm export --card FILE``); {} for None."""
+    if path is None:
+        return {}
+    try:
+        fields = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"{path}: not a readable JSON file of model card fields ({error})"
+        ) from error
+    if not isinstance(fields, dict):
+        raise ValueError(f"{path}: expected a JSON object of model card fields")
+    return fields

@@ -1,0 +1,109 @@
+"""``latentebm export`` and the places a model loads from: exported folders, ``pretrained:``
+names (the models shipped with the package) and ``hf:`` repositories."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import latentebm
+from latentebm.checkpoint import CheckpointError
+from latentebm.export import export_model, pretrained_names, resolve_model
+from tests.conftest import cli_env, train_tiny_run
+
+
+@pytest.fixture(scope="module")
+def persistent_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny run with persistent prior and posterior chains (a replay buffer and a
+    per-example memory in its checkpoints)."""
+    root = tmp_path_factory.mktemp("export")
+    return train_tiny_run(
+        root,
+        "trainer.max_steps=3",
+        f"trainer.run_dir={root / 'run'}",
+        "model.prior_chain.init=persistent",
+        "model.prior_chain.buffer_size=64",
+        "model.posterior_chain.init=persistent",
+    )
+
+
+def test_export_keeps_what_a_model_needs_and_loads_like_the_run(
+    persistent_run: Path, tmp_path: Path
+) -> None:
+    out = export_model(persistent_run, tmp_path / "model", card={"data": "tiny synthetic"})
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.yaml", "model.pt"]
+    state = torch.load(out / "model.pt", weights_only=True)
+    assert not any(k.startswith(("replay.", "posterior_memory.")) for k in state["model"])
+    assert "optimizers" not in state and "rng" not in state
+    checkpoint = sorted((persistent_run / "checkpoints").glob("*.pt"))[-1]
+    assert (out / "model.pt").stat().st_size < checkpoint.stat().st_size
+    assert "| data | tiny synthetic |" in (out / "README.md").read_text()
+    exported, run = latentebm.load(out), latentebm.load(persistent_run)
+    assert exported.step == run.step == 3
+    assert exported.model.posterior_memory is None and exported.model.replay is None
+    for name, value in run.model.state_dict().items():
+        assert torch.equal(exported.model.state_dict()[name], value), name
+    assert exported.generate(4, seed=1) == run.generate(4, seed=1)
+
+
+def test_an_exported_model_loads_without_its_training_data(
+    persistent_run: Path, tmp_path: Path
+) -> None:
+    out = export_model(persistent_run, tmp_path / "model")
+    (persistent_run.parent / "tiny.txt").rename(tmp_path / "moved.txt")
+    try:
+        assert len(latentebm.load(out).generate(2, seed=0)) == 2
+    finally:
+        (tmp_path / "moved.txt").rename(persistent_run.parent / "tiny.txt")
+
+
+def test_export_never_overwrites(persistent_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "mine.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="exists and is not empty"):
+        export_model(persistent_run, out)
+    assert sorted(p.name for p in out.iterdir()) == ["mine.txt"]
+
+
+def test_unknown_pretrained_and_unreachable_hub_names_are_one_line(monkeypatch) -> None:
+    with pytest.raises(CheckpointError, match=r"pretrained:nope: no such pretrained model"):
+        resolve_model("pretrained:nope")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(CheckpointError, match=r"hf:someone/model: cannot fetch|needs huggingface"):
+        resolve_model("hf:someone/model")
+
+
+@pytest.mark.parametrize("name", pretrained_names())
+def test_shipped_models_load_and_generate(name: str) -> None:
+    model = latentebm.load(f"pretrained:{name}")
+    samples = model.generate(3, seed=0)
+    assert len(samples) == 3 and all(isinstance(s, str) for s in samples)
+    assert (resolve_model(f"pretrained:{name}").parent / "README.md").is_file()  # a model card
+
+
+def test_export_and_generate_from_the_command_line(persistent_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "shared"
+    command = [sys.executable, "-m", "latentebm"]
+    done = subprocess.run(
+        [*command, "export", str(persistent_run), str(out)],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"exported to {out}" in done.stdout
+    done = subprocess.run(
+        [*command, "generate", str(out), "-n", "2", "--device", "cpu"],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.strip().splitlines()) == 2
