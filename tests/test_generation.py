@@ -112,6 +112,30 @@ def test_beam_length_penalty_and_errors() -> None:
         decoder.sample(z, decode="nucleus")  # type: ignore[arg-type]
 
 
+def test_decoder_sample_takes_top_p_and_repetition_penalty() -> None:
+    decoder = random_decoder(0)
+    z = torch.randn(30, Z_DIM, generator=torch.Generator().manual_seed(0)) * 2
+
+    def sampled(**options: object) -> Tensor:
+        g = torch.Generator().manual_seed(1)
+        return decoder.sample(z, decode="sample", generator=g, **options)  # type: ignore[arg-type]
+
+    assert torch.equal(sampled(top_p=1.0), sampled())
+    assert torch.equal(sampled(top_p=1e-6), decoder.sample(z))  # a nucleus of one: greedy
+    greedy, penalised = decoder.sample(z), decoder.sample(z, repetition_penalty=1e4)
+    assert not torch.equal(greedy, penalised)
+
+    def repeats(out: Tensor) -> int:
+        rows = [[t for t in row if t != PAD] for row in out.tolist()]
+        return sum(len(row) - len(set(row)) for row in rows)
+
+    assert repeats(penalised) < repeats(greedy)
+    with pytest.raises(ValueError, match="top_p"):
+        sampled(top_p=0.0)
+    with pytest.raises(ValueError, match="repetition_penalty .*beam"):
+        decoder.sample(z, decode="beam", repetition_penalty=1.5)
+
+
 # ------------------------------------------------------------------------------------ slerp
 def test_slerp_endpoints_are_exact() -> None:
     g = torch.Generator().manual_seed(0)
