@@ -208,6 +208,32 @@ def test_prior_trajectory_steps_and_energy(tiny_run: Path) -> None:
         prior_trajectory(pretrained.model, pretrained.task, 2, [0, 9], n_steps=5)
 
 
+def test_pretrained_generate_top_p_penalty_and_max_new_tokens(tiny_run: Path) -> None:
+    model = latentebm.load(tiny_run)
+    # defaults unchanged when the new options are not given
+    plain = model.generate(8, decode="sample", seed=1)
+    assert model.generate(8, decode="sample", seed=1, top_p=1.0, repetition_penalty=1.0) == plain
+    assert model.generate(8, decode="sample", seed=1, top_p=0.5) != plain
+    # max_new_tokens bounds the tokens (words here) per sample; an alias of max_length
+    short = model.generate(8, seed=0, max_new_tokens=2)
+    assert all(len(sentence.split()) <= 2 for sentence in short)
+    assert max(len(sentence.split()) for sentence in model.generate(8, seed=0)) > 2
+    assert model.generate(8, seed=0, max_length=2) == short
+    assert model.generate(8, seed=0, max_length=2, max_new_tokens=2) == short
+    penalised = model.generate(8, seed=0, repetition_penalty=1.5)
+    assert len(penalised) == 8 and all(isinstance(s, str) for s in penalised)
+    with pytest.raises(ValueError, match=r"max_new_tokens \(2\) and max_length \(3\) differ"):
+        model.generate(2, max_length=3, max_new_tokens=2)
+    with pytest.raises(ValueError, match="top_p must be in"):
+        model.generate(2, decode="sample", top_p=1.5)
+    with pytest.raises(ValueError, match="repetition_penalty must be > 0"):
+        model.generate(2, repetition_penalty=0.0)
+    with pytest.raises(ValueError, match="repetition_penalty .*beam"):
+        model.generate(2, decode="beam", repetition_penalty=1.2)
+    with pytest.raises(ValueError, match="max_length must be >= 1"):
+        model.generate(2, max_new_tokens=0)
+
+
 def test_interpolate_endpoints_decode_posterior_means(tiny_run: Path) -> None:
     pretrained = latentebm.load(tiny_run)
     a, b = "the cat sees a fish", "a dog eats some milk"
