@@ -212,6 +212,14 @@ def positive_float(text: str) -> float:
     return value
 
 
+def unit_interval_float(text: str) -> float:
+    """An argparse ``type``: a number in ``(0, 1]`` (a nucleus probability, ``--top-p``)."""
+    value = _float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
 def non_negative_float(text: str) -> float:
     """An argparse ``type``: a finite number ``>= 0`` (a length penalty)."""
     value = _float(text)
@@ -247,16 +255,20 @@ def _check_trajectory(args: argparse.Namespace) -> None:
 _DECODE_OPTION_MODE = {
     "temperature": "sample",
     "top_k": "sample",
+    "top_p": "sample",
     "beam_size": "beam",
     "length_penalty": "beam",
 }
-"""The decoding mode each decoding option belongs to."""
+"""The decoding mode each decoding option belongs to. ``--repetition-penalty`` (greedy and
+sample) is not here: with ``--decode beam`` it is an error, not a warning."""
 
 
 def _decode_opts(args: argparse.Namespace) -> dict[str, object]:
-    """The decoding options of ``generate`` / ``interpolate`` for ``LSTMDecoder.sample``; an
-    option given for another mode than ``--decode`` (``--temperature`` with the default greedy
-    decoding, say) is named in a warning line, not silently ignored."""
+    """The decoding options of ``generate`` / ``interpolate`` for the generator's ``sample``
+    (:meth:`~latentebm.generators.decoding.StepwiseDecoder.sample`); an option given for
+    another mode than ``--decode`` (``--temperature`` or ``--top-p`` with the default greedy
+    decoding, say) is named in a warning line, not silently ignored. ``--max-new-tokens`` is
+    passed as ``max_length`` (the same bound: tokens generated, excluding ``<bos>``)."""
     decode = args.decode or "greedy"
     for name, mode in _DECODE_OPTION_MODE.items():
         if getattr(args, name, None) is not None and args.decode is not None and decode != mode:
@@ -266,8 +278,13 @@ def _decode_opts(args: argparse.Namespace) -> dict[str, object]:
                 f"--decode {decode}",
                 file=sys.stderr,
             )
-    names = ("temperature", "top_k") + (("beam_size", "length_penalty") if decode == "beam" else ())
-    given = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    names = ("temperature", "top_k", "top_p", "repetition_penalty")
+    if decode == "beam":
+        names += ("beam_size", "length_penalty")
+    given = {name: getattr(args, name, None) for name in names}
+    if getattr(args, "max_new_tokens", None) is not None:
+        given["max_length"] = args.max_new_tokens
+    given = {name: value for name, value in given.items() if value is not None}
     return {"decode": args.decode, **given}  # what is not given keeps the callee's default
 
 
@@ -292,6 +309,35 @@ def _add_decode_args(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="A",
         help="for --decode beam: rank by log p / length**A (default 0: plain log p)",
+    )
+
+
+def _add_generate_decode_args(parser: argparse.ArgumentParser) -> None:
+    """The decoding options of ``generate`` beyond :func:`_add_decode_args`, named as in
+    Hugging Face ``generate``."""
+    parser.add_argument(
+        "--top-p",
+        type=unit_interval_float,
+        default=None,
+        metavar="P",
+        help="for --decode sample: nucleus sampling (Holtzman et al. 2020), draw from the "
+        "smallest set of most likely tokens holding probability >= P, in (0, 1] (after "
+        "--temperature and --top-k)",
+    )
+    parser.add_argument(
+        "--repetition-penalty",
+        type=positive_float,
+        default=None,
+        metavar="R",
+        help="for --decode greedy and sample (not beam): CTRL's penalty (Keskar et al. 2019) "
+        "on tokens already generated, positive logits / R, negative ones * R (> 0; 1: off)",
+    )
+    parser.add_argument(
+        "--max-new-tokens",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="most tokens per sample, excluding <bos> (default: the model's max_decode_length)",
     )
 
 
@@ -844,6 +890,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  latentebm generate runs/ptb/20261123-101500 -n 20\n"
         "  latentebm generate RUN_DIR -n 1000 --decode sample --top-k 40 -o samples.txt\n"
         "  latentebm generate RUN_DIR -n 20 --decode beam --beam-size 5\n"
+        "  latentebm generate RUN_DIR -n 100 --decode sample --top-p 0.9 "
+        "--repetition-penalty 1.2\n"
         "  latentebm generate RUN_DIR -n 5 --langevin-steps 100 --trajectory 0,40,100\n"
         "--trajectory writes trajectory.txt and energy.png (mean f(z) along the chain) into\n"
         "RUN_DIR/samples/trajectory-<timestamp>/ (or --trajectory-dir DIR; never overwritten).",
@@ -854,6 +902,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-n", type=positive_int, default=10, help="number of samples / chains (default 10)"
     )
     _add_decode_args(gen)
+    _add_generate_decode_args(gen)
     gen.add_argument(
         "--langevin-steps",
         type=non_negative_int,

@@ -8,8 +8,9 @@
 * :func:`interpolate` decodes points on a linear or spherical path between the posterior
   ``z`` of two sentences; :func:`slerp` is the spherical path.
 
-Decoding options (``decode``, ``temperature``, ``top_k``, ``beam_size``, ``length_penalty``,
-``max_length``) are passed through to ``model.generator.sample``.
+Decoding options (``decode``, ``temperature``, ``top_k``, ``top_p``, ``repetition_penalty``,
+``beam_size``, ``length_penalty``, ``max_length``) are passed through to
+``model.generator.sample``.
 """
 
 from __future__ import annotations

@@ -109,39 +109,68 @@ class Pretrained:
         beam_size: int = 5,
         length_penalty: float = 0.0,
         progress: bool = False,
+        top_p: float | None = None,
+        repetition_penalty: float = 1.0,
+        max_length: int | None = None,
+        max_new_tokens: int | None = None,
     ) -> list[str]:
         """``n`` decoded samples: ``z`` from the prior chain (K0 steps, or ``langevin_steps``).
 
-        ``decode``: ``greedy``, ``sample`` (``temperature``, ``top_k``) or ``beam``
-        (``beam_size``, ``length_penalty``), see ``LSTMDecoder.sample``. ``progress``: a tqdm
-        bar on stderr. Samples are drawn ``batch_size`` at a time from one random stream, so
-        they depend on the seed, ``n`` and ``batch_size``.
+        ``decode``: ``greedy``, ``sample`` (``temperature``, ``top_k``, ``top_p``) or ``beam``
+        (``beam_size``, ``length_penalty``), see
+        :meth:`~latentebm.generators.decoding.StepwiseDecoder.sample`. ``top_p``: nucleus
+        sampling (Holtzman et al. 2020), in (0, 1]. ``repetition_penalty``: CTRL's penalty
+        (Keskar et al. 2019) on tokens a sample has already generated, for greedy and sample
+        decoding (> 0; 1: off; refused with beam). ``max_new_tokens`` (as in Hugging Face
+        ``generate``) and ``max_length`` are the same bound: most tokens per sample, excluding
+        ``<bos>`` (default: the generator's ``max_decode_length``). ``progress``: a tqdm bar on
+        stderr. Samples are drawn ``batch_size`` at a time from one random stream, so they
+        depend on the seed, ``n`` and ``batch_size``.
 
         Raises:
             TaskMismatchError: an image model (use :meth:`sample_images`).
-            ValueError: ``n`` or ``batch_size`` below 1, ``langevin_steps`` below 0, or a bad
-                decoding option (checked before any sampling).
+            ValueError: ``n`` or ``batch_size`` below 1, ``langevin_steps`` below 0, a bad
+                decoding option, or ``max_length`` and ``max_new_tokens`` that differ (checked
+                before any sampling).
         """
-        from latentebm.generators.decoding import check_beam_options, check_decode_options
+        from latentebm.generators.decoding import (
+            check_beam_options,
+            check_decode_options,
+            resolve_max_length,
+        )
 
         self._require_sequences("generate", "sample_images")
         n = _count("n", n)
         batch_size = _count("batch_size", batch_size)
         langevin_steps = _steps("langevin_steps", langevin_steps)
+        max_length = resolve_max_length(max_length, max_new_tokens)
         check_decode_options(
-            decode, temperature=temperature, top_k=top_k, max_length=None, default_length=1
+            decode,
+            temperature=temperature,
+            top_k=top_k,
+            max_length=max_length,
+            default_length=1,
+            top_p=top_p,
+            repetition_penalty=repetition_penalty,
         )
         if decode == "beam":
             check_beam_options(
                 beam_size=beam_size,
                 length_penalty=length_penalty,
-                max_length=None,
+                max_length=max_length,
                 default_length=1,
             )
         generator = self.random_generator(seed)
-        beam = (
+        options: dict[str, Any] = (
             {"beam_size": beam_size, "length_penalty": length_penalty} if decode == "beam" else {}
         )
+        # the newer options only when given: a generator's ``sample`` may predate them
+        if top_p is not None:
+            options["top_p"] = top_p
+        if repetition_penalty != 1.0:
+            options["repetition_penalty"] = repetition_penalty
+        if max_length is not None:
+            options["max_length"] = max_length
         out: list[str] = []
         bar = None
         if progress:
@@ -157,7 +186,7 @@ class Pretrained:
                 decode=decode,
                 temperature=temperature,
                 top_k=top_k,
-                **beam,
+                **options,
             )
             out.extend(self.task.decode(tokens))
             if bar is not None:

@@ -476,3 +476,46 @@ def test_decoding_options_of_another_mode_are_named_not_ignored(
     args = ["generate", str(run), "-n", "2", "--decode", "sample", "--temperature", "0.5"]
     assert cli_main(args) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_generate_top_p_repetition_penalty_max_new_tokens(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from latentebm.cli import main as cli_main
+    from tests.conftest import train_tiny_run
+
+    run = train_tiny_run(tmp_path, "trainer.max_steps=1", f"trainer.run_dir={tmp_path / 'run'}")
+    capsys.readouterr()
+    out = tmp_path / "samples.txt"
+    args = ["generate", str(run), "-n", "6", "--seed", "0", "-o", str(out), "--decode", "sample"]
+    new = ["--top-p", "0.9", "--repetition-penalty", "1.3", "--max-new-tokens", "3"]
+    assert cli_main([*args, *new]) == 0
+    assert "warning" not in capsys.readouterr().err
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 6 and all(len(line.split()) <= 3 for line in lines)
+    # the options reach the decoder: without them the same seed gives other samples
+    assert cli_main([*args, "--force"]) == 0
+    assert out.read_text(encoding="utf-8").splitlines() != lines
+    # --top-p with greedy decoding is named in a warning; the penalty applies to greedy
+    greedy = ["generate", str(run), "-n", "2", "--seed", "0", "--max-new-tokens", "2"]
+    assert cli_main([*greedy, "--top-p", "0.9", "--repetition-penalty", "1.3"]) == 0
+    captured = capsys.readouterr()
+    assert "warning: --top-p applies to --decode sample; ignored with --decode greedy" in (
+        captured.err
+    )
+    assert "--repetition-penalty" not in captured.err
+    assert all(len(line.split()) <= 2 for line in captured.out.splitlines())
+    # beam search refuses the penalty: one error line naming it
+    assert cli_main([*greedy, "--decode", "beam", "--repetition-penalty", "1.3"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("latentebm: error: repetition_penalty") and "beam" in err
+    assert cli_main([*greedy, "--decode", "beam", "--top-p", "0.5"]) == 0
+    assert "warning: --top-p applies to --decode sample; ignored with --decode beam" in (
+        capsys.readouterr().err
+    )
+    # out-of-range values stop the command line parser, naming the option
+    for flag, value in (("--top-p", "0"), ("--top-p", "1.5"), ("--repetition-penalty", "0")):
+        with pytest.raises(SystemExit) as exit_info:
+            cli_main([*greedy, flag, value])
+        assert exit_info.value.code == 2
+        assert flag in capsys.readouterr().err

@@ -112,6 +112,30 @@ def test_beam_length_penalty_and_errors() -> None:
         decoder.sample(z, decode="nucleus")  # type: ignore[arg-type]
 
 
+def test_decoder_sample_takes_top_p_and_repetition_penalty() -> None:
+    decoder = random_decoder(0)
+    z = torch.randn(30, Z_DIM, generator=torch.Generator().manual_seed(0)) * 2
+
+    def sampled(**options: object) -> Tensor:
+        g = torch.Generator().manual_seed(1)
+        return decoder.sample(z, decode="sample", generator=g, **options)  # type: ignore[arg-type]
+
+    assert torch.equal(sampled(top_p=1.0), sampled())
+    assert torch.equal(sampled(top_p=1e-6), decoder.sample(z))  # a nucleus of one: greedy
+    greedy, penalised = decoder.sample(z), decoder.sample(z, repetition_penalty=1e4)
+    assert not torch.equal(greedy, penalised)
+
+    def repeats(out: Tensor) -> int:
+        rows = [[t for t in row if t != PAD] for row in out.tolist()]
+        return sum(len(row) - len(set(row)) for row in rows)
+
+    assert repeats(penalised) < repeats(greedy)
+    with pytest.raises(ValueError, match="top_p"):
+        sampled(top_p=0.0)
+    with pytest.raises(ValueError, match="repetition_penalty .*beam"):
+        decoder.sample(z, decode="beam", repetition_penalty=1.5)
+
+
 # ------------------------------------------------------------------------------------ slerp
 def test_slerp_endpoints_are_exact() -> None:
     g = torch.Generator().manual_seed(0)
@@ -182,6 +206,32 @@ def test_prior_trajectory_steps_and_energy(tiny_run: Path) -> None:
     assert default["n_steps"] == 5 and len(default["energy"]) == 6
     with pytest.raises(ValueError, match="steps"):
         prior_trajectory(pretrained.model, pretrained.task, 2, [0, 9], n_steps=5)
+
+
+def test_pretrained_generate_top_p_penalty_and_max_new_tokens(tiny_run: Path) -> None:
+    model = latentebm.load(tiny_run)
+    # defaults unchanged when the new options are not given
+    plain = model.generate(8, decode="sample", seed=1)
+    assert model.generate(8, decode="sample", seed=1, top_p=1.0, repetition_penalty=1.0) == plain
+    assert model.generate(8, decode="sample", seed=1, top_p=0.5) != plain
+    # max_new_tokens bounds the tokens (words here) per sample; an alias of max_length
+    short = model.generate(8, seed=0, max_new_tokens=2)
+    assert all(len(sentence.split()) <= 2 for sentence in short)
+    assert max(len(sentence.split()) for sentence in model.generate(8, seed=0)) > 2
+    assert model.generate(8, seed=0, max_length=2) == short
+    assert model.generate(8, seed=0, max_length=2, max_new_tokens=2) == short
+    penalised = model.generate(8, seed=0, repetition_penalty=1.5)
+    assert len(penalised) == 8 and all(isinstance(s, str) for s in penalised)
+    with pytest.raises(ValueError, match=r"max_new_tokens \(2\) and max_length \(3\) differ"):
+        model.generate(2, max_length=3, max_new_tokens=2)
+    with pytest.raises(ValueError, match="top_p must be in"):
+        model.generate(2, decode="sample", top_p=1.5)
+    with pytest.raises(ValueError, match="repetition_penalty must be > 0"):
+        model.generate(2, repetition_penalty=0.0)
+    with pytest.raises(ValueError, match="repetition_penalty .*beam"):
+        model.generate(2, decode="beam", repetition_penalty=1.2)
+    with pytest.raises(ValueError, match="max_length must be >= 1"):
+        model.generate(2, max_new_tokens=0)
 
 
 def test_interpolate_endpoints_decode_posterior_means(tiny_run: Path) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -240,6 +242,79 @@ def test_greedy_with_kv_cache_equals_full_recomputation(mode: str) -> None:
     for b, end in enumerate(ends):
         stop = out.shape[1] if end is None else end + 1
         assert torch.equal(logits[b, :stop].argmax(dim=1), out[b, :stop])
+
+
+def cached_step_logits(decoder: TransformerDecoder, inputs: Tensor, z: Tensor) -> Tensor:
+    """Next-token logits ``(B, T, V)`` for ``inputs (B, T)`` (``<bos>`` first), one token a step
+    on the KV cache, as decoding runs them."""
+    step, state = decoder._step(z), decoder._initial_state(z)
+    logits = []
+    with torch.no_grad():
+        for t in range(inputs.shape[1]):
+            out, state = step(inputs[:, t : t + 1], state)
+            logits.append(out)
+    return torch.stack(logits, dim=1)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("z_to_tokens", [False, True])
+def test_cached_step_logits_equal_full_recomputation(mode: str, z_to_tokens: bool) -> None:
+    decoder = make_decoder(mode, init_std=0.5, z_to_tokens=z_to_tokens)
+    z = 2 * latent(5)
+    g = torch.Generator().manual_seed(0)
+    inputs = torch.cat([torch.full((5, 1), BOS), torch.randint(3, VOCAB, (5, 9), generator=g)], 1)
+    with torch.no_grad():  # every position recomputed from <bos>, no cache
+        full = decoder.output(decoder._hidden_states(inputs, z))
+    torch.testing.assert_close(cached_step_logits(decoder, inputs, z), full)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_decoding_uses_the_current_cache_api_without_deprecation_warnings(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No ``FutureWarning`` / ``DeprecationWarning`` (``past_key_values`` is deprecated in
+    ``transformers`` 5.24 and announced for removal in 5.40) and no deprecation line in the
+    library's log from greedy, sampled and beam decoding or the likelihood."""
+    import transformers
+
+    logged: list[str] = []
+    if hasattr(logging.Logger, "warning_once"):  # transformers' once-only log lines
+        monkeypatch.setattr(
+            logging.Logger, "warning_once", lambda self, msg, *a, **k: logged.append(str(msg))
+        )
+    decoder = make_decoder(mode, init_std=0.5)
+    z = 2 * latent(4)
+    x = torch.cat(
+        [torch.full((4, 1), BOS), torch.randint(3, VOCAB, (4, 5)), torch.full((4, 1), EOS)], 1
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning raised by our calls fails the test
+        decoder.sample(z)
+        decoder.sample(z, decode="sample", top_p=0.9, generator=torch.Generator().manual_seed(0))
+        decoder.sample(z, decode="beam", beam_size=3)
+        with torch.no_grad():
+            decoder.log_likelihood(x, z)
+        state = decoder._initial_state(z)
+    assert not any("past_key_values" in line or "deprecat" in line for line in logged), logged
+    if decoder._cache_keyword == "cache":  # the current API: a Cache object, not legacy tuples
+        assert isinstance(state, transformers.Cache) and state.get_seq_length() == 0
+    else:  # pragma: no cover - transformers before the rename of past_key_values
+        assert state is None
+
+
+def test_top_p_and_repetition_penalty_on_the_transformer() -> None:
+    decoder = make_decoder(init_std=0.5)
+    z = 2 * latent(10)
+
+    def sampled(**options: Any) -> Tensor:
+        g = torch.Generator().manual_seed(2)
+        return decoder.sample(z, decode="sample", generator=g, **options)
+
+    assert torch.equal(sampled(top_p=1.0), sampled())
+    assert torch.equal(sampled(top_p=1e-6), decoder.sample(z))  # a nucleus of one: greedy
+    with pytest.raises(ValueError, match="repetition_penalty .*beam"):
+        decoder.sample(z, decode="beam", repetition_penalty=2.0)
+    assert decoder.sample(z, repetition_penalty=2.0).shape[0] == 10
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -14,7 +14,13 @@ small interface:
 
 :func:`decode_tokens` decodes greedily or by sampling, :func:`beam_search` finds the most likely
 sequence by beam search; :func:`check_decode_options` and :func:`check_beam_options` validate the
-options. :class:`StepwiseDecoder` builds a decoder's ``sample`` and ``beam_search`` from these
+options. Sampling can be restricted to the ``top_k`` most likely tokens and to the nucleus
+(``top_p``, :func:`nucleus`: Holtzman, Buys, Du, Forbes and Choi (2020), "The Curious Case of
+Neural Text Degeneration"); greedy decoding and sampling can discourage repeats with the
+repetition penalty of Keskar, McCann, Varshney, Xiong and Socher (2019), "CTRL: A Conditional
+Transformer Language Model for Controllable Generation" (:func:`apply_repetition_penalty`).
+These follow Hugging Face ``generate``: the penalty first, then temperature, ``top_k``,
+``top_p``. :class:`StepwiseDecoder` builds a decoder's ``sample`` and ``beam_search`` from these
 and its ``_step``, ``_initial_state`` and ``_reorder_state``. Outputs are
 ``LongTensor (B, L)`` of token ids without ``<bos>``; each row ends at its first ``<eos>``,
 followed by ``<pad>``. ``<pad>`` (marks the end of a row) and ``<bos>`` (only starts one) are
@@ -46,18 +52,46 @@ def check_decode_options(
     top_k: int | None,
     max_length: int | None,
     default_length: int,
+    top_p: float | None = None,
+    repetition_penalty: float = 1.0,
 ) -> int:
     """Validate the options of a decoder's ``sample``; returns the number of steps to decode
-    (``max_length``, else ``default_length``). Raises ``ValueError`` on a bad option."""
+    (``max_length``, else ``default_length``). Raises ``ValueError`` on a bad option, naming it:
+    ``top_p`` must lie in (0, 1], ``repetition_penalty`` must be > 0 and finite, and a
+    ``repetition_penalty`` other than 1 is refused with ``decode="beam"`` (beam search ranks
+    hypotheses by their exact log-probability; the penalty is not implemented there)."""
     if decode not in ("greedy", "sample", "beam"):
         raise ValueError(f"decode must be 'greedy', 'sample' or 'beam', got {decode!r}")
     if not (temperature > 0 and math.isfinite(temperature)):  # NaN fails both
         raise ValueError(f"temperature must be > 0 and finite, got {temperature}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:  # NaN fails too
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if not (repetition_penalty > 0 and math.isfinite(repetition_penalty)):
+        raise ValueError(f"repetition_penalty must be > 0 and finite, got {repetition_penalty}")
+    if decode == "beam" and repetition_penalty != 1.0:
+        raise ValueError(
+            f"repetition_penalty applies to greedy and sample decoding; beam search does not "
+            f"support it (got repetition_penalty={repetition_penalty} with decode='beam')"
+        )
     if max_length is not None and max_length < 1:
         raise ValueError(f"max_length must be >= 1, got {max_length}")
     return default_length if max_length is None else max_length
+
+
+def resolve_max_length(max_length: int | None, max_new_tokens: int | None) -> int | None:
+    """``max_new_tokens`` (the Hugging Face ``generate`` name) is an alias of ``max_length``:
+    both count the tokens generated, excluding ``<bos>``. Returns the one given (``None`` if
+    neither); ``ValueError`` if both are given and differ."""
+    if max_new_tokens is None:
+        return max_length
+    if max_length is not None and max_length != max_new_tokens:
+        raise ValueError(
+            f"max_new_tokens ({max_new_tokens}) and max_length ({max_length}) differ: give one "
+            "(both count the tokens generated, excluding <bos>)"
+        )
+    return max_new_tokens
 
 
 def check_beam_options(
@@ -83,6 +117,35 @@ def mask_never_emitted(scores: Tensor, *, pad_id: int, bos_id: int) -> Tensor:
     return scores
 
 
+def apply_repetition_penalty(logits: Tensor, seen: Tensor, penalty: float) -> Tensor:
+    """The repetition penalty of Keskar et al. (2019), "CTRL" (as Hugging Face's
+    ``RepetitionPenaltyLogitsProcessor``): for the tokens already generated in a row
+    (``seen (rows, vocab)``, boolean), a positive logit is divided by ``penalty`` and a negative
+    one multiplied by it, so ``penalty > 1`` makes repeats less likely (``1``: unchanged).
+    Returns new logits ``(rows, vocab)``."""
+    if penalty == 1.0:
+        return logits
+    penalised = torch.where(logits < 0, logits * penalty, logits / penalty)
+    return torch.where(seen, penalised, logits)
+
+
+def nucleus(probs: Tensor, top_p: float) -> Tensor:
+    """Nucleus (top-p) filtering of Holtzman et al. (2020), "The Curious Case of Neural Text
+    Degeneration": per row of ``probs (rows, vocab)``, keep the smallest set of most likely
+    tokens whose probability sums to at least ``top_p`` (a token is kept if the tokens more
+    likely than it hold less than ``top_p``; the most likely one always), zero the others and
+    renormalise. ``top_p >= 1`` returns ``probs`` unchanged."""
+    if top_p >= 1:
+        return probs
+    sorted_probs, order = probs.sort(dim=1, descending=True, stable=True)
+    before = sorted_probs.cumsum(dim=1)
+    before = torch.cat([torch.zeros_like(before[:, :1]), before[:, :-1]], dim=1)
+    drop_sorted = before >= top_p  # the mass of the more likely tokens already reaches top_p
+    drop = drop_sorted.scatter(1, order, drop_sorted)
+    kept = probs.masked_fill(drop, 0.0)
+    return kept / kept.sum(dim=1, keepdim=True)
+
+
 def decode_tokens(
     step: Step[State],
     state: State,
@@ -96,6 +159,8 @@ def decode_tokens(
     decode: Literal["greedy", "sample"] = "greedy",
     temperature: float = 1.0,
     top_k: int | None = None,
+    top_p: float | None = None,
+    repetition_penalty: float = 1.0,
     generator: torch.Generator | None = None,
     softmax_dtype: torch.dtype | None = None,
     mask_specials: bool = True,
@@ -110,7 +175,11 @@ def decode_tokens(
         device: where the token tensors live.
         decode: ``greedy`` (arg-max token each step) or ``sample`` (from the softmax of
             ``logits / temperature``, restricted to the ``top_k`` most likely tokens if set,
-            one ``torch.multinomial`` draw from ``generator`` per step).
+            then to the nucleus of probability ``top_p`` if set (:func:`nucleus`), one
+            ``torch.multinomial`` draw from ``generator`` per step). ``temperature``,
+            ``top_k`` and ``top_p`` do not change greedy decoding.
+        repetition_penalty: before either, the logits of the tokens the row has already
+            generated are penalised (:func:`apply_repetition_penalty`; ``1.0``: off).
         softmax_dtype: dtype the sampling softmax is computed in (``None``: the logits' own).
         mask_specials: never emit ``<pad>`` or ``<bos>`` (renormalising the rest). ``False``
             samples the model's own softmax: a row may then contain ``<pad>`` or ``<bos>``
@@ -123,11 +192,16 @@ def decode_tokens(
     """
     token = torch.full((batch, 1), bos_id, dtype=torch.long, device=device)
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    seen: Tensor | None = None  # (batch, vocab): tokens each row has generated (the penalty)
     out: list[Tensor] = []
     for _ in range(length):
         logits, state = step(token, state)
         if mask_specials:
             logits = mask_never_emitted(logits, pad_id=pad_id, bos_id=bos_id)
+        if repetition_penalty != 1.0:
+            if seen is None:
+                seen = torch.zeros(logits.shape, dtype=torch.bool, device=logits.device)
+            logits = apply_repetition_penalty(logits, seen, repetition_penalty)
         if decode == "greedy":
             next_token = logits.argmax(dim=1)
         else:
@@ -138,9 +212,13 @@ def decode_tokens(
             if softmax_dtype is not None:
                 logits = logits.to(softmax_dtype)
             probs = torch.softmax(logits, dim=1)
+            if top_p is not None:
+                probs = nucleus(probs, top_p)
             next_token = torch.multinomial(probs, 1, generator=generator).squeeze(1)
         next_token = next_token.masked_fill(finished, pad_id)
         out.append(next_token)
+        if seen is not None:
+            seen.scatter_(1, next_token.unsqueeze(1), True)
         finished |= next_token == eos_id
         if bool(finished.all()):
             break
@@ -279,16 +357,25 @@ class StepwiseDecoder(Generic[State]):
         beam_size: int = 5,
         length_penalty: float = 0.0,
         mask_specials: bool = True,
+        top_p: float | None = None,
+        repetition_penalty: float = 1.0,
     ) -> Tensor:
         """Decode one sequence per row of z.
 
         Args:
             decode: ``greedy`` (arg-max token each step), ``sample`` (from the softmax of
-                ``logits / temperature``, restricted to the ``top_k`` most likely tokens if set)
-                or ``beam`` (beam search, see :meth:`beam_search`; ``temperature`` and ``top_k``
-                are ignored).
-            max_length: most tokens per sequence (default ``config.max_decode_length``; the
-                transformer's is at most ``config.max_positions``).
+                ``logits / temperature``, restricted to the ``top_k`` most likely tokens if set,
+                then to the nucleus ``top_p`` if set) or ``beam`` (beam search, see
+                :meth:`beam_search`; ``temperature``, ``top_k`` and ``top_p`` are ignored).
+            top_p: nucleus sampling (Holtzman et al. 2020): sample from the smallest set of
+                most likely tokens whose probability (after temperature and ``top_k``) sums to
+                at least ``top_p``, in (0, 1]; ``None`` or 1: no restriction.
+            repetition_penalty: CTRL's penalty (Keskar et al. 2019) on the tokens a row has
+                already generated, > 0 (1: off); greedy and sample only (``ValueError`` with
+                ``beam`` unless 1).
+            max_length: most tokens per sequence, excluding ``<bos>`` (default
+                ``config.max_decode_length``; the transformer's is at most
+                ``config.max_positions``).
             generator: random source for ``decode="sample"``.
             beam_size, length_penalty: for ``decode="beam"``.
             mask_specials: ``False``: sample the full softmax (see :func:`decode_tokens`).
@@ -303,6 +390,8 @@ class StepwiseDecoder(Generic[State]):
             top_k=top_k,
             max_length=max_length,
             default_length=self.config.max_decode_length,
+            top_p=top_p,
+            repetition_penalty=repetition_penalty,
         )
         self._check_length(length)
         if decode == "beam":
@@ -321,6 +410,8 @@ class StepwiseDecoder(Generic[State]):
             decode=decode,
             temperature=temperature,
             top_k=top_k,
+            top_p=top_p,
+            repetition_penalty=repetition_penalty,
             generator=generator,
             softmax_dtype=self._sample_softmax_dtype,
             mask_specials=mask_specials,

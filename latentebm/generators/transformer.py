@@ -22,11 +22,16 @@ likelihood scores the tokens after ``<bos>`` up to and including ``<eos>``; padd
 the attention (``attention_mask``) and in the score.
 
 ``transformers`` is an optional dependency (``pip install latentebm[transformer]``); it is
-imported when a decoder is built, not when this module is imported.
+imported when a decoder is built, not when this module is imported. Incremental decoding uses
+the library's current KV-cache API where it has one: the cache is a ``DynamicCache`` (an
+``EncoderDecoderCache`` with cross-attention) passed and returned as ``cache``; the older name
+``past_key_values`` is deprecated there (a ``FutureWarning``; removal announced for 5.40) and
+is used only with versions that predate the rename.
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -48,6 +53,31 @@ def _import_gpt2() -> tuple[Any, Any]:
     except ImportError as exc:  # pragma: no cover - exercised only without the extra
         raise ImportError(f"{INSTALL_HINT} ({exc})") from exc
     return GPT2Config, GPT2Model
+
+
+def _cache_keyword(model_cls: Any) -> str:
+    """The name under which ``GPT2Model.forward`` takes the KV cache and its output returns it:
+    ``cache`` in the current ``transformers`` API (where ``past_key_values`` is a deprecated
+    alias that warns), ``past_key_values`` in versions before the rename."""
+    parameters = inspect.signature(model_cls.forward).parameters  # follows the decorators
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def _new_cache(config: Any, *, cross_attention: bool) -> Any:
+    """An empty KV cache of the current ``transformers`` API for a GPT-2 of ``config``: a
+    ``DynamicCache``, or with cross-attention an ``EncoderDecoderCache`` of two (self-attention
+    and the cross-attention keys and values of z, computed at the first step)."""
+    from transformers import DynamicCache, EncoderDecoderCache
+
+    if cross_attention:
+        return EncoderDecoderCache(DynamicCache(config=config), DynamicCache(config=config))
+    return DynamicCache(config=config)
+
+
+def _cache_is_empty(cache: Any) -> bool:
+    """Whether no token has been run yet: no cache (older versions start from ``None``) or an
+    empty ``Cache`` object."""
+    return cache is None or (hasattr(cache, "get_seq_length") and cache.get_seq_length() == 0)
 
 
 def _reorder_cache(cache: Any, rows: Tensor) -> Any:
@@ -160,6 +190,7 @@ class TransformerDecoder(nn.Module, decoding.StepwiseDecoder[Any]):
             attn_implementation=config.attn_implementation,
         )
         self.transformer = gpt2_model_cls(gpt2_config)
+        self._cache_keyword = _cache_keyword(gpt2_model_cls)
         width = config.n_embd
         # z -> n_prefix vectors (prefix embeddings or cross-attention "encoder" states)
         self.latent_to_states = nn.Linear(z_dim, config.n_prefix * width)
@@ -197,7 +228,8 @@ class TransformerDecoder(nn.Module, decoding.StepwiseDecoder[Any]):
         use_cache: bool = False,
     ) -> tuple[Tensor, Any]:
         """Run GPT-2 on token embeddings; returns the hidden states of the token positions
-        ``(B, T, n_embd)`` and the cache. ``first``: the z prefix is prepended (prefix mode)."""
+        ``(B, T, n_embd)`` and the updated KV cache (``None`` without ``use_cache``).
+        ``first``: the z prefix is prepended (prefix mode)."""
         encoder_states = None
         n_prefix = 0
         if self.prefix_mode:
@@ -209,14 +241,18 @@ class TransformerDecoder(nn.Module, decoding.StepwiseDecoder[Any]):
                     attention_mask = torch.cat([ones, attention_mask], dim=1)
         else:
             encoder_states = self._latent_states(z).to(embedded.dtype)
+        # the cache under the name this transformers version takes (``cache``; see
+        # _cache_keyword), and only when decoding incrementally
+        cache_args = {self._cache_keyword: cache} if use_cache else {}
         out = self.transformer(
             inputs_embeds=embedded,
             attention_mask=attention_mask,
             encoder_hidden_states=encoder_states,
-            past_key_values=cache,
             use_cache=use_cache,
+            **cache_args,
         )
-        return out.last_hidden_state[:, n_prefix:], out.past_key_values
+        new_cache = getattr(out, self._cache_keyword) if use_cache else None
+        return out.last_hidden_state[:, n_prefix:], new_cache
 
     def _hidden_states(self, inputs: Tensor, z: Tensor) -> Tensor:
         """Top-layer states for ``inputs (B, T)`` given z, shape ``(B, T, n_embd)``; state t
@@ -271,20 +307,25 @@ class TransformerDecoder(nn.Module, decoding.StepwiseDecoder[Any]):
     def _step(self, z: Tensor) -> decoding.Step[Any]:
         """The decoding step given z ``(B, d)`` (:mod:`latentebm.generators.decoding`), on
         GPT-2's KV cache: next-token logits ``(B, V)`` after ``token (B, 1)`` and the updated
-        cache (``cache=None``: first step, ``token`` is ``<bos>``; in prefix mode the z prefix is
-        run then and stays in the cache)."""
+        cache (an empty cache: first step, ``token`` is ``<bos>``; in prefix mode the z prefix
+        is run then and stays in the cache)."""
 
         def step(token: Tensor, cache: Any) -> tuple[Tensor, Any]:
+            first = _cache_is_empty(cache)
             hidden, cache = self._run(
-                self._embed(token, z), z, first=cache is None, cache=cache, use_cache=True
+                self._embed(token, z), z, first=first, cache=cache, use_cache=True
             )
             return self.output(hidden[:, -1]), cache
 
         return step
 
     def _initial_state(self, z: Tensor) -> Any:
-        """The decoding state before ``<bos>``: no KV cache yet (``None``)."""
-        return None
+        """The decoding state before ``<bos>``: an empty KV cache of the current
+        ``transformers`` API (:func:`_new_cache`), or ``None`` with versions before it (GPT-2
+        then starts its own cache)."""
+        if self._cache_keyword != "cache":
+            return None
+        return _new_cache(self.transformer.config, cross_attention=not self.prefix_mode)
 
     def _reorder_state(self, state: Any, rows: Tensor) -> Any:
         """Keep the KV-cache rows ``rows`` (beam search reordering)."""
