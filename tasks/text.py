@@ -502,7 +502,10 @@ class TextTask(BucketedBatches):
                     f"task.valid_fraction must be in [0, 1), got {self.valid_fraction}"
                 )
             if self.valid is not None and self.valid_fraction > 0:
-                raise ValueError("set either task.valid or task.valid_fraction, not both")
+                raise ValueError(
+                    "set either task.valid or task.valid_fraction, not both (with your own "
+                    "task.valid, set task.valid_fraction=0)"
+                )
             if self.min_freq < 1:
                 raise ValueError(f"task.min_freq must be >= 1, got {self.min_freq}")
             if self.max_vocab is not None and self.max_vocab <= len(SPECIALS):
