@@ -32,6 +32,12 @@ examples:
 """
 
 
+OVERRIDES_HELP = (
+    "dotted overrides, e.g. seed=3; ~key.path deletes a key of the recipe (its default applies, "
+    "or later items rebuild it), always before the key=value items"
+)
+
+
 def builtin_recipes() -> dict[str, Path]:
     """Recipe name -> path of the recipes shipped with the package."""
     folder = resources.files("latentebm.recipes")
@@ -875,13 +881,13 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  latentebm train recipes/quickstart.yaml\n"
         "  latentebm train ptb trainer.max_steps=100 model.posterior_chain.n_steps=10\n"
         "  latentebm train ptb trainer.resume=auto\n"
+        "  latentebm train qm9 '~model.generator' "
+        "model.generator._component_=latentebm.generators.transformer.TransformerDecoder\n"
         "  torchrun --nproc_per_node 2 -m latentebm.cli train ptb",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     train.add_argument("recipe", help="a recipe file, or a built-in recipe name (latentebm ls)")
-    train.add_argument(
-        "overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. seed=3"
-    )
+    train.add_argument("overrides", nargs="*", metavar="key=value", help=OVERRIDES_HELP)
     train.set_defaults(func=cmd_train)
 
     gen = sub.add_parser(
@@ -1288,7 +1294,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cat = sub.add_parser("cat", help="print a recipe resolved with overrides and defaults")
     cat.add_argument("recipe", help="a recipe file, or a built-in recipe name")
-    cat.add_argument("overrides", nargs="*", metavar="key=value")
+    cat.add_argument("overrides", nargs="*", metavar="key=value", help=OVERRIDES_HELP)
     cat.set_defaults(func=cmd_cat)
 
     keys = sub.add_parser(

@@ -1,7 +1,9 @@
 """Typed recipes: YAML files plus dotted command-line overrides, validated into dataclasses.
 
 A recipe is a YAML file such as ``recipes/ptb.yaml``; the command line may override any key with
-``section.sub.key=value`` items (``latentebm train recipes/ptb.yaml trainer.max_steps=100``). The
+``section.sub.key=value`` items (``latentebm train recipes/ptb.yaml trainer.max_steps=100``) and
+delete a key or section of the file with ``~section.sub.key`` items (Hydra's syntax; all
+deletions are applied before any ``key=value`` item, see :func:`apply_overrides`). The
 merged mapping is validated against the :class:`Recipe` dataclass schema below. Every problem is
 reported as one :class:`RecipeError` whose message is a single line naming where the bad key came
 from (the file, or ``command line`` plus the override item) and its dotted key path, e.g.::
@@ -159,6 +161,7 @@ class _Context:
     source: str
     overrides: Mapping[tuple[str, ...], str] = field(default_factory=dict)  # key path -> item
     created: Mapping[tuple[str, ...], str] = field(default_factory=dict)  # new section -> item
+    deleted: Mapping[tuple[str, ...], str] = field(default_factory=dict)  # ~key path -> item
     trusted: tuple[str, ...] | None = ()
     """Module prefixes trusted beyond the toolkit's packages and ``LATENTEBM_TRUSTED_MODULES``;
     None: any module (a recipe file the user runs directly, trusted like a script)."""
@@ -194,9 +197,17 @@ class _Context:
         return None
 
     def overrides_within(self, parts: Sequence[str | int]) -> list[str]:
-        """The override items that set ``parts`` or a key inside it."""
+        """The override items that set or deleted ``parts`` or a key inside it."""
         n = len(parts)
-        return [item for key, item in self.overrides.items() if key[:n] == tuple(parts)]
+        found = [*self.overrides.items(), *self.deleted.items()]
+        return [item for key, item in found if key[:n] == tuple(parts)]
+
+    def deleted_section(self, section: Sequence[str]) -> str | None:
+        """The ``~key`` item that deleted ``section`` or a section above it, if any."""
+        for key, item in self.deleted.items():
+            if tuple(section[: len(key)]) == key:
+                return item
+        return None
 
     def raw_override(self, parts: Sequence[str | int]) -> str | None:
         """The unparsed text of the override that set exactly ``parts``, if any."""
@@ -214,9 +225,11 @@ class _Context:
         """A RecipeError for the key at ``parts``, prefixed with the key's source.
 
         A key set by a command-line override names that override; a key inside a section that
-        only an override created names that override too. ``related``: other key paths the
-        problem depends on (a check across keys); when the key itself is the file's but one of
-        those was set on the command line, the message names that override as well.
+        only an override created names that override too; a key that a ``~key`` deletion
+        removed (now missing) names that deletion. ``related``: other key paths the problem
+        depends on (a check across keys); when the key itself is the file's but one of those
+        was set or deleted on the command line, the message names that override as well (a
+        deletion inside ``parts`` counts as related).
         """
         found = self.origin(parts)
         if found is not None:
@@ -227,12 +240,22 @@ class _Context:
         created = self.created_by(parts)
         if created is not None:
             section, item = created
+            deletion = self.deleted_section(section)
+            if deletion is not None:
+                why = f"'{deletion}' deleted the section '{_format_path(section)}'"
+            else:
+                why = f"the section '{_format_path(section)}' is not in {self.source}"
             return RecipeError(
-                f"{COMMAND_LINE}: {item}: {_format_path(parts)}: {message} (the section "
-                f"'{_format_path(section)}' is not in {self.source}; this override creates it)"
+                f"{COMMAND_LINE}: {item}: {_format_path(parts)}: {message} ({why}; this "
+                "override creates it)"
             )
+        exact = tuple(parts)
+        if exact in self.deleted:
+            return RecipeError(f"{COMMAND_LINE}: {self.deleted[exact]}: {message}")
         where = f"{self.source}: {_format_path(parts)}" if parts else self.source
         items = [i for path in related for i in self.overrides_within(path)]
+        n = len(parts)
+        items += [i for key, i in self.deleted.items() if key[:n] == exact]
         if items:
             shown = ", ".join(f"'{i}'" for i in dict.fromkeys(items))
             return RecipeError(f"{where}: {message} (with the command-line override {shown})")
@@ -485,13 +508,15 @@ def _convert(tp: Any, value: Any, parts: tuple[str | int, ...], ctx: _Context) -
     raise TypeError(f"unsupported annotation {tp!r} for recipe key {_format_path(parts)!r}")
 
 
+def _did_you_mean(key: Any, known: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the known name closest to ``key``, or ``""``."""
+    close = difflib.get_close_matches(str(key), list(known), n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
 def _unknown_key_message(key: Any, known: Iterable[str]) -> str:
     known = sorted(known)
-    message = f"unknown key (known: {', '.join(known)})"
-    close = difflib.get_close_matches(str(key), known, n=1)
-    if close:
-        message += f"; did you mean '{close[0]}'?"
-    return message
+    return f"unknown key (known: {', '.join(known)})" + _did_you_mean(key, known)
 
 
 def _default_section(f: dataclasses.Field[Any]) -> Any:
@@ -1015,16 +1040,28 @@ class Recipe:
 
 _KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
 
+DELETE_PREFIX = "~"
+"""A command-line item ``~section.key`` deletes that key from the recipe (Hydra's syntax)."""
+
+
+def _parse_key_path(item: str, key: str) -> tuple[str, ...]:
+    """The parts of the dotted key path ``key`` of override ``item``."""
+    parts = tuple(p.strip() for p in key.strip().split("."))
+    if not all(_KEY_RE.fullmatch(p) for p in parts):
+        raise RecipeError(f"{COMMAND_LINE}: {item}: invalid key path {key.strip()!r}")
+    return parts
+
 
 def _parse_override(item: Any) -> tuple[tuple[str, ...], Any]:
     if not isinstance(item, str):
         raise RecipeError(f"{COMMAND_LINE}: {item!r}: expected a 'key.path=value' string")
     if "=" not in item:
-        raise RecipeError(f"{COMMAND_LINE}: {item}: expected key.path=value (no '=' found)")
+        raise RecipeError(
+            f"{COMMAND_LINE}: {item}: expected key.path=value (no '=' found) or "
+            f"{DELETE_PREFIX}key.path"
+        )
     key, _, raw = item.partition("=")
-    parts = tuple(p.strip() for p in key.strip().split("."))
-    if not all(_KEY_RE.fullmatch(p) for p in parts):
-        raise RecipeError(f"{COMMAND_LINE}: {item}: invalid key path {key.strip()!r}")
+    parts = _parse_key_path(item, key)
     try:
         value = _load_yaml(raw)
     except yaml.YAMLError as exc:
@@ -1035,20 +1072,90 @@ def _parse_override(item: Any) -> tuple[tuple[str, ...], Any]:
     return parts, value
 
 
+def _is_deletion(item: Any) -> bool:
+    return isinstance(item, str) and item.lstrip().startswith(DELETE_PREFIX)
+
+
+def _parse_deletion(item: str) -> tuple[str, ...]:
+    """The key path of a ``~key.path`` item."""
+    key = item.lstrip()[len(DELETE_PREFIX) :]
+    if "=" in key:
+        raise RecipeError(
+            f"{COMMAND_LINE}: {item}: a deletion takes no value (write "
+            f"{DELETE_PREFIX}{key.partition('=')[0].strip()} to delete the key, or key=value "
+            "to set it)"
+        )
+    return _parse_key_path(item, key)
+
+
+def _delete_key(
+    data: dict[str, Any], parts: tuple[str, ...], item: str, deleted: Mapping[tuple[str, ...], str]
+) -> None:
+    """Remove the key ``parts`` from ``data`` (a deep copy of the recipe) in place.
+
+    Raises:
+        RecipeError: naming ``item`` when the key (or a section on the way) is not in ``data``,
+            with the keys there and a did-you-mean, or when a section on the way is not a
+            mapping.
+    """
+    node = data
+    for i, key in enumerate(parts):
+        if key not in node:
+            here = parts[:i]
+            where = f"in '{_format_path(here)}'" if here else "at the top level"
+            earlier = next((d for p, d in deleted.items() if parts[: len(p)] == p), None)
+            if earlier is not None:
+                raise RecipeError(
+                    f"{COMMAND_LINE}: {item}: nothing to delete, '{earlier}' already deleted it"
+                )
+            known = sorted(str(k) for k in node)
+            shown = ", ".join(known) if known else "none"
+            raise RecipeError(
+                f"{COMMAND_LINE}: {item}: cannot delete '{_format_path(parts)}': the recipe has "
+                f"no key '{key}' {where} (keys there: {shown})" + _did_you_mean(key, known)
+            )
+        if i == len(parts) - 1:
+            del node[key]
+            return
+        child = node[key]
+        if not isinstance(child, dict):
+            section = _format_path(parts[: i + 1])
+            raise RecipeError(
+                f"{COMMAND_LINE}: {item}: cannot delete a key inside '{section}', which is "
+                f"{_describe(child)}, not a section"
+            )
+        node = child
+
+
 def _apply_overrides(
     data: Mapping[str, Any], overrides: Sequence[str]
-) -> tuple[dict[str, Any], dict[tuple[str, ...], str], dict[tuple[str, ...], str]]:
-    """Apply overrides.
+) -> tuple[
+    dict[str, Any],
+    dict[tuple[str, ...], str],
+    dict[tuple[str, ...], str],
+    dict[tuple[str, ...], str],
+]:
+    """Apply overrides: first every ``~key.path`` deletion (in command-line order), then every
+    ``key.path=value`` item (in command-line order), wherever the deletions stand.
 
-    Returns the new mapping, the key paths the overrides set (-> item) and the sections that
-    overrides created because they were missing (-> first item that created them).
+    Returns the new mapping, the key paths the overrides set (-> item), the sections that
+    overrides created because they were missing (-> first item that created them) and the key
+    paths that deletions removed (-> item).
     """
     if isinstance(overrides, str):
         overrides = [overrides]
     out: dict[str, Any] = copy.deepcopy(dict(data))
     origins: dict[tuple[str, ...], str] = {}
     created: dict[tuple[str, ...], str] = {}
+    deleted: dict[tuple[str, ...], str] = {}
     for item in overrides:
+        if _is_deletion(item):
+            parts = _parse_deletion(item)
+            _delete_key(out, parts, item, deleted)
+            deleted[parts] = item
+    for item in overrides:
+        if _is_deletion(item):
+            continue
         parts, value = _parse_override(item)
         node = out
         for i, key in enumerate(parts[:-1]):
@@ -1071,16 +1178,22 @@ def _apply_overrides(
             del origins[old]
         for old in [p for p in created if p[: len(parts)] == parts]:
             del created[old]
+        for old in [p for p in deleted if p[: len(parts)] == parts]:
+            del deleted[old]
         origins[parts] = item
-    return out, origins, created
+    return out, origins, created, deleted
 
 
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Return a copy of ``data`` with ``a.b.c=value`` overrides applied (``data`` is unchanged).
+    """Return a copy of ``data`` with the command-line overrides applied (``data`` is unchanged).
 
-    Values are parsed with ``yaml.safe_load`` (``5``, ``1e-3``, ``true``, ``null``, ``[200,200]``);
-    missing sections on the way are created. Raises RecipeError for an item without ``=``, a bad
-    key path, an unparsable value or a key set inside a non-mapping value.
+    ``a.b.c=value`` sets a key: values are parsed with ``yaml.safe_load`` (``5``, ``1e-3``,
+    ``true``, ``null``, ``[200,200]``); missing sections on the way are created. ``~a.b.c``
+    deletes a key (or a whole section) of ``data``, so that it takes its default or can be
+    rebuilt from scratch by later items; all deletions are applied before any ``key=value``
+    item, whatever their order. Raises RecipeError for an item without ``=``, a bad key path,
+    an unparsable value, a key set inside a non-mapping value, or a deletion of a key that
+    ``data`` does not have.
     """
     return _apply_overrides(data, overrides)[0]
 
@@ -1226,8 +1339,9 @@ def read_yaml(path: Path, source: str) -> dict[str, Any]:
 def _load(cls: type[T], path: str | Path, overrides: Sequence[str] = ()) -> tuple[T, _Context]:
     source = str(path)
     data = read_yaml(Path(path), source)
-    merged, origins, created = _apply_overrides(data, overrides)
-    ctx = _Context(source, origins, created, trusted=None)  # a file the user runs: any module
+    merged, origins, created, deleted = _apply_overrides(data, overrides)
+    # a file the user runs: any module
+    ctx = _Context(source, origins, created, deleted, trusted=None)
     result: T = _convert(cls, merged, (), ctx)
     return result, ctx
 

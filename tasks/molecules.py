@@ -476,9 +476,15 @@ class MoleculeTask(BucketedBatches):
                     f"task.valid_fraction must be in [0, 1), got {self.valid_fraction}"
                 )
             if self.valid is not None and self.valid_fraction > 0:
-                raise ValueError("set either task.valid or task.valid_fraction, not both")
+                raise ValueError(
+                    "set either task.valid or task.valid_fraction, not both (with your own "
+                    "task.valid, set task.valid_fraction=0)"
+                )
             if self.test is not None and self.held_out_index is not None:
-                raise ValueError("set either task.test or task.held_out_index, not both")
+                raise ValueError(
+                    "set either task.test or task.held_out_index, not both (with your own "
+                    "task.test, set task.held_out_index=null)"
+                )
             if self.min_freq < 1:
                 raise ValueError(f"task.min_freq must be >= 1, got {self.min_freq}")
             if self.max_length is not None and self.max_length < 1:
@@ -716,11 +722,16 @@ class MoleculeTask(BucketedBatches):
             obj = obj.get("valid_idxs", obj.get("test_idxs"))
         if not isinstance(obj, list):
             raise MoleculeDataError(f"{path}: expected a list of ids or {{'valid_idxs': [...]}}")
-        rows = np.asarray([int(i) for i in obj], dtype=np.int64) - cfg.held_out_index_base
+        base = cfg.held_out_index_base
+        rows = np.asarray([int(i) for i in obj], dtype=np.int64) - base
         if len(rows) and (rows.min() < 0 or rows.max() >= n_rows):
+            bad = int(rows.max() if rows.max() >= n_rows else rows.min()) + base
             raise MoleculeDataError(
-                f"{path}: ids out of range for {n_rows} rows of {cfg.train} "
-                f"with held_out_index_base {cfg.held_out_index_base}"
+                f"task.held_out_index: ids out of range for task.train {cfg.train}: "
+                f"{cfg.held_out_index} has id {bad} but the {n_rows} rows of that file take ids "
+                f"{base}..{n_rows - 1 + base} (held_out_index_base {base}); the index belongs to "
+                "another data file (recipes/qm9.yaml's is the QM9 test split), so for your own "
+                "data set task.held_out_index=null (and task.test=FILE for a test split)"
             )
         mask = np.zeros(n_rows, dtype=bool)
         mask[rows] = True

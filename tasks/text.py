@@ -1,6 +1,9 @@
 """Sentence-level text data for latent-EBM prior text models (e.g. Penn Treebank).
 
-One sentence per line, whitespace tokenized (word mode) or SentencePiece tokenized. Every
+One sentence per line (``sentence_split: line``), or running text such as a hard-wrapped book
+whose blank-line-separated paragraphs are split into sentences (``sentence_split: paragraph``,
+see :func:`split_sentences`; ``strip_gutenberg_header`` drops a Project Gutenberg header and
+footer first). Sentences are whitespace tokenized (word mode) or SentencePiece tokenized. Every
 encoded sentence is ``<bos> w1 ... wn <eos>`` followed by ``<pad>`` up to the batch length; the
 special ids are fixed: ``<pad>`` = 0, ``<unk>`` = 1, ``<bos>`` = 2, ``<eos>`` = 3.
 
@@ -12,6 +15,7 @@ import hashlib
 import io
 import logging
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -26,6 +30,7 @@ from torch.nn.utils.rnn import pad_sequence
 from latentebm.data import (
     BUILTIN_PREFIX,
     DataFileError,
+    DataFormatError,
     data_root,
     open_text,
     resolve_data_path,
@@ -36,6 +41,7 @@ __all__ = [
     "BOS",
     "EOS",
     "PAD",
+    "SENTENCE_ABBREVIATIONS",
     "SPECIALS",
     "UNK",
     "SentencePieceTokenizer",
@@ -43,6 +49,9 @@ __all__ = [
     "Tokenizer",
     "Vocabulary",
     "WordTokenizer",
+    "paragraphs",
+    "split_sentences",
+    "strip_gutenberg",
     "tokenizer_from_state_dict",
 ]
 
@@ -433,6 +442,106 @@ def tokenizer_from_state_dict(state: dict[str, Any]) -> WordTokenizer | Sentence
 
 
 # --------------------------------------------------------------------------------------------
+# Running text: paragraphs, sentences, Project Gutenberg files
+# --------------------------------------------------------------------------------------------
+
+SENTENCE_ABBREVIATIONS: frozenset[str] = frozenset(
+    {
+        "capt", "col", "dr", "gen", "hon", "jr", "lt", "messrs", "mlle", "mme", "mr", "mrs",
+        "ms", "mt", "prof", "rev", "sgt", "sr", "st",
+    }
+)  # fmt: skip
+"""Words after which a ``.`` does not end a sentence (``Mr. Bennet``, ``St. Paul``), compared in
+lower case without the period; single upper-case initials (``J. Smith``) do not end one either."""
+
+_OPENING_QUOTES = "\"'\u201c\u2018"  # " ' “ ‘
+_SENTENCE_END_RE = re.compile(r"([.!?]+)[\"'\u201d\u2019)\]]*(?=\s)")  # closing: " ' ” ’ ) ]
+_GUTENBERG_START_RE = re.compile(
+    r"^[\s\ufeff]*\*{3}\s*START OF (?:THE|THIS) PROJECT GUTENBERG E-?BOOK\b", re.IGNORECASE
+)
+_GUTENBERG_END_RE = re.compile(
+    r"^[\s\ufeff]*\*{3}\s*END OF (?:THE|THIS) PROJECT GUTENBERG E-?BOOK\b", re.IGNORECASE
+)
+
+
+def split_sentences(text: str) -> list[str]:
+    """The sentences of a paragraph of running text, whitespace runs collapsed to one space.
+
+    A sentence ends after a run of ``.``, ``!`` or ``?`` (with the closing quotes or brackets
+    ``" ' ” ’ ) ]`` right after it) that is followed by whitespace and then an upper-case letter
+    or an opening quote (``" ' “ ‘``). A single ``.`` after a word of
+    :data:`SENTENCE_ABBREVIATIONS` (``Mr.``, ``Dr.``, ``St.``) or after a single upper-case
+    letter (an initial: ``J. Smith``) ends none. For example
+    ``"Why?" asked Mr. Hale. "Go!" He went.`` is ``['"Why?" asked Mr. Hale.', '"Go!"',
+    'He went.']``: ``?"`` is followed by a lower-case word and ``Mr.`` is an abbreviation.
+    """
+    text = " ".join(text.split())
+    out: list[str] = []
+    start = 0
+    for match in _SENTENCE_END_RE.finditer(text):
+        end = match.end()
+        following = text[end + 1 : end + 2]  # after the one space
+        if not following or not (following.isupper() or following in _OPENING_QUOTES):
+            continue
+        if match.group(1) == ".":
+            word_start = max(start, text.rfind(" ", start, match.start()) + 1)
+            word = text[word_start : match.start()]
+            word = word.lstrip(_OPENING_QUOTES + "([")
+            if word.lower() in SENTENCE_ABBREVIATIONS or (len(word) == 1 and word.isupper()):
+                continue
+        out.append(text[start:end])
+        start = end + 1
+    if start < len(text):
+        out.append(text[start:])
+    return out
+
+
+def paragraphs(lines: Iterable[str]) -> list[str]:
+    """The blank-line-separated paragraphs of ``lines``, each one line: its lines stripped and
+    joined with single spaces (a blank line is empty or whitespace only)."""
+    out: list[str] = []
+    current: list[str] = []
+    for line in lines:
+        text = line.strip()
+        if text:
+            current.append(text)
+        elif current:
+            out.append(" ".join(current))
+            current = []
+    if current:
+        out.append(" ".join(current))
+    return out
+
+
+def strip_gutenberg(lines: Sequence[str], source: str | os.PathLike[str]) -> list[str]:
+    """The lines of a Project Gutenberg e-book between its start and end marker lines.
+
+    The start marker is the first line that begins with ``*** START OF THE PROJECT GUTENBERG
+    EBOOK`` (or ``THIS PROJECT``, ``E-BOOK``; any case), the end marker the first line after it
+    that begins with ``*** END OF THE PROJECT GUTENBERG EBOOK`` (or ``THIS``); both are dropped
+    with everything before the start and from the end on (the licence and the catalogue text).
+
+    Raises:
+        DataFormatError: one line naming ``source`` when a marker is missing.
+    """
+    start = next((i for i, line in enumerate(lines) if _GUTENBERG_START_RE.match(line)), None)
+    if start is None:
+        raise DataFormatError(
+            f"{source}: task.strip_gutenberg_header: no '*** START OF THE PROJECT GUTENBERG "
+            "EBOOK ... ***' line (or 'START OF THIS PROJECT ...'); not a Project Gutenberg "
+            "e-book? set task.strip_gutenberg_header=false"
+        )
+    end = next((i for i in range(start + 1, len(lines)) if _GUTENBERG_END_RE.match(lines[i])), None)
+    if end is None:
+        raise DataFormatError(
+            f"{source}: task.strip_gutenberg_header: no '*** END OF THE PROJECT GUTENBERG "
+            f"EBOOK ... ***' line after the start marker of line {start + 1}; is the file cut "
+            "short? set task.strip_gutenberg_header=false to keep every line"
+        )
+    return list(lines[start + 1 : end])
+
+
+# --------------------------------------------------------------------------------------------
 # Task
 # --------------------------------------------------------------------------------------------
 
@@ -484,6 +593,19 @@ class TextTask(BucketedBatches):
         """Drop (not truncate) sentences with more tokens (excluding ``<bos>``/``<eos>``)."""
         max_sentences: int | None = None
         """Use only the first N training sentences (after the valid split)."""
+        sentence_split: Literal["line", "paragraph"] = "line"
+        """How the files are cut into sentences (all splits): ``line``: each non-blank line is
+        one sentence (PTB and the other corpora, one sentence per line); ``paragraph``: running
+        text such as a hard-wrapped book: the lines of each blank-line-separated paragraph are
+        joined with spaces and the paragraph is split into sentences by
+        :func:`split_sentences` (after ``.``, ``!`` or ``?`` followed by whitespace and an
+        upper-case letter or an opening quote; not after ``Mr.``, ``Dr.``, ``St.``, ... or an
+        initial)."""
+        strip_gutenberg_header: bool = False
+        """Read each file only between its Project Gutenberg marker lines (``*** START OF THE
+        PROJECT GUTENBERG EBOOK ... ***`` or ``START OF THIS ...``, and ``*** END OF ...``), so
+        the header, licence and footer are not training text (:func:`strip_gutenberg`); a file
+        without the markers is an error."""
         cache_dir: str | None = None
         """Where trained SentencePiece models are cached (None: ``$XDG_CACHE_HOME/latentebm/
         tokenizers``, default ``~/.cache``); keyed by the training text and settings."""
@@ -492,6 +614,11 @@ class TextTask(BucketedBatches):
             if self.tokenizer not in ("word", "sentencepiece"):
                 raise ValueError(
                     f"task.tokenizer must be 'word' or 'sentencepiece', got {self.tokenizer!r}"
+                )
+            if self.sentence_split not in ("line", "paragraph"):
+                raise ValueError(
+                    "task.sentence_split must be 'line' or 'paragraph', "
+                    f"got {self.sentence_split!r}"
                 )
             if self.spm_model_type not in ("unigram", "bpe"):
                 raise ValueError(
@@ -502,7 +629,10 @@ class TextTask(BucketedBatches):
                     f"task.valid_fraction must be in [0, 1), got {self.valid_fraction}"
                 )
             if self.valid is not None and self.valid_fraction > 0:
-                raise ValueError("set either task.valid or task.valid_fraction, not both")
+                raise ValueError(
+                    "set either task.valid or task.valid_fraction, not both (with your own "
+                    "task.valid, set task.valid_fraction=0)"
+                )
             if self.min_freq < 1:
                 raise ValueError(f"task.min_freq must be >= 1, got {self.min_freq}")
             if self.max_vocab is not None and self.max_vocab <= len(SPECIALS):
@@ -560,7 +690,10 @@ class TextTask(BucketedBatches):
         return path if path.is_dir() else None
 
     def _read(self, name: str) -> list[str]:
-        """Non-blank stripped lines of a file, or of every ``*.txt``/``*.txt.gz`` in a folder."""
+        """The sentences of a file, or of every ``*.txt``/``*.txt.gz`` in a folder (in name
+        order): its non-blank stripped lines, or with ``sentence_split: paragraph`` the
+        sentences of its paragraphs; each file cut to its Project Gutenberg text first with
+        ``strip_gutenberg_header``."""
         folder = self._folder(name)
         if folder is None:
             paths = [resolve_data_path(name, self.data_root)]
@@ -575,10 +708,20 @@ class TextTask(BucketedBatches):
             )
             if not paths:
                 raise DataFileError(f"data folder {folder} has no *.txt or *.txt.gz files")
+        cfg = self.config
         lines: list[str] = []
         for path in paths:
             with open_text(path) as f:
-                lines.extend(s for s in (line.strip() for line in f) if s)
+                if cfg.sentence_split == "line" and not cfg.strip_gutenberg_header:
+                    lines.extend(s for s in (line.strip() for line in f) if s)
+                    continue
+                text = [line.rstrip("\r\n") for line in f]
+            if cfg.strip_gutenberg_header:
+                text = strip_gutenberg(text, path)
+            if cfg.sentence_split == "paragraph":
+                lines.extend(s for p in paragraphs(text) for s in split_sentences(p))
+            else:
+                lines.extend(s for s in (line.strip() for line in text) if s)
         return lines
 
     def _check_split(self, split: str) -> None:

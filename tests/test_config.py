@@ -63,6 +63,19 @@ class DummyGenerator:
         self.extra = extra
 
 
+class OtherGenerator:
+    """A second generator component whose Config shares no key with DummyGenerator's and has a
+    required key."""
+
+    @dataclass
+    class Config:
+        width: int
+        depth: int = 2
+
+    def __init__(self, config: OtherGenerator.Config, **extra: Any) -> None:
+        self.config = config
+
+
 class NoConfig:
     """A component class without a Config dataclass."""
 
@@ -277,6 +290,138 @@ def test_apply_overrides_parses_yaml_values_and_copies() -> None:
 def test_bad_override_items(item: str, expected: str) -> None:
     message = error_of(lambda: apply_overrides({"seed": 0}, [item]))
     assert expected in message
+
+
+# --------------------------------------------------------------------------------------------
+# Deleting keys: ~key.path
+# --------------------------------------------------------------------------------------------
+
+OTHER = "model.generator._component_=tests.test_config.OtherGenerator"
+
+
+def test_deletion_swaps_a_component(tmp_path: Path) -> None:
+    path = write(tmp_path, FULL)
+    # without the deletion the file's DummyGenerator keys are unknown to the new class
+    message = error_of(lambda: load_recipe(path, [OTHER, "model.generator.width=3"]))
+    assert "model.generator.hidden: unknown key (known: _component_, depth, width)" in message
+    for items in (
+        ["~model.generator", OTHER, "model.generator.width=3"],
+        [OTHER, "model.generator.width=3", "~model.generator"],  # deletions go first
+    ):
+        recipe = load_recipe(path, items)
+        assert recipe.model.generator == ComponentConfig(
+            "tests.test_config.OtherGenerator", OtherGenerator.Config(width=3, depth=2)
+        )
+        assert recipe.model.z_dim == 16 and recipe.task.args.foo == 7  # the rest is the file's
+
+
+def test_deletion_restores_defaults(tmp_path: Path) -> None:
+    deletions = [
+        "~seed",
+        "~model.posterior_chain.clamp",
+        "~model.prior.hidden_dims",
+        "~model.generator.mode",
+        "~trainer.max_steps",
+        "~optim.prior",
+    ]
+    recipe = load_recipe(write(tmp_path, FULL), deletions)
+    assert recipe.seed == 0  # file: 3
+    assert recipe.model.posterior_chain == ChainConfig(n_steps=20, step_size=0.1)  # clamp 3
+    assert recipe.model.prior.hidden_dims == [200, 200]  # file: [100, 100]
+    assert recipe.model.prior.negative_slope == 0.1  # sibling kept
+    assert recipe.model.generator.args.mode == "a"  # file: b
+    assert recipe.model.generator.args.hidden == 128  # sibling kept
+    assert recipe.trainer.max_steps == 40000 and recipe.trainer.batch_size == 16
+    assert recipe.optim.prior == AdamConfig(lr=1e-4, betas=(0.5, 0.999))
+    assert recipe.optim.generator == AdamConfig(lr=1e-3, grad_clip=5.0)
+
+
+def test_apply_overrides_deletes_before_setting() -> None:
+    data: dict[str, Any] = {"a": {"b": 1, "c": {"d": 2, "e": 3}}, "f": 4}
+    assert apply_overrides(data, ["a.b=5", "~a"]) == {"a": {"b": 5}, "f": 4}
+    assert apply_overrides(data, ["~a.c.d", " ~f", "~a.b"]) == {"a": {"c": {"e": 3}}}
+    assert apply_overrides(data, ["~a.c", "a.c.x=1"]) == {"a": {"b": 1, "c": {"x": 1}}, "f": 4}
+    assert data == {"a": {"b": 1, "c": {"d": 2, "e": 3}}, "f": 4}  # input untouched
+
+
+@pytest.mark.parametrize(
+    ("items", "expected"),
+    [
+        (
+            ["~a.x"],
+            "command line: ~a.x: cannot delete 'a.x': the recipe has no key 'x' in 'a' "
+            "(keys there: b, c)",
+        ),
+        (
+            ["~a.cc.d"],
+            "command line: ~a.cc.d: cannot delete 'a.cc.d': the recipe has no key 'cc' in 'a' "
+            "(keys there: b, c); did you mean 'c'?",
+        ),
+        (
+            ["~seed"],
+            "command line: ~seed: cannot delete 'seed': the recipe has no key 'seed' at the top "
+            "level (keys there: a, f)",
+        ),
+        (["x=1", "~x"], "command line: ~x: cannot delete 'x': the recipe has no key 'x'"),
+        (
+            ["~f.g"],
+            "command line: ~f.g: cannot delete a key inside 'f', which is int 4, not a section",
+        ),
+        (["~a", "~a.b"], "command line: ~a.b: nothing to delete, '~a' already deleted it"),
+        (["~a.b", "~a.b"], "command line: ~a.b: nothing to delete, '~a.b' already deleted it"),
+        (["~a.b=1"], "command line: ~a.b=1: a deletion takes no value (write ~a.b to delete"),
+        (["~"], "command line: ~: invalid key path ''"),
+        (["~a..b"], "command line: ~a..b: invalid key path 'a..b'"),
+    ],
+)
+def test_bad_deletions(items: list[str], expected: str) -> None:
+    data = {"a": {"b": 1, "c": {"d": 2}}, "f": 4}
+    assert error_of(lambda: apply_overrides(data, items)).startswith(expected)
+
+
+def test_bad_deletion_in_a_recipe_suggests_the_key(tmp_path: Path) -> None:
+    path = write(tmp_path, FULL)
+    message = error_of(lambda: load_recipe(path, ["~model.generatr"]))
+    assert message == (
+        "command line: ~model.generatr: cannot delete 'model.generatr': the recipe has no key "
+        "'generatr' in 'model' (keys there: generator, posterior_chain, prior, prior_chain, "
+        "z_dim); did you mean 'generator'?"
+    )
+    message = error_of(lambda: load_recipe(path, ["~trainer.max_minutes"]))  # not in the file
+    assert message.startswith(
+        "command line: ~trainer.max_minutes: cannot delete 'trainer.max_minutes': the recipe "
+        "has no key 'max_minutes' in 'trainer' (keys there: batch_size, max_steps, nonfinite, "
+        "valid_batches)"
+    )
+
+
+def test_errors_after_a_deletion_name_it(tmp_path: Path) -> None:
+    path = write(tmp_path, FULL)
+    message = error_of(lambda: load_recipe(path, ["~model.generator"]))
+    assert message == "command line: ~model.generator: missing required key"
+    message = error_of(lambda: load_recipe(path, ["~task._component_"]))
+    assert message == (
+        f"{path}: task: missing '_component_' key (dotted path of the class to build) "
+        "(with the command-line override '~task._component_')"
+    )
+    message = error_of(lambda: load_recipe(path, ["~model.generator", OTHER]))
+    assert message == (
+        f"command line: {OTHER}: model.generator.width: missing required key "
+        "('~model.generator' deleted the section 'model.generator'; this override creates it)"
+    )
+    amortized = MINIMAL + (
+        "  inference:\n"
+        "    _component_: latentebm.inference.SequenceEncoder\n"
+        "  posterior_chain:\n"
+        "    init: amortized\n"
+    )
+    path = write(tmp_path, amortized, "amortized.yaml")
+    assert load_recipe(path).model.posterior_chain.init == "amortized"
+    message = error_of(lambda: load_recipe(path, ["~model.inference"]))
+    assert message.startswith(
+        f"{path}: model.posterior_chain.init: amortized needs model.inference"
+    )
+    assert message.endswith("(with the command-line override '~model.inference')")
 
 
 # --------------------------------------------------------------------------------------------

@@ -362,3 +362,154 @@ def test_no_valid_molecules_is_an_error(tmp_path: Path) -> None:
         warnings.simplefilter("ignore")
         with pytest.raises(MoleculeDataError, match="no valid training molecules"):
             _task(tmp_path, ["C1CC", "xyz"])
+
+
+# ----------------------------------------------------------------------------- your own file
+
+# 40 distinct valid molecules, already RDKit canonical (so the stored strings equal these)
+OWN = [_canon(("C" * k) + tail) for k in range(1, 11) for tail in ("O", "N", "Cl", "C=O")]
+
+TINY_RUN = [
+    "model.z_dim=4",
+    "model.prior.hidden_dims=[8,8]",
+    "model.generator.embedding_dim=8",
+    "model.generator.hidden_dim=16",
+    "model.prior_chain.n_steps=3",
+    "model.posterior_chain.n_steps=2",
+    "trainer.max_steps=2",
+    "trainer.batch_size=8",
+    "trainer.log_every=1",
+    "trainer.valid_every=2",
+    "trainer.valid_batches=1",
+    "trainer.checkpoint_every=2",
+    "trainer.samples_at_end=2",
+    "trainer.progress=false",
+    "trainer.tensorboard=false",
+    "task.n_jobs=1",
+    "device=cpu",
+]
+
+
+def test_molecule_file_recipe_loads(capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    from latentebm.cli import main
+
+    assert main(["cat", "molecule_file", "task.train=x.smi"]) == 0
+    resolved = yaml.safe_load(capsys.readouterr().out)
+    assert resolved["name"] == "molecule_file"
+    task = resolved["task"]
+    assert task["_component_"] == "latentebm.tasks.molecules.MoleculeTask"
+    assert (task["train"], task["valid"], task["test"]) == ("x.smi", None, None)
+    assert (task["held_out_index"], task["valid_fraction"], task["column"]) == (None, 0.05, None)
+    assert main(["cat", "molecule_file"]) == 2  # task.train is required
+    assert "molecule_file.yaml: task.train: missing required key" in capsys.readouterr().err
+    # with a validation file of one's own, the recipe's valid_fraction is turned off
+    assert main(["cat", "molecule_file", "task.train=x.smi", "task.valid=v.smi"]) == 2
+    assert "with your own task.valid, set task.valid_fraction=0" in capsys.readouterr().err
+    args = ["cat", "molecule_file", "task.train=x.smi", "task.valid=v.smi"]
+    assert main([*args, "task.valid_fraction=0"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "column"),
+    [
+        ("own.smi", "".join(f"{s} mol{i}\n" for i, s in enumerate(OWN)), None),
+        (
+            "own.csv",
+            "id,Molecule,logP\n" + "".join(f"{i},{s},0.5\n" for i, s in enumerate(OWN)),
+            "Molecule",
+        ),
+    ],
+)
+def test_molecule_file_trains_end_to_end(
+    tmp_path: Path, name: str, text: str, column: str | None
+) -> None:
+    from latentebm.cli import main
+
+    path = _write(tmp_path / name, text)
+    run = tmp_path / "run"
+    items = [f"task.train={path}", f"task.cache_dir={tmp_path / 'cache'}", f"trainer.run_dir={run}"]
+    if column is not None:
+        items.append(f"task.column={column}")
+    assert main(["train", "molecule_file", *items, *TINY_RUN]) == 0
+    assert sorted(p.name for p in (run / "checkpoints").glob("step_*.pt")) == ["step_00000002.pt"]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "recon_nll" in r] == [1, 2]
+    assert any("valid_recon_nll" in r for r in rows)
+    config = (run / "config.yaml").read_text()
+    assert "valid_fraction: 0.05" in config and f"train: {path}" in config
+
+
+def test_molecule_file_split_is_fixed(tmp_path: Path) -> None:
+    from latentebm.config import instantiate, load_recipe
+
+    _write(tmp_path / "own.smi", "".join(s + "\n" for s in OWN))
+    _write(tmp_path / "own.csv", "n,SMILES\n" + "".join(f"{i},{s}\n" for i, s in enumerate(OWN)))
+    splits = []
+    for name, seed in (("own.smi", 1), ("own.smi", 7), ("own.csv", 1)):
+        recipe = load_recipe(
+            Path(__file__).resolve().parents[1] / "recipes" / "molecule_file.yaml",
+            [f"task.train={name}", "task.cache=false", "task.n_jobs=1", f"seed={seed}"],
+        )
+        task = instantiate(recipe.task, data_root=str(tmp_path))
+        assert task.splits == ["train", "valid"]
+        splits.append((task.sentences("train"), task.sentences("valid")))
+    # the same split whatever the run's seed and the file format
+    assert splits[0] == splits[1] == splits[2]
+    train, valid = splits[0]
+    # round(40 * 0.05) = 2 held out: rows perm[:2] of the seed-0 permutation, in file order
+    held = sorted(np.random.default_rng(0).permutation(40)[:2].tolist())
+    assert valid == [OWN[i] for i in held]
+    assert train == [s for i, s in enumerate(OWN) if i not in held]
+
+
+@pytest.mark.parametrize(
+    ("ids", "base", "bad", "first", "last"),
+    [([2, 9], 1, 9, 1, 5), ([0, 5], 0, 5, 0, 4), ([0, 3], 1, 0, 1, 5)],
+)
+def test_held_out_index_of_another_file_is_one_clear_line(
+    tmp_path: Path, ids: list[int], base: int, bad: int, first: int, last: int
+) -> None:
+    _write(tmp_path / "five.smi", "CCO\nCCN\nCCC\nCCCl\nCC=O\n")
+    (tmp_path / "index.json").write_text(json.dumps({"valid_idxs": ids}))
+    config = Config(
+        train="five.smi",
+        held_out_index="index.json",
+        held_out_index_base=base,
+        cache=False,
+        n_jobs=1,
+    )
+    with pytest.raises(MoleculeDataError) as info:
+        MoleculeTask(config, str(tmp_path))
+    assert str(info.value) == (
+        f"task.held_out_index: ids out of range for task.train five.smi: index.json has id "
+        f"{bad} but the 5 rows of that file take ids {first}..{last} (held_out_index_base "
+        f"{base}); the index belongs to another data file (recipes/qm9.yaml's is the QM9 test "
+        "split), so for your own data set task.held_out_index=null (and task.test=FILE for a "
+        "test split)"
+    )
+
+
+def test_qm9_recipe_on_your_own_file_says_to_drop_the_index(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from latentebm.cli import main
+
+    path = _write(tmp_path / "own.smi", "".join(s + "\n" for s in OWN))
+    items = [f"task.train={path}", "task.cache=false", f"trainer.run_dir={tmp_path / 'run'}"]
+    assert main(["train", "qm9", *items, *TINY_RUN]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("latentebm:")]  # not INFO lines
+    assert len(lines) == 1
+    assert lines[0].startswith(
+        f"latentebm: error: task.held_out_index: ids out of range for task.train {path}: "
+        "builtin:valid_idx_qm9.json has id "
+    )
+    assert "the 40 rows of that file take ids 1..40" in lines[0]
+    assert lines[0].endswith("set task.held_out_index=null (and task.test=FILE for a test split)")
+    assert not (tmp_path / "run").exists()
+    # as suggested: the QM9 recipe's model on your own file
+    items[-1] = f"trainer.run_dir={tmp_path / 'run2'}"
+    assert main(["train", "qm9", *items, *TINY_RUN, "task.held_out_index=null"]) == 0

@@ -380,6 +380,40 @@ def test_override_error_on_the_command_line_is_one_line(tmp_path: Path, run_cli)
     assert line.startswith("latentebm: error: command line: anomaly.train_fraction=0.5: ")
 
 
+TRANSFORMER = "model.generator._component_=latentebm.generators.transformer.TransformerDecoder"
+
+
+def test_a_deletion_swaps_the_generator_of_a_builtin_recipe() -> None:
+    qm9 = RECIPES / "qm9.yaml"
+    message = error_of(lambda: load_recipe(qm9, [TRANSFORMER, "model.generator.n_embd=64"]))
+    assert "model.generator.embedding_dim: unknown key" in message  # the LSTM's keys
+    recipe = load_recipe(qm9, ["~model.generator", TRANSFORMER, "model.generator.n_embd=64"])
+    assert recipe.model.generator.component.endswith("transformer.TransformerDecoder")
+    args = recipe.model.generator.args
+    assert (args.n_embd, args.n_head, args.max_decode_length) == (64, 4, 60)  # others: defaults
+    assert recipe.task.args.held_out_index == "builtin:valid_idx_qm9.json"  # the rest: the file's
+    recipe = load_recipe(qm9, ["~task.held_out_index"])
+    assert recipe.task.args.held_out_index is None
+
+
+def test_a_deletion_on_the_command_line(
+    tmp_path: Path,
+    run_cli,  # type: ignore[no-untyped-def]
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = text_recipe(tmp_path)
+    assert main(["cat", str(path), "~trainer.max_steps", "~model.generator.hidden_dim"]) == 0
+    resolved = yaml.safe_load(capsys.readouterr().out)
+    assert resolved["trainer"]["max_steps"] == 40000  # tiny recipe: 6; the default
+    assert resolved["model"]["generator"]["hidden_dim"] == LSTMDecoder.Config().hidden_dim
+    done = run_cli("train", path, "~model.generatr", "trainer.max_steps=1")
+    assert one_error_line(done) == (
+        "latentebm: error: command line: ~model.generatr: cannot delete 'model.generatr': the "
+        "recipe has no key 'generatr' in 'model' (keys there: generator, posterior_chain, prior, "
+        "prior_chain, z_dim); did you mean 'generator'?"
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # 6. A device this machine does not have is one line naming the key
 # --------------------------------------------------------------------------------------------

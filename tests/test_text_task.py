@@ -436,3 +436,176 @@ def test_sentencepiece_models_are_cached_by_their_input(
         assert "unreadable tokenizer cache" in caplog.text
         assert repaired.encode("the cat sat") == first.encode("the cat sat")
         assert files[0].read_bytes() == repaired.model_proto
+
+
+# ----------------------------------------------------------------------------- books
+
+BOOK = """\
+The Project Gutenberg eBook of A Tiny Test Book
+
+This eBook is for the use of anyone anywhere in the United States and
+most other parts of the world at no cost and with almost no restrictions
+whatsoever.
+
+Title: A Tiny Test Book
+
+*** START OF THE PROJECT GUTENBERG EBOOK A TINY TEST BOOK ***
+
+
+
+
+CHAPTER I.
+
+It was a bright cold day in April, and Mr.
+Smith walked down St. James Street with Dr. Watson. They did not
+speak. The clocks were striking thirteen!
+
+"Good morning, Mrs. Hudson," said he. "Is the kettle on?" asked the
+doctor.   She did not answer. Was she asleep? Nobody knew.
+
+'Yes,' said Alice. 'I think so.' Then she
+left the room... and the house went quiet.
+J. R. Hartley came in.
+
+*** END OF THE PROJECT GUTENBERG EBOOK A TINY TEST BOOK ***
+
+Updated editions will replace the previous one--the old editions will
+be renamed.
+"""
+
+# hand-checked: the sentences of the text between the markers
+BOOK_SENTENCES = [
+    "CHAPTER I.",
+    "It was a bright cold day in April, and Mr. Smith walked down St. James Street with "
+    "Dr. Watson.",
+    "They did not speak.",
+    "The clocks were striking thirteen!",
+    '"Good morning, Mrs. Hudson," said he.',
+    '"Is the kettle on?" asked the doctor.',
+    "She did not answer.",
+    "Was she asleep?",
+    "Nobody knew.",
+    "'Yes,' said Alice.",
+    "'I think so.'",
+    "Then she left the room... and the house went quiet.",
+    "J. R. Hartley came in.",
+]
+
+
+def _book_task(tmp_path: Path, text: str = BOOK, name: str = "book.txt", **kw) -> TextTask:
+    (tmp_path / name).write_text(text, encoding="utf-8")
+    return TextTask(Config(train=name, **kw), str(tmp_path))
+
+
+def test_book_paragraphs_are_split_into_sentences(tmp_path: Path) -> None:
+    task = _book_task(tmp_path, sentence_split="paragraph", strip_gutenberg_header=True)
+    assert task.sentences("train") == BOOK_SENTENCES
+    # without the header option the header and footer are text too, split the same way
+    task = _book_task(tmp_path, sentence_split="paragraph")
+    sentences = task.sentences("train")
+    assert sentences[0] == "The Project Gutenberg eBook of A Tiny Test Book"
+    assert sentences[-1] == (
+        "Updated editions will replace the previous one--the old editions will be renamed."
+    )
+    start = sentences.index("*** START OF THE PROJECT GUTENBERG EBOOK A TINY TEST BOOK ***")
+    assert sentences[start + 1 : start + 1 + len(BOOK_SENTENCES)] == BOOK_SENTENCES
+
+
+def test_lines_stay_sentences_by_default(tmp_path: Path) -> None:
+    lines = [line.strip() for line in BOOK.splitlines() if line.strip()]
+    assert _book_task(tmp_path).sentences("train") == lines  # today's behaviour
+    stripped = _book_task(tmp_path, strip_gutenberg_header=True).sentences("train")
+    assert stripped == lines[lines.index("CHAPTER I.") : lines.index("J. R. Hartley came in.") + 1]
+    assert stripped[1] == "It was a bright cold day in April, and Mr."  # a line fragment
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("One. Two! Three? four. Five", ["One.", "Two!", "Three? four.", "Five"]),
+        ('He said "Go." Then left.', ['He said "Go."', "Then left."]),
+        ("Ask Mr. Hale and MRS. Hale. Or Prof. X.", ["Ask Mr. Hale and MRS. Hale.", "Or Prof. X."]),
+        ("A sign (see below.) Here it is.", ["A sign (see below.)", "Here it is."]),
+        ("\u201cHi.\u201d \u2018Oh.\u2019 Ok.", ["\u201cHi.\u201d", "\u2018Oh.\u2019", "Ok."]),
+        ("Wait...  what?  No.", ["Wait... what?", "No."]),
+        ("J. Doe, e.g. Fine. (And that.)", ["J. Doe, e.g.", "Fine. (And that.)"]),  # not listed
+        ("  ", []),
+    ],
+)
+def test_split_sentences_rule(text: str, expected: list[str]) -> None:
+    from latentebm.tasks.text import split_sentences
+
+    assert split_sentences(text) == expected
+
+
+def test_paragraphs_join_wrapped_lines() -> None:
+    from latentebm.tasks.text import paragraphs
+
+    lines = ["", "  first line", "second\tline  ", " \t", "", "next", "   ", "last", ""]
+    assert paragraphs(lines) == ["first line second\tline", "next", "last"]
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        (
+            "*** START OF THIS PROJECT GUTENBERG EBOOK ALICE ***",
+            "*** END OF THIS PROJECT GUTENBERG EBOOK ALICE ***",
+        ),
+        (
+            "\ufeff***START OF THE PROJECT GUTENBERG E-BOOK X***",
+            "*** End of the Project Gutenberg eBook X ***",
+        ),
+    ],
+)
+def test_gutenberg_marker_variants(start: str, end: str) -> None:
+    from latentebm.tasks.text import strip_gutenberg
+
+    lines = ["header", start, "body one", "", "body two", end, "footer"]
+    assert strip_gutenberg(lines, "b.txt") == ["body one", "", "body two"]
+
+
+def test_missing_gutenberg_markers_are_one_line(tmp_path: Path) -> None:
+    from latentebm.data import DataFormatError
+
+    no_start = BOOK.replace("*** START OF THE", "START OF THE")
+    with pytest.raises(DataFormatError) as info:
+        _book_task(tmp_path, no_start, strip_gutenberg_header=True)
+    assert str(info.value) == (
+        f"{tmp_path / 'book.txt'}: task.strip_gutenberg_header: no '*** START OF THE PROJECT "
+        "GUTENBERG EBOOK ... ***' line (or 'START OF THIS PROJECT ...'); not a Project "
+        "Gutenberg e-book? set task.strip_gutenberg_header=false"
+    )
+    no_end = BOOK.split("*** END OF")[0]
+    with pytest.raises(DataFormatError) as info:
+        _book_task(tmp_path, no_end, "cut.txt", strip_gutenberg_header=True)
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / 'cut.txt'}: task.strip_gutenberg_header: no '*** END")
+    assert "after the start marker of line 9;" in message and "\n" not in message
+
+
+def test_book_options_in_a_recipe(tmp_path: Path) -> None:
+    from latentebm.cli import builtin_recipes
+    from latentebm.config import RecipeError, load_recipe
+
+    folder = tmp_path / "books"
+    folder.mkdir()
+    (folder / "a.txt").write_text(BOOK, encoding="utf-8")
+    (folder / "b.txt.gz").write_bytes(__import__("gzip").compress(BOOK.encode("utf-8")))
+    items = [
+        f"task.train={folder}",
+        "task.sentence_split=paragraph",
+        "task.strip_gutenberg_header=true",
+        "task.spm_vocab_size=60",
+        "task.max_length=null",  # the recipe's 40 pieces would drop the long sentence
+    ]
+    recipe = load_recipe(builtin_recipes()["text_folder"], items)
+    task = TextTask(recipe.task.args, recipe.data.root)
+    # 26 sentences: each file stripped and split on its own; round(26 * 0.05) = 1 held out
+    assert task.num_sentences("valid") == 1
+    every = sorted(task.sentences("train") + task.sentences("valid"))
+    assert every == sorted(BOOK_SENTENCES * 2)
+    with pytest.raises(RecipeError, match=r"task.sentence_split=words: expected one of"):
+        load_recipe(builtin_recipes()["text_folder"], [*items[:1], "task.sentence_split=words"])
+    with pytest.raises(ValueError, match="task.sentence_split must be 'line' or 'paragraph'"):
+        Config(train="x", sentence_split="sentences")  # type: ignore[arg-type]
