@@ -675,6 +675,7 @@ def _likelihood_settings(args: argparse.Namespace) -> object:
             n_temperatures=args.temperatures,
             leapfrog_steps=args.leapfrog,
             laplace_starts=args.laplace_starts,
+            defensive=args.defensive,
         )
     )
     log_z = LogPartitionSettings(
@@ -1057,13 +1058,22 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_int,
         default=None,
         metavar="T",
-        help="AIS temperatures (100)",
+        help="AIS temperatures of the likelihood path (25)",
     )
     like.add_argument(
         "--ais-init",
         choices=("laplace", "reference"),
         default=None,
-        help="AIS start: a Laplace fit per example (default) or N(0, sigma^2 I)",
+        help="AIS start: a Laplace fit per example (default: exact for Gaussian-like posteriors) "
+        "or N(0, sigma^2 I) (with --temperatures 500: tight on the rugged posteriors of text "
+        "models that use z, at about 12x the cost; docs/RESULTS.md section 12b)",
+    )
+    like.add_argument(
+        "--defensive",
+        type=float,
+        default=None,
+        metavar="F",
+        help="laplace: share of N(0, sigma^2 I) in the start density (0)",
     )
     like.add_argument(
         "--leapfrog", type=positive_int, default=None, metavar="L", help="HMC leapfrog (2)"
