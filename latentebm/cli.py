@@ -1051,7 +1051,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int_at_least(2),
         default=None,
         metavar="C",
-        help="AIS chains per example (8); is: posterior chains the proposal is fitted to (16)",
+        help="AIS chains per example (12); is: posterior chains the proposal is fitted to (16)",
     )
     like.add_argument(
         "--temperatures",
@@ -1073,7 +1073,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         metavar="F",
-        help="laplace: share of N(0, sigma^2 I) in the start density (0)",
+        help="laplace: share of N(0, sigma^2 I) in the start density (0.3)",
     )
     like.add_argument(
         "--leapfrog", type=positive_int, default=None, metavar="L", help="HMC leapfrog (2)"

@@ -327,16 +327,20 @@ def test_text_marginal_and_log_z_match_quadrature_in_two_dimensions() -> None:
     grid = quadrature_log_marginal(model, x, limit=7.0, points=401)
     log_z_exact, exact = grid.log_z, grid.log_marginal
     assert abs(log_z_exact) > 0.05  # the tilt matters
-    result = evaluate_marginal_nll(
-        model, [x], model.generator.num_targets, AISSettings(n_chains=16), generator=seeded(0)
-    )
-    assert abs(result.log_z["value"] - log_z_exact) < 4.5 * result.log_z["std_error"] + 0.01
-    error = torch.tensor(result.log_likelihoods, dtype=F64) - exact
-    se = torch.tensor(result.std_errors, dtype=F64)
-    assert float(error.abs().max()) < 0.1
-    assert bool((error.abs() < 4.5 * se + 0.02).all())
-    assert result.total_tokens == 4 + 2 + 5 + 3
-    assert result.ppl == pytest.approx(math.exp(result.total_nll / result.total_tokens))
+    # the Laplace start alone, and the default (30 % of the chains start at the reference:
+    # a little noisier on easy posteriors like these, docs/RESULTS.md section 12b)
+    for settings, largest in ((AISSettings(n_chains=16, defensive=0.0), 0.1), (None, 0.2)):
+        result = evaluate_marginal_nll(
+            model, [x], model.generator.num_targets, settings, generator=seeded(0)
+        )
+        assert abs(result.log_z["value"] - log_z_exact) < 4.5 * result.log_z["std_error"] + 0.01
+        error = torch.tensor(result.log_likelihoods, dtype=F64) - exact
+        se = torch.tensor(result.std_errors, dtype=F64)
+        assert float(error.abs().max()) < largest
+        assert float(error.abs().mean()) < 0.1
+        assert bool((error.abs() < 4.5 * se + 0.02).all())
+        assert result.total_tokens == 4 + 2 + 5 + 3
+        assert result.ppl == pytest.approx(math.exp(result.total_nll / result.total_tokens))
 
 
 def test_model_without_latent_variable_is_scored_exactly() -> None:

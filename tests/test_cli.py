@@ -527,6 +527,6 @@ def test_evaluate_passes_the_ais_start_options_on() -> None:
     parser = build_parser()
     args = ["evaluate", "RUN", "--ais-init", "reference", "--temperatures", "500"]
     ais = _likelihood_settings(parser.parse_args(args)).ais  # type: ignore[attr-defined]
-    assert (ais.init, ais.n_temperatures, ais.defensive) == ("reference", 500, 0.0)
-    ais = _likelihood_settings(parser.parse_args(["evaluate", "RUN", "--defensive", "0.3"])).ais  # type: ignore[attr-defined]
-    assert (ais.init, ais.defensive) == ("laplace", 0.3)
+    assert (ais.init, ais.n_temperatures, ais.defensive) == ("reference", 500, 0.3)
+    ais = _likelihood_settings(parser.parse_args(["evaluate", "RUN", "--defensive", "0"])).ais  # type: ignore[attr-defined]
+    assert (ais.init, ais.defensive) == ("laplace", 0.0)

@@ -88,12 +88,18 @@ class AISSettings:
         defensive: weight of ``N(0, sigma^2 I)`` in the start density of ``laplace``:
             ``q = (1 - defensive) N(m, L L^T) + defensive N(0, sigma^2 I)`` (defensive
             importance sampling, Hesterberg 1995), so chains also start where the mode search
-            did not look (other modes of the posterior); 0: the Laplace fit alone.
+            did not look (other modes of the posterior); 0: the Laplace fit alone. 0.3 with
+            12 chains (the defaults): on a PTB model whose posteriors are rugged the BDMC gap
+            fell from 39 to 10 nats per sentence (docs/RESULTS.md section 12b) and on the
+            ground truth's multimodal posteriors the error from 0.64 to 0.34, while the
+            linear-Gaussian closed form stays within 0.15 nats with its error bars covering the
+            truth in 93 % of estimates (8 chains cover it in only 88 %: the chains that start at
+            the reference mostly carry no weight).
         batch_size: most (example, chain) pairs given to the generator at once.
     """
 
     init: AISInit = "laplace"
-    n_chains: int = 8
+    n_chains: int = 12
     n_temperatures: int = 25
     schedule: ScheduleShape = "sigmoid"
     prior_temperatures: int = 100
@@ -105,7 +111,7 @@ class AISSettings:
     laplace_starts: int = 8
     laplace_lr: float = 0.1
     widen: float = 1.0
-    defensive: float = 0.0
+    defensive: float = 0.3
     batch_size: int = 256
 
     def __post_init__(self) -> None:
