@@ -58,7 +58,7 @@ __all__ = [
     "PriorConfig",
     "Recipe",
     "RecipeError",
-    "LEGACY_MODULES",
+    "LEGACY_COMPONENTS",
     "TOOLKIT_PACKAGES",
     "TRUSTED_MODULES_ENV",
     "TimeBudgetConfig",
@@ -89,13 +89,18 @@ TOOLKIT_PACKAGES: tuple[str, ...] = ("latentebm",)
 """The toolkit's own packages: a recipe from any source may name components in these (the
 tasks are installed as ``latentebm.tasks``, from the repository's ``tasks/`` folder)."""
 
-LEGACY_MODULES: dict[str, str] = {
-    f"tasks.{name}": f"latentebm.tasks.{name}"
-    for name in ("text", "images", "molecules", "batching")
+LEGACY_COMPONENTS: dict[str, str] = {
+    f"tasks.{module}.{cls}": f"latentebm.tasks.{module}.{cls}"
+    for module, cls in (
+        ("text", "TextTask"),
+        ("images", "ImageTask"),
+        ("molecules", "MoleculeTask"),
+    )
 }
-"""Module paths of toolkit classes before the tasks were installed as ``latentebm.tasks``
+"""Component paths of the toolkit's tasks before they were installed as ``latentebm.tasks``
 (checkpoints and recipes written then name ``tasks.text.TextTask``): read as their new names,
-never imported under the old ones, so a user's own package called ``tasks`` is not touched."""
+never imported under the old ones. Only these exact class paths are translated, so a user's own
+package called ``tasks`` (even with a module ``tasks.text``) is not touched."""
 
 TRUSTED_MODULES_ENV = "LATENTEBM_TRUSTED_MODULES"
 """Environment variable: comma-separated module prefixes (``mypkg,other.sub``) whose components
@@ -326,11 +331,26 @@ def _covered(module: str, prefixes: Iterable[str]) -> bool:
 
 
 def current_component_path(target: str) -> str:
-    """``target`` with a module path of :data:`LEGACY_MODULES` replaced by its current name
-    (``tasks.text.TextTask`` -> ``latentebm.tasks.text.TextTask``); other paths unchanged."""
-    module_name, _, attr = target.rpartition(".")
-    current = LEGACY_MODULES.get(module_name)
-    return f"{current}.{attr}" if current is not None else target
+    """``target``, or its current name if it is one of :data:`LEGACY_COMPONENTS`
+    (``tasks.text.TextTask`` -> ``latentebm.tasks.text.TextTask``)."""
+    return LEGACY_COMPONENTS.get(target, target)
+
+
+def current_component_paths(data: Any) -> Any:
+    """A copy of recipe data (nested mappings and lists) with every ``_component_`` value
+    through :func:`current_component_path`: an older checkpoint's recipe as it reads now."""
+    if isinstance(data, Mapping):
+        return {
+            key: (
+                current_component_path(value)
+                if key == COMPONENT_KEY and isinstance(value, str)
+                else current_component_paths(value)
+            )
+            for key, value in data.items()
+        }
+    if isinstance(data, list):
+        return [current_component_paths(item) for item in data]
+    return data
 
 
 def _import_component(target: str, parts: Sequence[str | int], ctx: _Context) -> type:

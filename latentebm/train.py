@@ -41,7 +41,13 @@ from latentebm.checkpoint import (
     require_fields,
     save_atomic,
 )
-from latentebm.config import Recipe, recipe_from_dict, recipe_to_dict, recipe_to_yaml
+from latentebm.config import (
+    Recipe,
+    current_component_paths,
+    recipe_from_dict,
+    recipe_to_dict,
+    recipe_to_yaml,
+)
 from latentebm.console_log import ConsoleLog
 from latentebm.distributed import (
     DistContext,
@@ -71,6 +77,10 @@ from latentebm.runs import (
 )
 
 _T = TypeVar("_T")
+
+_MAY_CHANGE_ON_RESUME = {"model": ("compile",), "task": ("cache_dir",)}
+"""Keys of the task and model sections that a resumed run may change: how the chains execute,
+where caches live (another machine)."""
 
 CONSOLE_LOG = "console.log"
 """What the main process printed while it trained (:mod:`latentebm.console_log`)."""
@@ -158,12 +168,14 @@ class Trainer:
         """The model and task of a resumed run must be those of the checkpoint (how the chains
         execute, ``model.compile``, may change)."""
         current = recipe_to_dict(self.recipe)
+        saved = current_component_paths(saved)  # a checkpoint from before the tasks' rename
         for section in ("task", "model"):
             before, now = saved.get(section), current.get(section)
-            if section == "model" and isinstance(before, dict) and isinstance(now, dict):
+            if isinstance(before, dict) and isinstance(now, dict):
                 before, now = dict(before), dict(now)
-                before.pop("compile", None)
-                now.pop("compile", None)
+                for key in _MAY_CHANGE_ON_RESUME[section]:
+                    before.pop(key, None)
+                    now.pop(key, None)
             diff = first_difference(before, now, section)
             if diff is not None:
                 raise TrainingError(

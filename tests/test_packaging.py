@@ -16,7 +16,7 @@ import torch
 import yaml
 
 import latentebm
-from latentebm.config import LEGACY_MODULES, current_component_path, recipe_from_dict
+from latentebm.config import LEGACY_COMPONENTS, current_component_path, recipe_from_dict
 from tests.conftest import cli_env, tiny_recipe_dict, tiny_sentences, train_tiny_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,10 +77,11 @@ def test_tasks_and_recipes_are_installed_under_latentebm() -> None:
 def test_legacy_component_paths_map_to_the_installed_tasks() -> None:
     assert current_component_path("tasks.text.TextTask") == "latentebm.tasks.text.TextTask"
     assert current_component_path("tasks.images.ImageTask") == "latentebm.tasks.images.ImageTask"
-    old_modules = {"tasks.text", "tasks.images", "tasks.molecules", "tasks.batching"}
-    assert set(LEGACY_MODULES) == old_modules
-    # a user's own module that happens to start with "tasks" is left alone
+    old = {"tasks.text.TextTask", "tasks.images.ImageTask", "tasks.molecules.MoleculeTask"}
+    assert set(LEGACY_COMPONENTS) == old
+    # a user's own classes, even in a module called tasks.text, are left alone
     assert current_component_path("tasks.mine.MyTask") == "tasks.mine.MyTask"
+    assert current_component_path("tasks.text.MyTask") == "tasks.text.MyTask"
     assert current_component_path("mytasks.text.TextTask") == "mytasks.text.TextTask"
     recipe = tiny_recipe_dict("tiny.txt")
     recipe["task"]["_component_"] = "tasks.text.TextTask"
@@ -126,6 +127,23 @@ def test_a_user_tasks_package_breaks_neither_training_nor_loading(tmp_path: Path
         assert done.returncode == 0, done.stderr
         assert len(done.stdout.strip().splitlines()) == 2
     assert not marker.exists()
+
+
+def test_a_run_written_before_the_rename_resumes(tmp_path: Path) -> None:
+    """``trainer.resume`` from a checkpoint that names ``tasks.text.TextTask`` continues it: the
+    old name is the same task, not a changed one."""
+    from latentebm.checkpoint import checkpoint_path
+
+    (tmp_path / "new").mkdir()
+    run = train_tiny_run(tmp_path / "new", trainer={"max_steps": 2, "checkpoint_every": 2})
+    old = old_format_checkpoint(run, tmp_path / "old")
+    resumed = train_tiny_run(
+        tmp_path / "new",
+        f"trainer.resume={old}",
+        f"trainer.run_dir={tmp_path / 'continued'}",
+        trainer={"max_steps": 3},
+    )
+    assert torch.load(checkpoint_path(resumed, 3), weights_only=True)["step"] == 3
 
 
 def test_a_checkpoint_written_before_the_rename_loads(tmp_path: Path) -> None:

@@ -51,7 +51,7 @@ from latentebm.checkpoint import (
     require_fields,
     save_atomic,
 )
-from latentebm.config import _to_plain, instantiate, recipe_to_yaml
+from latentebm.config import _to_plain, current_component_paths, instantiate, recipe_to_yaml
 from latentebm.image_io import write_atomic
 from latentebm.runs import (
     TimedCheckpoints,
@@ -338,6 +338,7 @@ class ShortRunTrainer:
             raise TrainingError(f"{source}: not a shortrun checkpoint")
         require_fields(saved, source, RESUME_FIELDS)
         current = _to_plain(self.recipe)
+        saved = {**saved, "recipe": current_component_paths(saved["recipe"])}
         for key in sorted(set(saved["recipe"]) | set(current)):
             if key in _RESUMABLE_SECTIONS or key == "name":
                 continue
