@@ -160,6 +160,8 @@ def fcd_reference(smiles: list[str], chunk: int, label: str) -> tuple[object, ob
         n += act.shape[0]
         rate = n / max(time.perf_counter() - started, 1e-9)
         say(f"FCD {label}: {n:,}/{len(smiles):,} molecules ({rate:.0f}/s)")
+    if n < 2:
+        raise DataScriptError(f"FCD {label}: {n} molecules; the statistics need at least 2")
     mean = total / n
     cov = (outer - n * np.outer(mean, mean)) / (n - 1)
     return mean, 0.5 * (cov + cov.T)
@@ -200,6 +202,16 @@ def build_reference_cache(
     say(f"reference statistics cached in {reference.meta.get('cache_file', '~/.cache/latentebm')}")
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
 def reference_count(text: str) -> int | None:
     if text == "all":
         return None
@@ -219,14 +231,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     _common.add_skip_count_check(parser, "accept files that differ from MOSES 0.3.1's")
     parser.add_argument("--no-fcd", action="store_true", help="skip the FCD statistics")
-    parser.add_argument("--chunk", type=int, default=10_000, help="molecules per FCD chunk")
+    parser.add_argument(
+        "--chunk", type=positive_int, default=10_000, help="molecules per FCD chunk"
+    )
     parser.add_argument(
         "--reference-molecules",
         type=reference_count,
         default=False,
         help="also build the metric cache from N molecules of each test set (or 'all')",
     )
-    parser.add_argument("--n-jobs", type=int, default=2, help="RDKit worker processes")
+    parser.add_argument("--n-jobs", type=positive_int, default=2, help="RDKit worker processes")
     parser.add_argument(
         "--cache-dir",
         type=Path,
@@ -265,7 +279,14 @@ def main(argv: list[str] | None = None) -> int:
                 ) from exc
         if args.reference_molecules is not False:
             say("phase 3/3: the metric cache (fingerprints, fragments, scaffolds, properties)")
-            build_reference_cache(args.out, args.reference_molecules, args.n_jobs, args.cache_dir)
+            try:
+                build_reference_cache(
+                    args.out, args.reference_molecules, args.n_jobs, args.cache_dir
+                )
+            except ImportError as exc:
+                raise DataScriptError(
+                    f"the metric cache needs RDKit ({exc}): pip install -e '.[mol]'"
+                ) from exc
         say("done")
 
     return _common.run(action)

@@ -724,6 +724,14 @@ def cmd_score_molecules(args: argparse.Namespace) -> int:
     out = Path(args.output) if args.output else None
     if out is not None and out.exists() and not args.force:
         raise FileExistsError(f"{out}: exists; not overwritten (use --force)")
+    needed = ["rdkit", *(["fcd_torch"] if "moses" in names else [])]
+    for module in needed:
+        try:
+            __import__(module)
+        except ImportError as error:
+            raise ValueError(
+                f"score-molecules needs {module} ({error}): pip install 'latentebm[mol]'"
+            ) from error
     samples = read_generated_smiles(args.file, args.column)
     if not samples:
         raise ValueError(f"{args.file}: no molecules")

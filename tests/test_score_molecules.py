@@ -30,6 +30,14 @@ def test_reader_keeps_every_row_as_one_sample(tmp_path: Path) -> None:
     csv.write_text("id,Smiles\n1,CCO\n2,\n3,c1ccccc1\n", encoding="utf-8")
     assert read_generated_smiles(csv) == ["CCO", "", "c1ccccc1"]  # 'smiles' in any case
     assert read_generated_smiles(csv, "id") == ["1", "2", "3"]
+    # one column: an empty SMILES is an empty line; a byte-order mark is not part of the header
+    single = tmp_path / "single.csv"
+    single.write_text("\ufeffsmiles\nCCO\n\nC1CC1\n", encoding="utf-8")
+    assert read_generated_smiles(single) == ["CCO", "", "C1CC1"]
+    assert read_generated_smiles(single, "smiles") == ["CCO", "", "C1CC1"]
+    named = tmp_path / "named.smi"
+    named.write_text("\ufeffSMILES\tName\nCCO\tethanol\n", encoding="utf-8")
+    assert read_generated_smiles(named) == ["CCO"]  # a two-field header line
 
 
 def test_reader_errors_name_the_file(tmp_path: Path) -> None:
@@ -107,3 +115,16 @@ def test_score_molecules_moses_suite_on_real_reference(
     assert moses["Filters"] == pytest.approx(1.0) and moses["FCD/Test"] > 0
     assert moses["reference"]["sets_n"]["Test"]["used"] == 300
     assert "[moses-ref]" in capsys.readouterr().err  # the reference build says what it does
+
+
+def test_a_missing_chemistry_package_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+
+    gen = tmp_path / "gen.smi"
+    gen.write_text(SAMPLES, encoding="utf-8")
+    monkeypatch.setitem(sys.modules, "rdkit", None)  # import rdkit now raises ImportError
+    assert main(["score-molecules", str(gen), "--metrics", "molecules"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs rdkit" in err[0] and "latentebm[mol]" in err[0]

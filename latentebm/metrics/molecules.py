@@ -942,8 +942,10 @@ def read_generated_smiles(path: str | os.PathLike[str], column: str | None = Non
             raise ValueError(f"{path}: a column is named, but a .smi/.txt file has no columns")
         with _open_text(path) as f:
             lines = [line.rstrip("\r\n") for line in f]
-        if lines and lines[0].strip() in ("SMILES", "smiles"):
-            lines = lines[1:]
+        if lines:
+            lines[0] = lines[0].removeprefix("\ufeff")  # a byte-order mark
+        if lines and (lines[0].split(maxsplit=1) or [""])[0] in ("SMILES", "smiles"):
+            lines = lines[1:]  # a header line ("SMILES" or "SMILES name")
         return [(line.split(maxsplit=1) or [""])[0] for line in lines]
     if not name.endswith((".csv", ".csv.gz")):
         raise ValueError(f"{path}: unknown molecule file type (expected .smi, .txt, .csv, or .gz)")
@@ -951,6 +953,8 @@ def read_generated_smiles(path: str | os.PathLike[str], column: str | None = Non
         reader = csv.reader(f)
         try:
             header = [h.strip() for h in next(reader, [])]
+            if header:
+                header[0] = header[0].removeprefix("\ufeff")  # a byte-order mark
             if not header:
                 raise ValueError(f"{path} is empty (expected a header row)")
             if column is not None:
@@ -962,7 +966,8 @@ def read_generated_smiles(path: str | os.PathLike[str], column: str | None = Non
             else:
                 lower = [h.lower() for h in header]
                 col = lower.index("smiles") if "smiles" in lower else 0
-            return [row[col].strip() if col < len(row) else "" for row in reader if row]
+            # an empty line is an empty SMILES (one-column files write "" that way)
+            return [row[col].strip() if col < len(row) else "" for row in reader]
         except csv.Error as exc:
             raise ValueError(f"{path}: line {reader.line_num}: not a CSV file ({exc})") from exc
 
