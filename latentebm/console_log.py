@@ -87,6 +87,12 @@ class ConsoleLog:
         sys.stdout = _Tee(sys.stdout, self._sink)  # type: ignore[assignment]
         sys.stderr = _Tee(sys.stderr, self._sink)  # type: ignore[assignment]
 
+    def note(self, text: str) -> None:
+        """Append ``text`` as a line of the log only (not the terminal): e.g. why the run stopped,
+        which the command line prints after the log has closed."""
+        if self._sink is not None:
+            self._sink.feed("\n" + " ".join(text.split()) + "\n")
+
     def stop(self) -> None:
         if self._saved is not None:
             sys.stdout, sys.stderr = self._saved

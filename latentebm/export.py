@@ -16,7 +16,8 @@ An exported folder holds
 :func:`resolve_model` turns what a user names into such a file: a run directory or checkpoint
 (as before), an exported folder, ``pretrained:NAME`` for the models shipped with the package
 (``tasks/pretrained/NAME/``, installed as ``latentebm.tasks``), or ``hf:OWNER/REPO`` for a
-folder on the Hugging Face Hub (downloaded with ``huggingface_hub`` when it is installed and
+folder on the Hugging Face Hub (``hf:OWNER/REPO@REVISION`` pins a branch, tag or commit;
+downloaded with ``huggingface_hub`` when it is installed and
 the Hub is reachable; a local folder needs no network).
 """
 
@@ -25,6 +26,8 @@ from __future__ import annotations
 import importlib.resources
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +82,11 @@ def resolve_model(name: str | os.PathLike[str]) -> Path:
     return resolve_checkpoint(path)
 
 
-def _from_hub(repo_id: str) -> Path:
-    """A local copy of the Hub repository ``repo_id`` (``huggingface_hub.snapshot_download``)."""
+def _from_hub(name: str) -> Path:
+    """A local copy of the Hub repository ``OWNER/REPO`` or ``OWNER/REPO@REVISION`` (a branch,
+    tag or commit: pin one to load the same model every time) via
+    ``huggingface_hub.snapshot_download``."""
+    repo_id, _, revision = name.partition("@")
     try:
         from huggingface_hub import snapshot_download
     except ImportError as error:
@@ -89,7 +95,11 @@ def _from_hub(repo_id: str) -> Path:
             "(pip install huggingface_hub); or download the folder and give its path"
         ) from error
     try:
-        folder = Path(snapshot_download(repo_id, allow_patterns=["*.pt", "*.yaml", "*.md"]))
+        folder = Path(
+            snapshot_download(
+                repo_id, revision=revision or None, allow_patterns=["*.pt", "*.yaml", "*.md"]
+            )
+        )
     except Exception as error:  # noqa: BLE001 - offline, unknown repository, no access
         raise CheckpointError(
             f"hf:{repo_id}: cannot fetch from the Hugging Face Hub ({type(error).__name__}: "
@@ -131,23 +141,62 @@ def export_model(
         for key, value in state["model"].items()
         if not key.startswith(TRAINING_ONLY_BUFFERS)
     }
+    recipe = without_machine_paths(state["recipe"])
     exported = {
         "format": EXPORT_FORMAT,
         "family": state.get("family", "latent"),
-        "recipe": state["recipe"],
+        "recipe": recipe,
         "task_state": state["task_state"],
         "model": weights,
         "step": int(state["step"]),
     }
-    target.mkdir(parents=True, exist_ok=True)
-    with atomic_write(target / MODEL_FILE) as handle:
-        torch.save(exported, handle)
-    recipe_text = yaml.safe_dump(state["recipe"], sort_keys=False)
-    write_bytes_atomic(target / "config.yaml", recipe_text.encode())
     n_params = sum(v.numel() for v in weights.values() if v.is_floating_point())
-    card_text = model_card(state["recipe"], int(state["step"]), n_params, card or {})
-    write_bytes_atomic(target / "README.md", card_text.encode())
+    card_text = model_card(recipe, int(state["step"]), n_params, card or {})  # before writing
+    # written into a new sibling folder, renamed into place when complete: an export that
+    # fails (disk full) leaves no half folder behind that a retry would refuse
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        with atomic_write(staging / MODEL_FILE) as handle:
+            torch.save(exported, handle)
+        write_bytes_atomic(
+            staging / "config.yaml", yaml.safe_dump(recipe, sort_keys=False).encode()
+        )
+        write_bytes_atomic(staging / "README.md", card_text.encode())
+        if target.exists():
+            target.rmdir()  # empty (checked above); os.replace needs it gone or empty
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return target
+
+
+MACHINE_PATHS: dict[str, tuple[str, ...]] = {
+    "trainer": ("run_dir", "resume"),
+    "data": ("root",),
+    "task": ("cache_dir",),
+}
+"""Recipe keys that name folders of the machine a model was trained on (run folders, data root,
+caches): cleared in an export, which is meant to travel."""
+
+
+def without_machine_paths(recipe: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``recipe`` with :data:`MACHINE_PATHS` set to null (and an absolute
+    ``trainer.runs_root`` back to ``runs``)."""
+    out = {
+        key: (dict(value) if isinstance(value, dict) else value) for key, value in recipe.items()
+    }
+    for section, keys in MACHINE_PATHS.items():
+        part = out.get(section)
+        if isinstance(part, dict):
+            for key in keys:
+                if key in part:
+                    part[key] = None
+    trainer = out.get("trainer")
+    if isinstance(trainer, dict) and os.path.isabs(str(trainer.get("runs_root", ""))):
+        trainer["runs_root"] = "runs"
+    return out
 
 
 def model_card(recipe: dict[str, Any], step: int, n_params: int, card: dict[str, Any]) -> str:
@@ -192,8 +241,27 @@ def model_card(recipe: dict[str, Any], step: int, n_params: int, card: dict[str,
     return "\n".join(lines)
 
 
+CARD_TEXT_FIELDS = (
+    "title",
+    "description",
+    "data",
+    "licence",
+    "budget",
+    "commit",
+    "machine",
+    "metrics_command",
+    "load_as",
+)
+
+
 def read_card_fields(path: str | os.PathLike[str] | None) -> dict[str, Any]:
-    """Model card fields from a JSON file (``latentebm export --card FILE``); {} for None."""
+    """Model card fields from a JSON file (``latentebm export --card FILE``); {} for None.
+
+    Raises:
+        ValueError: one line naming the file and the field: not JSON, not an object, an
+            unknown field, a text field that is not a string, ``metrics`` not an object of
+            numbers and strings.
+    """
     if path is None:
         return {}
     try:
@@ -204,4 +272,15 @@ def read_card_fields(path: str | os.PathLike[str] | None) -> dict[str, Any]:
         ) from error
     if not isinstance(fields, dict):
         raise ValueError(f"{path}: expected a JSON object of model card fields")
+    for key, value in fields.items():
+        if key == "metrics":
+            if not isinstance(value, dict) or not all(
+                isinstance(v, int | float | str) and not isinstance(v, bool) for v in value.values()
+            ):
+                raise ValueError(f"{path}: metrics must be an object of numbers or strings")
+        elif key not in CARD_TEXT_FIELDS:
+            known = ", ".join([*CARD_TEXT_FIELDS, "metrics"])
+            raise ValueError(f"{path}: unknown model card field {key!r} (known: {known})")
+        elif not isinstance(value, str):
+            raise ValueError(f"{path}: {key} must be a string")
     return fields

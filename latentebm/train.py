@@ -192,6 +192,10 @@ class Trainer:
         self.ctx = init_distributed(use_cuda)
         try:
             return self._fit()
+        except BaseException as error:
+            if self._console is not None:  # the reason is printed only after the log closes
+                self._console.note(f"stopped: {type(error).__name__}: {error}")
+            raise
         finally:
             if self._console is not None:
                 self._console.stop()

@@ -55,3 +55,27 @@ def test_training_keeps_a_console_log_and_a_resume_appends_to_it(tmp_path: Path)
     text = (run / "console.log").read_text()
     assert text.count("===== ") == 2 and "resuming from" in text
     assert text.index("new run") < text.index("resuming from")
+
+
+def test_the_log_says_why_a_run_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+
+    import latentebm.model as model_module
+    from latentebm.config import load_recipe
+    from latentebm.train import Trainer, TrainingError
+    from tests.conftest import tiny_recipe_dict
+
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text("\n".join(["the cat sat"] * 50) + "\n", encoding="utf-8")
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe_dict(corpus)), encoding="utf-8")
+
+    def not_finite(*args: object, **kwargs: object) -> None:
+        raise model_module.NonFiniteError("generator_loss", float("nan"))
+
+    monkeypatch.setattr(model_module.LatentEBM, "learning_step", not_finite)
+    trainer = Trainer(load_recipe(recipe, [f"trainer.run_dir={tmp_path / 'run'}"]))
+    with pytest.raises(TrainingError):
+        trainer.fit()
+    log = (tmp_path / "run" / "console.log").read_text()
+    assert "stopped: TrainingError: step 1: generator_loss is nan" in log

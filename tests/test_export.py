@@ -107,3 +107,37 @@ def test_export_and_generate_from_the_command_line(persistent_run: Path, tmp_pat
     )
     assert done.returncode == 0, done.stderr
     assert len(done.stdout.strip().splitlines()) == 2
+
+
+def test_an_export_travels_without_local_paths_and_a_bad_card_writes_nothing(
+    persistent_run: Path, tmp_path: Path
+) -> None:
+    import json
+
+    from latentebm.export import read_card_fields
+
+    out = export_model(persistent_run, tmp_path / "model")
+    recipe = torch.load(out / "model.pt", weights_only=True)["recipe"]
+    assert recipe["trainer"]["run_dir"] is None  # the run folder of the training machine
+    assert str(persistent_run) not in (out / "config.yaml").read_text()
+    card = tmp_path / "card.json"
+    card.write_text(json.dumps({"metrics": [1, 2]}))
+    with pytest.raises(ValueError, match="metrics must be an object"):
+        read_card_fields(card)
+    card.write_text(json.dumps({"licnce": "MIT"}))
+    with pytest.raises(ValueError, match="unknown model card field 'licnce'"):
+        read_card_fields(card)
+
+
+def test_a_failed_export_leaves_no_folder_behind(
+    persistent_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import latentebm.export as export_module
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(export_module, "write_bytes_atomic", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        export_model(persistent_run, tmp_path / "model")
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor its staging copy
