@@ -33,8 +33,9 @@ examples:
 
 
 OVERRIDES_HELP = (
-    "dotted overrides, e.g. seed=3; ~key.path deletes a key of the recipe (its default applies, "
-    "or later items rebuild it), always before the key=value items"
+    "dotted overrides, e.g. seed=3; '~key.path' deletes a key of the recipe (its default "
+    "applies, or later items rebuild it), always before the key=value items (quote it: shells "
+    "expand ~word)"
 )
 
 
@@ -1355,12 +1356,16 @@ class _StderrLines(logging.Handler):
 
 def _show_toolkit_logs() -> None:
     """INFO and above of the ``latentebm`` loggers on stderr: what a task is loading, building
-    or caching is said, never silent (once per process)."""
+    or caching is said, never silent (once per process; under torchrun on the first process
+    only). A program that configured logging itself (handlers on the root logger) keeps its
+    own setup: nothing is added then, and records always propagate."""
+    if logging.getLogger().handlers or int(os.environ.get("RANK", "0")) != 0:
+        return
     log = logging.getLogger("latentebm")
     if not any(isinstance(h, _StderrLines) for h in log.handlers):
         log.addHandler(_StderrLines())
-        log.setLevel(logging.INFO)
-        log.propagate = False
+        if log.level == logging.NOTSET or log.level > logging.INFO:
+            log.setLevel(logging.INFO)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

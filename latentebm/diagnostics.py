@@ -34,8 +34,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from latentebm.chain_records import long_prior_chain
-from latentebm.plotting import fresh_dir, pyplot
+from latentebm.chain_records import chain_record_steps, chain_summary, long_prior_chain
+from latentebm.plotting import PlotDependencyError, fresh_dir, pyplot
+
+__all__ = [  # the chain records and plot helpers moved out; still importable from here
+    "PlotDependencyError",
+    "autocorrelation",
+    "chain_record_steps",
+    "chain_summary",
+    "diagnose",
+    "fresh_dir",
+    "long_prior_chain",
+    "nijkamp_scale",
+    "oscillation_summary",
+    "read_metrics",
+    "rolling_mean",
+]
 
 #: lag-1 autocorrelation at or below which (with frequent sign changes) oscillation is "strong".
 STRONG_LAG1 = -0.3
