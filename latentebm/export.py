@@ -156,6 +156,9 @@ def export_model(
     # fails (disk full) leaves no half folder behind that a retry would refuse
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)  # an ordinary folder, not mkdtemp's private one
     try:
         with atomic_write(staging / MODEL_FILE) as handle:
             torch.save(exported, handle)

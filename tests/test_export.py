@@ -78,7 +78,15 @@ def test_unknown_pretrained_and_unreachable_hub_names_are_one_line(monkeypatch) 
         resolve_model("hf:someone/model")
 
 
-@pytest.mark.parametrize("name", pretrained_names())
+SHIPPED = ["quickstart"]
+"""The models the package ships (tasks/pretrained/): each must load, generate and have a card."""
+
+
+def test_the_shipped_models_are_there() -> None:
+    assert set(SHIPPED) <= set(pretrained_names())
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_models_load_and_generate(name: str) -> None:
     model = latentebm.load(f"pretrained:{name}")
     samples = model.generate(3, seed=0)
@@ -141,3 +149,15 @@ def test_a_failed_export_leaves_no_folder_behind(
     with pytest.raises(OSError, match="No space left"):
         export_model(persistent_run, tmp_path / "model")
     assert list(tmp_path.iterdir()) == []  # neither the folder nor its staging copy
+
+
+def test_an_exported_folder_gets_ordinary_permissions(persistent_run: Path, tmp_path: Path) -> None:
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    try:
+        out = export_model(persistent_run, tmp_path / "model")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
