@@ -227,6 +227,14 @@ def unit_interval_float(text: str) -> float:
     return value
 
 
+def share_below_one(text: str) -> float:
+    """An argparse ``type``: a number in [0, 1)."""
+    value = _float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
 def non_negative_float(text: str) -> float:
     """An argparse ``type``: a finite number ``>= 0`` (a length penalty)."""
     value = _float(text)
@@ -1079,7 +1087,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     like.add_argument(
         "--defensive",
-        type=float,
+        type=share_below_one,
         default=None,
         metavar="F",
         help="laplace: share of N(0, sigma^2 I) in the start density (0.3)",
