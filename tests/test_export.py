@@ -78,7 +78,7 @@ def test_unknown_pretrained_and_unreachable_hub_names_are_one_line(monkeypatch) 
         resolve_model("hf:someone/model")
 
 
-SHIPPED = ["quickstart"]
+SHIPPED = ["quickstart", "qm9-selfies"]
 """The models the package ships (tasks/pretrained/): each must load, generate and have a card."""
 
 
