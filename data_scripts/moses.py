@@ -213,15 +213,8 @@ def positive_int(text: str) -> int:
 
 
 def reference_count(text: str) -> int | None:
-    if text == "all":
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a count or 'all', got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a count >= 1, got {value}")
-    return value
+    """``--reference-molecules``: a count >= 1, or ``all`` (None)."""
+    return None if text == "all" else positive_int(text)
 
 
 def main(argv: list[str] | None = None) -> int:
