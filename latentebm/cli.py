@@ -1367,7 +1367,7 @@ def _show_toolkit_logs() -> None:
     or caching is said, never silent (once per process; under torchrun on the first process
     only). A program that configured logging itself (handlers on the root logger) keeps its
     own setup: nothing is added then, and records always propagate."""
-    if logging.getLogger().handlers or int(os.environ.get("RANK", "0")) != 0:
+    if logging.getLogger().handlers or os.environ.get("RANK", "0").strip() not in ("", "0"):
         return
     log = logging.getLogger("latentebm")
     if not any(isinstance(h, _StderrLines) for h in log.handlers):

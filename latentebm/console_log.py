@@ -91,7 +91,8 @@ class ConsoleLog:
         """Append ``text`` as a line of the log only (not the terminal): e.g. why the run stopped,
         which the command line prints after the log has closed."""
         if self._sink is not None:
-            self._sink.feed("\n" + " ".join(text.split()) + "\n")
+            line = "; ".join(" ".join(part.split()) for part in text.splitlines() if part.strip())
+            self._sink.feed(("\n" if self._sink.pending else "") + line + "\n")
 
     def stop(self) -> None:
         if self._saved is not None:

@@ -26,8 +26,8 @@ from __future__ import annotations
 import importlib.resources
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ import yaml
 
 from latentebm.atomic import atomic_write, write_bytes_atomic
 from latentebm.checkpoint import load_checkpoint, require_fields, resolve_checkpoint
+from latentebm.config import current_component_paths
 from latentebm.errors import CheckpointError
 
 MODEL_FILE = "model.pt"
@@ -141,7 +142,7 @@ def export_model(
         for key, value in state["model"].items()
         if not key.startswith(TRAINING_ONLY_BUFFERS)
     }
-    recipe = without_machine_paths(state["recipe"])
+    recipe = without_machine_paths(current_component_paths(state["recipe"]))
     exported = {
         "format": EXPORT_FORMAT,
         "family": state.get("family", "latent"),
@@ -152,25 +153,30 @@ def export_model(
     }
     n_params = sum(v.numel() for v in weights.values() if v.is_floating_point())
     card_text = model_card(recipe, int(state["step"]), n_params, card or {})  # before writing
-    # written into a new sibling folder, renamed into place when complete: an export that
-    # fails (disk full) leaves no half folder behind that a retry would refuse
+    # a new folder is written as a hidden sibling and renamed into place when complete, an
+    # existing empty one (a link, a mount point) file by file: an export that fails (disk full)
+    # leaves nothing behind that a retry would refuse
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(staging, 0o777 & ~umask)  # an ordinary folder, not mkdtemp's private one
+    into_existing = target.exists()
+    folder = target if into_existing else target.parent / f".{target.name}.{secrets.token_hex(4)}"
+    if not into_existing:
+        folder.mkdir()  # the ordinary mode under the umask
+    written: list[Path] = []
     try:
-        with atomic_write(staging / MODEL_FILE) as handle:
+        with atomic_write(folder / MODEL_FILE) as handle:
             torch.save(exported, handle)
-        write_bytes_atomic(
-            staging / "config.yaml", yaml.safe_dump(recipe, sort_keys=False).encode()
-        )
-        write_bytes_atomic(staging / "README.md", card_text.encode())
-        if target.exists():
-            target.rmdir()  # empty (checked above); os.replace needs it gone or empty
-        os.replace(staging, target)
+        written.append(folder / MODEL_FILE)
+        config_text = yaml.safe_dump(recipe, sort_keys=False).encode()
+        written.append(write_bytes_atomic(folder / "config.yaml", config_text))
+        written.append(write_bytes_atomic(folder / "README.md", card_text.encode()))
+        if not into_existing:
+            os.replace(folder, target)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if into_existing:
+            for path in written:
+                path.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
         raise
     return target
 

@@ -530,3 +530,10 @@ def test_evaluate_passes_the_ais_start_options_on() -> None:
     assert (ais.init, ais.n_temperatures, ais.defensive) == ("reference", 500, 0.3)
     ais = _likelihood_settings(parser.parse_args(["evaluate", "RUN", "--defensive", "0"])).ais  # type: ignore[attr-defined]
     assert (ais.init, ais.defensive) == ("laplace", 0.0)
+
+
+def test_a_malformed_rank_variable_is_not_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    from latentebm.cli import main as cli_main
+
+    monkeypatch.setenv("RANK", "not-a-number")
+    assert cli_main(["ls"]) == 0

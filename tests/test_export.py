@@ -161,3 +161,27 @@ def test_an_exported_folder_gets_ordinary_permissions(persistent_run: Path, tmp_
     finally:
         os.umask(umask)
     assert stat.S_IMODE(out.stat().st_mode) == 0o755
+
+
+def test_export_into_an_empty_linked_folder_keeps_the_link(
+    persistent_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import latentebm.export as export_module
+
+    disk = tmp_path / "big_disk"
+    disk.mkdir()
+    link = tmp_path / "model"
+    link.symlink_to(disk, target_is_directory=True)
+    export_model(persistent_run, link)
+    assert link.is_symlink() and (disk / "model.pt").is_file()
+    # a failure there removes what it wrote and leaves the folder
+    empty = tmp_path / "empty"
+    empty.mkdir()
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(export_module, "write_bytes_atomic", full_disk)
+    with pytest.raises(OSError):
+        export_model(persistent_run, empty)
+    assert empty.is_dir() and list(empty.iterdir()) == []

@@ -30,6 +30,9 @@ def test_reader_keeps_every_row_as_one_sample(tmp_path: Path) -> None:
     csv.write_text("id,Smiles\n1,CCO\n2,\n3,c1ccccc1\n", encoding="utf-8")
     assert read_generated_smiles(csv) == ["CCO", "", "c1ccccc1"]  # 'smiles' in any case
     assert read_generated_smiles(csv, "id") == ["1", "2", "3"]
+    spaced = tmp_path / "spaced.csv"
+    spaced.write_text("id,smiles\n1,CCO\n\n2,C\n\n", encoding="utf-8")
+    assert read_generated_smiles(spaced) == ["CCO", "C"]  # blank lines are no rows here
     # one column: an empty SMILES is an empty line; a byte-order mark is not part of the header
     single = tmp_path / "single.csv"
     single.write_text("\ufeffsmiles\nCCO\n\nC1CC1\n", encoding="utf-8")

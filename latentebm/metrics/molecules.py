@@ -966,8 +966,9 @@ def read_generated_smiles(path: str | os.PathLike[str], column: str | None = Non
             else:
                 lower = [h.lower() for h in header]
                 col = lower.index("smiles") if "smiles" in lower else 0
-            # an empty line is an empty SMILES (one-column files write "" that way)
-            return [row[col].strip() if col < len(row) else "" for row in reader]
+            # in a one-column file an empty line is an empty SMILES; elsewhere it is no row
+            single = len(header) == 1
+            return [row[col].strip() if col < len(row) else "" for row in reader if row or single]
         except csv.Error as exc:
             raise ValueError(f"{path}: line {reader.line_num}: not a CSV file ({exc})") from exc
 
