@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from latentebm.config import _field, _positive, _rate, check_fields
 from latentebm.generators import decoding
+from latentebm.generators.chain_lstm import InputGateCache, lstm_recurrence
 from latentebm.generators.fused import linear_cross_entropy
 
 RecurrentState: TypeAlias = Tensor | tuple[Tensor, Tensor]
@@ -63,6 +64,13 @@ class LSTMDecoder(nn.Module, decoding.StepwiseDecoder[RecurrentState]):
         plain ``linear`` + ``cross_entropy`` up to rounding, without materialising the
         ``(B*T, vocab)`` logits. Training steps (weights need gradients) and no-grad scoring
         always take the plain path. ``False``: always the plain path."""
+        fast_chain: bool = True
+        """In the Langevin chains (LSTM and embedding frozen, z needs a gradient, no active
+        dropout, one-layer ``lstm`` cell), run the recurrence of
+        :mod:`latentebm.generators.chain_lstm`: its backward reaches z only (oneDNN's LSTM also
+        computes weight gradients) and the embedding's share of the input projection is
+        computed once per token batch, not at every chain step. Same values and z-gradients as
+        ``nn.LSTM`` up to rounding. ``False``: always ``nn.LSTM``."""
 
         def __post_init__(self) -> None:
             check_fields(self)
@@ -99,6 +107,7 @@ class LSTMDecoder(nn.Module, decoding.StepwiseDecoder[RecurrentState]):
             nn.init.uniform_(param, -config.init_range, config.init_range)
         with torch.no_grad():
             self.embedding.weight[pad_id].zero_()
+        self._gate_cache = InputGateCache()
 
     def _initial_state(self, z: Tensor) -> RecurrentState:
         """``h0 = W z + b`` per layer (and ``c0 = 0`` for the LSTM)."""
@@ -134,30 +143,50 @@ class LSTMDecoder(nn.Module, decoding.StepwiseDecoder[RecurrentState]):
         output, _ = self.lstm(torch.cat([embedded, z_every_step], dim=2), self._initial_state(z))
         return self.dropout(output)
 
+    def _uses_chain_recurrence(self, z: Tensor) -> bool:
+        """Whether :meth:`token_log_likelihood` takes the chain path (``Config.fast_chain``)."""
+        config = self.config
+        if not (config.fast_chain and config.cell == "lstm" and config.num_layers == 1):
+            return False
+        if not (torch.is_grad_enabled() and z.requires_grad):
+            return False
+        if self.training and config.dropout > 0:
+            return False
+        return not any(p.requires_grad for p in (*self.lstm.parameters(), self.embedding.weight))
+
+    def _chain_hidden_states(self, inputs: Tensor, z: Tensor) -> Tensor:
+        """LSTM outputs ``(T, B, hidden_dim)``, time-major, by the chain recurrence."""
+        assert isinstance(self.lstm, nn.LSTM)
+        token_gates, weight_ih_z, weight_hh = self._gate_cache.get(
+            self.lstm, self.embedding, inputs
+        )
+        input_gates = token_gates + (z @ weight_ih_z.t()).unsqueeze(0)
+        h0 = self.latent_to_hidden(z)
+        return lstm_recurrence(input_gates, h0, weight_hh)
+
+    def _output_nll(self, hidden: Tensor, targets: Tensor) -> Tensor:
+        """``-log p(target | hidden)`` per row of ``hidden (N, H)``, ``targets (N,)``; 0 at pad."""
+        if self.config.fused_output:
+            # fused and chunked when the output layer is frozen (Langevin), else plain
+            return linear_cross_entropy(
+                hidden, self.output.weight, self.output.bias, targets, ignore_index=self.pad_id
+            )
+        return F.cross_entropy(
+            self.output(hidden), targets, ignore_index=self.pad_id, reduction="none"
+        )
+
     def token_log_likelihood(self, x: Tensor, z: Tensor) -> Tensor:
         """``log p(x_t | x_<t, z)`` for every target position, shape ``(B, T-1)``; 0 at padding."""
         inputs, targets = x[:, :-1], x[:, 1:]
+        if self._uses_chain_recurrence(z):
+            # rows in time-major order (t, b), the recurrence's own layout: no copy
+            hidden = self._chain_hidden_states(inputs, z).reshape(-1, self.config.hidden_dim)
+            nll = self._output_nll(hidden, targets.t().reshape(-1))
+            return -nll.view(targets.shape[1], targets.shape[0]).t()
         # One contiguous (B*T, H) matrix: the LSTM's output is time-major in memory, and a
         # plain GEMM on a packed copy is faster than a batched matmul over the strided view.
         hidden = self._hidden_states(inputs, z).reshape(-1, self.config.hidden_dim)
-        if self.config.fused_output:
-            # fused and chunked when the output layer is frozen (Langevin), else plain
-            nll = linear_cross_entropy(
-                hidden,
-                self.output.weight,
-                self.output.bias,
-                targets.reshape(-1),
-                ignore_index=self.pad_id,
-            )
-        else:
-            logits = self.output(hidden)
-            nll = F.cross_entropy(
-                logits,
-                targets.reshape(-1),
-                ignore_index=self.pad_id,
-                reduction="none",
-            )
-        return -nll.view(targets.shape)
+        return -self._output_nll(hidden, targets.reshape(-1)).view(targets.shape)
 
     def log_likelihood(self, x: Tensor, z: Tensor) -> Tensor:
         """``log p_beta(x | z)`` summed over the target tokens (incl. ``<eos>``), shape ``(B,)``."""
