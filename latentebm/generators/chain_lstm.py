@@ -81,7 +81,7 @@ class _Recurrence(torch.autograd.Function):
         # Per-step factors, for all steps at once (T, B, H each):
         #   do_pre = dh * tanh(c) * o (1 - o)
         #   dc    += dh * o (1 - tanh(c)^2)
-        #   (di_pre, df_pre, do_pre slot unused, dg_pre) = dc * (g i (1-i), c_{t-1} f (1-f), ., i (1-g^2))
+        #   (di_pre, df_pre, dg_pre) = dc * (g i (1-i), c_{t-1} f (1-f), i (1-g^2))
         out_factor = tanh_c * o * (1 - o)
         cell_factor = o * (1 - tanh_c * tanh_c)
         previous_cells = torch.zeros_like(cells)
