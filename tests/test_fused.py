@@ -72,6 +72,21 @@ def test_without_bias_and_without_gradient() -> None:
     assert not nll.requires_grad
 
 
+@pytest.mark.parametrize("ignored", ["all", "none"])
+def test_all_or_no_rows_ignored(ignored: str) -> None:
+    hidden, weight, bias, targets = problem(torch.float64)
+    targets = torch.full_like(targets, IGNORE) if ignored == "all" else targets.clamp(4, V - 1)
+    h = hidden.clone().requires_grad_(True)
+    nll = FrozenLinearCrossEntropy.apply(h, weight, bias, targets, IGNORE, 8)
+    (grad,) = torch.autograd.grad(nll.sum(), h)
+    h_plain = hidden.clone().requires_grad_(True)
+    nll_plain = plain_nll(h_plain, weight, bias, targets)
+    (grad_plain,) = torch.autograd.grad(nll_plain.sum(), h_plain)
+    torch.testing.assert_close(nll, nll_plain.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad, grad_plain, rtol=1e-12, atol=1e-12)
+    assert (nll == 0).all() == (ignored == "all")
+
+
 def test_gradcheck() -> None:
     hidden, weight, bias, targets = problem(torch.float64)
     hidden = hidden[:7].clone().requires_grad_(True)

@@ -38,8 +38,9 @@ class FrozenLinearCrossEntropy(torch.autograd.Function):
     """``nll = cross_entropy(hidden @ weight.T + bias, targets)`` per row, gradient to hidden only.
 
     ``apply(hidden (N, H), weight (V, H), bias (V,) or None, targets (N,), ignore_index,
-    chunk_size) -> nll (N,)``, 0 at rows whose target is ``ignore_index``; the rows are
-    processed in equal chunks of at most ``chunk_size``. ``weight`` and ``bias`` must not
+    chunk_size) -> nll (N,)``, 0 at rows whose target is ``ignore_index`` (padding: these rows
+    are left out of the computation, their gradient is 0); the other rows are processed in
+    equal chunks of at most ``chunk_size``. ``weight`` and ``bias`` must not
     require grad (raises ``ValueError`` otherwise): use :func:`linear_cross_entropy`, which
     falls back to the plain path in that case. Not twice differentiable.
     """
@@ -67,11 +68,16 @@ class FrozenLinearCrossEntropy(torch.autograd.Function):
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         need_grad = bool(ctx.needs_input_grad[0])
-        n = hidden.shape[0]
+        n_rows = hidden.shape[0]
         vocab = weight.shape[0]
-        hidden = hidden.contiguous()
         valid = targets != ignore_index
-        safe_targets = torch.where(valid, targets, torch.zeros_like(targets))
+        # Rows with an ignored target (padding) contribute 0 and get a 0 gradient: score only
+        # the others (no logits for padding at all).
+        kept = None if bool(valid.all()) else valid.nonzero().squeeze(1)
+        if kept is not None:
+            hidden, targets = hidden.index_select(0, kept), targets.index_select(0, kept)
+        hidden = hidden.contiguous()
+        n = hidden.shape[0]
         nll = hidden.new_empty(n)
         grad_hidden = torch.empty_like(hidden) if need_grad else None
         # Balanced chunks of at most chunk_size rows (864 rows by 512 -> 2 x 432, not 512 + 352).
@@ -91,22 +97,25 @@ class FrozenLinearCrossEntropy(torch.autograd.Function):
                 torch.mm(weight, h_t, out=logits_t)
             else:
                 torch.addmm(bias_col, weight, h_t, out=logits_t)
-            tgt = safe_targets[start:stop].unsqueeze(0)
+            tgt = targets[start:stop].unsqueeze(0)
             target_logit = logits_t.gather(0, tgt).squeeze(0)
             col_max = logits_t.amax(dim=0)
             # exp in place: the logits are not needed again, only the probabilities
             logits_t.sub_(col_max).exp_()
             total = logits_t.sum(dim=0)
             # as log_softmax does: -((x_t - max) - log(sum exp(x - max)))
-            chunk_nll = total.log() - (target_logit - col_max)
-            chunk_valid = valid[start:stop]
-            nll[start:stop] = chunk_nll.masked_fill(~chunk_valid, 0.0)
+            torch.sub(total.log(), target_logit - col_max, out=nll[start:stop])
             if grad_hidden is not None:
-                # softmax - onehot, with ignored rows zeroed, then @ W
-                keep = chunk_valid.to(logits_t.dtype)
-                logits_t.mul_(keep / total)
-                logits_t.scatter_add_(0, tgt, -keep.unsqueeze(0))
+                # softmax - onehot, then @ W
+                logits_t.div_(total)
+                logits_t.scatter_add_(0, tgt, torch.full_like(target_logit, -1.0).unsqueeze(0))
                 torch.mm(logits_t.t(), weight, out=grad_hidden[start:stop])
+        if kept is not None:  # back to every row, 0 at the ignored ones
+            nll = hidden.new_zeros(n_rows).index_copy_(0, kept, nll)
+            if grad_hidden is not None:
+                grad_hidden = grad_hidden.new_zeros(n_rows, grad_hidden.shape[1]).index_copy_(
+                    0, kept, grad_hidden
+                )
         if grad_hidden is not None:
             ctx.save_for_backward(grad_hidden)
         return nll
