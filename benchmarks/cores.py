@@ -1,0 +1,213 @@
+"""How to use every CPU core: one process with N threads, or N processes with one thread each.
+
+Runs ``latentebm train`` a few steps in each of these settings, in turn, for several rounds, and
+reports the training throughput (examples per second of wall time, from the run's
+``metrics.jsonl``, the first logging interval left out as warm-up):
+
+* ``1 proc x 1 thread``: ``OMP_NUM_THREADS=1``, the baseline;
+* ``1 proc x N threads``: ``OMP_NUM_THREADS=N`` (intra-op parallelism);
+* ``N procs x 1 thread``: ``torchrun --standalone --nproc_per_node N`` with ``OMP_NUM_THREADS=1``
+  (data parallel over gloo; every rank reads its own batch of ``trainer.batch_size``, so an
+  update sees N times as many examples);
+* ``N procs x 1 thread, batch / N``: the same with ``trainer.batch_size`` divided by N, so an
+  update sees the baseline's number of examples (the same optimisation, only faster).
+
+Modalities (``--modality``):
+
+* ``text``: ``recipes/ptb_reference.yaml`` (embedding 256, LSTM 256, z 32, K0 60, K1 20, batch 32)
+  on the PTB training split under ``$LATENTEBM_DATA`` (exits with a message if it is absent);
+* ``images``: ``recipes/svhn.yaml`` (batch 100, z 100, ngf 64, K0 60, K1 20) on synthetic
+  3x32x32 uint8 images written to a temporary ``array`` data set (no download needed).
+
+    OMP_NUM_THREADS=1 LATENTEBM_DATA=../shared/data python benchmarks/cores.py --modality text
+    python benchmarks/cores.py --modality images --steps 8 --rounds 2 --json out.json
+
+Run it on an otherwise idle machine: every setting uses all the cores it names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if (_here := str(Path(__file__).resolve().parent)) not in sys.path:
+    sys.path.insert(0, _here)
+from _machine import cpu_model as _cpu_model  # noqa: E402
+from _machine import git as _git  # noqa: E402
+from _machine import load_average as _load  # noqa: E402
+
+RECIPES = {"text": "ptb_reference", "images": "svhn"}
+BATCH = {"text": 32, "images": 100}
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--modality", choices=sorted(RECIPES), default="text")
+    parser.add_argument("--cores", type=int, default=os.cpu_count() or 2, help="N (all cores)")
+    parser.add_argument("--steps", type=int, default=12, help="training steps per run")
+    parser.add_argument("--log-every", type=int, default=3, help="steps per logged interval")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds over the settings")
+    parser.add_argument(
+        "--settings",
+        default="1x1,1xN,Nx1,Nx1half",
+        help="comma-separated subset of 1x1, 1xN, Nx1, Nx1half",
+    )
+    parser.add_argument("--override", action="append", default=[], help="extra recipe override")
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument("--keep", type=Path, default=None, help="keep run folders under this")
+    args = parser.parse_args(argv)
+    if args.steps <= args.log_every:
+        parser.error("--steps must exceed --log-every (the first interval is warm-up)")
+    return args
+
+
+def synthetic_images(folder: Path, n: int = 2000, seed: int = 0) -> Path:
+    """``folder/train.npy``: ``n`` uint8 images ``(n, 3, 32, 32)``, a fixed random pattern."""
+    import numpy as np
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    np.save(folder / "train.npy", rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8))
+    return folder
+
+
+def command(
+    setting: str, args: argparse.Namespace, run_dir: Path, data: Path | None
+) -> tuple[list[str], dict[str, str], int]:
+    """The command, environment and per-rank batch size of one setting."""
+    n = args.cores
+    procs, threads = {"1x1": (1, 1), "1xN": (1, n), "Nx1": (n, 1), "Nx1half": (n, 1)}[setting]
+    batch = BATCH[args.modality] // (n if setting == "Nx1half" else 1)
+    overrides = [
+        f"trainer.run_dir={run_dir}",
+        f"trainer.max_steps={args.steps}",
+        f"trainer.log_every={args.log_every}",
+        f"trainer.batch_size={batch}",
+        f"trainer.valid_every={args.steps + 1}",
+        "trainer.samples_at_end=0",
+        f"trainer.checkpoint_every={args.steps + 1}",
+        "trainer.tensorboard=false",
+        "trainer.progress=false",
+    ]
+    if data is not None:
+        overrides += ["task.dataset=array", f"task.path={data}", "task.valid_fraction=0.0"]
+    overrides += args.override
+    recipe = RECIPES[args.modality]
+    if procs == 1:
+        cmd = [sys.executable, "-m", "latentebm.cli", "train", recipe, *overrides]
+    else:
+        cmd = [
+            sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc_per_node={procs}", "-m", "latentebm.cli", "train", recipe, *overrides,
+        ]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), HF_HUB_OFFLINE="1")
+    return cmd, env, batch
+
+
+def throughput(run_dir: Path, batch: int, procs: int) -> dict[str, float]:
+    """Examples/s and seconds per update after the first logged interval."""
+    rows = [
+        json.loads(line)
+        for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+    rows = [r for r in rows if "steps_per_s" in r][1:]
+    if not rows:
+        raise SystemExit(f"{run_dir}/metrics.jsonl: no logged interval after the first")
+    steps_per_s = statistics.median(r["steps_per_s"] for r in rows)
+    return {
+        "examples_per_s": steps_per_s * batch * procs,
+        "seconds_per_update": 1.0 / steps_per_s,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    settings = [s.strip() for s in args.settings.split(",") if s.strip()]
+    if args.modality == "text" and not os.environ.get("LATENTEBM_DATA"):
+        raise SystemExit("text: set LATENTEBM_DATA to the folder holding ptb/ptb.train.txt.gz")
+    load_start = _load()
+    scratch = Path(tempfile.mkdtemp(prefix="latentebm_cores_"))
+    results: dict[str, list[dict[str, float]]] = {s: [] for s in settings}
+    try:
+        data = synthetic_images(scratch / "data") if args.modality == "images" else None
+        for round_ in range(args.rounds):
+            for setting in settings:
+                run_dir = scratch / f"{setting}_{round_}"
+                cmd, env, batch = command(setting, args, run_dir, data)
+                started = time.perf_counter()
+                done = subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True)
+                if done.returncode != 0:
+                    sys.stderr.write(done.stdout[-4000:] + done.stderr[-4000:])
+                    raise SystemExit(f"{setting}: exit status {done.returncode}")
+                procs = args.cores if setting.startswith("N") else 1
+                row = throughput(run_dir, batch, procs)
+                row["wall_s"] = time.perf_counter() - started
+                results[setting].append(row)
+                print(
+                    f"round {round_ + 1} {setting:8s} {row['examples_per_s']:8.2f} examples/s "
+                    f"{row['seconds_per_update']:7.3f} s/update",
+                    flush=True,
+                )
+                if args.keep is not None:
+                    shutil.copytree(run_dir, args.keep / run_dir.name, dirs_exist_ok=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    base = (
+        statistics.median(r["examples_per_s"] for r in results.get("1x1", []))
+        if ("1x1" in results)
+        else None
+    )
+    summary: dict[str, Any] = {}
+    for setting, rows in results.items():
+        speeds = sorted(r["examples_per_s"] for r in rows)
+        summary[setting] = {
+            "examples_per_s_median": statistics.median(speeds),
+            "examples_per_s_min": speeds[0],
+            "examples_per_s_max": speeds[-1],
+            "seconds_per_update_median": statistics.median(r["seconds_per_update"] for r in rows),
+            "speedup_vs_1x1": None if base is None else statistics.median(speeds) / base,
+        }
+    result = {
+        "benchmark": "cores",
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "summary": summary,
+        "rounds": results,
+        "machine": {
+            "cpu": _cpu_model(),
+            "cpus": os.cpu_count(),
+            "commit": _git("rev-parse", "--short", "HEAD"),
+            "load_start": load_start,
+            "load_end": _load(),
+        },
+    }
+    print(f"\n{'setting':10s} {'examples/s':>12s} {'(min-max)':>17s}", end=" ")
+    print(f"{'s/update':>9s} {'x 1x1':>6s}")
+    for setting, row in summary.items():
+        speedup = "" if row["speedup_vs_1x1"] is None else f"{row['speedup_vs_1x1']:.2f}"
+        print(
+            f"{setting:10s} {row['examples_per_s_median']:12.2f} "
+            f"({row['examples_per_s_min']:7.2f}-{row['examples_per_s_max']:7.2f}) "
+            f"{row['seconds_per_update_median']:9.3f} {speedup:>6s}"
+        )
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return result
+
+
+if __name__ == "__main__":
+    main()
