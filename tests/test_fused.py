@@ -226,3 +226,37 @@ def test_learning_step_matches_plain(dtype: torch.dtype) -> None:
     for key, value in states[0].items():
         torch.testing.assert_close(value, states[1][key], rtol=tol, atol=tol, msg=key)
     assert terms[0]["recon_nll"] == pytest.approx(terms[1]["recon_nll"], rel=tol)
+
+
+def test_bfloat16_products_approximate_float32() -> None:
+    gen = torch.Generator().manual_seed(4)
+    hidden = (0.5 * torch.randn(64, 32, generator=gen)).requires_grad_(True)
+    weight = 0.2 * torch.randn(300, 32, generator=gen)
+    bias = 0.1 * torch.randn(300, generator=gen)
+    targets = torch.randint(0, 300, (64,), generator=gen)
+    targets[::5] = IGNORE
+    results = []
+    for dtype in (None, torch.bfloat16):
+        nll = FrozenLinearCrossEntropy.apply(hidden, weight, bias, targets, IGNORE, 16, dtype)
+        (grad,) = torch.autograd.grad(nll.sum(), hidden)
+        results.append((nll.detach(), grad))
+    (nll32, grad32), (nll16, grad16) = results
+    assert nll16.dtype == torch.float32 and grad16.dtype == torch.float32
+    assert not torch.equal(nll16, nll32)  # the products did run in bfloat16
+    torch.testing.assert_close(nll16, nll32, rtol=0, atol=0.05)
+    assert float((grad16 - grad32).norm() / grad32.norm()) < 0.02
+    assert torch.all(nll16[targets == IGNORE] == 0) and torch.all(grad16[targets == IGNORE] == 0)
+
+
+def test_decoder_bfloat16_chains_leave_training_exact() -> None:
+    model = make_model(True)
+    model.generator.config.chain_matmul_dtype = "bfloat16"
+    x = batch()
+    z = torch.randn(x.shape[0], Z_DIM, requires_grad=True)
+    reference = make_model(True).generator
+    assert torch.equal(model.generator.log_likelihood(x, z), reference.log_likelihood(x, z))
+    with frozen(model), frozen(reference):
+        chain = model.generator.log_likelihood(x, z)
+        exact = reference.log_likelihood(x, z)
+    assert not torch.equal(chain, exact)
+    torch.testing.assert_close(chain, exact, rtol=0, atol=0.05)

@@ -37,10 +37,14 @@ hidden 512: 99 ms at 512 vs 106 at 256, 116 at 128, 105 at 864 (plain path 139).
 class FrozenLinearCrossEntropy(torch.autograd.Function):
     """``nll = cross_entropy(hidden @ weight.T + bias, targets)`` per row, gradient to hidden only.
 
+    With ``matmul_dtype`` (e.g. ``torch.bfloat16``) the two matrix products run in that dtype
+    (inputs rounded to it, results rounded to it then widened), the softmax in ``hidden``'s:
+    an approximation, about twice as fast where the hardware multiplies bfloat16 natively.
+
     ``apply(hidden (N, H), weight (V, H), bias (V,) or None, targets (N,), ignore_index,
-    chunk_size) -> nll (N,)``, 0 at rows whose target is ``ignore_index`` (padding: these rows
-    are left out of the computation, their gradient is 0); the other rows are processed in
-    equal chunks of at most ``chunk_size``. ``weight`` and ``bias`` must not
+    chunk_size, matmul_dtype=None) -> nll (N,)``, 0 at rows whose target is ``ignore_index``
+    (padding: these rows are left out of the computation, their gradient is 0); the other rows
+    are processed in equal chunks of at most ``chunk_size``. ``weight`` and ``bias`` must not
     require grad (raises ``ValueError`` otherwise): use :func:`linear_cross_entropy`, which
     falls back to the plain path in that case. Not twice differentiable.
     """
@@ -54,6 +58,7 @@ class FrozenLinearCrossEntropy(torch.autograd.Function):
         targets: Tensor,
         ignore_index: int,
         chunk_size: int,
+        matmul_dtype: torch.dtype | None = None,
     ) -> Tensor:
         if weight.requires_grad or (bias is not None and bias.requires_grad):
             raise ValueError(
@@ -88,12 +93,22 @@ class FrozenLinearCrossEntropy(torch.autograd.Function):
         # reference CPU, and (softmax - onehot).T then feeds (.T @ W) as a transposed operand.
         buf = hidden.new_empty(vocab * rows)
         bias_col = None if bias is None else bias.unsqueeze(1)
+        low = matmul_dtype is not None and matmul_dtype != hidden.dtype
+        if low:  # the two products in matmul_dtype, everything else in hidden's dtype
+            weight_low = weight.to(matmul_dtype)
+            bias_low = None if bias_col is None else bias_col.to(matmul_dtype)
         for start in range(0, n, rows):
             stop = min(start + rows, n)
             c = stop - start
             logits_t = buf[: vocab * c].view(vocab, c)
             h_t = hidden[start:stop].t()
-            if bias_col is None:
+            if low:
+                h_low = h_t.to(matmul_dtype)
+                if bias_low is None:
+                    logits_t.copy_(torch.mm(weight_low, h_low))
+                else:
+                    logits_t.copy_(torch.addmm(bias_low, weight_low, h_low))
+            elif bias_col is None:
                 torch.mm(weight, h_t, out=logits_t)
             else:
                 torch.addmm(bias_col, weight, h_t, out=logits_t)
@@ -109,7 +124,10 @@ class FrozenLinearCrossEntropy(torch.autograd.Function):
                 # softmax - onehot, then @ W
                 logits_t.div_(total)
                 logits_t.scatter_add_(0, tgt, torch.full_like(target_logit, -1.0).unsqueeze(0))
-                torch.mm(logits_t.t(), weight, out=grad_hidden[start:stop])
+                if low:
+                    grad_hidden[start:stop] = torch.mm(logits_t.t().to(matmul_dtype), weight_low)
+                else:
+                    torch.mm(logits_t.t(), weight, out=grad_hidden[start:stop])
         if kept is not None:  # back to every row, 0 at the ignored ones
             nll = hidden.new_zeros(n_rows).index_copy_(0, kept, nll)
             if grad_hidden is not None:
@@ -127,7 +145,7 @@ class FrozenLinearCrossEntropy(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             (saved,) = ctx.saved_tensors
             grad_hidden = saved * grad_output.unsqueeze(1)
-        return grad_hidden, None, None, None, None, None
+        return grad_hidden, None, None, None, None, None, None
 
 
 def linear_cross_entropy(
@@ -137,6 +155,7 @@ def linear_cross_entropy(
     targets: Tensor,
     ignore_index: int = -100,
     chunk_size: int | None = None,
+    matmul_dtype: torch.dtype | None = None,
 ) -> Tensor:
     """Per-row ``cross_entropy(hidden @ weight.T + bias, targets)``, shape ``(N,)``; 0 if ignored.
 
@@ -147,10 +166,15 @@ def linear_cross_entropy(
 
     Args:
         chunk_size: rows per chunk of the fused path (default :data:`DEFAULT_CHUNK_SIZE`).
+        matmul_dtype: on the fused path only, run its two matrix products (logits and
+            ``(softmax - onehot) @ W``) in this dtype (e.g. ``torch.bfloat16``), the softmax
+            and everything else in ``hidden``'s dtype; ``None``: all in ``hidden``'s dtype.
     """
     frozen = not weight.requires_grad and (bias is None or not bias.requires_grad)
     if frozen and hidden.requires_grad and torch.is_grad_enabled():
         size = DEFAULT_CHUNK_SIZE if chunk_size is None else int(chunk_size)
-        return FrozenLinearCrossEntropy.apply(hidden, weight, bias, targets, ignore_index, size)
+        return FrozenLinearCrossEntropy.apply(
+            hidden, weight, bias, targets, ignore_index, size, matmul_dtype
+        )
     logits = F.linear(hidden, weight, bias)
     return F.cross_entropy(logits, targets, ignore_index=ignore_index, reduction="none")

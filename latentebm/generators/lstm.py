@@ -64,6 +64,13 @@ class LSTMDecoder(nn.Module, decoding.StepwiseDecoder[RecurrentState]):
         plain ``linear`` + ``cross_entropy`` up to rounding, without materialising the
         ``(B*T, vocab)`` logits. Training steps (weights need gradients) and no-grad scoring
         always take the plain path. ``False``: always the plain path."""
+        chain_matmul_dtype: Literal["float32", "bfloat16"] = "float32"
+        """``bfloat16``: in the Langevin chains (the fused path), the output layer's two matrix
+        products run in bfloat16, the softmax in float32: about 1.5x faster chain steps on CPUs
+        with AVX512-BF16 or AMX (and on recent GPUs), slower where bfloat16 is emulated. An
+        approximation: z-gradients within a few tenths of a percent of float32 and per-token
+        log-likelihoods within about 0.01 nats at the reference size; training steps and
+        evaluation stay float32. ``float32`` (default): exact up to float32 rounding."""
         fast_chain: bool = True
         """In the Langevin chains (LSTM and embedding frozen, z needs a gradient, no active
         dropout, one-layer ``lstm`` cell), run the recurrence of
@@ -168,8 +175,14 @@ class LSTMDecoder(nn.Module, decoding.StepwiseDecoder[RecurrentState]):
         """``-log p(target | hidden)`` per row of ``hidden (N, H)``, ``targets (N,)``; 0 at pad."""
         if self.config.fused_output:
             # fused and chunked when the output layer is frozen (Langevin), else plain
+            matmul_dtype = torch.bfloat16 if self.config.chain_matmul_dtype == "bfloat16" else None
             return linear_cross_entropy(
-                hidden, self.output.weight, self.output.bias, targets, ignore_index=self.pad_id
+                hidden,
+                self.output.weight,
+                self.output.bias,
+                targets,
+                ignore_index=self.pad_id,
+                matmul_dtype=matmul_dtype,
             )
         return F.cross_entropy(
             self.output(hidden), targets, ignore_index=self.pad_id, reduction="none"
