@@ -160,7 +160,8 @@ def linear_cross_entropy(
     """Per-row ``cross_entropy(hidden @ weight.T + bias, targets)``, shape ``(N,)``; 0 if ignored.
 
     Uses :class:`FrozenLinearCrossEntropy` when ``weight`` and ``bias`` are frozen and
-    ``hidden`` requires grad under grad mode (the Langevin chains), else the plain
+    ``hidden`` requires grad under grad mode (the Langevin chains) and ``torch.compile`` is not
+    tracing, else the plain
     ``F.cross_entropy(F.linear(...), reduction="none")`` (training, or no gradient at all), so
     results where weight gradients are needed are those of the plain path bit for bit.
 
@@ -171,7 +172,10 @@ def linear_cross_entropy(
             and everything else in ``hidden``'s dtype; ``None``: all in ``hidden``'s dtype.
     """
     frozen = not weight.requires_grad and (bias is None or not bias.requires_grad)
-    if frozen and hidden.requires_grad and torch.is_grad_enabled():
+    # Under torch.compile (model.compile) the plain path: the compiler fuses it itself, and
+    # the fused path's data-dependent skipping of padding rows would break the graph.
+    fused = frozen and hidden.requires_grad and torch.is_grad_enabled()
+    if fused and not torch.compiler.is_compiling():
         size = DEFAULT_CHUNK_SIZE if chunk_size is None else int(chunk_size)
         return FrozenLinearCrossEntropy.apply(
             hidden, weight, bias, targets, ignore_index, size, matmul_dtype

@@ -157,6 +157,8 @@ class LSTMDecoder(nn.Module, decoding.StepwiseDecoder[RecurrentState]):
             return False
         if not (torch.is_grad_enabled() and z.requires_grad):
             return False
+        if torch.compiler.is_compiling():  # model.compile: the compiler traces nn.LSTM whole
+            return False
         if self.training and config.dropout > 0:
             return False
         return not any(p.requires_grad for p in (*self.lstm.parameters(), self.embedding.weight))
