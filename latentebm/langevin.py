@@ -19,6 +19,7 @@ modules behind the density (see :func:`frozen`) so autograd does not even record
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -184,6 +185,10 @@ class LangevinSampler:
         )
 
 
+_window_ids = itertools.count(1)
+_open_windows: list[int] = []
+
+
 @contextlib.contextmanager
 def frozen(*modules: nn.Module) -> Iterator[None]:
     """Turn off ``requires_grad`` on every parameter of ``modules`` for the duration.
@@ -191,15 +196,27 @@ def frozen(*modules: nn.Module) -> Iterator[None]:
     Inside, autograd records no parameter of these modules, so a chain's backward passes
     reach ``z`` only: no weight-gradient work is done and no ``.grad`` is touched. The flags
     are restored on exit, also on error.
+
+    Each entry opens a new *frozen window* (:func:`frozen_window`): a promise that the frozen
+    parameters keep their values until it closes, which lets a module prepare its weights once
+    per chain instead of once per step (the image generator's CPU path does).
     """
     params = [p for m in modules for p in m.parameters() if p.requires_grad]
     for p in params:
         p.requires_grad_(False)
+    _open_windows.append(next(_window_ids))
     try:
         yield
     finally:
+        _open_windows.pop()
         for p in params:
             p.requires_grad_(True)
+
+
+def frozen_window() -> int | None:
+    """The identifier of the innermost open :func:`frozen` window (unique for the process's
+    lifetime), or None outside every window."""
+    return _open_windows[-1] if _open_windows else None
 
 
 @contextlib.contextmanager

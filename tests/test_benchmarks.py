@@ -74,6 +74,60 @@ def test_quick_run_writes_json(tmp_path: Path) -> None:
     assert "--quick" in machine["command"]
 
 
+def test_quick_image_run_compares_the_plain_path(tmp_path: Path) -> None:
+    """``--preset svhn``: the image model of recipes/svhn.yaml on a synthetic batch, with the
+    generator's plain path timed alongside."""
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--preset", "svhn", "--quick", "--compare-plain-path"]
+        + ["--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "plain generator step" in proc.stdout and "fast path speed-up" in proc.stdout
+    data = json.loads(out.read_text())
+    config = data["config"]
+    assert config["kind"] == "image" and config["image_shape"] == [3, 32, 32]
+    assert config["architecture"] == "svhn32" and config["fast_path"] is True
+    assert config["batch_size"] == 4 and config["k1"] == 3
+    assert "target_tokens" not in config
+    for piece in ("plain", "iteration", "posterior_step", "prior_chain", "fwd_bwd"):
+        assert len(data["timings_s"][piece]["samples"]) == 2
+    for piece in ("iteration_plain_path", "posterior_step_plain_path"):
+        assert len(data["timings_s"][piece]["samples"]) == 2
+    results = data["results"]
+    for key in ("ratio", "floor", "images_per_s", "plain_images_per_s", "posterior_steps_per_s"):
+        assert results[key] > 0, key
+    assert results["fast_path_speedup_iteration"] > 0
+    assert results["fast_path_speedup_posterior_step"] > 0
+    assert "target_tokens_per_s" not in results
+
+
+def test_image_batch_and_preset() -> None:
+    bench = _load_script()
+    x = bench.make_image_batch(3, (3, 32, 32), torch.Generator().manual_seed(0))
+    assert x.shape == (3, 3, 32, 32) and x.min() >= -1 and x.max() <= 1
+    again = bench.make_image_batch(3, (3, 32, 32), torch.Generator().manual_seed(0))
+    assert torch.equal(x, again)
+    assert bench.image_shape_for("svhn32") == (3, 32, 32)
+    assert bench.image_shape_for("mnist28") == (1, 28, 28)
+    assert bench.image_shape_for("auto") == (3, 32, 32)
+    args = bench.parse_args(["--preset", "svhn", "--ngf", "8"])
+    assert args.recipe.name == "svhn.yaml"
+    assert "model.generator.ngf=8" in bench.recipe_overrides(args)
+    assert bench.parse_args([]).recipe.name == "ptb.yaml"
+    times = {name: [0.3, 0.2, 0.1] for name in bench.PIECES}
+    times["iteration"] = [3.0, 2.0, 1.0]
+    times["iteration_plain_path"] = [6.0, 3.0, 1.5]
+    results = bench.derive(times, k1=3, images=100)
+    assert results["images_per_s"] == pytest.approx(50.0)
+    assert results["fast_path_speedup_iteration"] == pytest.approx(1.5)
+    assert "fast_path_speedup_posterior_step" not in results
+
+
 def test_batch_and_presets() -> None:
     bench = _load_script()
     task = bench.SyntheticTextTask(vocab_size=50)

@@ -29,6 +29,7 @@ from latentebm.generators.lstm import LSTMDecoder
 from latentebm.langevin import (
     LangevinSampler,
     frozen,
+    frozen_window,
     gaussian_log_density,
     noise_scale_from_eq9,
 )
@@ -479,6 +480,26 @@ def test_frozen_restores_flags_after_an_error_in_the_density() -> None:
         LangevinSampler(2, 0.1).run(raising_density, torch.zeros(2, 3))
     for name, p in model.named_parameters():
         assert p.requires_grad == (name != "prior.f.0.bias"), name
+
+
+def test_frozen_windows_are_numbered_and_nest() -> None:
+    """Each entry into ``frozen`` opens a new window (the promise that the weights stay fixed
+    that the image generator's packed weights rely on); leaving it reopens the outer one."""
+    model = nn.Linear(2, 2)
+    assert frozen_window() is None
+    with frozen(model):
+        outer = frozen_window()
+        assert outer is not None
+        with frozen(model):
+            inner = frozen_window()
+            assert inner is not None and inner != outer
+        assert frozen_window() == outer
+    assert frozen_window() is None
+    with frozen(model):
+        assert frozen_window() not in (None, outer, inner)
+    with pytest.raises(RuntimeError, match="boom"), frozen(model):
+        raise RuntimeError("boom")
+    assert frozen_window() is None
 
 
 def test_step_schedule_sets_each_steps_drift_and_noise_and_repeats_its_last_value() -> None:
