@@ -67,6 +67,7 @@ from latentebm.build import build_model, build_optimizers, resolve_device
 from latentebm.config import Recipe, load_recipe
 from latentebm.generators.conv import ARCHITECTURES, ConvGenerator
 from latentebm.langevin import frozen
+from latentebm.malloc_tuning import keep_freed_memory
 from latentebm.model import LatentEBM
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -264,6 +265,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--device", default=None, help="device (default: the recipe's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of weights, batch and chains")
+    parser.add_argument(
+        "--malloc-defaults",
+        action="store_true",
+        help="keep glibc's malloc settings (default: those `latentebm train` applies, "
+        "latentebm.malloc_tuning)",
+    )
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write results")
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: tiny sizes, 2 repeats, seconds"
@@ -645,6 +652,7 @@ def print_report(result: dict[str, Any]) -> None:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     load_start = _load()
+    malloc_tuned = False if args.malloc_defaults else keep_freed_memory()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     overrides = recipe_overrides(args)
@@ -723,7 +731,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         },
         "timings_s": {name: summarize(values) for name, values in times.items()},
         "results": results,
-        "machine": machine_info(device, load_start),
+        "machine": {**machine_info(device, load_start), "malloc_tuned": malloc_tuned},
     }
     print_report(result)
     if args.json is not None:

@@ -122,7 +122,10 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from latentebm.config import load_recipe
+    from latentebm.malloc_tuning import keep_freed_memory
     from latentebm.train import Trainer
+
+    keep_freed_memory()  # glibc: reuse the chains' freed buffers (LATENTEBM_MALLOC=default: off)
 
     path = resolve_recipe(args.recipe)
     # family shortrun: the data-space short-run EBM of Nijkamp, Hill, Zhu and Wu (2019), "Learning
@@ -774,6 +777,9 @@ def cmd_score_molecules(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from latentebm.evaluate import evaluate, format_table
+    from latentebm.malloc_tuning import keep_freed_memory
+
+    keep_freed_memory()  # the estimators' chains, as in cmd_train
 
     _not_for_shortrun(
         "evaluate",
