@@ -264,3 +264,35 @@ def test_ais_vs_quadrature_rejects_an_unknown_variant_in_one_line(
         bench.main(["--variants", "8 mode searches (default),no such thing"])
     assert exit_info.value.code == 2
     assert "--variants: unknown 'no such thing'" in capsys.readouterr().err
+
+
+def test_cores_benchmark_end_to_end(tmp_path: Path) -> None:
+    """``benchmarks/cores.py`` on a tiny image model: one process and two (torchrun)."""
+    out = tmp_path / "cores.json"
+    cmd = [
+        sys.executable,
+        str(SCRIPT.parent / "cores.py"),
+        "--modality", "images", "--cores", "2", "--steps", "3", "--log-every", "1",
+        "--rounds", "1", "--settings", "1x1,Nx1half", "--json", str(out),
+        "--override", "model.generator.ngf=4", "--override", "model.prior.hidden_dims=[8,8]",
+        "--override", "model.posterior_chain.n_steps=1",
+        "--override", "model.prior_chain.n_steps=1",
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    summary = result["summary"]
+    assert set(summary) == {"1x1", "Nx1half"}
+    assert summary["1x1"]["speedup_vs_1x1"] == pytest.approx(1.0)
+    assert all(row["examples_per_s_median"] > 0 for row in summary.values())
+    assert "Nx1half" in done.stdout
+
+
+def test_cores_benchmark_rejects_too_few_steps() -> None:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT.parent / "cores.py"), "--steps", "2", "--log-every", "3"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "--steps must exceed --log-every" in done.stderr
