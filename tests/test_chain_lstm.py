@@ -90,6 +90,12 @@ def likelihood_and_z_grad(decoder: LSTMDecoder, x: Tensor, z: Tensor) -> tuple[T
     return token_ll.detach(), grad
 
 
+def assert_paths_agree(fast: LSTMDecoder, plain: LSTMDecoder, x: Tensor, z: Tensor) -> None:
+    """The chain path and nn.LSTM give the same log-likelihoods and z-gradients."""
+    got, want = likelihood_and_z_grad(fast, x, z), likelihood_and_z_grad(plain, x, z)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-11)
+
+
 @pytest.mark.parametrize("fused_output", [True, False])
 def test_decoder_chain_path_matches_nn_lstm(fused_output: bool) -> None:
     x = token_batch()
@@ -133,27 +139,12 @@ def test_cached_input_gates_follow_parameter_and_token_changes() -> None:
         with torch.no_grad():
             decoder.embedding.weight.add_(0.5)
             decoder.lstm.weight_ih_l0.mul_(1.5)
-    torch.testing.assert_close(
-        likelihood_and_z_grad(fast, x, z),
-        likelihood_and_z_grad(plain, x, z),
-        rtol=1e-10,
-        atol=1e-11,
-    )
+    assert_paths_agree(fast, plain, x, z)
     # the same tensor changed in place, then a new batch
     x[1, 1] = 5
-    torch.testing.assert_close(
-        likelihood_and_z_grad(fast, x, z),
-        likelihood_and_z_grad(plain, x, z),
-        rtol=1e-10,
-        atol=1e-11,
-    )
+    assert_paths_agree(fast, plain, x, z)
     other = token_batch(seed=4)
-    torch.testing.assert_close(
-        likelihood_and_z_grad(fast, other, z),
-        likelihood_and_z_grad(plain, other, z),
-        rtol=1e-10,
-        atol=1e-11,
-    )
+    assert_paths_agree(fast, plain, other, z)
 
 
 def test_cache_recomputes_after_load_state_dict() -> None:
@@ -164,12 +155,7 @@ def test_cache_recomputes_after_load_state_dict() -> None:
     state = {k: torch.randn_like(v) for k, v in plain.state_dict().items()}
     fast.load_state_dict(state)
     plain.load_state_dict(state)
-    torch.testing.assert_close(
-        likelihood_and_z_grad(fast, x, z),
-        likelihood_and_z_grad(plain, x, z),
-        rtol=1e-10,
-        atol=1e-11,
-    )
+    assert_paths_agree(fast, plain, x, z)
 
 
 def test_input_gate_cache_clear() -> None:
