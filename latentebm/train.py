@@ -81,6 +81,9 @@ _T = TypeVar("_T")
 _MAY_CHANGE_ON_RESUME = {"model": ("compile",), "task": ("cache_dir",)}
 """Keys of the task and model sections that a resumed run may change: how the chains execute,
 where caches live (another machine)."""
+_GENERATOR_EXECUTION_KEYS = ("fused_output", "fast_chain", "chain_matmul_dtype", "fast_path")
+"""Keys of ``model.generator`` that only choose how the generator is computed (a resumed run may
+change them, and checkpoints from before they existed lack them)."""
 
 CONSOLE_LOG = "console.log"
 """What the main process printed while it trained (:mod:`latentebm.console_log`)."""
@@ -176,6 +179,14 @@ class Trainer:
                 for key in _MAY_CHANGE_ON_RESUME[section]:
                     before.pop(key, None)
                     now.pop(key, None)
+                if section == "model":
+                    for side in (before, now):
+                        if isinstance(side.get("generator"), dict):
+                            side["generator"] = {
+                                k: v
+                                for k, v in side["generator"].items()
+                                if k not in _GENERATOR_EXECUTION_KEYS
+                            }
             diff = first_difference(before, now, section)
             if diff is not None:
                 raise TrainingError(

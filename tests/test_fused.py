@@ -260,3 +260,7 @@ def test_decoder_bfloat16_chains_leave_training_exact() -> None:
         exact = reference.log_likelihood(x, z)
     assert not torch.equal(chain, exact)
     torch.testing.assert_close(chain, exact, rtol=0, atol=0.05)
+    model.eval()
+    reference.eval()
+    with frozen(model), frozen(reference):  # evaluation (eval mode): float32 products
+        assert torch.equal(model.generator.log_likelihood(x, z), reference.log_likelihood(x, z))

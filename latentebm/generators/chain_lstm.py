@@ -28,6 +28,8 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from latentebm.langevin import frozen_window
+
 __all__ = ["InputGateCache", "gate_order", "lstm_recurrence"]
 
 
@@ -138,20 +140,27 @@ class InputGateCache:
     b_hh`` (time-major, gate order ``i, f, o, g``) and the reordered ``W_ih[:, E:]`` (z's share)
     and ``W_hh``. The result is reused while ``inputs`` views the same memory with the same
     layout and version (a view made afresh from the same batch at each chain step qualifies;
-    any in-place change bumps the version) and every parameter involved is the same tensor at
-    the same version (an optimiser step or ``load_state_dict`` bumps it), so a Langevin chain
-    on a fixed batch computes it once. The cache keeps the last ``inputs`` alive so that its
+    any in-place change bumps the version), every parameter involved is the same tensor at
+    the same version (an optimiser step or ``load_state_dict`` bumps it), and the same
+    :func:`~latentebm.langevin.frozen` window is open (writes through ``.data`` bump no
+    version, so a value never outlives the chain it was made in): a Langevin chain on a fixed
+    batch computes it once. The cache keeps the last ``inputs`` alive so that its
     memory cannot be reused by another tensor. Only for frozen parameters (the caller checks).
     """
 
     def __init__(self) -> None:
-        self._key: tuple[Any, ...] | None = None
-        self._inputs: Tensor | None = None
-        self._value: tuple[Tensor, Tensor, Tensor] | None = None
+        # (key, inputs, value) as one tuple, replaced at once
+        self._entry: tuple[tuple[Any, ...], Tensor, tuple[Tensor, Tensor, Tensor]] | None = None
 
     def clear(self) -> None:
         """Forget the cached tensors."""
-        self._key = self._inputs = self._value = None
+        self._entry = None
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> InputGateCache:
+        return InputGateCache()  # a copy of the module computes its own
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"_entry": None}
 
     @staticmethod
     def _parameter_key(module: nn.Module) -> tuple[Any, ...]:
@@ -164,6 +173,7 @@ class InputGateCache:
         # The same memory, layout and version as the cached tensor (which this cache keeps
         # alive, so its memory cannot be reused by another tensor meanwhile): same tokens.
         key = (
+            frozen_window(),  # a new chain (frozen window) computes afresh
             inputs.data_ptr(),
             tuple(inputs.shape),
             inputs.stride(),
@@ -172,8 +182,10 @@ class InputGateCache:
             self._parameter_key(lstm),
             self._parameter_key(embedding),
         )
-        if self._value is not None and self._key == key:
-            return self._value
+        entry = self._entry
+        if entry is not None and entry[0] == key:
+            return entry[2]
+        self._entry = None  # free the old tensors before making new ones
         with torch.no_grad():
             emb_dim = embedding.embedding_dim
             order = gate_order(lstm.hidden_size, lstm.weight_hh_l0.device)
@@ -190,5 +202,5 @@ class InputGateCache:
                 weight_ih[:, emb_dim:].contiguous(),
                 lstm.weight_hh_l0.index_select(0, order),
             )
-        self._inputs, self._key, self._value = inputs, key, value
+        self._entry = (key, inputs, value)
         return value

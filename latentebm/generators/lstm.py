@@ -69,8 +69,10 @@ class LSTMDecoder(nn.Module, decoding.StepwiseDecoder[RecurrentState]):
         products run in bfloat16, the softmax in float32: about 1.5x faster chain steps on CPUs
         with AVX512-BF16 or AMX (and on recent GPUs), slower where bfloat16 is emulated. An
         approximation: z-gradients within a few tenths of a percent of float32 and per-token
-        log-likelihoods within about 0.01 nats at the reference size; training steps and
-        evaluation stay float32. ``float32`` (default): exact up to float32 rounding."""
+        log-likelihoods within about 0.01 nats at the reference size at initialisation. Only
+        in training mode (the learning chains): the generator update and everything run in eval
+        mode (``latentebm evaluate``, generation) stay float32. ``float32`` (default): exact up
+        to float32 rounding."""
         fast_chain: bool = True
         """In the Langevin chains (LSTM and embedding frozen, z needs a gradient, no active
         dropout, one-layer ``lstm`` cell), run the recurrence of
@@ -177,7 +179,9 @@ class LSTMDecoder(nn.Module, decoding.StepwiseDecoder[RecurrentState]):
         """``-log p(target | hidden)`` per row of ``hidden (N, H)``, ``targets (N,)``; 0 at pad."""
         if self.config.fused_output:
             # fused and chunked when the output layer is frozen (Langevin), else plain
-            matmul_dtype = torch.bfloat16 if self.config.chain_matmul_dtype == "bfloat16" else None
+            # bfloat16 in the learning chains only (training mode), never in evaluation
+            low = self.config.chain_matmul_dtype == "bfloat16" and self.training
+            matmul_dtype = torch.bfloat16 if low else None
             return linear_cross_entropy(
                 hidden,
                 self.output.weight,
