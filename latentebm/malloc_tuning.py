@@ -10,7 +10,8 @@ heap and are reused. The process's resident memory then stays near its peak inst
 shrinking between steps; nothing else changes (no result depends on it).
 
 ``latentebm train`` calls it on Linux unless ``LATENTEBM_MALLOC=default`` is set (then glibc's
-defaults stay); it is a no-op where ``mallopt`` is missing (macOS, Windows, musl).
+defaults stay) or the user set malloc up already (``GLIBC_TUNABLES`` or a ``MALLOC_*`` variable);
+it is a no-op where ``mallopt`` is missing (macOS, Windows, musl).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ def keep_freed_memory() -> bool:
         return False
     if os.environ.get(ENV_VAR, "").strip().lower() in ("default", "0", "off", "false"):
         return False
+    if "GLIBC_TUNABLES" in os.environ or any(k.startswith("MALLOC_") for k in os.environ):
+        return False  # the user tuned malloc already: keep their settings
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt

@@ -74,8 +74,8 @@ class LSTMDecoder(nn.Module, decoding.StepwiseDecoder[RecurrentState]):
         mode (``latentebm evaluate``, generation) stay float32. ``float32`` (default): exact up
         to float32 rounding."""
         fast_chain: bool = True
-        """In the Langevin chains (LSTM and embedding frozen, z needs a gradient, no active
-        dropout, one-layer ``lstm`` cell), run the recurrence of
+        """In the Langevin chains on a CPU (LSTM and embedding frozen, z needs a gradient, no
+        active dropout, one-layer ``lstm`` cell), run the recurrence of
         :mod:`latentebm.generators.chain_lstm`: its backward reaches z only (oneDNN's LSTM also
         computes weight gradients) and the embedding's share of the input projection is
         computed once per token batch, not at every chain step. Same values and z-gradients as
@@ -158,6 +158,8 @@ class LSTMDecoder(nn.Module, decoding.StepwiseDecoder[RecurrentState]):
         if not (config.fast_chain and config.cell == "lstm" and config.num_layers == 1):
             return False
         if not (torch.is_grad_enabled() and z.requires_grad):
+            return False
+        if z.device.type != "cpu":  # measured on CPUs only; cuDNN's LSTM may well be faster
             return False
         if torch.compiler.is_compiling():  # model.compile: the compiler traces nn.LSTM whole
             return False
