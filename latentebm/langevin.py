@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -186,7 +187,15 @@ class LangevinSampler:
 
 
 _window_ids = itertools.count(1)
-_open_windows: list[int] = []
+_windows = threading.local()
+"""Per thread: ``stack``, the open :func:`frozen` windows, innermost last."""
+
+
+def _open_windows() -> list[int]:
+    stack: list[int] | None = getattr(_windows, "stack", None)
+    if stack is None:
+        stack = _windows.stack = []
+    return stack
 
 
 @contextlib.contextmanager
@@ -199,16 +208,18 @@ def frozen(*modules: nn.Module) -> Iterator[None]:
 
     Each entry opens a new *frozen window* (:func:`frozen_window`): a promise that the frozen
     parameters keep their values until it closes, which lets a module prepare its weights once
-    per chain instead of once per step (the image generator's CPU path does).
+    per chain instead of once per step (the image generator's CPU path and the text decoder's
+    input-gate cache do). Windows are per thread.
     """
     params = [p for m in modules for p in m.parameters() if p.requires_grad]
     for p in params:
         p.requires_grad_(False)
-    _open_windows.append(next(_window_ids))
+    window = next(_window_ids)
+    _open_windows().append(window)
     try:
         yield
     finally:
-        _open_windows.pop()
+        _open_windows().remove(window)
         for p in params:
             p.requires_grad_(True)
 
@@ -216,7 +227,8 @@ def frozen(*modules: nn.Module) -> Iterator[None]:
 def frozen_window() -> int | None:
     """The identifier of the innermost open :func:`frozen` window (unique for the process's
     lifetime), or None outside every window."""
-    return _open_windows[-1] if _open_windows else None
+    stack = _open_windows()
+    return stack[-1] if stack else None
 
 
 @contextlib.contextmanager
