@@ -16,6 +16,17 @@ import torch
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "train_step.py"
 
 
+def run_benchmark(name: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``python benchmarks/<name> args...``, output captured, exit status not checked."""
+    return subprocess.run(
+        [sys.executable, str(SCRIPT.with_name(name)), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def _load_script() -> ModuleType:
     spec = importlib.util.spec_from_file_location("bench_train_step", SCRIPT)
     assert spec is not None and spec.loader is not None
@@ -28,13 +39,7 @@ def _load_script() -> ModuleType:
 def test_quick_run_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     start = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = run_benchmark("train_step.py", "--quick", "--json", str(out))
     elapsed = time.perf_counter() - start
     assert proc.returncode == 0, proc.stderr
     assert elapsed < 15.0, f"--quick took {elapsed:.1f} s"
@@ -78,13 +83,8 @@ def test_quick_image_run_compares_the_plain_path(tmp_path: Path) -> None:
     """``--preset svhn``: the image model of recipes/svhn.yaml on a synthetic batch, with the
     generator's plain path timed alongside."""
     out = tmp_path / "bench.json"
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--preset", "svhn", "--quick", "--compare-plain-path"]
-        + ["--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    proc = run_benchmark(
+        "train_step.py", "--preset", "svhn", "--quick", "--compare-plain-path", "--json", str(out)
     )
     assert proc.returncode == 0, proc.stderr
     assert "plain generator step" in proc.stdout and "fast path speed-up" in proc.stdout
@@ -155,13 +155,17 @@ def test_batch_and_presets() -> None:
 def test_generate_benchmark_counts_tokens_to_eos(tmp_path: Path) -> None:
     script = SCRIPT.with_name("generate.py")
     out = tmp_path / "gen.json"
-    proc = subprocess.run(
-        [sys.executable, str(script), "--n", "3", "--repeats", "1", "--decode", "greedy"]
-        + ["--json", str(out)],
-        capture_output=True,
-        text=True,
+    proc = run_benchmark(
+        script.name,
+        "--n",
+        "3",
+        "--repeats",
+        "1",
+        "--decode",
+        "greedy",
+        "--json",
+        str(out),
         timeout=120,
-        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     (row,) = json.loads(out.read_text())["rows"]
@@ -182,13 +186,20 @@ def test_bdmc_benchmark_on_a_tiny_run(tmp_path: Path) -> None:
     )
     out = tmp_path / "bdmc.json"
     ais = json.dumps({"n_chains": 2, "n_temperatures": 3, "laplace_starts": 1, "laplace_steps": 3})
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT.with_name("bdmc.py")), str(run), "--examples", "4"]
-        + ["--ais", ais, "--split", "valid", "--time-batches", "1", "--json", str(out)],
-        capture_output=True,
-        text=True,
+    proc = run_benchmark(
+        "bdmc.py",
+        str(run),
+        "--examples",
+        "4",
+        "--ais",
+        ais,
+        "--split",
+        "valid",
+        "--time-batches",
+        "1",
+        "--json",
+        str(out),
         timeout=300,
-        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     record = json.loads(out.read_text())
@@ -269,16 +280,14 @@ def test_ais_vs_quadrature_rejects_an_unknown_variant_in_one_line(
 def test_cores_benchmark_end_to_end(tmp_path: Path) -> None:
     """``benchmarks/cores.py`` on a tiny image model: one process and two (torchrun)."""
     out = tmp_path / "cores.json"
-    cmd = [
-        sys.executable,
-        str(SCRIPT.parent / "cores.py"),
+    args = [
         "--modality", "images", "--cores", "2", "--steps", "3", "--log-every", "1",
         "--rounds", "1", "--settings", "1x1,Nx1half", "--json", str(out),
         "--override", "model.generator.ngf=4", "--override", "model.prior.hidden_dims=[8,8]",
         "--override", "model.posterior_chain.n_steps=1",
         "--override", "model.prior_chain.n_steps=1",
     ]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    done = run_benchmark("cores.py", *args, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     result = json.loads(out.read_text())
     summary = result["summary"]
@@ -289,10 +298,5 @@ def test_cores_benchmark_end_to_end(tmp_path: Path) -> None:
 
 
 def test_cores_benchmark_rejects_too_few_steps() -> None:
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT.parent / "cores.py"), "--steps", "2", "--log-every", "3"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_benchmark("cores.py", "--steps", "2", "--log-every", "3")
     assert done.returncode == 2 and "--steps must exceed --log-every" in done.stderr
