@@ -1491,6 +1491,39 @@ def recipe_from_dict(
     return recipe
 
 
+
+def _component_modules(data: Any) -> set[str]:
+    """The modules of every ``_component_`` named in recipe data."""
+    if isinstance(data, Mapping):
+        found = {
+            value.rpartition(".")[0]
+            for key, value in data.items()
+            if key == COMPONENT_KEY and isinstance(value, str)
+        }
+        for value in data.values():
+            found |= _component_modules(value)
+        return found
+    if isinstance(data, list):
+        return set().union(*(_component_modules(item) for item in data)) if data else set()
+    return set()
+
+
+def with_current_defaults(saved: Mapping[str, Any], current: Recipe) -> dict[str, Any]:
+    """An older checkpoint's recipe data as this version reads it: keys that a later version
+    added (absent from ``saved``) filled with their defaults, so that comparing it with
+    ``current`` reports real changes only.
+
+    Only the modules that ``current`` (a recipe the user runs) names may be imported here; data
+    that does not convert under them (an unknown key, another component) comes back unchanged,
+    for the caller's comparison to report.
+    """
+    trusted = _component_modules(recipe_to_dict(current))
+    try:
+        return recipe_to_dict(recipe_from_dict(saved, trusted_modules=trusted))
+    except (RecipeError, TypeError, ValueError):
+        return dict(saved)
+
+
 class _Dumper(yaml.SafeDumper):
     """SafeDumper writing flat lists inline (``betas: [0.5, 0.999]``) and sections as blocks."""
 

@@ -47,6 +47,7 @@ from latentebm.config import (
     recipe_from_dict,
     recipe_to_dict,
     recipe_to_yaml,
+    with_current_defaults,
 )
 from latentebm.console_log import ConsoleLog
 from latentebm.distributed import (
@@ -172,6 +173,7 @@ class Trainer:
         execute, ``model.compile``, may change)."""
         current = recipe_to_dict(self.recipe)
         saved = current_component_paths(saved)  # a checkpoint from before the tasks' rename
+        saved = with_current_defaults(saved, self.recipe)  # keys added since it was saved
         for section in ("task", "model"):
             before, now = saved.get(section), current.get(section)
             if isinstance(before, dict) and isinstance(now, dict):

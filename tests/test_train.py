@@ -195,6 +195,27 @@ def test_resume_with_changed_model_is_refused(tiny_recipe, tmp_path: Path) -> No
     )
 
 
+
+def test_a_checkpoint_from_before_a_key_existed_resumes_under_its_default(
+    tiny_recipe, tmp_path: Path
+) -> None:
+    """A key that a later version added is absent from an older checkpoint's recipe: the resume
+    reads it as that key's default (it was the behaviour then), and still refuses a value that
+    differs from the default."""
+    recipe = tiny_recipe()
+    run = tmp_path / "run"
+    fit(recipe, "trainer.max_steps=2", "trainer.samples_at_end=0", f"trainer.run_dir={run}")
+    path = list_checkpoints(run)[-1]
+    saved = torch.load(path, weights_only=True)
+    assert saved["recipe"]["task"].pop("sentence_split") == "line"
+    assert saved["recipe"]["model"]["posterior_chain"].pop("noise_factor") == 1.0
+    save_atomic(saved, path)
+    with pytest.raises(TrainingError, match=r"task\.sentence_split is 'paragraph' here"):
+        fit(recipe, "task.sentence_split=paragraph", "trainer.max_steps=3", f"trainer.resume={run}")
+    fit(recipe, "trainer.max_steps=3", "trainer.samples_at_end=0", f"trainer.resume={run}")
+    assert load_latest(run)["step"] == 3
+
+
 # ----------------------------------------------------------------------------- checkpoints
 
 
