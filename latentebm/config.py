@@ -1491,7 +1491,6 @@ def recipe_from_dict(
     return recipe
 
 
-
 def _component_modules(data: Any) -> set[str]:
     """The modules of every ``_component_`` named in recipe data."""
     if isinstance(data, Mapping):

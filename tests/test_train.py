@@ -195,7 +195,6 @@ def test_resume_with_changed_model_is_refused(tiny_recipe, tmp_path: Path) -> No
     )
 
 
-
 def test_a_checkpoint_from_before_a_key_existed_resumes_under_its_default(
     tiny_recipe, tmp_path: Path
 ) -> None:
