@@ -949,7 +949,9 @@ class TimeBudgetConfig:
     max_minutes: float | None = _field(
         None,
         "Also stop (with a checkpoint) once this many minutes of training have been spent, "
-        "summed over resumed segments: a fixed compute budget; null: no limit.",
+        "summed over resumed segments: a fixed compute budget; null: no limit. The run stops "
+        "early enough for its final validation and end-of-run samples to fit in the budget "
+        "(priced from the measured seconds per step and per validation batch).",
         check=_positive,
     )
     clock: Literal["wall", "cpu"] = _field(

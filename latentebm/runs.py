@@ -590,3 +590,31 @@ class TimedCheckpoints:
             return False
         self._next = self._following(seconds_spent)
         return True
+
+
+class FinalPhaseReserve:
+    """Seconds a time-budgeted run keeps for what follows its last update (the final validation
+    and the end-of-run samples), so that ``trainer.max_minutes`` bounds the whole run rather
+    than only its updates.
+
+    A validation batch is priced at the measured seconds per batch of the last validation, or,
+    before any, at one training step (its posterior chain is most of a step's work); the
+    end-of-run samples at ``sample_batches`` training steps.
+    """
+
+    def __init__(self, valid_batches: int, sample_batches: float) -> None:
+        self.valid_batches = valid_batches
+        self.sample_batches = sample_batches
+        self.seconds_per_valid_batch: float | None = None
+
+    def record_validation(self, seconds: float, batches: int) -> None:
+        """A validation of ``batches`` batches took ``seconds``."""
+        if batches > 0:
+            self.seconds_per_valid_batch = seconds / batches
+
+    def seconds(self, seconds_per_step: float) -> float:
+        """The reserve, given the measured seconds per training step."""
+        per_batch = self.seconds_per_valid_batch
+        if per_batch is None:
+            per_batch = seconds_per_step
+        return self.valid_batches * per_batch + self.sample_batches * seconds_per_step

@@ -64,6 +64,7 @@ from latentebm.distributed import (
 from latentebm.errors import Interrupted
 from latentebm.model import LatentEBM, NonFiniteError, Optimizers
 from latentebm.runs import (
+    FinalPhaseReserve,
     TimedCheckpoints,
     TrainingError,
     claim_run_dir,
@@ -339,6 +340,11 @@ class Trainer:
         clock = time.process_time if cfg.clock == "cpu" else time.perf_counter
         segment_start, seconds_before, steps_before = clock(), st.train_seconds, st.step
         timed_checkpoints = TimedCheckpoints(cfg.checkpoint_every_minutes, st.train_seconds)
+        reserve = FinalPhaseReserve(
+            self._valid_batch_count(task) if has_valid and budget is not None else 0,
+            math.ceil(cfg.samples_at_end / cfg.batch_size),  # main only, all wait
+        )
+        reserve_seconds = 0.0
         out_of_time = False
         indexed = model.posterior_memory is not None  # persistent posterior chains
         while st.step < cfg.max_steps and not out_of_time:
@@ -387,7 +393,10 @@ class Trainer:
                 checkpoint_due = False
                 if budget is not None or timed_checkpoints.enabled:  # the same on every rank
                     spent = reduce_values({"seconds": st.train_seconds}, ctx)["seconds"]
-                    out_of_time = budget is not None and spent >= budget
+                    if budget is not None:  # stop early enough for the final phase to fit
+                        per_step = (spent - seconds_before) / max(st.step - steps_before, 1)
+                        reserve_seconds = reserve.seconds(per_step)
+                        out_of_time = spent + reserve_seconds >= budget
                     checkpoint_due = timed_checkpoints.due(spent)
                 last = st.step == cfg.max_steps or out_of_time
                 count += 1
@@ -408,11 +417,15 @@ class Trainer:
                     # the bar's end is the step the time budget will reach at the present pace
                     # (its ETA is then the budget's), never past max_steps
                     pace = st.step - steps_before
-                    left = max(budget - st.train_seconds, 0.0)
+                    left = max(budget - reserve_seconds - st.train_seconds, 0.0)
                     spent_here = max(st.train_seconds - seconds_before, 1e-9)
                     progress.total = min(cfg.max_steps, st.step + round(left * pace / spent_here))
                 if has_valid and (st.step % cfg.valid_every == 0 or last):
+                    valid_start = clock()
                     self._log(self.validate(task, model, device, progress), progress)
+                    if budget is not None:  # the same on every rank
+                        took = reduce_values({"seconds": clock() - valid_start}, ctx)["seconds"]
+                        reserve.record_validation(took, reserve.valid_batches)
                     interval_start = time.perf_counter()
                 if st.step % cfg.checkpoint_every == 0 or last or checkpoint_due:
                     self._save_checkpoint(task, model, optimizers, langevin_rng)
@@ -433,7 +446,8 @@ class Trainer:
         if out_of_time and ctx.is_main:
             say(
                 f"trainer.max_minutes={cfg.max_minutes} reached at step {st.step} "
-                f"({st.train_seconds:.0f} s of training); checkpoint saved"
+                f"({st.train_seconds:.0f} s of training, {reserve_seconds:.0f} s kept for the "
+                "final validation and samples); checkpoint saved"
             )
 
     def _check_divergence(self, model: LatentEBM) -> None:
@@ -454,6 +468,22 @@ class Trainer:
             self._append_metrics({"event": "diverging", "max_abs_parameter": largest})
 
     # ------------------------------------------------------------------ validation
+    def _valid_batches(self, task: Any) -> list[Any]:
+        """The validation batches of this process (the same sentences at every validation)."""
+        cfg = self.cfg
+        batches = task.batches("valid", cfg.batch_size, seed=0, epoch=0, shuffle=False)
+        if cfg.valid_batches is not None:
+            batches = batches[: cfg.valid_batches]
+        return batches[self.ctx.rank :: self.ctx.world_size]
+
+    def _valid_batch_count(self, task: Any) -> int:
+        """The most validation batches any process runs (the main process has the most)."""
+        cfg = self.cfg
+        total = len(task.batches("valid", cfg.batch_size, seed=0, epoch=0, shuffle=False))
+        if cfg.valid_batches is not None:
+            total = min(total, cfg.valid_batches)
+        return math.ceil(total / self.ctx.world_size)
+
     def validate(
         self, task: Any, model: LatentEBM, device: torch.device, progress: Any = None
     ) -> dict[str, float]:
@@ -468,12 +498,7 @@ class Trainer:
         chain finds a z that explains x. The chains use a fixed seed, so values are
         comparable across steps, and the training RNG is not disturbed.
         """
-        cfg = self.cfg
-        batches = task.batches("valid", cfg.batch_size, seed=0, epoch=0, shuffle=False)
-        if cfg.valid_batches is not None:
-            batches = batches[: cfg.valid_batches]
-        # the same sentences for any number of processes
-        batches = batches[self.ctx.rank :: self.ctx.world_size]
+        batches = self._valid_batches(task)  # the same sentences for any number of processes
         rng = torch.Generator(device)
         rng.manual_seed(12345 + self.ctx.rank)
         was_training = model.training

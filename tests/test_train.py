@@ -22,7 +22,7 @@ import latentebm.train as train_module
 from latentebm.checkpoint import checkpoint_path, list_checkpoints, save_atomic
 from latentebm.config import load_recipe, recipe_to_dict
 from latentebm.model import LatentEBM
-from latentebm.runs import TimedCheckpoints
+from latentebm.runs import FinalPhaseReserve, TimedCheckpoints
 from latentebm.tasks.text import TextTask
 from latentebm.train import MAX_CONSECUTIVE_SKIPS, Trainer, TrainingError
 from tests.conftest import cli_env
@@ -453,7 +453,27 @@ def test_cpu_clock_budget_and_timed_checkpoints_survive_a_resume(
         "trainer.max_steps=50",
         f"trainer.run_dir={tmp_path / 'c'}",
     )
-    assert load_latest(budget)["step"] == 6  # 60 s of (fake) CPU time
+    # 60 s of (fake) CPU time at 10 s per step, of which 30 s are kept for the final phase: two
+    # validation batches and one batch of end-of-run samples, each priced at one step
+    assert load_latest(budget)["step"] == 3
+    no_final_phase = fit(
+        recipe,
+        "trainer.clock=cpu",
+        "trainer.max_minutes=1",
+        "trainer.max_steps=50",
+        "trainer.samples_at_end=0",
+        "trainer.valid_batches=1",
+        f"trainer.run_dir={tmp_path / 'd'}",
+    )
+    assert load_latest(no_final_phase)["step"] == 5  # 10 s kept for one validation batch
+
+
+def test_the_final_phase_reserve_prices_validation_as_measured() -> None:
+    reserve = FinalPhaseReserve(valid_batches=4, sample_batches=2)
+    assert reserve.seconds(seconds_per_step=3.0) == 4 * 3.0 + 2 * 3.0  # nothing measured yet
+    reserve.record_validation(seconds=2.0, batches=4)
+    assert reserve.seconds(seconds_per_step=3.0) == 4 * 0.5 + 2 * 3.0
+    assert FinalPhaseReserve(0, 0).seconds(5.0) == 0.0
 
 
 def test_progress_bar_of_a_time_budget_ends_at_its_last_step_and_labels_validation(
