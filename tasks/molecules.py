@@ -75,6 +75,7 @@ from latentebm.tasks.text import (  # same as text
     SPLITS,
     UNK,
     UNK_ID,
+    report_dropped,
 )
 
 __all__ = [
@@ -793,13 +794,13 @@ class MoleculeTask(BucketedBatches):
             return self._splits[split]
         file, index = self._raw_split(split)
         data = _Split(file, index, self._file_lut(file), self.config.max_length)
-        if data.dropped_long:
-            logger.info(
-                "molecules %s: dropped %d longer than %d tokens",
-                split,
-                data.dropped_long,
-                self.config.max_length,
-            )
+        report_dropped(
+            logger,
+            f"molecules {split}",
+            len(data) + data.dropped_long,
+            {f"longer than {self.config.max_length} tokens": data.dropped_long},
+            "raise task.max_length to keep them",
+        )
         self._splits[split] = data
         return data
 

@@ -57,6 +57,36 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+DROPPED_WARNING_SHARE = 0.05
+"""A split that loses more than this share of its examples to the length limits gets a warning
+that names the setting to change (below it, an info line)."""
+
+
+def report_dropped(
+    log: logging.Logger, what: str, total: int, reasons: dict[str, int], hint: str
+) -> None:
+    """Log how many of ``total`` examples of ``what`` (e.g. ``text train``) were dropped and
+    why (``reasons``: description -> count): a warning with ``hint`` when more than
+    :data:`DROPPED_WARNING_SHARE` of them were, else an info line."""
+    dropped = sum(reasons.values())
+    if dropped == 0:
+        return
+    detail = ", ".join(f"{count} {why}" for why, count in reasons.items() if count)
+    share = dropped / max(total, 1)
+    if share > DROPPED_WARNING_SHARE:
+        log.warning(
+            "%s: dropped %d of %d examples (%.0f %%): %s; %s",
+            what,
+            dropped,
+            total,
+            100.0 * share,
+            detail,
+            hint,
+        )
+    else:
+        log.info("%s: dropped %d of %d examples: %s", what, dropped, total, detail)
+
+
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
 SPECIALS: tuple[str, ...] = (PAD, UNK, BOS, EOS)
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
@@ -807,15 +837,16 @@ class TextTask(BucketedBatches):
         tail = [self.tokenizer.eos_id]
         seqs = [torch.tensor(head + x + tail, dtype=torch.long) for x in ids]
         result = _Split(sentences, seqs, n_short, n_long)
-        if n_short or n_long:
-            logger.info(
-                "text %s: dropped %d sentences shorter than %d words, %d longer than %s tokens",
-                split,
-                n_short,
-                self.config.min_length,
-                n_long,
-                max_len,
-            )
+        report_dropped(
+            logger,
+            f"text {split}",
+            len(seqs) + n_short + n_long,
+            {
+                f"shorter than {self.config.min_length} words": n_short,
+                f"longer than {max_len} tokens": n_long,
+            },
+            "task.max_length (null: no limit) and task.min_length set the limits",
+        )
         self._splits[split] = result
         return result
 

@@ -1,6 +1,7 @@
 """Tests for latentebm.tasks.text (vocabulary, tokenizers, TextTask batching)."""
 
 import io
+import logging
 import os
 import random
 from pathlib import Path
@@ -103,6 +104,25 @@ def test_length_filters_and_max_sentences(tmp_path: Path) -> None:
     assert "1 short" in task.describe() and "1 long" in task.describe()
     task = TextTask(Config(train="t.txt", max_sentences=2), str(tmp_path))
     assert task.num_sentences("train") == 2
+
+
+def test_a_split_that_loses_many_sentences_to_the_limits_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    lines = ["a b c d e f"] * 4 + [f"w{i} x" for i in range(96)]
+    _write(tmp_path / "t.txt", lines)
+    with caplog.at_level(logging.INFO, logger="latentebm.tasks.text"):
+        TextTask(Config(train="t.txt", max_length=4), str(tmp_path)).sentences("train")
+    assert [r.levelname for r in caplog.records if "dropped" in r.getMessage()] == ["INFO"]
+    assert "dropped 4 of 100 examples" in caplog.text  # 4 % of the split ...
+    caplog.clear()
+    _write(tmp_path / "t.txt", lines[:20])  # 4 of 20
+    with caplog.at_level(logging.INFO, logger="latentebm.tasks.text"):
+        TextTask(Config(train="t.txt", max_length=4), str(tmp_path)).sentences("train")
+    (record,) = [r for r in caplog.records if "dropped" in r.getMessage()]
+    assert record.levelname == "WARNING"  # ... is more than 5 %: the setting is named
+    assert "dropped 4 of 20 examples (20 %): 4 longer than 4 tokens" in record.getMessage()
+    assert "task.max_length" in record.getMessage()
 
 
 def test_valid_fraction_split(tmp_path: Path) -> None:
