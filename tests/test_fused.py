@@ -133,12 +133,34 @@ def test_wrapper_paths(frozen_weights: bool) -> None:
             assert torch.equal(got, want)
 
 
-def test_wrapper_without_any_gradient_is_plain() -> None:
-    hidden, weight, bias, targets = problem(torch.float32)
-    assert torch.equal(
-        linear_cross_entropy(hidden, weight, bias, targets, IGNORE),
-        plain_nll(hidden, weight, bias, targets),
-    )
+@pytest.mark.parametrize("grad_mode", [False, True])
+def test_wrapper_without_any_gradient_works_in_chunks_of_rows(
+    grad_mode: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Evaluation (no gradient needed: grad mode off, or nothing requires one) never forms the
+    logits of more than ``chunk_size`` rows at once, and skips the ignored rows."""
+    hidden, weight, bias, targets = problem(torch.float64)
+    want = plain_nll(hidden, weight, bias, targets)
+    rows_seen: list[int] = []
+    linear = F.linear
+
+    def counting_linear(x: Tensor, *args: Tensor | None) -> Tensor:
+        rows_seen.append(x.shape[0])
+        return linear(x, *args)
+
+    monkeypatch.setattr(F, "linear", counting_linear)
+    with torch.set_grad_enabled(grad_mode):
+        got = linear_cross_entropy(hidden, weight, bias, targets, IGNORE, chunk_size=8)
+    assert got.grad_fn is None
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    assert got.dtype == want.dtype and bool((got[targets == IGNORE] == 0).all())
+    kept = int((targets != IGNORE).sum())
+    assert max(rows_seen) == 8 and sum(rows_seen) == kept
+    rows_seen.clear()
+    none = torch.full_like(targets, IGNORE)
+    nothing = linear_cross_entropy(hidden, weight, bias, none, IGNORE)
+    assert torch.equal(nothing, torch.zeros(N, dtype=torch.float64))
+    assert rows_seen == []
 
 
 # ------------------------------------------------------------------------------ end to end

@@ -161,9 +161,10 @@ def linear_cross_entropy(
 
     Uses :class:`FrozenLinearCrossEntropy` when ``weight`` and ``bias`` are frozen and
     ``hidden`` requires grad under grad mode (the Langevin chains) and ``torch.compile`` is not
-    tracing, else the plain
-    ``F.cross_entropy(F.linear(...), reduction="none")`` (training, or no gradient at all), so
-    results where weight gradients are needed are those of the plain path bit for bit.
+    tracing; the plain ``F.cross_entropy(F.linear(...), reduction="none")`` where weight
+    gradients are needed (training), so those results are the plain path's bit for bit; and
+    where no gradient is needed at all (evaluation), the plain computation over chunks of rows
+    without the padding rows, so that the ``(N, V)`` logits never exist at once.
 
     Args:
         chunk_size: rows per chunk of the fused path (default :data:`DEFAULT_CHUNK_SIZE`).
@@ -180,5 +181,39 @@ def linear_cross_entropy(
         return FrozenLinearCrossEntropy.apply(
             hidden, weight, bias, targets, ignore_index, size, matmul_dtype
         )
+    needs_grad = torch.is_grad_enabled() and (hidden.requires_grad or not frozen)
+    if not needs_grad and not torch.compiler.is_compiling():
+        size = DEFAULT_CHUNK_SIZE if chunk_size is None else int(chunk_size)
+        return _chunked_cross_entropy(hidden, weight, bias, targets, ignore_index, size)
     logits = F.linear(hidden, weight, bias)
     return F.cross_entropy(logits, targets, ignore_index=ignore_index, reduction="none")
+
+
+def _chunked_cross_entropy(
+    hidden: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    targets: Tensor,
+    ignore_index: int,
+    chunk_size: int,
+) -> Tensor:
+    """The plain per-row cross-entropy without a gradient, over chunks of at most ``chunk_size``
+    rows, padding rows left out: memory ``chunk_size x V`` instead of ``N x V`` (evaluation of
+    long documents over large vocabularies)."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    with torch.no_grad():
+        keep = (targets != ignore_index).nonzero().squeeze(1)
+        pieces = [
+            F.cross_entropy(
+                F.linear(hidden.index_select(0, rows), weight, bias),
+                targets.index_select(0, rows),
+                reduction="none",
+            )
+            for rows in (keep.split(chunk_size) if keep.numel() else ())
+        ]
+        dtype = pieces[0].dtype if pieces else torch.result_type(hidden, weight)
+        out = torch.zeros(targets.shape[0], dtype=dtype, device=hidden.device)
+        if pieces:
+            out.index_copy_(0, keep, torch.cat(pieces))
+    return out
