@@ -3,6 +3,7 @@ Latent Space Energy-Based Prior Model", appendix B.1)."""
 
 from __future__ import annotations
 
+import logging
 import math
 
 import pytest
@@ -192,6 +193,26 @@ def test_greedy_is_deterministic_and_stops_at_eos() -> None:
     with torch.no_grad():
         decoder.output.bias[EOS] += 50.0
     assert torch.equal(decoder.sample(z), torch.full((10, 1), EOS))
+
+
+def test_rows_cut_at_the_length_cap_are_warned_about_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    decoder = make_decoder()
+    z = 2 * latent(10)
+    with torch.no_grad():
+        decoder.output.bias[EOS] += 50.0  # every row ends at once: nothing is cut
+    with caplog.at_level(logging.WARNING, logger="latentebm.generators.decoding"):
+        decoder.sample(z, max_length=12)
+        assert not caplog.records
+        with torch.no_grad():
+            decoder.output.bias[EOS] -= 100.0  # no row ends
+        decoder.sample(z, max_length=12)
+        decoder.sample(z, decode="sample", max_length=12)
+        decoder.sample(z, mask_specials=False, max_length=12)  # exact draws: callers reject
+    (record,) = caplog.records  # once per decoder
+    assert "10 of 10 generated sequences reached the length cap of 12 tokens" in record.message
+    assert "model.generator.max_decode_length" in record.message
 
 
 def test_sampling_reproducible_and_top_k_one_is_greedy() -> None:

@@ -29,6 +29,7 @@ never produced.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from typing import Any, ClassVar, Generic, Literal, TypeVar
@@ -37,6 +38,7 @@ import torch
 from torch import Tensor
 
 State = TypeVar("State")
+logger = logging.getLogger(__name__)
 
 Step = Callable[[Tensor, State], tuple[Tensor, State]]
 """``step(tokens (rows, 1), state) -> (next-token logits (rows, vocab), state)``."""
@@ -395,27 +397,48 @@ class StepwiseDecoder(Generic[State]):
         )
         self._check_length(length)
         if decode == "beam":
-            return self.beam_search(
+            tokens = self.beam_search(
                 z, beam_size=beam_size, length_penalty=length_penalty, max_length=length
             )
-        return decode_tokens(
-            self._step(z),
-            self._initial_state(z),
-            batch=z.shape[0],
-            length=length,
-            pad_id=self.pad_id,
-            bos_id=self.bos_id,
-            eos_id=self.eos_id,
-            device=z.device,
-            decode=decode,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            repetition_penalty=repetition_penalty,
-            generator=generator,
-            softmax_dtype=self._sample_softmax_dtype,
-            mask_specials=mask_specials,
-        )
+        else:
+            tokens = decode_tokens(
+                self._step(z),
+                self._initial_state(z),
+                batch=z.shape[0],
+                length=length,
+                pad_id=self.pad_id,
+                bos_id=self.bos_id,
+                eos_id=self.eos_id,
+                device=z.device,
+                decode=decode,
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                repetition_penalty=repetition_penalty,
+                generator=generator,
+                softmax_dtype=self._sample_softmax_dtype,
+                mask_specials=mask_specials,
+            )
+        if mask_specials:  # unmasked draws (exact simulation) reject cut rows themselves
+            self._warn_if_cut(tokens, length)
+        return tokens
+
+    def _warn_if_cut(self, tokens: Tensor, length: int) -> None:
+        """Warn (once per decoder) when rows reached ``length`` tokens without ``<eos>``: their
+        text is cut there, which biases lengths and any metric of the samples."""
+        if getattr(self, "_warned_cut", False) or tokens.shape[0] == 0:
+            return
+        cut = int((~(tokens == self.eos_id).any(dim=1)).sum())
+        if cut:
+            self._warned_cut = True
+            logger.warning(
+                "%d of %d generated sequences reached the length cap of %d tokens without "
+                "<eos> and were cut there: raise model.generator.max_decode_length (or pass a "
+                "larger max_length)",
+                cut,
+                tokens.shape[0],
+                length,
+            )
 
     @torch.no_grad()
     def beam_search(
