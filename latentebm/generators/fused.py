@@ -13,8 +13,9 @@ it by the upstream gradient. The mathematics is that of the plain
 ``F.cross_entropy(F.linear(hidden, weight, bias), targets, reduction="none")``.
 
 :func:`linear_cross_entropy` picks the fused path when it applies (frozen weights, a hidden state
-that needs a gradient) and the plain one otherwise (training, where weight gradients are needed,
-or no gradient at all).
+that needs a gradient), the plain one where weight gradients are needed (training), and the plain
+computation over chunks of rows, padding left out, where no gradient is needed at all
+(evaluation: memory ``chunk x V`` instead of ``N x V``).
 """
 
 from __future__ import annotations

@@ -62,8 +62,9 @@ class LSTMDecoder(nn.Module, decoding.StepwiseDecoder[RecurrentState]):
         (:func:`latentebm.generators.fused.linear_cross_entropy`) when the output layer is
         frozen and z needs a gradient (the Langevin chains): same values and z-gradients as the
         plain ``linear`` + ``cross_entropy`` up to rounding, without materialising the
-        ``(B*T, vocab)`` logits. Training steps (weights need gradients) and no-grad scoring
-        always take the plain path. ``False``: always the plain path."""
+        ``(B*T, vocab)`` logits. Training steps (weights need gradients) take the plain path,
+        scoring without a gradient the plain computation over chunks of rows. ``False``: always
+        the plain path."""
         chain_matmul_dtype: Literal["float32", "bfloat16"] = "float32"
         """``bfloat16``: in the Langevin chains (the fused path), the output layer's two matrix
         products run in bfloat16, the softmax in float32: about 1.5x faster chain steps on CPUs
