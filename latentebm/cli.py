@@ -9,6 +9,7 @@ import dataclasses
 import logging
 import math
 import os
+import re
 import shutil
 import sys
 from collections.abc import Callable, Sequence
@@ -103,20 +104,71 @@ FAMILIES = ("latent", "shortrun")
 """Recipe families (the top-level ``family`` key), each with its own schema."""
 
 
+BUILTIN_COMPONENTS = {
+    "task": (
+        "latentebm.tasks.text.TextTask",
+        "latentebm.tasks.molecules.MoleculeTask",
+        "latentebm.tasks.images.ImageTask",
+    ),
+    "model.generator": (
+        "latentebm.generators.lstm.LSTMDecoder",
+        "latentebm.generators.transformer.TransformerDecoder",
+        "latentebm.generators.conv.ConvGenerator",
+    ),
+    "model.inference": ("latentebm.inference.SequenceEncoder",),
+}
+"""The toolkit's components by recipe section (``latentebm keys CLASS`` lists one's keys)."""
+_CLASS_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
+
+
+def _print_keys(rows: list[tuple[str, str, str, str]]) -> None:
+    for key, type_name, default, doc in rows:
+        print(f"{key:<34} {type_name:<26} {default:<14} {doc}")
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     from latentebm.config import Recipe, describe_keys
 
-    if args.recipe is None or args.recipe in FAMILIES:
-        family = args.recipe or "latent"
+    name = args.recipe
+    if (
+        name is not None
+        and name not in FAMILIES
+        and not Path(name).exists()
+        and name not in builtin_recipes()
+        and _CLASS_PATH.fullmatch(name)
+    ):
+        return _component_keys(name)  # latentebm keys latentebm.generators.lstm.LSTMDecoder
+    if name is None or name in FAMILIES:
+        family, path = name or "latent", None
     else:
-        family = recipe_family(resolve_recipe(args.recipe))
-    schema: type = Recipe
+        path = resolve_recipe(name)
+        family = recipe_family(path)
     if family == "shortrun":
         from latentebm.shortrun import ShortRunRecipe
 
-        schema = ShortRunRecipe
-    for key, type_name, default, doc in describe_keys(schema):
-        print(f"{key:<34} {type_name:<26} {default:<14} {doc}")
+        _print_keys(describe_keys(ShortRunRecipe))
+        return 0
+    if path is None:
+        _print_keys(describe_keys(Recipe))
+        print("\ncomponent keys: latentebm keys RECIPE (its components), or latentebm keys CLASS:")
+        for section, classes in BUILTIN_COMPONENTS.items():
+            print(f"  {section:<16} {', '.join(classes)}")
+        return 0
+    from latentebm.config import load_recipe, recipe_components
+
+    _print_keys(describe_keys(Recipe, components=recipe_components(load_recipe(path))))
+    return 0
+
+
+def _component_keys(target: str) -> int:
+    """The keys of one component class's ``Config`` (a class path the user typed: trusted)."""
+    from latentebm.config import ComponentConfig, describe_keys
+
+    cls = ComponentConfig(component=target, args=None).resolve()
+    config_cls = getattr(cls, "Config", None)
+    if not (isinstance(config_cls, type) and dataclasses.is_dataclass(config_cls)):
+        raise ValueError(f"{target} has no dataclass attribute 'Config' describing its keys")
+    _print_keys(describe_keys(config_cls))
     return 0
 
 
@@ -1334,6 +1386,8 @@ def build_parser() -> argparse.ArgumentParser:
         "keys",
         help="list every recipe key with its type, default and meaning",
         epilog="examples:\n  latentebm keys                  # the latent-EBM recipe keys\n"
+        "  latentebm keys ptb              # ... with the keys of ptb's task and generator\n"
+        "  latentebm keys latentebm.generators.conv.ConvGenerator   # one component's keys\n"
         "  latentebm keys shortrun_mnist   # the keys of that recipe's family (shortrun)\n"
         "  latentebm keys shortrun",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -1342,8 +1396,8 @@ def build_parser() -> argparse.ArgumentParser:
         "recipe",
         nargs="?",
         default=None,
-        help="a recipe file or built-in recipe name, or a family (latent, shortrun): list the "
-        "keys of its family (default: latent)",
+        help="a recipe file or built-in recipe name (its family's keys and its components'), "
+        "a family (latent, shortrun), or a component class path (its keys); default: latent",
     )
     keys.set_defaults(func=cmd_keys)
 

@@ -435,10 +435,14 @@ class MoleculeTask(BucketedBatches):
         train: str
         """Training file (``moses/train.csv.gz``, an absolute path, or ``builtin:FILE``)."""
         valid: str | None = None
+        """Validation file (same forms as ``train``); null: none, or ``valid_fraction``."""
         test: str | None = None
+        """Test file (same forms); null: none, or ``held_out_index``."""
         column: str | None = None
         """CSV column with the SMILES; null: the first of ``SMILES``, ``smiles``."""
         representation: Literal["smiles", "selfies"] = "smiles"
+        """What the model reads and writes: SMILES (atom-level tokens), or SELFIES symbols
+        (every string decodes to a molecule); samples are decoded to SMILES either way."""
         canonicalize: bool = True
         """Store RDKit canonical (isomeric) SMILES; False keeps the file's strings (still
         checked with RDKit)."""
@@ -450,6 +454,7 @@ class MoleculeTask(BucketedBatches):
         valid_fraction: float = 0.0
         """When ``valid`` is None: hold out this fraction of train (fixed seed-0 split)."""
         min_freq: int = 1
+        """Keep tokens seen at least this often in train; rarer ones become ``<unk>``."""
         max_length: int | None = None
         """Drop (not truncate) molecules with more tokens (excluding ``<bos>``/``<eos>``)."""
         max_molecules: int | None = None

@@ -607,16 +607,24 @@ class TextTask(BucketedBatches):
         """Training file (``ptb/ptb.train.txt.gz``, an absolute path, or ``builtin:FILE``), or a
         folder: all its ``*.txt`` and ``*.txt.gz`` files, in name order (also for valid/test)."""
         valid: str | None = None
+        """Validation file or folder (as ``train``); null: none, or ``valid_fraction``."""
         test: str | None = None
+        """Test file or folder (same forms); null: no test split."""
         valid_fraction: float = 0.0
         """When ``valid`` is None: hold out this fraction of train (fixed seed-0 split)."""
         tokenizer: Literal["word", "sentencepiece"] = "word"
+        """``word``: whitespace-separated words (pre-tokenized corpora such as PTB);
+        ``sentencepiece``: subword pieces trained on the training split (cached)."""
         lowercase: bool = False
+        """Word mode: lower-case the text before building and looking up the vocabulary."""
         min_freq: int = 1
+        """Word mode: keep words seen at least this often in train; rarer ones become ``<unk>``."""
         max_vocab: int | None = None
         """Word mode: maximum vocabulary size including the four specials."""
         spm_vocab_size: int = 8000
+        """SentencePiece mode: vocabulary size of the trained model."""
         spm_model_type: Literal["unigram", "bpe"] = "unigram"
+        """SentencePiece mode: the unigram language model or byte-pair encoding."""
         min_length: int = 1
         """Drop sentences with fewer (whitespace) words."""
         max_length: int | None = None

@@ -398,7 +398,7 @@ def test_cat_prints_the_resolved_recipe(
 def test_keys_documents_every_schema_key(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["keys"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    keys = {line.split()[0]: line for line in lines}
+    keys = {line.split()[0]: line for line in lines if line.strip()}
     for key in (
         "model.posterior_chain.step_size",
         "optim.generator.grad_clip",
@@ -409,6 +409,38 @@ def test_keys_documents_every_schema_key(capsys: pytest.CaptureFixture[str]) -> 
         assert key in keys
     assert "0.1" in keys["model.posterior_chain.step_size"]  # Table 5's s1 is the default
     assert "a^2/2" in keys["model.posterior_chain.step_size"]
+    # the toolkit's components are named, for `latentebm keys CLASS`
+    assert "latentebm.generators.conv.ConvGenerator" in keys["model.generator"]
+
+
+def test_keys_of_a_recipe_list_its_components_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["keys", "ptb"]) == 0
+    keys = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert "latentebm.generators.lstm.LSTMDecoder" in keys["model.generator._component_"]
+    assert "Table 7: 512 for PTB" in keys["model.generator.hidden_dim"]  # attribute docstring
+    assert "512" in keys["model.generator.hidden_dim"].split()[2]  # the class's default
+    assert "task.sentence_split" in keys and "task.max_vocab" in keys
+    assert not any(key.startswith("model.generator.ngf") for key in keys)
+    assert main(["keys", "latentebm.generators.conv.ConvGenerator"]) == 0
+    conv = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert "ngf" in conv and "architecture" in conv and "model.generator.ngf" not in conv
+    assert main(["keys", "latentebm.generators.nothing.Here"]) != 0
+    assert "cannot import 'latentebm.generators.nothing.Here'" in capsys.readouterr().err
+
+
+def test_every_builtin_component_key_is_documented() -> None:
+    """`latentebm keys` prints each key's meaning: a component key without a docstring (or
+    ``_field`` doc) is a documentation bug."""
+    from latentebm.cli import BUILTIN_COMPONENTS
+    from latentebm.config import ComponentConfig, describe_keys
+
+    for classes in BUILTIN_COMPONENTS.values():
+        for target in classes:
+            cls = ComponentConfig(component=target, args=None).resolve()
+            rows = describe_keys(cls.Config)
+            assert rows, target
+            undocumented = [key for key, _, _, doc in rows if not doc]
+            assert undocumented == [], f"{target}: {undocumented}"
 
 
 def test_version_and_python_dash_m(tmp_path: Path) -> None:
@@ -427,7 +459,9 @@ def test_version_and_python_dash_m(tmp_path: Path) -> None:
     assert done.stdout.startswith(f"latentebm {__version__} (torch ")
 
 
-@pytest.mark.parametrize("command", [["--help"], ["ls"], ["--version"], ["train", "--help"]])
+@pytest.mark.parametrize(
+    "command", [["--help"], ["ls"], ["--version"], ["train", "--help"], ["keys"]]
+)
 def test_quick_commands_do_not_import_torch(command: list[str], tmp_path: Path) -> None:
     """``latentebm --help``, ``ls`` and ``--version`` start in a fraction of a second because they
     import no torch (the start-up time itself is measured by benchmarks/cli_startup.py)."""
