@@ -612,6 +612,17 @@ class FinalPhaseReserve:
         if batches > 0:
             self.seconds_per_valid_batch = seconds / batches
 
+    def batches_that_fit(self, seconds_left: float, seconds_per_step: float) -> int:
+        """How many validation batches (at least 1, at most all) fit in ``seconds_left``, the
+        samples' share kept aside: the final validation of a run whose budget is nearly
+        spent (a single validation batch of long documents can take minutes)."""
+        per_batch = self.seconds_per_valid_batch
+        if per_batch is None:
+            per_batch = seconds_per_step
+        left = seconds_left - self.sample_batches * seconds_per_step
+        fit = int(left // per_batch) if per_batch > 0 else self.valid_batches
+        return max(1, min(self.valid_batches, fit))
+
     def seconds(self, seconds_per_step: float) -> float:
         """The reserve, given the measured seconds per training step."""
         per_batch = self.seconds_per_valid_batch

@@ -421,11 +421,19 @@ class Trainer:
                     spent_here = max(st.train_seconds - seconds_before, 1e-9)
                     progress.total = min(cfg.max_steps, st.step + round(left * pace / spent_here))
                 if has_valid and (st.step % cfg.valid_every == 0 or last):
-                    valid_start = clock()
-                    self._log(self.validate(task, model, device, progress), progress)
+                    valid_start, limit = clock(), None
+                    if out_of_time and budget is not None:  # a budget's last: what fits
+                        limit = reserve.batches_that_fit(budget - spent, per_step)
+                        if limit < reserve.valid_batches and ctx.is_main:
+                            say(
+                                f"final validation on {limit} of {reserve.valid_batches} "
+                                f"batches, to fit trainer.max_minutes={cfg.max_minutes}"
+                            )
+                    row = self.validate(task, model, device, progress, max_batches=limit)
+                    self._log(row, progress)
                     if budget is not None:  # the same on every rank
                         took = reduce_values({"seconds": clock() - valid_start}, ctx)["seconds"]
-                        reserve.record_validation(took, reserve.valid_batches)
+                        reserve.record_validation(took, limit or reserve.valid_batches)
                     interval_start = time.perf_counter()
                 if st.step % cfg.checkpoint_every == 0 or last or checkpoint_due:
                     self._save_checkpoint(task, model, optimizers, langevin_rng)
@@ -485,12 +493,19 @@ class Trainer:
         return math.ceil(total / self.ctx.world_size)
 
     def validate(
-        self, task: Any, model: LatentEBM, device: torch.device, progress: Any = None
+        self,
+        task: Any,
+        model: LatentEBM,
+        device: torch.device,
+        progress: Any = None,
+        max_batches: int | None = None,
     ) -> dict[str, float]:
         """Reconstruction NLL of the valid split with posterior samples (K1 steps).
 
         ``progress``: the training bar, whose label counts the validation batches meanwhile
         (``valid 3/20``), so that a long validation is never a silent bar at 100 %.
+        ``max_batches``: only the first this many batches (the last validation of a run whose
+        time budget cannot fit them all).
 
         ``valid_recon_nll`` is ``-log p_beta(x | z^+)`` per sentence in nats (summed over
         tokens incl. ``<eos>``), ``valid_recon_ppl`` is ``exp(total NLL / total tokens)``.
@@ -499,6 +514,8 @@ class Trainer:
         comparable across steps, and the training RNG is not disturbed.
         """
         batches = self._valid_batches(task)  # the same sentences for any number of processes
+        if max_batches is not None and max_batches < len(batches):
+            batches = batches[:max_batches]
         rng = torch.Generator(device)
         rng.manual_seed(12345 + self.ctx.rank)
         was_training = model.training

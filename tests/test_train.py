@@ -474,6 +474,29 @@ def test_the_final_phase_reserve_prices_validation_as_measured() -> None:
     reserve.record_validation(seconds=2.0, batches=4)
     assert reserve.seconds(seconds_per_step=3.0) == 4 * 0.5 + 2 * 3.0
     assert FinalPhaseReserve(0, 0).seconds(5.0) == 0.0
+    # what fits of the final validation: the samples' share first, at least one batch
+    assert reserve.batches_that_fit(seconds_left=7.0, seconds_per_step=3.0) == 2  # (7-6)/0.5
+    assert reserve.batches_that_fit(seconds_left=100.0, seconds_per_step=3.0) == 4
+    assert reserve.batches_that_fit(seconds_left=-5.0, seconds_per_step=3.0) == 1
+
+
+def test_a_budget_too_small_for_the_final_validation_shortens_it(
+    tiny_recipe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ticks = iter(range(0, 10_000, 10))  # a CPU clock that advances 10 s per reading
+    monkeypatch.setattr(time, "process_time", lambda: float(next(ticks)))
+    recipe = tiny_recipe(trainer={"checkpoint_every": 100, "valid_every": 100})
+    run = fit(
+        recipe,
+        "trainer.clock=cpu",
+        "trainer.max_minutes=0.2",  # 12 s: the first step (10 s) leaves 2 s, not 30
+        "trainer.max_steps=50",
+        f"trainer.run_dir={tmp_path / 'run'}",
+    )
+    assert load_latest(run)["step"] == 1
+    err = capsys.readouterr().err
+    assert "final validation on 1 of 2 batches, to fit trainer.max_minutes=0.2" in err
+    assert any("valid_recon_nll" in r for r in read_metrics(run))
 
 
 def test_progress_bar_of_a_time_budget_ends_at_its_last_step_and_labels_validation(
@@ -499,5 +522,6 @@ def test_progress_bar_of_a_time_budget_ends_at_its_last_step_and_labels_validati
     err = capsys.readouterr().err.replace("\r", "\n")
     assert f"{step}/{step} [" in err  # the bar ends full at the step the budget reached
     assert "/1000000" not in err
-    assert "valid 0/2" in err and "valid 1/2" in err  # the end-of-run validation, counted
+    # the end-of-run validation, counted (on 1 of its 2 batches where the budget is too short)
+    assert re.search(r"valid 0/[12]", err)
     assert "drawing 1 samples" in err
