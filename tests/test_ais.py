@@ -31,8 +31,10 @@ from latentebm.metrics.ais import (
 )
 from latentebm.metrics.bdmc import _valid_rows, bdmc, simulate
 from latentebm.metrics.marginal import (
+    SEQUENCE_TOKENS_PER_ROW,
     AISSettings,
     LogPartitionSettings,
+    _Joint,
     ais_log_joint_normaliser,
     ais_log_partition,
     evaluate_marginal_nll,
@@ -341,6 +343,36 @@ def test_text_marginal_and_log_z_match_quadrature_in_two_dimensions() -> None:
         assert bool((error.abs() < 4.5 * se + 0.02).all())
         assert result.total_tokens == 4 + 2 + 5 + 3
         assert result.ppl == pytest.approx(math.exp(result.total_nll / result.total_tokens))
+
+
+def test_long_sequences_are_scored_in_proportionally_smaller_chunks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The joint's chunks hold at most ``batch_size`` rows of 64 tokens' worth: long documents
+    go in fewer rows at once (memory), with the same values and gradients as one chunk."""
+    model = text_model_2d()
+    length = 4 * SEQUENCE_TOKENS_PER_ROW  # 256 tokens: a quarter of the rows per chunk
+    gen = seeded(1)
+    x = torch.randint(3, 6, (3, length), generator=gen)
+    x[:, 0], x[:, -1] = 1, 2
+    z = torch.randn(3 * 5, 2, generator=gen)
+    rows_seen: list[int] = []
+    score = model.generator.log_likelihood
+
+    def counting(x_rows: Tensor, z_rows: Tensor) -> Tensor:
+        rows_seen.append(x_rows.shape[0])
+        return score(x_rows, z_rows)
+
+    whole_value, whole_grad = _Joint(model, x, 5, 10_000).log_joint(z)
+    monkeypatch.setattr(model.generator, "log_likelihood", counting)
+    value, grad = _Joint(model, x, 5, 16).log_joint(z)
+    assert rows_seen == [4, 4, 4, 3]  # 16 * 64 // 256 = 4 rows per chunk
+    torch.testing.assert_close(value, whole_value, rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(grad, whole_grad, rtol=1e-5, atol=1e-5)
+    rows_seen.clear()
+    short = x[:, :SEQUENCE_TOKENS_PER_ROW]  # 64 tokens: batch_size rows as before
+    _Joint(model, short, 5, 16).log_joint(z)
+    assert rows_seen == [15]
 
 
 def test_model_without_latent_variable_is_scored_exactly() -> None:

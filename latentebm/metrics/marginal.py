@@ -60,6 +60,10 @@ ROUNDING = 1e-6
 8e-7 of ``|log p(x)|`` on the linear-Gaussian test model, whose estimate is otherwise exact);
 added in quadrature to each example's standard error."""
 _LOG_2PI = math.log(2.0 * math.pi)
+SEQUENCE_TOKENS_PER_ROW = 64
+"""Token sequences longer than this are scored in proportionally fewer (example, chain) pairs
+per chunk (:class:`_Joint`): the memory of a chunk stays that of ``batch_size`` sequences of 64
+tokens."""
 
 
 # ----------------------------------------------------------------------------- settings
@@ -95,7 +99,10 @@ class AISSettings:
             linear-Gaussian closed form stays within 0.15 nats with its error bars covering the
             truth in 93 % of estimates (8 chains cover it in only 88 %: the chains that start at
             the reference mostly carry no weight).
-        batch_size: most (example, chain) pairs given to the generator at once.
+        batch_size: most (example, chain) pairs given to the generator at once; for token
+            sequences longer than :data:`SEQUENCE_TOKENS_PER_ROW` fewer, in proportion, so that
+            a chunk of long documents holds no more tokens than ``batch_size`` sequences of
+            that length (the decoder keeps activations per token for the gradient to z).
     """
 
     init: AISInit = "laplace"
@@ -340,10 +347,15 @@ def sample_prior_exact(
 class _Joint:
     """``log p_beta(x_r | z) + f(z) - ||z||^2 / (2 sigma^2) - (d/2) log(2 pi sigma^2)`` for the
     rows ``r`` of a chain batch (row ``r`` scores example ``r // n_chains``), with gradients in
-    ``z``; the generator sees at most ``batch_size`` rows at once."""
+    ``z``; the generator sees at most ``batch_size`` rows at once (fewer for token sequences
+    longer than :data:`SEQUENCE_TOKENS_PER_ROW`)."""
 
     def __init__(self, model: LatentEBM, x: Tensor, n_chains: int, batch_size: int) -> None:
-        self.model, self.x, self.k, self.batch_size = model, x, n_chains, batch_size
+        self.model, self.x, self.k = model, x, n_chains
+        length = x.shape[1] if x.dim() == 2 and not x.is_floating_point() else 0  # tokens
+        if length > SEQUENCE_TOKENS_PER_ROW:
+            batch_size = max(1, batch_size * SEQUENCE_TOKENS_PER_ROW // length)
+        self.batch_size = batch_size
         self.sigma = model.prior.prior_sigma
         self.constant = 0.5 * model.z_dim * math.log(2 * math.pi * self.sigma**2)
 
