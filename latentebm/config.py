@@ -1495,35 +1495,37 @@ def recipe_from_dict(
     return recipe
 
 
-def _component_modules(data: Any) -> set[str]:
-    """The modules of every ``_component_`` named in recipe data."""
+def _component_targets(data: Any) -> set[str]:
+    """Every ``_component_`` class path named in recipe data."""
     if isinstance(data, Mapping):
         found = {
-            value.rpartition(".")[0]
-            for key, value in data.items()
-            if key == COMPONENT_KEY and isinstance(value, str)
+            value for key, value in data.items() if key == COMPONENT_KEY and isinstance(value, str)
         }
         for value in data.values():
-            found |= _component_modules(value)
+            found |= _component_targets(value)
         return found
     if isinstance(data, list):
-        return set().union(*(_component_modules(item) for item in data)) if data else set()
+        return set().union(*(_component_targets(item) for item in data)) if data else set()
     return set()
 
 
 def with_current_defaults(saved: Mapping[str, Any], current: Recipe) -> dict[str, Any]:
     """An older checkpoint's recipe data as this version reads it: keys that a later version
     added (absent from ``saved``) filled with their defaults, so that comparing it with
-    ``current`` reports real changes only.
+    ``current`` reports real changes only. (A key added later must therefore default to the
+    behaviour from before it existed.)
 
-    Only the modules that ``current`` (a recipe the user runs) names may be imported here; data
-    that does not convert under them (an unknown key, another component) comes back unchanged,
-    for the caller's comparison to report.
+    Nothing the checkpoint names is imported unless ``current`` (a recipe the user runs) names
+    the same class: data naming any other component, or that does not convert (an unknown key,
+    a value its class rejects), comes back unchanged, for the caller's comparison to report.
     """
-    trusted = _component_modules(recipe_to_dict(current))
+    targets = _component_targets(recipe_to_dict(current))
+    if not _component_targets(saved) <= targets:
+        return dict(saved)
+    modules = {target.rpartition(".")[0] for target in targets}
     try:
-        return recipe_to_dict(recipe_from_dict(saved, trusted_modules=trusted))
-    except (RecipeError, TypeError, ValueError):
+        return recipe_to_dict(recipe_from_dict(saved, trusted_modules=modules))
+    except Exception:  # noqa: BLE001 - any failure: compare the data as saved
         return dict(saved)
 
 

@@ -20,7 +20,7 @@ import latentebm
 import latentebm.runs as runs_module
 import latentebm.train as train_module
 from latentebm.checkpoint import checkpoint_path, list_checkpoints, save_atomic
-from latentebm.config import load_recipe, recipe_to_dict
+from latentebm.config import load_recipe, recipe_to_dict, with_current_defaults
 from latentebm.model import LatentEBM
 from latentebm.runs import FinalPhaseReserve, TimedCheckpoints
 from latentebm.tasks.text import TextTask
@@ -213,6 +213,34 @@ def test_a_checkpoint_from_before_a_key_existed_resumes_under_its_default(
         fit(recipe, "task.sentence_split=paragraph", "trainer.max_steps=3", f"trainer.resume={run}")
     fit(recipe, "trainer.max_steps=3", "trainer.samples_at_end=0", f"trainer.resume={run}")
     assert load_latest(run)["step"] == 3
+
+
+def test_reading_an_old_recipe_never_imports_a_class_the_current_recipe_does_not_name(
+    tiny_recipe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Filling an older checkpoint's missing keys with defaults imports the component classes
+    only when the user's own recipe names exactly those classes."""
+    package = tmp_path / "mypkg" / "dec"
+    package.mkdir(parents=True)
+    (tmp_path / "mypkg" / "__init__.py").write_text("")
+    (package / "__init__.py").write_text(
+        "from latentebm.generators.lstm import LSTMDecoder as Decoder\n"
+    )
+    marker = tmp_path / "imported"
+    (package / "sub.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\n"
+        "from latentebm.generators.lstm import LSTMDecoder as Evil\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    current = load_recipe(tiny_recipe(), ["model.generator._component_=mypkg.dec.Decoder"])
+    saved = recipe_to_dict(current)
+    saved["model"]["generator"]["_component_"] = "mypkg.dec.sub.Evil"
+    del saved["task"]["sentence_split"]
+    assert with_current_defaults(saved, current) == saved  # unchanged: nothing imported
+    assert not marker.exists()
+    same = recipe_to_dict(current)
+    del same["task"]["sentence_split"]
+    assert with_current_defaults(same, current)["task"]["sentence_split"] == "line"
 
 
 # ----------------------------------------------------------------------------- checkpoints
