@@ -953,7 +953,9 @@ class TimeBudgetConfig:
         "Also stop (with a checkpoint) once this many minutes of training have been spent, "
         "summed over resumed segments: a fixed compute budget; null: no limit. The run stops "
         "early enough for its final validation and end-of-run samples to fit in the budget "
-        "(priced from the measured seconds per step and per validation batch).",
+        "(priced from the measured seconds per step and per validation batch, at most half "
+        "the budget; a final validation that still does not fit runs only its first batches, "
+        "logged with valid_partial_batches).",
         check=_positive,
     )
     clock: Literal["wall", "cpu"] = _field(

@@ -344,7 +344,7 @@ class Trainer:
             self._valid_batch_count(task) if has_valid and budget is not None else 0,
             math.ceil(cfg.samples_at_end / cfg.batch_size),  # main only, all wait
         )
-        reserve_seconds = 0.0
+        reserve_seconds, spent_after_first = 0.0, st.train_seconds
         out_of_time = False
         indexed = model.posterior_memory is not None  # persistent posterior chains
         while st.step < cfg.max_steps and not out_of_time:
@@ -394,8 +394,13 @@ class Trainer:
                 if budget is not None or timed_checkpoints.enabled:  # the same on every rank
                     spent = reduce_values({"seconds": st.train_seconds}, ctx)["seconds"]
                     if budget is not None:  # stop early enough for the final phase to fit
-                        per_step = (spent - seconds_before) / max(st.step - steps_before, 1)
-                        reserve_seconds = reserve.seconds(per_step)
+                        done_here = max(st.step - steps_before, 1)
+                        if done_here == 1:
+                            spent_after_first = spent
+                        per_step = (spent - seconds_before) / done_here
+                        if done_here >= 3:  # priced without the first step (start-up, compiling)
+                            per_step = (spent - spent_after_first) / (done_here - 1)
+                            reserve_seconds = min(reserve.seconds(per_step), 0.5 * budget)
                         out_of_time = spent + reserve_seconds >= budget
                     checkpoint_due = timed_checkpoints.due(spent)
                 last = st.step == cfg.max_steps or out_of_time
@@ -430,6 +435,8 @@ class Trainer:
                                 f"batches, to fit trainer.max_minutes={cfg.max_minutes}"
                             )
                     row = self.validate(task, model, device, progress, max_batches=limit)
+                    if limit is not None and limit < reserve.valid_batches:
+                        row["valid_partial_batches"] = float(limit)  # not comparable: say so
                     self._log(row, progress)
                     if budget is not None:  # the same on every rank
                         took = reduce_values({"seconds": clock() - valid_start}, ctx)["seconds"]
