@@ -135,6 +135,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
         and name not in FAMILIES
         and not Path(name).exists()
         and name not in builtin_recipes()
+        and Path(name).suffix not in (".yaml", ".yml")
         and _CLASS_PATH.fullmatch(name)
     ):
         return _component_keys(name)  # latentebm keys latentebm.generators.lstm.LSTMDecoder
@@ -154,9 +155,17 @@ def cmd_keys(args: argparse.Namespace) -> int:
         for section, classes in BUILTIN_COMPONENTS.items():
             print(f"  {section:<16} {', '.join(classes)}")
         return 0
-    from latentebm.config import load_recipe, recipe_components
+    from latentebm.config import RecipeError, load_recipe, recipe_components
 
-    _print_keys(describe_keys(Recipe, components=recipe_components(load_recipe(path))))
+    try:
+        components = recipe_components(load_recipe(path))
+    except RecipeError as error:  # e.g. keys left for the command line: the family's keys
+        print(
+            f"latentebm: {error}\n(listing the schema without its components' keys)",
+            file=sys.stderr,
+        )
+        components = {}
+    _print_keys(describe_keys(Recipe, components=components))
     return 0
 
 
@@ -1397,7 +1406,9 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="?",
         default=None,
         help="a recipe file or built-in recipe name (its family's keys and its components'), "
-        "a family (latent, shortrun), or a component class path (its keys); default: latent",
+        "a family (latent, shortrun), or a component class path (its keys); default: latent. "
+        "The defaults shown are the schema's and the classes' (latentebm cat RECIPE shows the "
+        "recipe's values)",
     )
     keys.set_defaults(func=cmd_keys)
 

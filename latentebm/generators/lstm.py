@@ -181,7 +181,8 @@ class LSTMDecoder(nn.Module, decoding.StepwiseDecoder[RecurrentState]):
     def _output_nll(self, hidden: Tensor, targets: Tensor) -> Tensor:
         """``-log p(target | hidden)`` per row of ``hidden (N, H)``, ``targets (N,)``; 0 at pad."""
         if self.config.fused_output:
-            # fused and chunked when the output layer is frozen (Langevin), else plain
+            # fused when the output layer is frozen (Langevin), plain in training, and
+            # chunked by rows without any gradient (evaluation): linear_cross_entropy
             # bfloat16 in the learning chains only (training mode), never in evaluation
             low = self.config.chain_matmul_dtype == "bfloat16" and self.training
             matmul_dtype = torch.bfloat16 if low else None

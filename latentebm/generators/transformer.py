@@ -278,7 +278,8 @@ class TransformerDecoder(nn.Module, decoding.StepwiseDecoder[Any]):
         inputs, targets = x[:, :-1], x[:, 1:]
         hidden = self._hidden_states(inputs, z).reshape(-1, self.config.n_embd)
         if self.config.fused_output:
-            # fused and chunked when the output layer is frozen (Langevin), else plain
+            # fused when the output layer is frozen (Langevin), plain in training, and
+            # chunked by rows without any gradient (evaluation): linear_cross_entropy
             nll = linear_cross_entropy(
                 hidden, self.output.weight, None, targets.reshape(-1), ignore_index=self.pad_id
             )
