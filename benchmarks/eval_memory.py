@@ -6,7 +6,8 @@
 The model is ``recipes/yahoo.yaml`` (embedding 512, LSTM 1024, z 32, a 20,000-word vocabulary)
 trained for one update on a synthetic corpus written to a temporary folder: documents of
 uniformly drawn lengths (default 20-200 words, mean 110; Yahoo's average is 78) over
-``--vocab`` random words, so that no data file is needed. Then ``latentebm evaluate`` of the
+``--vocab`` random words, so that no data file is needed; the 16 test documents all have the
+longest length (default 200 words: the worst case). Then ``latentebm evaluate`` of the
 test split with ``--batch-size 16 --max-batches 1`` (the metrics of ``--metrics``), in a fresh
 process whose peak resident memory (``ru_maxrss``) is reported. The target (issue 15): under
 2 GB. The weights alone take ``4 * parameters`` bytes (about 200 MB here).
@@ -48,10 +49,13 @@ def write_corpus(folder: Path, vocab: int, lengths: tuple[int, int], seed: int) 
     """train/valid/test text files of random words, one document per line."""
     rng = random.Random(seed)
     words = [f"w{i}" for i in range(vocab)]
-    sizes = {"train": 2000, "valid": 32, "test": 64}
+    sizes = {"train": 2000, "valid": 32, "test": 16}
     for split, n in sizes.items():
+        # train and valid: lengths drawn from the range; test: every document at its longest,
+        # so the scored batch is the worst case (evaluate batches by length)
+        low, high = (lengths[1], lengths[1]) if split == "test" else lengths
         lines = [
-            " ".join(rng.choice(words) for _ in range(rng.randint(*lengths))) for _ in range(n)
+            " ".join(rng.choice(words) for _ in range(rng.randint(low, high))) for _ in range(n)
         ]
         (folder / f"{split}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
