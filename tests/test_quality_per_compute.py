@@ -37,8 +37,8 @@ def test_table_takes_the_first_checkpoint_past_each_mark(
         run = fit(
             recipe,
             "trainer.clock=cpu",
-            "trainer.max_minutes=1",
-            "trainer.checkpoint_every_minutes=0.5",
+            "trainer.max_minutes=1.5",  # 90 s, 30 of them kept for the final validation
+            "trainer.checkpoint_every_minutes=0.5",  # and samples: 6 steps
             "trainer.keep_checkpoints=0",
             f"trainer.run_dir={tmp_path / 'run'}",
         )
