@@ -599,10 +599,10 @@ class FinalPhaseReserve:
 
     A validation batch is priced at the measured seconds per batch of the last validation, or,
     before any, at one training step (its posterior chain is most of a step's work); the
-    end-of-run samples at ``sample_batches`` training steps. The trainer prices a step from
-    the second step of a segment on (the first holds start-up and compilation), keeps at most
-    half the budget, and shortens a final validation that still does not fit
-    (:meth:`batches_that_fit`).
+    end-of-run samples at ``sample_batches`` training steps. The trainer prices a step by the
+    first step of a segment, then by the steps after it (the first holds start-up and
+    compilation), keeps at most half the budget, and shortens a final validation that still
+    does not fit (:meth:`batches_that_fit`).
     """
 
     def __init__(self, valid_batches: int, sample_batches: float) -> None:

@@ -398,9 +398,9 @@ class Trainer:
                         if done_here == 1:
                             spent_after_first = spent
                         per_step = (spent - seconds_before) / done_here
-                        if done_here >= 3:  # priced without the first step (start-up, compiling)
+                        if done_here >= 2:  # priced without the first step (start-up, compiling)
                             per_step = (spent - spent_after_first) / (done_here - 1)
-                            reserve_seconds = min(reserve.seconds(per_step), 0.5 * budget)
+                        reserve_seconds = min(reserve.seconds(per_step), 0.5 * budget)
                         out_of_time = spent + reserve_seconds >= budget
                     checkpoint_due = timed_checkpoints.due(spent)
                 last = st.step == cfg.max_steps or out_of_time

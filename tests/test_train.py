@@ -482,8 +482,8 @@ def test_cpu_clock_budget_and_timed_checkpoints_survive_a_resume(
         f"trainer.run_dir={tmp_path / 'c'}",
     )
     # 60 s of (fake) CPU time at 10 s per step, of which 30 s (at most half) are kept for the
-    # final phase from the third step on: two validation batches and one batch of end-of-run
-    # samples, each priced at one step
+    # final phase: two validation batches and one batch of end-of-run samples, each priced at
+    # one step
     assert load_latest(budget)["step"] == 3
     no_final_phase = fit(
         recipe,
@@ -518,11 +518,11 @@ def test_a_budget_too_small_for_the_final_validation_shortens_it(
     run = fit(
         recipe,
         "trainer.clock=cpu",
-        "trainer.max_minutes=0.2",  # 12 s, spent by the second step (20 s)
+        "trainer.max_minutes=0.2",  # 12 s: the first step (10 s) leaves 2 s, not 30
         "trainer.max_steps=50",
         f"trainer.run_dir={tmp_path / 'run'}",
     )
-    assert load_latest(run)["step"] == 2
+    assert load_latest(run)["step"] == 1
     err = capsys.readouterr().err
     assert "final validation on 1 of 2 batches, to fit trainer.max_minutes=0.2" in err
     (last,) = [r for r in read_metrics(run) if "valid_recon_nll" in r]
