@@ -45,11 +45,13 @@ def torch_threads() -> int:
     return int(value) if value.isdigit() else os.cpu_count() or 1
 
 
-def write_corpus(folder: Path, vocab: int, lengths: tuple[int, int], seed: int) -> None:
+def write_corpus(
+    folder: Path, vocab: int, lengths: tuple[int, int], n_test: int, seed: int
+) -> None:
     """train/valid/test text files of random words, one document per line."""
     rng = random.Random(seed)
     words = [f"w{i}" for i in range(vocab)]
-    sizes = {"train": 2000, "valid": 32, "test": 16}
+    sizes = {"train": 2000, "valid": 32, "test": n_test}
     for split, n in sizes.items():
         # train and valid: lengths drawn from the range; test: every document at its longest,
         # so the scored batch is the worst case (evaluate batches by length)
@@ -72,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     load_start = load_average()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        write_corpus(folder, args.vocab, (args.min_words, args.max_words), seed=0)
+        n_test = max(16, args.batch_size)
+        write_corpus(folder, args.vocab, (args.min_words, args.max_words), n_test, seed=0)
         run = folder / "run"
         task = [
             f"task.train={folder / 'train.txt'}",
@@ -100,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     peak_gib = peak_kib / 2**20
     print(
         f"evaluate --metrics {args.metrics}, {args.batch_size} documents of "
-        f"{args.min_words}-{args.max_words} words, vocabulary {args.vocab}: peak "
+        f"{args.max_words} words, vocabulary {args.vocab}: peak "
         f"{peak_gib:.2f} GiB ({seconds:.0f} s wall)"
     )
     if args.json is not None:
@@ -110,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
             argv,
             threads=torch_threads(),
             vocab=args.vocab,
-            words_per_document=[args.min_words, args.max_words],
+            words_per_scored_document=args.max_words,
+            words_per_training_document=[args.min_words, args.max_words],
             batch_size=args.batch_size,
             metrics=args.metrics,
             peak_rss_gib=round(peak_gib, 3),
