@@ -64,7 +64,9 @@ def read_metrics(run_dir: str | Path) -> tuple[list[dict[str, Any]], list[dict[s
     """Training rows and validation rows of ``run_dir/metrics.jsonl``.
 
     Event rows (with an ``event`` key, e.g. ``resumed``) are skipped; a row with
-    ``valid_recon_nll`` is a validation row, any other row a training row.
+    ``valid_recon_nll`` is a validation row, any other row a training row. A validation cut
+    short by a time budget (``valid_partial_batches``: other sentences than the full ones) is
+    skipped too, so curves and "the last validation" compare like with like.
 
     Raises:
         ValueError: ``metrics.jsonl`` is missing, empty, has no training or validation row,
@@ -82,7 +84,7 @@ def read_metrics(run_dir: str | Path) -> tuple[list[dict[str, Any]], list[dict[s
             row = json.loads(line)
         except json.JSONDecodeError as error:
             raise ValueError(f"{path}:{number}: not JSON ({error.msg})") from error
-        if "event" in row:
+        if "event" in row or "valid_partial_batches" in row:
             continue
         (valid if "valid_recon_nll" in row else train).append(row)
     if not train and not valid:

@@ -527,6 +527,9 @@ def test_a_budget_too_small_for_the_final_validation_shortens_it(
     assert "final validation on 1 of 2 batches, to fit trainer.max_minutes=0.2" in err
     (last,) = [r for r in read_metrics(run) if "valid_recon_nll" in r]
     assert last["valid_partial_batches"] == 1  # marked: not comparable with full validations
+    from latentebm.diagnostics import read_metrics as diagnostic_rows
+
+    assert diagnostic_rows(run)[1] == []  # and left out of curves and summaries
 
 
 def test_progress_bar_of_a_time_budget_ends_at_its_last_step_and_labels_validation(
