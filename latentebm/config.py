@@ -1002,6 +1002,23 @@ class TrainerConfig(TimeBudgetConfig):
         "directory.",
         path=True,
     )
+    init_from: str | None = _field(
+        None,
+        "A new run starts from this model's weights: a run directory, checkpoint file, "
+        "exported folder, pretrained:NAME or hf:OWNER/REPO (the parts in init_parts; the step, "
+        "optimisers and chains start anew; when the generator or inference model is copied, "
+        "the source's tokenizer is used too). A resumed run ignores it.",
+    )
+    init_parts: list[Literal["prior", "generator", "inference"]] | None = _field(
+        None,
+        "The parts init_from copies, e.g. [generator]; null: every part this model has that "
+        "the source has weights for.",
+    )
+    freeze: list[Literal["prior", "generator", "inference"]] = _field(
+        doc="Parts whose parameters are never updated, e.g. [generator]: learn the prior (eq. 10) "
+        "from the posterior samples of a given generator (with init_from).",
+        factory=list,
+    )
     nonfinite: Literal["stop", "skip"] = _field(
         "stop", "On a non-finite loss: stop training, or skip the batch."
     )

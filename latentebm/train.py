@@ -77,6 +77,7 @@ from latentebm.runs import (
     say,
     unused_path,
 )
+from latentebm.warm_start import MODEL_PARTS, copy_parts, freeze_parts, read_source
 
 _T = TypeVar("_T")
 
@@ -244,13 +245,24 @@ class Trainer:
             require_fields(saved, resume_from, RESUME_FIELDS)
             self._check_compatible(saved["recipe"], resume_from)
 
+        source: tuple[Path, dict[str, Any]] | None = None
+        if saved is None and cfg.init_from is not None:  # a new run from another's weights
+            source = read_source(cfg.init_from)
         torch.manual_seed(self.recipe.seed)  # the same initial weights on every rank
-        if saved is None:
-            task = build_task(self.recipe, state=None)
-        else:
+        if saved is not None:
             assert resume_from is not None
             task = build_task_from_checkpoint(self.recipe, saved["task_state"], resume_from)
-        model = build_model(self.recipe, task).to(device)
+        elif source is not None and _tied_to_tokens(cfg.init_parts):
+            task = build_task_from_checkpoint(self.recipe, source[1]["task_state"], source[0])
+        else:
+            task = build_task(self.recipe, state=None)
+        model = build_model(self.recipe, task)
+        init_parts: list[str] = []
+        if source is not None:
+            init_parts = _parts_to_copy(model, source[1]["model"], cfg.init_parts)
+            copy_parts(model, source[1]["model"], init_parts, source[0])
+        freeze_parts(model, cfg.freeze)
+        model = model.to(device)
         optimizers = build_optimizers(self.recipe, model)
         langevin_rng = torch.Generator(device)
         langevin_rng.manual_seed(_rank_seed(self.recipe.seed, ctx.rank, salt=1))
@@ -293,6 +305,10 @@ class Trainer:
                 record_segment(run_dir, "resumed", self.state.step, checkpoint=str(resume_from))
             else:
                 record_segment(run_dir, "started", 0)
+            if source is not None:
+                say(f"initialised {', '.join(init_parts)} from {source[0]}")
+            if cfg.freeze:
+                say(f"frozen (not updated): {', '.join(cfg.freeze)}")
             for change in optim_changes:
                 say(f"resume: {change}")
             if optim_changes:
@@ -758,6 +774,24 @@ def _optim_changes(
                 f"optim.{name}.weight_decay {old['weight_decay']} -> {new.weight_decay} applied"
             )
     return changes
+
+
+def _tied_to_tokens(parts: list[str] | None) -> bool:
+    """Whether copying ``parts`` (None: all) ties the new run to the source's tokenizer."""
+    return parts is None or "generator" in parts or "inference" in parts
+
+
+def _parts_to_copy(model: LatentEBM, weights: dict[str, Any], parts: list[str] | None) -> list[str]:
+    """``trainer.init_parts``, or (None) every part ``model`` has that ``weights`` cover."""
+    if parts is not None:
+        return list(parts)
+    return [
+        part
+        for part in MODEL_PARTS
+        if getattr(model, part, None) is not None
+        and len(getattr(model, part).state_dict()) > 0  # a Gaussian prior has nothing to copy
+        and any(k.startswith(f"{part}.") for k in weights)
+    ]
 
 
 def _progress(total: int | None, initial: int, enabled: bool) -> Any:
