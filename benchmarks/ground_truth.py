@@ -43,6 +43,7 @@ if (_here := str(Path(__file__).resolve().parent)) not in sys.path:
 from _machine import cpu_model, git  # noqa: E402
 
 import latentebm  # noqa: E402
+from latentebm.checkpoint import save_atomic  # noqa: E402
 from latentebm.ground_truth import (  # noqa: E402
     GroundTruthConfig,
     encode,
@@ -80,7 +81,16 @@ def main(argv: list[str] | None = None) -> int:
         help="use the Gaussian-prior run of this tag (when the variant's overrides only touch "
         "the EBM prior, e.g. optim.prior.lr); default: --tag",
     )
+    parser.add_argument(
+        "--true-generator",
+        action="store_true",
+        help="images only: both models keep the true generator, fixed (trainer.init_from, "
+        "trainer.freeze); the Gaussian-prior model is then the true generator under N(0, I) "
+        "(nothing to train) and only the EBM prior learns, from posterior samples",
+    )
     args = parser.parse_args(argv)
+    if args.true_generator and "text" in args.kinds.split(","):
+        parser.error("--true-generator: images only (the text task numbers its words itself)")
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     rows: list[dict[str, Any]] = []
@@ -113,11 +123,21 @@ def run_one(kind: str, z_dim: int, out: Path, args: argparse.Namespace) -> dict[
         summary = json.loads(summary_file.read_text(encoding="utf-8"))
     else:
         summary = write_dataset(config, data_dir)
-    runs = {}
+    runs: dict[str, Path] = {}
+    extra: list[str] = []
+    if args.true_generator:  # the Gaussian-prior model is the fixed true generator under N(0, I)
+        runs["gaussian"] = true_generator_checkpoint(kind, z_dim, data_dir, out, args)
+        extra = [
+            f"trainer.init_from={runs['gaussian']}",
+            "trainer.init_parts=[generator]",
+            "trainer.freeze=[generator]",
+        ]
     for prior in ("ebm", "gaussian"):
+        if prior in runs:
+            continue
         tag = args.tag if prior == "ebm" or args.gaussian_tag is None else args.gaussian_tag
         run_dir = out / "runs" / f"{kind}{z_dim}_{prior}{tag}"
-        train(kind, z_dim, prior, data_dir, run_dir, args)
+        train(kind, z_dim, prior, data_dir, run_dir, args, extra)
         runs[prior] = run_dir
     true_model, _ = load_true_model(data_dir)
     x_true, x_task, z_star = test_examples(kind, data_dir, config, runs["ebm"], args.eval_examples)
@@ -125,6 +145,7 @@ def run_one(kind: str, z_dim: int, out: Path, args: argparse.Namespace) -> dict[
     seed = torch.Generator().manual_seed(0)
     row: dict[str, Any] = {"kind": kind, "z_dim": z_dim, "steps": args.steps}
     row["overrides"], row["tag"] = list(args.set), args.tag
+    row["true_generator"] = bool(args.true_generator)
     row["examples"] = int(x_true.shape[0])
     row["data"] = summary["splits"]
     shift = true_nll_shift(summary) if kind == "text" else 0.0
@@ -170,10 +191,18 @@ def run_one(kind: str, z_dim: int, out: Path, args: argparse.Namespace) -> dict[
 
 
 def train(
-    kind: str, z_dim: int, prior: str, data_dir: Path, run_dir: Path, args: argparse.Namespace
+    kind: str,
+    z_dim: int,
+    prior: str,
+    data_dir: Path,
+    run_dir: Path,
+    args: argparse.Namespace,
+    extra: list[str] | None = None,
+    steps: int | None = None,
 ) -> None:
     """``latentebm train`` (a subprocess, one thread), resumed or skipped if already done."""
-    done = run_dir / "checkpoints" / f"step_{args.steps:08d}.pt"
+    steps = args.steps if steps is None else steps
+    done = run_dir / "checkpoints" / f"step_{steps:08d}.pt"
     if done.exists():
         return
     task = (
@@ -191,17 +220,39 @@ def train(
         *task,
         f"model.z_dim={z_dim}",
         f"model.prior.kind={prior}",
-        f"trainer.max_steps={args.steps}",
-        f"trainer.checkpoint_every={args.steps}",
+        f"trainer.max_steps={steps}",
+        f"trainer.checkpoint_every={steps}",
         f"trainer.run_dir={run_dir}",
         "trainer.resume=auto",
         "trainer.progress=false",
         "trainer.tensorboard=false",
         *args.set,
+        *(extra or []),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     print(" ".join(command), file=sys.stderr, flush=True)
     subprocess.run(command, check=True, env=env)
+
+
+def true_generator_checkpoint(
+    kind: str, z_dim: int, data_dir: Path, out: Path, args: argparse.Namespace
+) -> Path:
+    """A checkpoint of the recipe's Gaussian-prior model whose generator is the true one: one
+    update of ``latentebm train`` for the file's layout, its generator weights then replaced by
+    the true model's (the same class and size, loaded strictly)."""
+    path = out / "runs" / f"{kind}{z_dim}_true_generator.pt"
+    if path.exists():
+        return path
+    run_dir = out / "runs" / f"{kind}{z_dim}_true_generator_layout"
+    train(kind, z_dim, "gaussian", data_dir, run_dir, args, ["trainer.samples_at_end=0"], steps=1)
+    state = torch.load(run_dir / "checkpoints" / "step_00000001.pt", weights_only=True)
+    true_model, _ = load_true_model(data_dir)
+    layout = latentebm.load(run_dir).model
+    layout.generator.load_state_dict(true_model.generator.state_dict())  # strict: same class
+    generator_keys = {f"generator.{k}": v for k, v in layout.generator.state_dict().items()}
+    state["model"] = {**state["model"], **generator_keys}
+    save_atomic(state, path)
+    return path
 
 
 def test_examples(
