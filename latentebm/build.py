@@ -62,12 +62,15 @@ def build_prior(recipe: Recipe) -> GaussianPrior:
     """``p_alpha(z)`` (``kind: ebm``), the fixed ``N(0, sigma^2 I)`` (``kind: gaussian``) or
     that Gaussian over a zero-dimensional z (``kind: none``)."""
     cfg = recipe.model.prior
-    options: dict[str, dict[str, Any]] = {
-        "ebm": {"hidden_dims": tuple(cfg.hidden_dims), "negative_slope": cfg.negative_slope},
-        "gaussian": {},
-        "none": {},
+    z_dim = latent_dim(recipe)
+    ebm: dict[str, Any] = {
+        "hidden_dims": tuple(cfg.hidden_dims),
+        "negative_slope": cfg.negative_slope,
     }
-    return PRIORS[cfg.kind](latent_dim(recipe), prior_sigma=cfg.prior_sigma, **options[cfg.kind])
+    if cfg.energy is not None and cfg.kind == "ebm":
+        ebm = {"energy": instantiate(cfg.energy, z_dim=z_dim)}
+    options: dict[str, dict[str, Any]] = {"ebm": ebm, "gaussian": {}, "none": {}}
+    return PRIORS[cfg.kind](z_dim, prior_sigma=cfg.prior_sigma, **options[cfg.kind])
 
 
 def build_model(recipe: Recipe, task: Any, *, for_training: bool = True) -> LatentEBM:

@@ -37,6 +37,7 @@ import difflib
 import importlib
 import importlib.util
 import inspect
+import logging
 import os
 import re
 import reprlib
@@ -86,6 +87,8 @@ COMMAND_LINE = "command line"
 
 COMPONENT_KEY = "_component_"
 """Key of a component section that holds the dotted path of the class to build."""
+
+logger = logging.getLogger(__name__)
 
 TOOLKIT_PACKAGES: tuple[str, ...] = ("latentebm",)
 """The toolkit's own packages: a recipe from any source may name components in these (the
@@ -835,6 +838,12 @@ class PriorConfig:
         0.2, "LeakyReLU negative slope of the energy MLP.", check=_non_negative
     )
     prior_sigma: float = _field(1.0, "Std of the Gaussian reference density.", check=_positive)
+    energy: ComponentConfig | None = _field(
+        None,
+        "kind ebm: the energy network f_alpha as a component, e.g. _component_: "
+        "latentebm.prior.MLPEnergy (any torch module built as cls(config, z_dim=d) that maps "
+        "z (B, d) to (B,) or (B, 1)); null: the MLP of hidden_dims and negative_slope.",
+    )
 
 
 @dataclass(kw_only=True)
@@ -1419,6 +1428,26 @@ def _check_recipe(recipe: Recipe, ctx: _Context) -> None:
     """The checks across sections, after each key was validated on its own."""
     _check_chain_init(recipe, ctx)
     _check_anomaly(recipe, ctx)
+    _warn_unused_prior_keys(recipe)
+
+
+def _warn_unused_prior_keys(recipe: Recipe) -> None:
+    """A warning (not an error: a recipe may keep them) for prior keys set to something other
+    than their defaults that build nothing."""
+    prior = recipe.model.prior
+    if prior.energy is None:
+        return
+    if prior.kind != "ebm":
+        logger.warning("model.prior.energy is ignored: model.prior.kind is %s", prior.kind)
+        return
+    default = PriorConfig()
+    for key in ("hidden_dims", "negative_slope"):
+        if getattr(prior, key) != getattr(default, key):
+            logger.warning(
+                "model.prior.%s is ignored: model.prior.energy builds the energy network "
+                "(give its sizes there)",
+                key,
+            )
 
 
 def _check_chain_init(recipe: Recipe, ctx: _Context) -> None:
@@ -1631,6 +1660,8 @@ def recipe_components(recipe: Recipe) -> dict[str, tuple[str, type]]:
     found = {"task": recipe.task, "model.generator": recipe.model.generator}
     if recipe.model.inference is not None:
         found["model.inference"] = recipe.model.inference
+    if recipe.model.prior.energy is not None:
+        found["model.prior.energy"] = recipe.model.prior.energy
     return {key: (section.component, type(section.args)) for key, section in found.items()}
 
 

@@ -7,14 +7,21 @@ Pang, Han, Nijkamp, Zhu and Wu (2020), "Learning Latent Space Energy-Based Prior
 ``f_alpha`` is a small MLP (Table 6: z_dim -> 200 -> 200 -> 1, LeakyReLU 0.2). Only the
 unnormalised log density ``f_alpha(z) - ||z||^2 / (2 sigma^2)`` is needed for Langevin sampling
 and for the learning gradient (eq. 10); ``log Z(alpha)`` matters only for likelihood estimates.
+
+The energy network is a component (``model.prior.energy`` in a recipe): any module built as
+``cls(config, z_dim=d)`` that maps ``z`` ``(B, d)`` to ``f(z)`` ``(B,)`` or ``(B, 1)``.
+:class:`MLPEnergy` (Table 6's MLP) is the default.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
+
+from latentebm.config import _each_positive, _field, _non_negative, check_fields
 
 
 class GaussianPrior(nn.Module):
@@ -56,6 +63,42 @@ class GaussianPrior(nn.Module):
         return self.prior_sigma * torch.randn(n, self.z_dim, generator=generator, device=device)
 
 
+class MLPEnergy(nn.Sequential):
+    """The energy ``f_alpha`` of Pang et al. 2020 (Table 6): ``z_dim -> 200 -> 200 -> 1`` with
+    LeakyReLU(0.2), Xavier-normal weights and zero biases (appendix B.1); ``(B, d) -> (B, 1)``.
+
+    Args:
+        config: widths and slope (``model.prior.energy`` of a recipe).
+        z_dim: dimension d of z.
+    """
+
+    @dataclass
+    class Config:
+        hidden_dims: list[int] = field(default_factory=lambda: [200, 200])
+        """Widths of the hidden layers (Table 6: 200, 200)."""
+        negative_slope: float = _field(0.2, check=_non_negative)
+        """LeakyReLU negative slope (Table 6: 0.2)."""
+
+        def __post_init__(self) -> None:
+            check_fields(self)
+            problem = _each_positive(self.hidden_dims)
+            if problem is not None:
+                raise ValueError(f"hidden_dims: {problem}")
+
+    def __init__(self, config: MLPEnergy.Config, *, z_dim: int) -> None:
+        layers: list[nn.Module] = []
+        width = z_dim
+        for hidden in config.hidden_dims:
+            layers += [nn.Linear(width, hidden), nn.LeakyReLU(config.negative_slope)]
+            width = hidden
+        layers.append(nn.Linear(width, 1))
+        super().__init__(*layers)
+        for module in self:
+            if isinstance(module, nn.Linear):  # Xavier-normal, Pang et al. 2020, appendix B.1
+                nn.init.xavier_normal_(module.weight)
+                nn.init.zeros_(module.bias)
+
+
 class EnergyPrior(GaussianPrior):
     """``p_alpha(z) ∝ exp(f_alpha(z)) N(z; 0, prior_sigma^2 I)`` (Pang et al. 2020, eq. 2).
 
@@ -64,6 +107,8 @@ class EnergyPrior(GaussianPrior):
         hidden_dims: widths of the hidden layers of the MLP ``f_alpha`` (Table 6: 200, 200).
         negative_slope: LeakyReLU slope (0.2 in Table 6).
         prior_sigma: standard deviation sigma of the Gaussian reference ``p_0``.
+        energy: the network ``f_alpha`` itself (module docstring), instead of the MLP of
+            ``hidden_dims`` and ``negative_slope``.
     """
 
     has_energy: bool = True
@@ -74,23 +119,36 @@ class EnergyPrior(GaussianPrior):
         hidden_dims: Sequence[int] = (200, 200),
         negative_slope: float = 0.2,
         prior_sigma: float = 1.0,
+        energy: nn.Module | None = None,
     ) -> None:
         super().__init__(z_dim, prior_sigma)
-        layers: list[nn.Module] = []
-        width = z_dim
-        for hidden in hidden_dims:
-            layers += [nn.Linear(width, hidden), nn.LeakyReLU(negative_slope)]
-            width = hidden
-        layers.append(nn.Linear(width, 1))
-        self.f = nn.Sequential(*layers)
-        for module in self.f:
-            if isinstance(module, nn.Linear):  # Xavier-normal, Pang et al. 2020, appendix B.1
-                nn.init.xavier_normal_(module.weight)
-                nn.init.zeros_(module.bias)
+        if energy is None:
+            mlp = MLPEnergy.Config(hidden_dims=list(hidden_dims), negative_slope=negative_slope)
+            energy = MLPEnergy(mlp, z_dim=z_dim)
+        self.f = energy
+        self._check_output()
+
+    def _check_output(self) -> None:
+        """Fail at construction, naming the class, if ``f`` does not map ``(B, d)`` to
+        ``(B,)`` or ``(B, 1)``."""
+        probe = torch.zeros(2, self.z_dim)
+        for tensor in self.f.parameters():
+            probe = probe.to(tensor)
+            break
+        with torch.no_grad():
+            out = self.f(probe)
+        name = type(self.f).__name__
+        if not isinstance(out, Tensor) or tuple(out.shape) not in ((2,), (2, 1)):
+            shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise ValueError(
+                f"model.prior.energy: {name} maps z of shape (2, {self.z_dim}) to {shape}; an "
+                "energy network must return one value per row, shape (B,) or (B, 1)"
+            )
 
     def energy(self, z: Tensor) -> Tensor:
         """``f_alpha(z)``, shape ``(B,)``: the tilt of the reference (higher = more probable)."""
-        return self.f(z).squeeze(-1)
+        out = self.f(z)
+        return out.squeeze(-1) if out.dim() == 2 else out
 
 
 def _module_device(module: nn.Module) -> torch.device:

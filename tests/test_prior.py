@@ -92,3 +92,51 @@ def test_sample_reference_reproducible_and_scaled() -> None:
     # std of N(0, sigma^2): the sample mean of z^2 over n d values has SE sigma^2 sqrt(2/(n d))
     second = a.double().pow(2).mean().item()
     assert abs(second - sigma**2) < 4.5 * sigma**2 * math.sqrt(2 / (n * d))
+
+
+class _Quadratic(nn.Module):
+    """``f(z) = -scale ||z - centre||^2``, shape ``(B,)``: a closed-form energy."""
+
+    def __init__(self, centre: torch.Tensor, scale: float) -> None:
+        super().__init__()
+        self.centre = nn.Parameter(centre.clone())
+        self.scale = scale
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return -self.scale * (z - self.centre).pow(2).sum(dim=1)
+
+
+def test_an_energy_network_given_as_a_module_tilts_the_reference() -> None:
+    centre = torch.tensor([1.0, -2.0, 0.5])
+    prior = EnergyPrior(3, prior_sigma=2.0, energy=_Quadratic(centre, 0.3))
+    z = torch.randn(7, 3)
+    expected = -0.3 * (z - centre).pow(2).sum(1) - z.pow(2).sum(1) / (2 * 4.0)
+    with torch.no_grad():
+        torch.testing.assert_close(prior.log_density(z), expected)
+    assert [name for name, _ in prior.named_parameters()] == ["f.centre"]
+
+
+def test_the_default_energy_is_the_table_6_mlp_under_the_same_names() -> None:
+    from latentebm.prior import MLPEnergy
+
+    torch.manual_seed(3)
+    legacy = EnergyPrior(4, hidden_dims=(6, 5), negative_slope=0.1)
+    torch.manual_seed(3)
+    component = MLPEnergy(MLPEnergy.Config(hidden_dims=[6, 5], negative_slope=0.1), z_dim=4)
+    assert isinstance(legacy.f, MLPEnergy)
+    # checkpoints of the built-in prior keep their parameter names (f.0.weight, ...)
+    state = legacy.f.state_dict()
+    assert list(state) == ["0.weight", "0.bias", "2.weight", "2.bias", "4.weight", "4.bias"]
+    for name, value in component.state_dict().items():
+        torch.testing.assert_close(state[name], value)
+    assert legacy.f[1].negative_slope == 0.1
+
+
+class _WrongShape(nn.Module):
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return z  # (B, d): not one value per row
+
+
+def test_an_energy_network_of_the_wrong_output_shape_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match=r"model\.prior\.energy: _WrongShape maps z of shape"):
+        EnergyPrior(3, energy=_WrongShape())

@@ -518,3 +518,54 @@ def test_keys_of_a_latent_recipe(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["keys", "ptb"]) == 0
     keys = {line.split()[0] for line in capsys.readouterr().out.splitlines()}
     assert "model.z_dim" in keys and "chain.n_steps" not in keys
+
+
+ENERGY_MODULE = """\
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+class QuadraticEnergy(nn.Module):
+    @dataclass
+    class Config:
+        scale: float = 0.5
+
+    def __init__(self, config, *, z_dim):
+        super().__init__()
+        self.centre = nn.Parameter(torch.zeros(z_dim))
+        self.scale = config.scale
+
+    def forward(self, z):
+        return -self.scale * (z - self.centre).pow(2).sum(dim=1)
+"""
+
+
+def test_a_local_energy_network_trains_and_loads_only_where_trusted(tmp_path: Path) -> None:
+    """``model.prior.energy`` as a component from the working directory: the recipe the user
+    runs may use it; a command that reads the checkpoint's recipe imports it only when trusted."""
+    (tmp_path / "my_energy.py").write_text(ENERGY_MODULE, encoding="utf-8")
+    recipe = text_recipe(
+        tmp_path,
+        model={
+            **tiny_recipe_dict("x")["model"],
+            "prior": {"energy": {"_component_": "my_energy.QuadraticEnergy", "scale": 0.25}},
+        },
+    )
+    run = tmp_path / "run"
+    done = python_cli(
+        tmp_path, "train", recipe, "trainer.max_steps=2", "trainer.samples_at_end=0",
+        f"trainer.run_dir={run}", "model.prior.hidden_dims=[7]",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "model.prior.hidden_dims is ignored: model.prior.energy builds" in done.stderr
+    saved = torch.load(next((run / "checkpoints").iterdir()), weights_only=True)
+    assert [k for k in saved["model"] if k.startswith("prior.")] == ["prior.f.centre"]
+    line = one_error_line(python_cli(tmp_path, "generate", run, "-n", "2"))
+    assert "model.prior.energy._component_" in line and "my_energy" in line
+    trusted = python_cli(
+        tmp_path, "generate", run, "-n", "2", LATENTEBM_TRUSTED_MODULES="my_energy"
+    )
+    assert trusted.returncode == 0, trusted.stderr
+    assert len(trusted.stdout.strip().splitlines()) == 2

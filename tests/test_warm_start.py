@@ -123,7 +123,8 @@ def test_bad_warm_starts_fail_in_one_line_before_a_run_directory_exists(
     run = tmp_path / "never"
     with pytest.raises(CheckpointError, match="nowhere: no such checkpoint file or run directory"):
         fit(recipe, f"trainer.init_from={tmp_path / 'nowhere'}", f"trainer.run_dir={run}")
-    with pytest.raises(CheckpointError, match=r"step_00000003.pt: 'model\.prior' does not fit this model"):
+    fit_error = r"step_00000003.pt: 'model\.prior' does not fit this model"
+    with pytest.raises(CheckpointError, match=fit_error):
         fit(recipe, f"trainer.init_from={source}", "model.z_dim=5", f"trainer.run_dir={run}")
     with pytest.raises(RecipeError, match="trainer.init_parts: this model has no inference"):
         fit(
