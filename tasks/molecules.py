@@ -66,6 +66,7 @@ import torch
 
 from latentebm.atomic import atomic_write
 from latentebm.data import data_root, open_text, resolve_data_path
+from latentebm.processes import caller_script_hidden
 from latentebm.tasks.batching import BucketedBatches
 from latentebm.tasks.text import (  # same as text
     BOS_ID,
@@ -650,7 +651,9 @@ class MoleculeTask(BucketedBatches):
         if n_jobs > 1:
             # fork (Linux) starts workers instantly; elsewhere the platform default.
             method = "fork" if sys.platform.startswith("linux") else None
-            with multiprocessing.get_context(method).Pool(n_jobs) as pool:
+            with caller_script_hidden():  # spawn (macOS, Windows) re-runs no script
+                pool = multiprocessing.get_context(method).Pool(n_jobs)
+            with pool:
                 collect(pool.imap(_process_chunk, chunks))
         else:
             collect(_process_chunk(c) for c in chunks)

@@ -335,3 +335,34 @@ def test_fcd_of_moses_test_samples_against_reference_stats() -> None:
     first_fcd = mm.fcd(smiles[:2000], mu, sigma, n_jobs=1)
     assert 0 < random_fcd < FCD_RANDOM_2K_BOUND
     assert first_fcd > 3 * random_fcd  # the file is not in random order
+
+
+SCRIPT_WITHOUT_MAIN_GUARD = """\
+from pathlib import Path
+
+with open(Path(__file__).with_name("runs.log"), "a") as log:  # counts how often this runs
+    log.write("ran\\n")
+from latentebm.metrics.molecules import canonicalize
+
+print(canonicalize(["OCC", "bad(", "C1=CC=CC=C1"] * 50, n_jobs=2)[:3])
+"""
+
+
+@pytest.mark.parametrize("how", ["script", "module"])
+def test_parallel_metrics_from_a_script_without_a_main_guard(tmp_path: Path, how: str) -> None:
+    """Worker processes do not re-run the caller's script (``python script.py`` or
+    ``python -m script``), which used to fail with a bare BrokenProcessPool."""
+    import subprocess
+    import sys
+
+    (tmp_path / "no_guard.py").write_text(SCRIPT_WITHOUT_MAIN_GUARD, encoding="utf-8")
+    command = (
+        [sys.executable, "no_guard.py"] if how == "script" else [sys.executable, "-m", "no_guard"]
+    )
+    done = subprocess.run(
+        command, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['CCO', None, 'c1ccccc1']"
+    assert (tmp_path / "runs.log").read_text().count("ran") == 1

@@ -62,6 +62,7 @@ import numpy as np
 
 from latentebm.atomic import atomic_write
 from latentebm.data import TextFile, open_text
+from latentebm.processes import caller_script_hidden
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +163,9 @@ class _Runner:
             if MP_START_METHOD == "forkserver":
                 ctx.set_forkserver_preload([__name__])
             self._pool = ProcessPoolExecutor(max_workers=self.n_jobs, mp_context=ctx)
-        return list(self._pool.map(func, items))
+        with caller_script_hidden():  # workers start while the chunks are submitted
+            results = self._pool.map(func, items)
+        return list(results)
 
     def close(self) -> None:
         if self._pool is not None:
