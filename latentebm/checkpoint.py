@@ -103,15 +103,21 @@ def resolve_checkpoint(path: str | Path) -> Path:
     raise CheckpointError(f"{target}: no such checkpoint file or run directory")
 
 
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(
+    path: Path, map_location: str | torch.device = "cpu", *, mmap: bool = False
+) -> dict[str, Any]:
     """Read a checkpoint with ``weights_only=True`` (no arbitrary code runs).
+
+    ``mmap``: map the file instead of reading it (``torch.load(mmap=True)``): tensors that are
+    never used (the optimiser moments, when only the model is wanted) are never read into
+    memory. The tensors are then copy-on-write views of the file: copy what you keep.
 
     Raises:
         CheckpointFormatError: the bytes are not a latentebm checkpoint (damaged, truncated).
         CheckpointError: the file cannot be read (an I/O error, no memory).
     """
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except (OSError, MemoryError) as error:
         raise CheckpointError(f"{path}: cannot read checkpoint ({_reason(error)})") from error
     except Exception as error:  # noqa: BLE001 - any failure of the bytes is reported the same way

@@ -748,6 +748,7 @@ def _likelihood_settings(args: argparse.Namespace) -> object:
             n_temperatures=args.temperatures,
             leapfrog_steps=args.leapfrog,
             laplace_starts=args.laplace_starts,
+            laplace_steps=args.laplace_steps,
             defensive=args.defensive,
         )
     )
@@ -1164,6 +1165,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     like.add_argument(
         "--laplace-starts", type=positive_int, default=None, metavar="S", help="mode searches (8)"
+    )
+    like.add_argument(
+        "--laplace-steps",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="Adam steps of each mode search (50)",
     )
     like.add_argument(
         "--log-z-chains",

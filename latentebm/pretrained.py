@@ -386,7 +386,9 @@ def load(
     """
     target = resolve_device(device) if isinstance(device, str) else device  # one line if absent
     checkpoint = resolve_model(path)
-    state = load_checkpoint(checkpoint, map_location="cpu")  # moved to the device below
+    # mapped, not read: the optimiser moments (2x the weights) are never loaded; the weights
+    # are copied into the model below and moved to the device
+    state = load_checkpoint(checkpoint, map_location="cpu", mmap=True)
     if state.get("family", "latent") != "latent":
         raise CheckpointError(
             f"{checkpoint}: a {state.get('family')} checkpoint (the data-space short-run EBM); "

@@ -31,6 +31,7 @@ from latentebm.metrics.ais import (
 )
 from latentebm.metrics.bdmc import _valid_rows, bdmc, simulate
 from latentebm.metrics.marginal import (
+    REFERENCE_FLOATS_PER_TOKEN,
     SEQUENCE_TOKENS_PER_ROW,
     AISSettings,
     LogPartitionSettings,
@@ -373,6 +374,29 @@ def test_long_sequences_are_scored_in_proportionally_smaller_chunks(
     short = x[:, :SEQUENCE_TOKENS_PER_ROW]  # 64 tokens: batch_size rows as before
     _Joint(model, short, 5, 16).log_joint(z)
     assert rows_seen == [15]
+    # a decoder that keeps twice the reference's activations per token: half the rows again
+    decoder = type(model.generator)
+    width = 2 * REFERENCE_FLOATS_PER_TOKEN
+    monkeypatch.setattr(decoder, "activation_floats_per_token", property(lambda self: width))
+    rows_seen.clear()
+    value, grad = _Joint(model, x, 5, 16).log_joint(z)
+    assert rows_seen == [2] * 7 + [1]  # 16 * 64 // 256 = 4, then 4 * 4256 // 8512 = 2
+    torch.testing.assert_close(value, whole_value, rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(grad, whole_grad, rtol=1e-5, atol=1e-5)
+
+
+def test_the_lstm_decoders_activation_width_follows_its_sizes() -> None:
+    """Table 7's PTB sizes are the reference width; Yahoo's keep about twice as much."""
+
+    def width(**sizes: int) -> int:
+        config = LSTMDecoder.Config(**sizes)
+        return LSTMDecoder(
+            config, z_dim=32, vocab_size=10, pad_id=0, bos_id=1, eos_id=2
+        ).activation_floats_per_token
+
+    assert width(embedding_dim=128, hidden_dim=512) == REFERENCE_FLOATS_PER_TOKEN
+    assert width(embedding_dim=512, hidden_dim=1024) == 512 + 32 + 8 * 1024
+    assert width(embedding_dim=8, hidden_dim=16, num_layers=2) == 2 * (8 + 32 + 8 * 16)
 
 
 def test_model_without_latent_variable_is_scored_exactly() -> None:

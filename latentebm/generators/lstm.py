@@ -119,6 +119,15 @@ class LSTMDecoder(nn.Module, decoding.StepwiseDecoder[RecurrentState]):
             self.embedding.weight[pad_id].zero_()
         self._gate_cache = InputGateCache()
 
+    @property
+    def activation_floats_per_token(self) -> int:
+        """Floats kept per (row, token) for a gradient to z, roughly: the input (embedding and
+        z), the gates and the states of every layer. Likelihood evaluation sizes its chunks by
+        it (:data:`latentebm.metrics.marginal.REFERENCE_FLOATS_PER_TOKEN`)."""
+        c = self.config
+        gates = 4 if c.cell == "lstm" else 3
+        return c.num_layers * (c.embedding_dim + self.z_dim + (gates + 4) * c.hidden_dim)
+
     def _initial_state(self, z: Tensor) -> RecurrentState:
         """``h0 = W z + b`` per layer (and ``c0 = 0`` for the LSTM)."""
         batch = z.shape[0]

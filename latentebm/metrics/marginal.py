@@ -64,6 +64,12 @@ SEQUENCE_TOKENS_PER_ROW = 64
 """Token sequences longer than this are scored in proportionally fewer (example, chain) pairs
 per chunk (:class:`_Joint`): the memory of a chunk stays that of ``batch_size`` sequences of 64
 tokens."""
+REFERENCE_FLOATS_PER_TOKEN = 4256
+"""Activation floats per token of ``recipes/ptb.yaml``'s LSTM decoder (embedding 128, z 32,
+hidden 512: ``activation_floats_per_token``). A generator that keeps more per token is scored
+in proportionally fewer rows per chunk (:class:`_Joint`), so a chunk's memory stays that of the
+PTB model's: at Yahoo's sizes (embedding 512, hidden 1024) the rows per chunk halve, and one
+chunk of 200-word documents measured 0.92 GiB above the loaded model before (81 rows)."""
 
 
 # ----------------------------------------------------------------------------- settings
@@ -102,7 +108,8 @@ class AISSettings:
         batch_size: most (example, chain) pairs given to the generator at once; for token
             sequences longer than :data:`SEQUENCE_TOKENS_PER_ROW` fewer, in proportion, so that
             a chunk of long documents holds no more tokens than ``batch_size`` sequences of
-            that length (the decoder keeps activations per token for the gradient to z).
+            that length (the decoder keeps activations per token for the gradient to z), and
+            fewer again for decoders wider than :data:`REFERENCE_FLOATS_PER_TOKEN`.
     """
 
     init: AISInit = "laplace"
@@ -348,13 +355,17 @@ class _Joint:
     """``log p_beta(x_r | z) + f(z) - ||z||^2 / (2 sigma^2) - (d/2) log(2 pi sigma^2)`` for the
     rows ``r`` of a chain batch (row ``r`` scores example ``r // n_chains``), with gradients in
     ``z``; the generator sees at most ``batch_size`` rows at once (fewer for token sequences
-    longer than :data:`SEQUENCE_TOKENS_PER_ROW`)."""
+    longer than :data:`SEQUENCE_TOKENS_PER_ROW` and for decoders that keep more activations
+    per token than :data:`REFERENCE_FLOATS_PER_TOKEN`)."""
 
     def __init__(self, model: LatentEBM, x: Tensor, n_chains: int, batch_size: int) -> None:
         self.model, self.x, self.k = model, x, n_chains
         length = x.shape[1] if x.dim() == 2 and not x.is_floating_point() else 0  # tokens
         if length > SEQUENCE_TOKENS_PER_ROW:
             batch_size = max(1, batch_size * SEQUENCE_TOKENS_PER_ROW // length)
+        width = getattr(model.generator, "activation_floats_per_token", None)
+        if length and isinstance(width, int) and width > REFERENCE_FLOATS_PER_TOKEN:
+            batch_size = max(1, batch_size * REFERENCE_FLOATS_PER_TOKEN // width)
         self.batch_size = batch_size
         self.sigma = model.prior.prior_sigma
         self.constant = 0.5 * model.z_dim * math.log(2 * math.pi * self.sigma**2)

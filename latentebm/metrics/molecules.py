@@ -62,7 +62,7 @@ import numpy as np
 
 from latentebm.atomic import atomic_write
 from latentebm.data import TextFile, open_text
-from latentebm.processes import caller_script_hidden
+from latentebm.processes import caller_script_hidden, interrupts_deferred
 
 logger = logging.getLogger(__name__)
 
@@ -163,36 +163,45 @@ class _Runner:
             if MP_START_METHOD == "forkserver":
                 ctx.set_forkserver_preload([__name__])
             self._pool = ProcessPoolExecutor(max_workers=self.n_jobs, mp_context=ctx)
-        with caller_script_hidden():  # workers start while the chunks are submitted
+        # workers start while the chunks are submitted: all of them, or none, before Ctrl-C
+        with caller_script_hidden(), interrupts_deferred():
             results = self._pool.map(func, items)
         return list(results)
 
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
+    def close(self, abort: bool = False) -> None:
+        """Shut the pool down after all submitted chunks (default), or at once (``abort``:
+        Ctrl-C or an error): the workers are stopped, the queued chunks cancelled."""
+        if self._pool is None:
+            return
+        pool, self._pool = self._pool, None
+        if abort:
+            for worker in list((getattr(pool, "_processes", None) or {}).values()):
+                if worker.is_alive():
+                    worker.terminate()
+        pool.shutdown(wait=True, cancel_futures=abort)
 
     def __enter__(self) -> _Runner:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        self.close(abort=exc_type is not None)
 
 
-def _as_runner(n_jobs: int | _Runner) -> tuple[_Runner, bool]:
+@contextmanager
+def _runner_for(n_jobs: int | _Runner) -> Iterator[_Runner]:
+    """``n_jobs`` itself if it is a runner (its owner closes it), else a new runner closed on
+    exit (at once on an error or Ctrl-C: :meth:`_Runner.close`)."""
     if isinstance(n_jobs, _Runner):
-        return n_jobs, False
-    return _Runner(n_jobs), True
+        yield n_jobs
+        return
+    with _Runner(n_jobs) as runner:
+        yield runner
 
 
 def canonicalize(smiles: Sequence[str], n_jobs: int | _Runner = 1) -> list[str | None]:
     """Canonical SMILES (RDKit ``MolToSmiles`` defaults) of each string, ``None`` if invalid."""
-    runner, own = _as_runner(n_jobs)
-    try:
+    with _runner_for(n_jobs) as runner:
         parts = runner.map(_canonical_chunk, _chunks(list(smiles), runner.n_jobs, 4 * _CHUNK))
-    finally:
-        if own:
-            runner.close()
     return [s for part in parts for s in part]
 
 
@@ -264,16 +273,12 @@ def novelty(
     ``train`` is canonicalised first unless ``train_is_canonical`` (e.g. the output of
     :func:`canonical_set` or :func:`load_canonical_smiles`). NaN when nothing is valid.
     """
-    runner, own = _as_runner(n_jobs)
-    try:
+    with _runner_for(n_jobs) as runner:
         valid = valid_canonical(generated, runner)
         if train_is_canonical:
             train_set = train if isinstance(train, Set) else set(train)
         else:
             train_set = canonical_set(train, runner)
-    finally:
-        if own:
-            runner.close()
     return _novelty(valid, train_set)
 
 
@@ -491,16 +496,12 @@ def compute_features(
         work, weights = [str(s) for s in uniq], [int(c) for c in counts]
     else:
         work, weights, inverse = smiles, [1] * len(smiles), None
-    runner, own = _as_runner(n_jobs)
-    try:
+    with _runner_for(n_jobs) as runner:
         idx = _chunks(list(range(len(work))), runner.n_jobs)
         tasks = [
             ([work[i] for i in ix], [weights[i] for i in ix], what, tuple(filters)) for ix in idx
         ]
         parts = runner.map(_features_chunk, tasks)
-    finally:
-        if own:
-            runner.close()
     feats = MolFeatures(n=len(smiles))
     seconds: Counter[str] = Counter()
     for p in parts:

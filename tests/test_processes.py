@@ -1,0 +1,65 @@
+"""Worker processes under Ctrl-C (:mod:`latentebm.processes`, the molecule metrics' pool)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from latentebm.processes import interrupts_deferred
+from tests.conftest import cli_env, latentebm_command
+
+
+def test_an_interrupt_inside_the_block_arrives_at_its_end() -> None:
+    reached_end = False
+    with pytest.raises(KeyboardInterrupt), interrupts_deferred():
+        signal.raise_signal(signal.SIGINT)
+        time.sleep(0.01)  # a Python-level handler would have raised by now
+        reached_end = True
+    assert reached_end
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_an_error_after_an_interrupt_is_the_interrupt() -> None:
+    with pytest.raises(KeyboardInterrupt), interrupts_deferred():
+        signal.raise_signal(signal.SIGINT)
+        raise EOFError("a helper process stopped by the same Ctrl-C")
+    with pytest.raises(EOFError), interrupts_deferred():  # no interrupt: the error stays
+        raise EOFError("unexpected EOF")
+
+
+@pytest.mark.parametrize("wait", [0.5, 3.0])
+def test_ctrl_c_stops_parallel_scoring_cleanly(tmp_path: Path, wait: float) -> None:
+    """Ctrl-C from a terminal (SIGINT to the whole process group), while the worker processes
+    start or work: exit 130 with one line, no traceback of any process, workers gone."""
+    pytest.importorskip("rdkit", reason="rdkit is needed for molecule metrics (extra 'mol')")
+    molecules = tmp_path / "many.smi"
+    molecules.write_text("CCO\nc1ccccc1O\nCC(=O)Nc1ccc(O)cc1\n" * 200_000, encoding="utf-8")
+    command = [*latentebm_command(), "score-molecules", str(molecules), "--metrics",
+               "molecules", "--n-jobs", "2"]  # fmt: skip
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+    time.sleep(wait)
+    os.killpg(process.pid, signal.SIGINT)
+    try:
+        _, stderr = process.communicate(timeout=60)  # a hang guard, not a speed target
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr, stderr
+    assert stderr.strip().splitlines()[-1] == "latentebm: interrupted"
+    for _ in range(100):  # helpers (multiprocessing's resource tracker) exit after the command
+        leftover = subprocess.run(
+            ["ps", "-o", "pid=,args=", "-g", str(process.pid)], capture_output=True, text=True
+        ).stdout.strip()
+        if not leftover:
+            break
+        time.sleep(0.1)
+    assert leftover == "", f"processes left in the group: {leftover}"
