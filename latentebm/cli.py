@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import sys
+import time
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
@@ -512,10 +513,13 @@ def _generate_shortrun(args: argparse.Namespace) -> int:
         rng.seed()  # a fresh random seed, as for latent EBM runs
     else:
         rng.manual_seed(args.seed)
+    started = time.perf_counter()
     images = model.sample(args.n, generator=rng)
+    rate = args.n / max(time.perf_counter() - started, 1e-9)
     save_grid(images.cpu(), out)
     print(
-        f"{args.n} samples ({model.chain.n_steps} Langevin steps from p_0) -> {out}",
+        f"{args.n} samples ({model.chain.n_steps} Langevin steps from p_0) -> {out} "
+        f"({rate:.1f} images/s)",
         file=sys.stderr,
     )
     return 0
@@ -568,9 +572,16 @@ def _generate_images(args: argparse.Namespace, model: Any) -> int:
         )
         print(f"{args.n} chains x steps {steps} -> {out}, energy -> {energy_png}", file=sys.stderr)
         return 0
-    images = model.sample_images(args.n, langevin_steps=args.langevin_steps, seed=args.seed)
+    started = time.perf_counter()
+    images = model.sample_images(
+        args.n, langevin_steps=args.langevin_steps, seed=args.seed, progress=args.n > 500
+    )
+    rate = args.n / max(time.perf_counter() - started, 1e-9)
     written = model.task.save_samples(images, out)
-    print(f"{args.n} images from {model.checkpoint} -> {written}", file=sys.stderr)
+    print(
+        f"{args.n} images from {model.checkpoint} -> {written} ({rate:.1f} images/s)",
+        file=sys.stderr,
+    )
     return 0
 
 

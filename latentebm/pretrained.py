@@ -277,10 +277,11 @@ class Pretrained:
         langevin_steps: int | None = None,
         seed: int | None = None,
         batch_size: int = 500,
+        progress: bool = False,
     ) -> torch.Tensor:
         """``n`` images ``g_beta(z)`` (the generator's mean, in [-1, 1], ``(n, C, H, W)``) with
         ``z`` from the prior chain (K0 steps, or ``langevin_steps``): an image model's
-        :meth:`generate`.
+        :meth:`generate`. ``progress``: a bar counting images (and images/s) on stderr.
 
         Raises:
             TaskMismatchError: a model of token sequences (use :meth:`generate`).
@@ -291,10 +292,19 @@ class Pretrained:
         batch_size = _count("batch_size", batch_size)
         langevin_steps = _steps("langevin_steps", langevin_steps)
         generator = self.random_generator(seed)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=n, desc="generate", unit="image", dynamic_ncols=True, leave=False)
         parts = []
         for start in range(0, n, batch_size):
             size = min(batch_size, n - start)
             parts.append(self.model.generate(size, generator=generator, n_steps=langevin_steps))
+            if bar is not None:
+                bar.update(size)
+        if bar is not None:
+            bar.close()
         return torch.cat(parts)
 
     def anomaly_score(

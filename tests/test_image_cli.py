@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from subprocess import CompletedProcess
@@ -139,6 +140,8 @@ def test_cli_evaluate_generate_and_refusals(
     done = run_cli("generate", trained_run, "-n", "6", "-o", png)
     assert done.returncode == 0, done.stderr
     assert png.read_bytes()[:8] == PNG_MAGIC
+    said = rf"6 images from \S+ -> {re.escape(str(png))} \([0-9.]+ images/s\)"
+    assert re.search(said, done.stderr), done.stderr
     done = run_cli("generate", trained_run, "-n", "6", "-o", png)
     assert done.returncode == 2 and "not overwritten" in done.stderr
     done = run_cli("generate", trained_run, "-n", "6", "-o", tmp_path / "samples.txt")

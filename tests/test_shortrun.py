@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import struct
 import time
 import zlib
@@ -498,6 +499,7 @@ def test_commands_on_a_shortrun_run(tmp_path: Path, capsys: pytest.CaptureFixtur
     args = ["generate", str(run), "-n", "6", "--grid", str(grid), "--seed", "1"]
     assert cli_main(args) == 0
     assert png_size(grid)[0] > 0
+    assert re.search(r"\(\d+\.\d images/s\)$", capsys.readouterr().err.strip())
     first = grid.read_bytes()
     assert cli_main([*args, "--force"]) == 0
     assert grid.read_bytes() == first  # seeded
