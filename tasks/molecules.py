@@ -66,6 +66,7 @@ import torch
 
 from latentebm.atomic import atomic_write
 from latentebm.data import data_root, open_text, resolve_data_path
+from latentebm.hf_data import is_hf_source, materialize
 from latentebm.processes import caller_script_hidden
 from latentebm.tasks.batching import BucketedBatches
 from latentebm.tasks.text import (  # same as text
@@ -434,7 +435,9 @@ class MoleculeTask(BucketedBatches):
         """The ``task:`` section of a molecule recipe."""
 
         train: str
-        """Training file (``moses/train.csv.gz``, an absolute path, or ``builtin:FILE``)."""
+        """Training file (``moses/train.csv.gz``, an absolute path, or ``builtin:FILE``), or a
+        Hugging Face dataset: ``hf:FOLDER_OR_FILE_OR_NAME?split=S&column=C`` (column default
+        ``column``, else ``smiles`` or ``SMILES``; :mod:`latentebm.hf_data`)."""
         valid: str | None = None
         """Validation file (same forms as ``train``); null: none, or ``valid_fraction``."""
         test: str | None = None
@@ -466,7 +469,8 @@ class MoleculeTask(BucketedBatches):
         """Cache processed files as ``.npz`` (see the module docstring)."""
         cache_dir: str | None = None
         """Cache folder; null: ``<data root>/.cache/molecules`` for files under the data root,
-        else ``~/.cache/latentebm/molecules``."""
+        else ``~/.cache/latentebm/molecules``. Columns of Hugging Face datasets (``hf:``
+        sources) go to its ``hf`` folder (null: ``~/.cache/latentebm/hf``)."""
 
         def __post_init__(self) -> None:
             if self.representation not in ("smiles", "selfies"):
@@ -542,6 +546,11 @@ class MoleculeTask(BucketedBatches):
     # ---------------------------------------------------------------- reading files
 
     def _resolve(self, name: str) -> Path:
+        if is_hf_source(name):  # a Hugging Face dataset's column, as a .txt of SMILES
+            columns = [self.config.column] if self.config.column else ["smiles", "SMILES"]
+            cache = self.config.cache_dir
+            folder = None if cache is None else Path(cache).expanduser() / "hf"
+            return materialize(name, columns, folder)
         return resolve_data_path(name, self.data_root)
 
     def _cache_paths(self, path: Path) -> list[Path]:

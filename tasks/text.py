@@ -35,6 +35,7 @@ from latentebm.data import (
     open_text,
     resolve_data_path,
 )
+from latentebm.hf_data import is_hf_source, materialize
 from latentebm.tasks.batching import BucketedBatches
 
 __all__ = [
@@ -401,6 +402,11 @@ class SentencePieceTokenizer:
 SPM_CACHE_VERSION = 1
 
 
+def _hf_cache(cache_dir: str | None) -> Path | None:
+    """Where Hugging Face columns are written (:mod:`latentebm.hf_data`): ``task.cache_dir/hf``."""
+    return None if cache_dir is None else Path(cache_dir).expanduser() / "hf"
+
+
 def _tokenizer_cache_dir(cache_dir: str | None) -> Path:
     if cache_dir is not None:
         return Path(cache_dir).expanduser()
@@ -605,7 +611,10 @@ class TextTask(BucketedBatches):
 
         train: str
         """Training file (``ptb/ptb.train.txt.gz``, an absolute path, or ``builtin:FILE``), or a
-        folder: all its ``*.txt`` and ``*.txt.gz`` files, in name order (also for valid/test)."""
+        folder: all its ``*.txt`` and ``*.txt.gz`` files, in name order (also for valid/test), or
+        a Hugging Face dataset: ``hf:FOLDER_OR_FILE_OR_NAME?split=S&column=C`` (a
+        ``save_to_disk`` folder, a data file or a Hub name; column default ``text``; one example
+        per row; :mod:`latentebm.hf_data`)."""
         valid: str | None = None
         """Validation file or folder (as ``train``); null: none, or ``valid_fraction``."""
         test: str | None = None
@@ -646,7 +655,9 @@ class TextTask(BucketedBatches):
         without the markers is an error."""
         cache_dir: str | None = None
         """Where trained SentencePiece models are cached (None: ``$XDG_CACHE_HOME/latentebm/
-        tokenizers``, default ``~/.cache``); keyed by the training text and settings."""
+        tokenizers``, default ``~/.cache``); keyed by the training text and settings. Columns of
+        Hugging Face datasets (``hf:`` sources) go to its ``hf`` folder (None:
+        ``~/.cache/latentebm/hf``)."""
 
         def __post_init__(self) -> None:
             if self.tokenizer not in ("word", "sentencepiece"):
@@ -732,8 +743,10 @@ class TextTask(BucketedBatches):
         order): its non-blank stripped lines, or with ``sentence_split: paragraph`` the
         sentences of its paragraphs; each file cut to its Project Gutenberg text first with
         ``strip_gutenberg_header``."""
-        folder = self._folder(name)
-        if folder is None:
+        folder = None if is_hf_source(name) else self._folder(name)
+        if is_hf_source(name):  # a Hugging Face dataset's column, as a text file
+            paths = [materialize(name, ("text",), _hf_cache(self.config.cache_dir))]
+        elif folder is None:
             paths = [resolve_data_path(name, self.data_root)]
         else:
             paths = sorted(
