@@ -369,7 +369,12 @@ def _decode_opts(args: argparse.Namespace) -> dict[str, object]:
 
 
 def _add_decode_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--decode", choices=("greedy", "sample", "beam"), default="greedy")
+    parser.add_argument(
+        "--decode",
+        choices=("greedy", "sample", "beam"),
+        default="greedy",
+        help="decoding of each z (default greedy; generate and evaluate sample molecules)",
+    )
     parser.add_argument(
         "--temperature", type=positive_float, default=None, help="for --decode sample (> 0; 1)"
     )
@@ -467,6 +472,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise ValueError(f"--grid: the {type(model.task).__name__} cannot draw its samples")
     if args.trajectory:
         return _generate_trajectory(args, model)
+    if args.decode is None:  # as evaluate samples: molecules sampled, text greedy (FPPL)
+        args.decode = "sample" if "molecules" in model.task.default_metrics else "greedy"
     sentences = model.generate(
         args.n,
         langevin_steps=args.langevin_steps,
@@ -1005,6 +1012,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-n", type=positive_int, default=10, help="number of samples / chains (default 10)"
     )
     _add_decode_args(gen)
+    gen.set_defaults(decode=None)  # molecules: sample; text: greedy (as evaluate)
     _add_generate_decode_args(gen)
     gen.add_argument(
         "--langevin-steps",

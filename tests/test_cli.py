@@ -571,3 +571,18 @@ def test_a_malformed_rank_variable_is_not_a_traceback(monkeypatch: pytest.Monkey
 
     monkeypatch.setenv("RANK", "not-a-number")
     assert cli_main(["ls"]) == 0
+
+
+def test_generate_samples_molecules_and_decodes_text_greedily_by_default(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``generate`` decodes as ``evaluate`` does: molecules sampled, text greedily."""
+    pytest.importorskip("selfies", reason="the QM9 SELFIES model needs selfies (extra 'mol')")
+    molecules = latentebm.load("pretrained:qm9-selfies")
+    assert main(["generate", "pretrained:qm9-selfies", "-n", "6", "--seed", "3"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed == molecules.generate(6, seed=3, decode="sample")
+    assert printed != molecules.generate(6, seed=3, decode="greedy")
+    text = latentebm.load("pretrained:quickstart")
+    assert main(["generate", "pretrained:quickstart", "-n", "4", "--seed", "3"]) == 0
+    assert capsys.readouterr().out.splitlines() == text.generate(4, seed=3, decode="greedy")
