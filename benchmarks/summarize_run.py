@@ -34,7 +34,7 @@ def markdown(train: list[dict[str, float]], valid: list[dict[str, float]], every
             lines.append(
                 f"| {row['step']} | {row['recon_nll']:.2f} | {row.get('energy_diff', 0.0):.4f} "
                 f"| {row.get('prior_grad_norm', 0.0):.3f} | {row['posterior_grad_norm']:.3f} "
-                f"| {row['tokens_per_s']:.0f} |"
+                f"| {row.get('tokens_per_s', row.get('images_per_s', 0.0)):.0f} |"
             )
     return "\n".join(lines)
 

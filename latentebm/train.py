@@ -363,6 +363,8 @@ class Trainer:
         reserve_seconds, spent_after_first = 0.0, st.train_seconds
         out_of_time = False
         indexed = model.posterior_memory is not None  # persistent posterior chains
+        # tokens_per_s, or what the task counts instead (images_per_s)
+        rate_key = f"{getattr(task, 'throughput_unit', 'tokens')}_per_s"
         while st.step < cfg.max_steps and not out_of_time:
             options = {
                 "seed": self.recipe.seed,
@@ -428,7 +430,7 @@ class Trainer:
                     self._check_divergence(model)
                     row = {k: v / count for k, v in sums.items()}
                     elapsed = time.perf_counter() - interval_start
-                    row["tokens_per_s"] = tokens * ctx.world_size / max(elapsed, 1e-9)
+                    row[rate_key] = tokens * ctx.world_size / max(elapsed, 1e-9)
                     row["steps_per_s"] = count / max(elapsed, 1e-9)
                     row = reduce_values(row, ctx)
                     self._log(row, progress)
@@ -725,7 +727,7 @@ class Trainer:
             signal.signal(signum, previous)
 
 
-_BAR_KEYS = ("recon_nll", "energy_diff", "valid_recon_nll", "tokens_per_s")
+_BAR_KEYS = ("recon_nll", "energy_diff", "valid_recon_nll", "tokens_per_s", "images_per_s")
 
 
 def _apply_optim_settings(

@@ -790,8 +790,11 @@ class ImageTask(BucketedBatches):
     def _batch(self, data: _Batchable, index: np.ndarray) -> Tensor:
         return to_float(data.images[index])
 
+    throughput_unit = "images"
+    """What :meth:`num_target_tokens` counts: the training log's rate is ``images_per_s``."""
+
     def num_target_tokens(self, x: Tensor) -> int:
-        """Examples in a batch (images; the training loop's "per second" counts them)."""
+        """Examples in a batch (images; the training loop's ``images_per_s`` counts them)."""
         return int(x.shape[0])
 
     def generator_kwargs(self) -> dict[str, Any]:

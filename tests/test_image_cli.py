@@ -92,6 +92,12 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return Trainer(load_recipe(recipe)).fit()
 
 
+def test_image_training_logs_images_per_second(trained_run: Path) -> None:
+    rows = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
+    rates = [row for row in rows if "recon_nll" in row]
+    assert rates and all(row["images_per_s"] > 0 and "tokens_per_s" not in row for row in rates)
+
+
 def test_anomaly_section_reaches_the_task(trained_run: Path) -> None:
     model = latentebm.load(trained_run)
     task = model.task

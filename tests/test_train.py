@@ -28,7 +28,7 @@ from latentebm.train import MAX_CONSECUTIVE_SKIPS, Trainer, TrainingError
 from tests.conftest import cli_env
 
 FIXTURES = Path(__file__).parent / "fixtures"
-VOLATILE = {"time", "tokens_per_s", "steps_per_s"}
+VOLATILE = {"time", "tokens_per_s", "images_per_s", "steps_per_s"}
 
 
 def fit(recipe: Path, *overrides: str) -> Path:
