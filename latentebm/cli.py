@@ -725,6 +725,7 @@ def _image_eval_settings(args: argparse.Namespace) -> object:
 def cmd_mnist_features(args: argparse.Namespace) -> int:
     import torch
 
+    from latentebm.build import resolve_device
     from latentebm.metrics.mnist_features import (
         classification_accuracy,
         save_mnist_feature_net,
@@ -739,7 +740,10 @@ def cmd_mnist_features(args: argparse.Namespace) -> int:
     train_x, test_x = task.tensor("train"), task.tensor("test")
     train_y = torch.as_tensor(task.labels("train"))
     test_y = torch.as_tensor(task.labels("test"))
-    net = train_mnist_feature_net(train_x, train_y, epochs=args.epochs, seed=args.seed)
+    device = resolve_device(args.device)
+    net = train_mnist_feature_net(
+        train_x, train_y, epochs=args.epochs, seed=args.seed, device=device
+    )
     accuracy = classification_accuracy(net, test_x, test_y)
     save_mnist_feature_net(out, net, test_accuracy=accuracy)
     print(
@@ -909,6 +913,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
             n_steps=args.long_chain_steps,
             seed=args.seed,
             usage_examples=args.usage_examples,
+            device=args.device,
         )
     except PlotDependencyError as error:
         print(f"latentebm: error: {error}", file=sys.stderr)
@@ -1111,6 +1116,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     diag.add_argument(
         "-o", "--output", default=None, metavar="DIR", help="default: RUN_DIR/diagnostics"
+    )
+    diag.add_argument(
+        "--device", default="auto", help="auto (default): a GPU when there is one, else cpu"
     )
     diag.set_defaults(func=cmd_diagnose)
 
@@ -1411,6 +1419,9 @@ def build_parser() -> argparse.ArgumentParser:
     feats.add_argument("--epochs", type=positive_int, default=2)
     feats.add_argument("--seed", type=seed_int, default=0)
     feats.add_argument("--data-root", default=None, help="default $LATENTEBM_DATA")
+    feats.add_argument(
+        "--device", default="auto", help="auto (default): a GPU when there is one, else cpu"
+    )
     feats.set_defaults(func=cmd_mnist_features)
 
     cat = sub.add_parser("cat", help="print a recipe resolved with overrides and defaults")

@@ -189,7 +189,9 @@ def _series(rows: list[dict[str, Any]], key: str) -> tuple[list[int], list[float
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
-def _latent_usage(run_dir: Path, n_examples: int, seed: int) -> dict[str, Any] | None:
+def _latent_usage(
+    run_dir: Path, n_examples: int, seed: int, device: str | torch.device = "cpu"
+) -> dict[str, Any] | None:
     """Active units, I(x; z) and the reconstruction gain on ``n_examples`` examples spread over
     the length-sorted valid split (train without one); None without a checkpoint or a latent
     variable."""
@@ -203,7 +205,7 @@ def _latent_usage(run_dir: Path, n_examples: int, seed: int) -> dict[str, Any] |
     from latentebm.pretrained import load
 
     try:
-        pretrained = load(run_dir)
+        pretrained = load(run_dir, device=device)
     except (CheckpointError, FileNotFoundError):
         return None
     model, task = pretrained.model, pretrained.task
@@ -287,10 +289,12 @@ def diagnose(
     seed: int = 0,
     record_every: int | None = None,
     usage_examples: int = 100,
+    device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
     """Diagnose a run (Nijkamp et al. 2020): oscillation of ``d_t``, ``r_t``, a long prior chain,
     and whether the decoder uses z (latent usage on the first ``usage_examples`` examples of the
-    valid split, or of train without one; 0: skipped).
+    valid split, or of train without one; 0: skipped). The model runs on ``device`` (``auto``:
+    a GPU when there is one).
 
     Writes into ``out_dir`` (default ``RUN_DIR/diagnostics``; if it already holds files, the
     first free ``...-2``, ``...-3`` sibling, see :func:`fresh_dir`):
@@ -356,7 +360,7 @@ def diagnose(
     elif n_steps > 0:
         from latentebm.pretrained import load
 
-        pretrained = load(run_dir)
+        pretrained = load(run_dir, device=device)
         generator = torch.Generator(pretrained.model.device).manual_seed(seed)
         every = record_every if record_every is not None else max(1, n_steps // 200)
         long_chain = long_prior_chain(
@@ -370,7 +374,7 @@ def diagnose(
         long_chain["checkpoint_step"] = pretrained.step
     usage = None
     if usage_examples > 0 and not shortrun:
-        usage = _latent_usage(run_dir, usage_examples, seed)
+        usage = _latent_usage(run_dir, usage_examples, seed, device)
 
     out = fresh_dir(out_dir if out_dir is not None else run_dir / "diagnostics")
     files: list[str] = []

@@ -491,7 +491,14 @@ def test_model_commands_default_to_device_auto() -> None:
     from latentebm.cli import build_parser
 
     parser = build_parser()
-    for command in (["generate", "RUN"], ["evaluate", "RUN"], ["interpolate", "RUN", "a", "b"]):
+    commands = (
+        ["generate", "RUN"],
+        ["evaluate", "RUN"],
+        ["interpolate", "RUN", "a", "b"],
+        ["diagnose", "RUN"],
+        ["mnist-features", "net.pt"],
+    )
+    for command in commands:
         assert parser.parse_args(command).device == "auto", command
 
 
