@@ -185,3 +185,42 @@ def test_export_into_an_empty_linked_folder_keeps_the_link(
     with pytest.raises(OSError):
         export_model(persistent_run, empty)
     assert empty.is_dir() and list(empty.iterdir()) == []
+
+
+def test_a_hub_repository_loads_from_what_snapshot_download_returns(
+    persistent_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``hf:OWNER/REPO@REV`` loads the folder ``huggingface_hub.snapshot_download`` gives
+    (stood in for by an exported folder: the test is offline), passing the revision on."""
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    folder = export_model(persistent_run, tmp_path / "hub_copy")
+    asked: list[tuple[str, str | None]] = []
+
+    def snapshot_download(repo_id: str, revision: str | None = None, **_: object) -> str:
+        asked.append((repo_id, revision))
+        return str(folder)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    loaded = latentebm.load("hf:someone/tiny-latentebm@v1")
+    assert asked == [("someone/tiny-latentebm", "v1")]
+    assert loaded.generate(3, seed=2) == latentebm.load(persistent_run).generate(3, seed=2)
+
+
+def test_the_device_of_a_generator_with_buffers_but_no_parameters() -> None:
+    """``LatentEBM.device`` reads buffers when the generator has no parameters (it used to
+    fail with a bare StopIteration), and says CPU when it has neither."""
+    from latentebm.langevin import LangevinSampler
+    from latentebm.model import LatentEBM
+    from latentebm.prior import GaussianPrior
+
+    class BuffersOnly(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("scale", torch.ones(2, dtype=torch.float64))
+
+    chains = (LangevinSampler(0, 0.1), LangevinSampler(0, 0.1))
+    model = LatentEBM(GaussianPrior(2), BuffersOnly(), *chains)
+    assert model.device == torch.device("cpu")
+    model.generator.scale = model.generator.scale.to("meta")
+    assert model.device == torch.device("meta")
+    assert LatentEBM(GaussianPrior(2), torch.nn.Identity(), *chains).device == torch.device("cpu")

@@ -292,3 +292,16 @@ def test_interpolate_command(tiny_run: Path, capsys: pytest.CaptureFixture[str])
     assert all(line.count("\t") == 1 for line in lines)
     assert main([*args, "--decode", "beam", "--beam-size", "3", "--seed", "1"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 8
+
+
+def test_generate_shows_a_progress_bar_when_asked(capsys: pytest.CaptureFixture[str]) -> None:
+    """``progress=True``: a bar counting samples on stderr (the CLI asks past one batch)."""
+    import latentebm
+
+    model = latentebm.load("pretrained:quickstart")
+    capsys.readouterr()
+    assert len(model.generate(5, seed=0, batch_size=2, progress=True)) == 5
+    err = capsys.readouterr().err
+    assert "generate:" in err and "4/5" in err and "sample/s" in err  # left=False: cleared
+    model.generate(5, seed=0, batch_size=2)
+    assert capsys.readouterr().err == ""
