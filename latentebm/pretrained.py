@@ -270,6 +270,112 @@ class Pretrained:
             **decode_opts,
         )
 
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        n_chains: int = 8,
+        posterior_steps: int | None = None,
+        seed: int | None = None,
+        batch_size: int = 64,
+    ) -> torch.Tensor:
+        """Posterior ``z`` of each text (sentence or SMILES), ``(len(texts), d)`` on the CPU: the
+        mean of ``n_chains`` short-run posterior chains of the training sampler (K1 steps, or
+        ``posterior_steps``) from ``N(0, sigma^2 I)`` (Pang et al. 2020, eq. 11;
+        :func:`latentebm.generation.posterior_mean`).
+
+        Raises:
+            TaskMismatchError: an image model.
+            ValueError: ``n_chains`` or ``batch_size`` below 1.
+        """
+        from latentebm.generation import posterior_mean
+
+        self._require_sequences("encode", "the image tools of latentebm.image_tools")
+        batch_size = _count("batch_size", batch_size)
+        generator = self.random_generator(seed)
+        texts = list(texts)
+        parts = [
+            posterior_mean(
+                self.model,
+                self.task,
+                texts[start : start + batch_size],
+                n_chains=n_chains,
+                posterior_steps=posterior_steps,
+                generator=generator,
+            ).cpu()
+            for start in range(0, len(texts), batch_size)
+        ]
+        return torch.cat(parts) if parts else torch.zeros(0, self.model.z_dim)
+
+    def reconstruct(
+        self,
+        texts: Sequence[str],
+        *,
+        n_chains: int = 8,
+        posterior_steps: int | None = None,
+        seed: int | None = None,
+        batch_size: int = 64,
+        **decode_opts: Any,
+    ) -> list[str]:
+        """Each text decoded from its posterior ``z`` (:meth:`encode`): greedily unless
+        ``decode_opts`` say otherwise (``decode="sample"``, ``temperature``, ``beam_size`` ...,
+        as :meth:`generate`)."""
+        z = self.encode(
+            texts,
+            n_chains=n_chains,
+            posterior_steps=posterior_steps,
+            seed=seed,
+            batch_size=batch_size,
+        )
+        generator = self.random_generator(seed)
+        out: list[str] = []
+        for start in range(0, z.shape[0], batch_size):
+            rows = z[start : start + batch_size].to(self.model.device)
+            with torch.no_grad():
+                tokens = self.model.generator.sample(rows, generator=generator, **decode_opts)
+            out.extend(self.task.decode(tokens))
+        return out
+
+    def log_prob(
+        self,
+        texts: Sequence[str],
+        *,
+        settings: Any = None,
+        seed: int | None = 0,
+        batch_size: int = 16,
+    ) -> torch.Tensor:
+        """``log p(x)`` of each text in nats, ``(len(texts),)`` float64: the marginal
+        likelihood ``log int p_beta(x|z) p_alpha(z) dz`` by annealed importance sampling with
+        ``log Z(alpha)`` by AIS too (:func:`latentebm.metrics.marginal.evaluate_marginal_nll`;
+        ``settings``: an :class:`~latentebm.metrics.marginal.AISSettings`, default the tight
+        defaults of ``latentebm evaluate --metrics marginal_nll``). A stochastic lower bound
+        per text (docs/metrics.md says how tight); seeded by default, so repeatable.
+        """
+        from latentebm.metrics.marginal import ais_log_partition, evaluate_marginal_nll
+
+        self._require_sequences("log_prob", "anomaly_score")
+        batch_size = _count("batch_size", batch_size)
+        texts = list(texts)
+        if not texts:
+            return torch.zeros(0, dtype=torch.float64)
+        generator = self.random_generator(seed)
+        log_z = None  # once for all batches (a model without z is scored exactly)
+        if self.model.z_dim:
+            log_z = ais_log_partition(self.model.prior, generator=generator)
+        values: list[float] = []
+        for start in range(0, len(texts), batch_size):
+            x = self.task.encode(texts[start : start + batch_size])
+            result = evaluate_marginal_nll(
+                self.model,
+                [x],
+                self.task.num_target_tokens,
+                settings,
+                log_z=log_z,
+                generator=generator,
+            )
+            values.extend(result.log_likelihoods)
+        return torch.tensor(values, dtype=torch.float64)
+
     def sample_images(
         self,
         n: int,
