@@ -217,6 +217,19 @@ def reference_count(text: str) -> int | None:
     return None if text == "all" else positive_int(text)
 
 
+def _show_progress_lines() -> None:
+    """The toolkit's INFO lines (the reference build's progress) on stderr, unless the caller
+    configured logging itself."""
+    import logging
+
+    log = logging.getLogger("latentebm")
+    if not logging.getLogger().handlers and not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _common.make_parser(
         __doc__.split("\n\n")[0],
@@ -242,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         "~/.cache/latentebm, where evaluate and score-molecules look)",
     )
     args = parser.parse_args(argv)
+    _show_progress_lines()
     if args.out.name != "moses":
         say(f"note: the toolkit reads DATA_ROOT/moses/; {args.out} is not named moses")
 

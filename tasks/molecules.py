@@ -68,6 +68,7 @@ from latentebm.atomic import atomic_write
 from latentebm.data import data_root, open_text, resolve_data_path
 from latentebm.hf_data import is_hf_source, materialize
 from latentebm.processes import caller_script_hidden
+from latentebm.progress import ProgressLines
 from latentebm.tasks.batching import BucketedBatches
 from latentebm.tasks.text import (  # same as text
     BOS_ID,
@@ -644,18 +645,26 @@ class MoleculeTask(BucketedBatches):
         n_invalid = n_unencodable = 0
 
         def collect(results: Iterable[tuple[Any, ...]]) -> None:
-            # Chunk results are merged as they arrive (pool.imap keeps the order).
+            # Chunk results are merged as they arrive (pool.imap keeps the order); a long
+            # first load says how far it is
+            label = f"molecules {path.name}: {cfg.representation} tokens"
+            with ProgressLines(logger, label, len(lines), "rows") as progress:
+                for k, result in enumerate(results):
+                    merge(k, result)
+                    progress.update(min(_CHUNK, len(lines) - k * _CHUNK))
+
+        def merge(k: int, result: tuple[Any, ...]) -> None:
             nonlocal n_invalid, n_unencodable
-            for k, (pos, canon, itos, chunk_ids, lens, bad, unenc) in enumerate(results):
-                lut = np.asarray([stoi.setdefault(t, len(stoi)) for t in itos], dtype=np.int32)
-                rows.append(np.asarray(pos, dtype=np.int64) + k * _CHUNK)
-                encoded = [m.encode("utf-8") for m in canon]
-                blobs.append(b"".join(encoded))
-                byte_lengths.append(np.fromiter(map(len, encoded), np.int64, len(encoded)))
-                ids.append(lut[chunk_ids] if len(chunk_ids) else chunk_ids)
-                lengths.append(lens)
-                n_invalid += bad
-                n_unencodable += unenc
+            pos, canon, itos, chunk_ids, lens, bad, unenc = result
+            lut = np.asarray([stoi.setdefault(t, len(stoi)) for t in itos], dtype=np.int32)
+            rows.append(np.asarray(pos, dtype=np.int64) + k * _CHUNK)
+            encoded = [m.encode("utf-8") for m in canon]
+            blobs.append(b"".join(encoded))
+            byte_lengths.append(np.fromiter(map(len, encoded), np.int64, len(encoded)))
+            ids.append(lut[chunk_ids] if len(chunk_ids) else chunk_ids)
+            lengths.append(lens)
+            n_invalid += bad
+            n_unencodable += unenc
 
         if n_jobs > 1:
             # fork (Linux) starts workers instantly; elsewhere the platform default.

@@ -63,6 +63,7 @@ import numpy as np
 from latentebm.atomic import atomic_write
 from latentebm.data import TextFile, open_text
 from latentebm.processes import caller_script_hidden, interrupts_deferred
+from latentebm.progress import ProgressLines
 
 logger = logging.getLogger(__name__)
 
@@ -136,8 +137,8 @@ def _canonical_chunk(smiles: Sequence[str]) -> list[str | None]:
 
 
 def _chunks(items: Sequence[_T], n_jobs: int, size: int = _CHUNK) -> list[Sequence[_T]]:
-    if n_jobs <= 1:
-        return [items] if len(items) else []
+    if n_jobs <= 1:  # chunks in this process too, so that progress can be said (ProgressLines)
+        return [items[i : i + size] for i in range(0, len(items), size)]
     size = max(1, min(size, math.ceil(len(items) / (4 * n_jobs))))
     return [items[i : i + size] for i in range(0, len(items), size)]
 
@@ -155,18 +156,39 @@ class _Runner:
         self.n_jobs = max(1, int(n_jobs))
         self._pool: Executor | None = None
 
-    def map(self, func: Callable[[Any], _R], items: Sequence[Any]) -> list[_R]:
-        if self.n_jobs <= 1 or len(items) <= 1:
-            return [func(x) for x in items]
-        if self._pool is None:
-            ctx = multiprocessing.get_context(MP_START_METHOD)
-            if MP_START_METHOD == "forkserver":
-                ctx.set_forkserver_preload([__name__])
-            self._pool = ProcessPoolExecutor(max_workers=self.n_jobs, mp_context=ctx)
-        # workers start while the chunks are submitted: all of them, or none, before Ctrl-C
-        with caller_script_hidden(), interrupts_deferred():
-            results = self._pool.map(func, items)
-        return list(results)
+    def map(
+        self,
+        func: Callable[[Any], _R],
+        items: Sequence[Any],
+        *,
+        label: str = "",
+        sizes: Sequence[int] | None = None,
+    ) -> list[_R]:
+        """``[func(item) for item in items]``, in order, here or in the worker processes; a
+        phase longer than a few seconds says how far it is (``label``: what it does, ``sizes``:
+        molecules per item; :class:`~latentebm.progress.ProgressLines`)."""
+        sizes = list(sizes) if sizes is not None else [1] * len(items)
+        progress = ProgressLines(logger, label or "molecules", sum(sizes), "molecules")
+        with progress:
+            if self.n_jobs <= 1 or len(items) <= 1:
+                out = []
+                for item, size in zip(items, sizes, strict=True):
+                    out.append(func(item))
+                    progress.update(size)
+                return out
+            if self._pool is None:
+                ctx = multiprocessing.get_context(MP_START_METHOD)
+                if MP_START_METHOD == "forkserver":
+                    ctx.set_forkserver_preload([__name__])
+                self._pool = ProcessPoolExecutor(max_workers=self.n_jobs, mp_context=ctx)
+            # workers start while the chunks are submitted: all of them, or none, before Ctrl-C
+            with caller_script_hidden(), interrupts_deferred():
+                results = self._pool.map(func, items)
+            out = []
+            for result, size in zip(results, sizes, strict=True):
+                out.append(result)
+                progress.update(size)
+            return out
 
     def close(self, abort: bool = False) -> None:
         """Shut the pool down after all submitted chunks (default), or at once (``abort``:
@@ -201,7 +223,9 @@ def _runner_for(n_jobs: int | _Runner) -> Iterator[_Runner]:
 def canonicalize(smiles: Sequence[str], n_jobs: int | _Runner = 1) -> list[str | None]:
     """Canonical SMILES (RDKit ``MolToSmiles`` defaults) of each string, ``None`` if invalid."""
     with _runner_for(n_jobs) as runner:
-        parts = runner.map(_canonical_chunk, _chunks(list(smiles), runner.n_jobs, 4 * _CHUNK))
+        chunks = _chunks(list(smiles), runner.n_jobs, 4 * _CHUNK)
+        sizes = [len(c) for c in chunks]
+        parts = runner.map(_canonical_chunk, chunks, label="canonical SMILES", sizes=sizes)
     return [s for part in parts for s in part]
 
 
@@ -501,7 +525,12 @@ def compute_features(
         tasks = [
             ([work[i] for i in ix], [weights[i] for i in ix], what, tuple(filters)) for ix in idx
         ]
-        parts = runner.map(_features_chunk, tasks)
+        parts = runner.map(
+            _features_chunk,
+            tasks,
+            label=f"molecule features ({', '.join(what)})",
+            sizes=[len(t[0]) for t in tasks],
+        )
     feats = MolFeatures(n=len(smiles))
     seconds: Counter[str] = Counter()
     for p in parts:

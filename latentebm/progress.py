@@ -1,0 +1,73 @@
+"""Progress of a long phase as occasional log lines (the CLI shows the toolkit's log lines).
+
+Contract: :class:`ProgressLines` logs ``LABEL: DONE of TOTAL UNIT (P %)`` at INFO level at most
+once per ``every_seconds`` while a phase runs, nothing for a phase that ends sooner, and one
+closing line with the elapsed time if it logged anything. Lines, not a bar: they reach a log
+file or a pipe as they do a terminal, so no step of a command is silent for longer than that.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from types import TracebackType
+
+PROGRESS_SECONDS = 5.0
+"""Longest silence of a phase that reports its progress."""
+
+
+class ProgressLines:
+    """``with ProgressLines(logger, "canonical SMILES", 176074, "molecules") as p: p.update(n)``.
+
+    Args:
+        logger: where the lines go (INFO).
+        label: what the phase does.
+        total: units of work in all.
+        unit: their name.
+        every_seconds: the longest silence.
+    """
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        label: str,
+        total: int,
+        unit: str,
+        every_seconds: float = PROGRESS_SECONDS,
+    ) -> None:
+        self.logger, self.label, self.total, self.unit = logger, label, total, unit
+        self.every = every_seconds
+        self.done = 0
+        self.started = self.last = time.perf_counter()
+        self.said = False
+
+    def update(self, n: int) -> None:
+        """``n`` more units are done; a line if the last one is ``every_seconds`` old."""
+        self.done += n
+        now = time.perf_counter()
+        if now - self.last >= self.every and self.done < self.total:
+            share = 100.0 * self.done / max(self.total, 1)
+            self.logger.info(
+                "%s: %s of %s %s (%.0f %%)",
+                self.label,
+                f"{self.done:,}",
+                f"{self.total:,}",
+                self.unit,
+                share,
+            )
+            self.last, self.said = now, True
+
+    def __enter__(self) -> ProgressLines:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.said and exc_type is None:
+            seconds = time.perf_counter() - self.started
+            self.logger.info(
+                "%s: %s %s done in %.0f s", self.label, f"{self.done:,}", self.unit, seconds
+            )

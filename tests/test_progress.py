@@ -1,0 +1,39 @@
+"""Progress lines of long phases (:mod:`latentebm.progress`)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+import latentebm.progress as progress_module
+from latentebm.progress import ProgressLines
+
+
+def test_lines_at_most_every_few_seconds_then_a_closing_line(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = iter([0.0, 1.0, 6.0, 7.0, 13.0, 14.0])  # start, then one reading per update/exit
+    monkeypatch.setattr(progress_module.time, "perf_counter", lambda: next(clock))
+    log = logging.getLogger("latentebm.test_progress")
+    with (
+        caplog.at_level(logging.INFO, logger=log.name),
+        ProgressLines(log, "canonical SMILES", 4000, "molecules") as progress,
+    ):
+        for _ in range(4):
+            progress.update(1000)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "canonical SMILES: 2,000 of 4,000 molecules (50 %)",  # 6 s after the start
+        "canonical SMILES: 4,000 molecules done in 14 s",
+    ]
+
+
+def test_a_short_phase_says_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    log = logging.getLogger("latentebm.test_progress")
+    with (
+        caplog.at_level(logging.INFO, logger=log.name),
+        ProgressLines(log, "quick", 10, "rows") as progress,
+    ):
+        progress.update(10)
+    assert caplog.records == []
