@@ -35,6 +35,7 @@ from latentebm.metrics.likelihood_eval import (
     LikelihoodEvalSettings,
     canonical,
 )
+from latentebm.metrics.lm import describe_training
 from latentebm.metrics.molecule_eval import MoleculeEvalSettings
 from latentebm.metrics.text_eval import TextEvalSettings
 
@@ -525,8 +526,7 @@ def _text_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
             rows.append(
                 (
                     name,
-                    f"LSTM {cfg['embedding_dim']}/{cfg['hidden_dim']}, {info['epochs']} "
-                    f"epoch(s) on {info['train_sentences']} sentences, {info['seconds']:.0f} s",
+                    f"LSTM {cfg['embedding_dim']}/{cfg['hidden_dim']}, {describe_training(info)}",
                 )
             )
     if fppl is not None:

@@ -12,6 +12,7 @@ from latentebm.metrics.lm import (
     LMConfig,
     SentenceBatcher,
     build_language_model,
+    describe_training,
     load_language_model,
     save_language_model,
     score,
@@ -79,6 +80,33 @@ def test_training_is_reproducible_and_stops_on_time() -> None:
     model, config = small_lm(epochs=1000, max_seconds=0.0)
     info = train_language_model(model, batcher(corpus), config)
     assert info["stopped_by_time"] and info["steps"] == 1
+    per_epoch = len(batcher(corpus).batches(config.batch_size))
+    assert info["planned_steps"] == 1000 * per_epoch
+    said = describe_training(info)  # not "1 epoch(s)": it saw one batch
+    planned = 1000 * per_epoch
+    assert said.startswith(f"stopped by max_seconds after 1 of {planned} updates (epoch 1)")
+    model, config = small_lm(epochs=2)
+    full = train_language_model(model, batcher(corpus), config)
+    assert describe_training(full).startswith("2 epoch(s) on 15 sentences")
+
+
+def test_a_scorer_cut_short_by_max_seconds_is_said_when_saved_and_reused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from latentebm.metrics.text_eval import real_language_model
+    from latentebm.tasks.text import TextTask
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("a b\nc d a\nb\n" * 20, encoding="utf-8")
+    task = TextTask(TextTask.Config(train=str(corpus)))
+    path = tmp_path / "lm.pt"
+    config = LMConfig(embedding_dim=4, hidden_dim=8, epochs=100, max_seconds=0.0)
+    with caplog.at_level("WARNING"):
+        real_language_model(task, config, path)
+        real_language_model(task, config, path)
+    said = [r.getMessage() for r in caplog.records if "max_seconds stopped" in r.getMessage()]
+    assert len(said) == 2 and "language model saved" in said[0] and "reused" in said[1]
+    assert "delete the file to train one" in said[1]
 
 
 def test_batcher_covers_every_sentence_once_in_similar_lengths() -> None:

@@ -179,7 +179,8 @@ def train_language_model(
     progress: Callable[[Iterable[Tensor], int, str], Iterable[Tensor]] | None = None,
     device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
-    """Maximum likelihood with Adam for ``config.epochs`` passes (or ``max_seconds``).
+    """Maximum likelihood with Adam for ``config.epochs`` passes (or ``max_seconds``; then
+    ``stopped_by_time`` and ``steps`` of ``planned_steps`` say how far it got).
 
     Returns what happened: epochs and steps run, seconds, mean training NLL per token of the
     last epoch, whether the time limit stopped it.
@@ -203,8 +204,10 @@ def _train(
     stopped_by_time = False
     last_epoch_nll = last_epoch_tokens = 0.0
     epochs_run = 0
+    steps_per_epoch = 0
     for epoch in range(config.epochs):
         batches = batcher.batches(config.batch_size, shuffle_seed=config.seed * 1009 + epoch)
+        steps_per_epoch = len(batches)
         iterator: Iterable[Tensor] = batches
         if progress is not None:
             iterator = progress(batches, len(batches), f"lm epoch {epoch + 1}/{config.epochs}")
@@ -234,6 +237,7 @@ def _train(
     return {
         "epochs": epochs_run,
         "steps": steps,
+        "planned_steps": steps_per_epoch * config.epochs,
         "seconds": time.perf_counter() - started,
         "train_sentences": len(batcher),
         "train_tokens": batcher.num_targets(),
@@ -282,3 +286,16 @@ def load_language_model(
     load_weights(model, state["model"], path)
     model.to(device).eval()
     return model, config, state["tokenizer"], state["info"]
+
+
+def describe_training(info: dict[str, Any]) -> str:
+    """``3 epoch(s) on N sentences, S s``, or for a run that ``max_seconds`` cut short
+    ``stopped by max_seconds after 34 of 1533 updates (epoch 1 of 3) on N sentences, S s``."""
+    where = f"on {info['train_sentences']} sentences, {info['seconds']:.0f} s"
+    if not info.get("stopped_by_time"):
+        return f"{info['epochs']} epoch(s) {where}"
+    planned = info.get("planned_steps")
+    of = f" of {planned}" if planned else ""
+    return (
+        f"stopped by max_seconds after {info['steps']}{of} updates (epoch {info['epochs']}) {where}"
+    )

@@ -22,6 +22,7 @@ size and training budget, seeds), so two results can be compared only when they 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -35,6 +36,7 @@ from latentebm.metrics.lm import (
     LMConfig,
     SentenceBatcher,
     build_language_model,
+    describe_training,
     load_language_model,
     save_language_model,
     score,
@@ -42,6 +44,7 @@ from latentebm.metrics.lm import (
 )
 from latentebm.metrics.text import average_length, corpus_bleu, distinct_n, self_bleu
 
+logger = logging.getLogger(__name__)
 Progress = Callable[[Iterable[Tensor], int, str], Iterable[Tensor]]
 N_EXAMPLES = 10  # example sentences kept in each entry
 
@@ -147,6 +150,8 @@ def real_language_model(
                 f"{path}: this language model was trained with a different tokenizer than the "
                 "run's; train one for this run (another --lm path)"
             )
+        if info.get("stopped_by_time"):
+            _warn_cut_short(path, info, "reused")
         return model, {
             "path": str(path),
             "config": asdict(loaded_config),
@@ -161,7 +166,20 @@ def real_language_model(
     if "valid" in getattr(task, "splits", []):
         info["valid"] = score(model, _batcher(task, task.sentences("valid")))
     save_language_model(path, model, config, tokenizer_state, info)
+    if info.get("stopped_by_time"):
+        _warn_cut_short(path, info, "saved")
     return model, {"path": str(path), "config": asdict(config), "info": info, "loaded": False}
+
+
+def _warn_cut_short(path: Path, info: dict[str, Any], what: str) -> None:
+    """Say that the language model at ``path`` did not finish its planned training."""
+    logger.warning(
+        "%s: language model %s although max_seconds stopped its training (%s); its FPPL/RPPL "
+        "are not those of a fully trained scorer: delete the file to train one",
+        path,
+        what,
+        describe_training(info),
+    )
 
 
 def forward_perplexity(lm: Any, task: Any, samples: list[str], split: str) -> dict[str, Any]:
