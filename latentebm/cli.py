@@ -898,6 +898,22 @@ def _fmt(value: object, spec: str = ".4g") -> str:
     return "-" if value is None else format(value, spec)
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    """``plot``: the training curves of a run as a PNG (:mod:`latentebm.curves`)."""
+    from latentebm.curves import plot_training_curves
+    from latentebm.plotting import PlotDependencyError
+
+    out = Path(args.output) if args.output else Path(args.run) / "curves.png"
+    keys = [k.strip() for k in args.keys.split(",") if k.strip()] if args.keys else None
+    try:
+        drawn = plot_training_curves(args.run, out, keys)
+    except PlotDependencyError as error:
+        print(f"latentebm: error: {error}", file=sys.stderr)
+        return 2
+    print(f"{', '.join(drawn)} -> {out}", file=sys.stderr)
+    return 0
+
+
 def cmd_diagnose(args: argparse.Namespace) -> int:
     """``diagnose``: the learning diagnostics of Nijkamp, Hill, Han, Zhu and Wu (2020), "On the
     Anatomy of MCMC-Based Maximum Likelihood Learning of Energy-Based Models" (``d_t``, ``r_t``,
@@ -1121,6 +1137,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", default="auto", help="auto (default): a GPU when there is one, else cpu"
     )
     diag.set_defaults(func=cmd_diagnose)
+
+    plot = sub.add_parser(
+        "plot",
+        help="training curves of a run as a PNG (recon NLL, energies, d_t, throughput)",
+        epilog="examples:\n  latentebm plot runs/ptb/latest\n"
+        "  latentebm plot RUN_DIR --keys recon_nll,posterior_grad_norm -o curves.png",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    plot.add_argument("run", help="a run directory (its metrics.jsonl)")
+    plot.add_argument(
+        "-o", "--output", default=None, help="the PNG (default RUN/curves.png; never overwritten)"
+    )
+    plot.add_argument(
+        "--keys", default=None, help="comma-separated metrics, one panel each (default: a set)"
+    )
+    plot.set_defaults(func=cmd_plot)
 
     ev = sub.add_parser(
         "evaluate",

@@ -227,3 +227,29 @@ def test_diagnose_a_run_whose_config_yaml_is_damaged(tmp_path: Path) -> None:
     run = train_tiny_run(tmp_path, "trainer.max_steps=2", f"trainer.run_dir={tmp_path / 'run'}")
     (run / "config.yaml").write_text("task: [unclosed\n")
     assert cli_main(["diagnose", str(run)]) == 0
+
+
+def test_plot_draws_the_logged_curves_and_never_overwrites(tmp_path: Path) -> None:
+    """``latentebm plot RUN``: the default panels with the keys the run logged; ``--keys``."""
+    pytest.importorskip("matplotlib")
+    from latentebm.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [
+        {"step": s, "recon_nll": 30.0 - s, "energy_diff": 0.01 * s, "tokens_per_s": 9.0}
+        for s in range(1, 6)
+    ]
+    rows.append({"step": 5, "valid_recon_nll": 26.5})
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert main(["plot", str(run)]) == 0
+    png = run / "curves.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["plot", str(run)]) == 2  # exists: not overwritten
+    from latentebm.curves import plot_training_curves
+
+    drawn = plot_training_curves(run, tmp_path / "two.png")
+    assert drawn == ["recon_nll", "valid_recon_nll", "energy_diff", "tokens_per_s"]
+    assert plot_training_curves(run, tmp_path / "one.png", ["energy_diff"]) == ["energy_diff"]
+    with pytest.raises(ValueError, match=r"none of nope was logged \(logged: energy_diff"):
+        plot_training_curves(run, tmp_path / "none.png", ["nope"])
