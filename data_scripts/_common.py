@@ -118,15 +118,21 @@ def maybe_gunzip(name: str, data: bytes, where: object) -> bytes:
 
 
 def read_split_files(
-    source: Path, dirs: Sequence[Path], names: Mapping[str, str]
+    source: Path,
+    dirs: Sequence[Path],
+    names: Mapping[str, str],
+    optional: Sequence[str] = (),
 ) -> dict[str, bytes]:
     """For each ``key: name`` of ``names``, the content of the first of ``d/name`` or
     ``d/name.gz`` (decompressed) over the folders ``dirs``, in order; a name found nowhere
-    raises :class:`DataScriptError` (``... not found in {source}``)."""
+    raises :class:`DataScriptError` (``... not found in {source}``), unless its key is in
+    ``optional`` (then it is left out of the result)."""
     out: dict[str, bytes] = {}
     for key, name in names.items():
         found = (c for d in dirs for c in (d / name, d / f"{name}.gz") if c.is_file())
         path = next(found, None)
+        if path is None and key in optional:
+            continue
         if path is None:
             raise DataScriptError(f"{name} or {name}.gz not found in {source}")
         out[key] = maybe_gunzip(path.name, path.read_bytes(), path)

@@ -39,6 +39,9 @@ import _common  # noqa: E402
 from _common import DataScriptError  # noqa: E402
 
 SPLITS = ("train", "valid", "test")
+OPTIONAL_SPLITS = ("valid", "test")
+"""Splits a user may not have: each is written if given; without valid the recipe holds out a
+share of train (``task.valid=null task.valid_fraction=0.05``), without test it has none."""
 EXPECTED_DOCS = {"train": 100000, "valid": 10000, "test": 10000}
 """Documents per split in the corpus of Yang et al. (2017)."""
 UNK = "<unk>"
@@ -52,7 +55,8 @@ def file_name(split: str) -> str:
 def read_source_dir(source: Path) -> dict[str, bytes]:
     """Read the raw bytes of each split from ``yahoo.*.txt`` or ``yahoo.*.txt.gz`` files."""
     dirs = [source, source / "yahoo", source / "yahoo_data"]
-    return _common.read_split_files(source, dirs, {s: file_name(s) for s in SPLITS})
+    names = {s: file_name(s) for s in SPLITS}
+    return _common.read_split_files(source, dirs, names, optional=OPTIONAL_SPLITS)
 
 
 def read_archive(path: Path) -> dict[str, bytes]:
@@ -85,7 +89,7 @@ def read_archive(path: Path) -> dict[str, bytes]:
                         )
     except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError) as exc:
         raise DataScriptError(f"cannot read archive {path}: {exc}") from exc
-    missing = [file_name(s) for s in SPLITS if s not in out]
+    missing = [file_name(s) for s in SPLITS if s not in out and s not in OPTIONAL_SPLITS]
     if missing:
         raise DataScriptError(f"{path} lacks {', '.join(missing)}")
     return out
@@ -113,16 +117,26 @@ def fetch(
     unk_token: str | None = "_UNK",
     skip_count_check: bool = False,
 ) -> list[Path]:
-    """Read, check, normalize and write the three splits; return the output paths."""
+    """Read, check, normalize and write the splits given (train, and valid and test where the
+    source has them: :data:`OPTIONAL_SPLITS`); return the output paths."""
     raw = _common.read_source(source, read_archive, read_source_dir)
-    docs = {s: normalize(raw[s], file_name(s), unk_token) for s in SPLITS}
+    given = [s for s in SPLITS if s in raw]
+    docs = {s: normalize(raw[s], file_name(s), unk_token) for s in given}
     if not skip_count_check:
-        counts = {s: len(docs[s]) for s in SPLITS}
+        counts = {s: len(docs[s]) for s in given}
         _common.check_counts(counts, EXPECTED_DOCS, file_name, "documents")
-    for split in SPLITS:
+    for split in given:
         if not docs[split]:
             raise DataScriptError(f"no documents in {file_name(split)}")
-    data = {f"{file_name(s)}.gz": _common.text_lines(docs[s]) for s in SPLITS}
+    for split in SPLITS:
+        if split not in raw:
+            hint = (
+                "run recipes/yahoo.yaml with task.valid=null task.valid_fraction=0.05"
+                if split == "valid"
+                else "run recipes/yahoo.yaml with task.test=null (no test split)"
+            )
+            print(f"note: {source} has no {file_name(split)}; {hint}", file=sys.stderr)
+    data = {f"{file_name(s)}.gz": _common.text_lines(docs[s]) for s in given}
     return _common.write_gz_files(out, data)
 
 

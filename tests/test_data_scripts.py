@@ -370,11 +370,19 @@ def test_yahoo_checks_and_refuse_overwrite(
     assert "refusing to overwrite" in capsys.readouterr().err
     assert gzip.decompress((out / "yahoo.valid.txt.gz").read_bytes()) == b"other\n"
 
+    # the splits a user has: without test and valid, train alone is written, with a note each
     (src / "yahoo_data" / "yahoo.test.txt").unlink()
-    assert yahoo.main(["--source", str(src), "--out", str(tmp_path / "o2")]) == 1
-    assert "yahoo.test.txt" in capsys.readouterr().err
+    (src / "yahoo_data" / "yahoo.valid.txt.gz").unlink()
+    assert yahoo.main(["--source", str(src), "--out", str(tmp_path / "o2")]) == 0
+    err = capsys.readouterr().err
+    assert "has no yahoo.valid.txt; run recipes/yahoo.yaml with task.valid=null" in err
+    assert "has no yahoo.test.txt; run recipes/yahoo.yaml with task.test=null" in err
+    assert sorted(p.name for p in (tmp_path / "o2").iterdir()) == ["yahoo.train.txt.gz"]
+    (src / "yahoo_data" / "yahoo.train.txt").unlink()
+    assert yahoo.main(["--source", str(src), "--out", str(tmp_path / "o3")]) == 1
+    assert "yahoo.train.txt or yahoo.train.txt.gz not found" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # --source is required (no authoritative download URL)
-        yahoo.main(["--out", str(tmp_path / "o3")])
+        yahoo.main(["--out", str(tmp_path / "o4")])
 
 
 def test_new_scripts_cli_exit_code(tmp_path: Path) -> None:
