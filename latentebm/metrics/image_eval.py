@@ -13,6 +13,7 @@ and FID of generated images (Table 1), each as a plain dict of numbers plus the 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,9 @@ from torch import Tensor
 
 from latentebm.metrics.anomaly import anomaly_scores, auprc, average_precision
 from latentebm.metrics.fid import FeatureExtractor, compute_statistics, frechet_distance
+from latentebm.progress import ProgressLines
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "IMAGE_METRICS",
@@ -73,9 +77,13 @@ def evaluate_anomaly(
     labels = np.asarray(task.anomaly_labels(split)).astype(np.int64).ravel()
     generator = _chain_generator(model, seed)
     scores: list[np.ndarray] = []
-    for batch in _ordered_batches(task, split, batch_size, seed):
-        s = anomaly_scores(model, batch, n_steps=n_steps, n_chains=n_chains, generator=generator)
-        scores.append(s.double().cpu().numpy())
+    with ProgressLines(logger, f"anomaly scores of {split}", len(labels), "images") as progress:
+        for batch in _ordered_batches(task, split, batch_size, seed):
+            s = anomaly_scores(
+                model, batch, n_steps=n_steps, n_chains=n_chains, generator=generator
+            )
+            scores.append(s.double().cpu().numpy())
+            progress.update(batch.shape[0])
     all_scores = np.concatenate(scores) if scores else np.zeros(0)
     if all_scores.shape[0] != labels.shape[0]:
         raise ValueError(
@@ -131,17 +139,22 @@ def evaluate_reconstruction(
     model.eval()
     generator = _chain_generator(model, seed)
     squared_error, n_pixels, n_images = 0.0, 0, 0
+    batches = _ordered_batches(task, split, batch_size, seed)
+    total = sum(b.shape[0] for b in batches) if n is None else n
+    progress = ProgressLines(logger, f"reconstructions of {split}", total, "images")
     try:
-        for batch in _ordered_batches(task, split, batch_size, seed):
-            if n is not None and n_images >= n:
-                break
-            x = batch if n is None else batch[: n - n_images]
-            x = x.to(model.device)
-            z = model.sample_posterior(x, generator=generator, n_steps=n_steps).z
-            recon = _decode_mean(model, z).reshape(x.shape)
-            squared_error += float((recon.double() - x.double()).pow(2).sum())
-            n_pixels += x.numel()
-            n_images += x.shape[0]
+        with progress:
+            for batch in batches:
+                if n is not None and n_images >= n:
+                    break
+                x = batch if n is None else batch[: n - n_images]
+                x = x.to(model.device)
+                z = model.sample_posterior(x, generator=generator, n_steps=n_steps).z
+                recon = _decode_mean(model, z).reshape(x.shape)
+                squared_error += float((recon.double() - x.double()).pow(2).sum())
+                n_pixels += x.numel()
+                n_images += x.shape[0]
+                progress.update(x.shape[0])
     finally:
         model.train(was_training)
     if n_images == 0:
@@ -174,9 +187,11 @@ def generate_images(
     generator = _chain_generator(model, seed)
     out: list[Tensor] = []
     try:
-        for start in range(0, n_samples, batch_size):
-            k = min(batch_size, n_samples - start)
-            out.append(model.generate(k, generator=generator, n_steps=n_steps).detach().cpu())
+        with ProgressLines(logger, "generated images", n_samples, "images") as progress:
+            for start in range(0, n_samples, batch_size):
+                k = min(batch_size, n_samples - start)
+                out.append(model.generate(k, generator=generator, n_steps=n_steps).detach().cpu())
+                progress.update(k)
     finally:
         model.train(was_training)
     return torch.cat(out)
