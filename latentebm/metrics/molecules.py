@@ -674,20 +674,24 @@ def snn_from_fingerprints(
             unpacked[g0, dtype] = _unpack(generated_fps[g0 : g0 + block], dtype, device)
         return unpacked[g0, dtype]
 
-    for a, start, end in zip(values.tolist(), starts.tolist(), ends.tolist(), strict=True):
-        for r0 in range(start, end, block):
-            rows = order[r0 : min(end, r0 + block)]
-            r_bits: dict[Any, Any] = {}
-            for g0, g_pop, g_max in gen_blocks:
-                dtype = torch.bfloat16 if exact_bf16 and min(a, g_max) <= 256 else torch.float32
-                if dtype not in r_bits:
-                    r_bits[dtype] = _unpack(reference_fps[rows], dtype, device)
-                inter = (r_bits[dtype] @ gen_bits(g0, dtype).T).max(dim=0).values.float()
-                sim = inter.div_((g_pop + a).sub_(inter))
-                if a == 0:
-                    sim.nan_to_num_(nan=1.0)  # 0 / 0: two empty fingerprints
-                seg = best[g0 : g0 + len(g_pop)]
-                torch.maximum(seg, sim, out=seg)
+    progress = ProgressLines(logger, "SNN", len(reference_fps), "reference molecules")
+    with progress:
+        for a, start, end in zip(values.tolist(), starts.tolist(), ends.tolist(), strict=True):
+            for r0 in range(start, end, block):
+                rows = order[r0 : min(end, r0 + block)]
+                r_bits: dict[Any, Any] = {}
+                for g0, g_pop, g_max in gen_blocks:
+                    exact = exact_bf16 and min(a, g_max) <= 256
+                    dtype = torch.bfloat16 if exact else torch.float32
+                    if dtype not in r_bits:
+                        r_bits[dtype] = _unpack(reference_fps[rows], dtype, device)
+                    inter = (r_bits[dtype] @ gen_bits(g0, dtype).T).max(dim=0).values.float()
+                    sim = inter.div_((g_pop + a).sub_(inter))
+                    if a == 0:
+                        sim.nan_to_num_(nan=1.0)  # 0 / 0: two empty fingerprints
+                    seg = best[g0 : g0 + len(g_pop)]
+                    torch.maximum(seg, sim, out=seg)
+                progress.update(len(rows))
     return float(best.double().mean())
 
 
@@ -703,8 +707,9 @@ def _intdiv_row_means(
     s1 = torch.zeros(n, dtype=torch.float64, device=device)
     s2 = torch.zeros(n, dtype=torch.float64, device=device)
     starts = list(range(0, n, block))
-    for bi, i0 in enumerate(starts):
-        for j0 in starts[bi:]:
+    pairs = [(i0, j0) for bi, i0 in enumerate(starts) for j0 in starts[bi:]]
+    with ProgressLines(logger, "IntDiv", len(pairs), "blocks of similarities") as progress:
+        for i0, j0 in pairs:
             sim = torch.from_numpy(
                 tanimoto_matrix(fps[i0 : i0 + block], fps[j0 : j0 + block], device=device)
             ).to(device)
@@ -714,6 +719,7 @@ def _intdiv_row_means(
             if j0 != i0:
                 s1[i0 : i0 + sim.shape[0]] += sim.sum(dim=1, dtype=torch.float64)
                 s2[i0 : i0 + sim.shape[0]] += sq.sum(dim=1, dtype=torch.float64)
+            progress.update(1)
     return (s1 / n).cpu().numpy(), (s2 / n).cpu().numpy()
 
 
