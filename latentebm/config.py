@@ -990,6 +990,14 @@ class TrainerConfig(TimeBudgetConfig):
         32, "Training batch size per process (torchrun: times the process count).", check=_positive
     )
     log_every: int = _field(10, "Log training metrics every this many steps.", check=_positive)
+    log_every_minutes: float | None = _field(
+        None,
+        "Also log them once this many minutes have passed since the last row (slow steps: "
+        "long documents, a CPU), so a run is never silent for long; null: by steps only. "
+        "Rows then fall at times, not steps: a resumed run's rows differ from an "
+        "uninterrupted one's.",
+        check=_positive,
+    )
     valid_every: int = _field(1000, "Run validation every this many steps.", check=_positive)
     valid_batches: int | None = _field(
         20, "Validation batches per run; null: whole valid split.", check=_positive

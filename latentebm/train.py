@@ -426,14 +426,16 @@ class Trainer:
                 tokens += int(task.num_target_tokens(x))
                 for key, value in terms.items():
                     sums[key] += value
-                if st.step % cfg.log_every == 0 or last:
+                by_steps = st.step % cfg.log_every == 0 or last
+                by_time = not by_steps and self._row_is_due(interval_start)
+                if by_steps or by_time:
                     self._check_divergence(model)
                     row = {k: v / count for k, v in sums.items()}
                     elapsed = time.perf_counter() - interval_start
                     row[rate_key] = tokens * ctx.world_size / max(elapsed, 1e-9)
                     row["steps_per_s"] = count / max(elapsed, 1e-9)
                     row = reduce_values(row, ctx)
-                    self._log(row, progress)
+                    self._log(row, progress, echo=by_time)
                     sums.clear()
                     count, tokens, interval_start = 0, 0, time.perf_counter()
                 if budget is not None and progress is not None:
@@ -482,6 +484,15 @@ class Trainer:
                 f"({st.train_seconds:.0f} s of training, {reserve_seconds:.0f} s kept for the "
                 "final validation and samples); checkpoint saved"
             )
+
+    def _row_is_due(self, interval_start: float) -> bool:
+        """``trainer.log_every_minutes`` have passed since the last metrics row (decided on
+        the main process and shared, so every process logs at the same step)."""
+        minutes = self.cfg.log_every_minutes
+        if minutes is None:
+            return False
+        due = time.perf_counter() - interval_start >= 60.0 * minutes
+        return bool(broadcast_object(due, self.ctx))
 
     def _check_divergence(self, model: LatentEBM) -> None:
         """Warn once (stderr and a ``diverging`` event in ``metrics.jsonl``) when a parameter
@@ -588,7 +599,9 @@ class Trainer:
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
 
-    def _log(self, row: dict[str, float], progress: Any) -> None:
+    def _log(self, row: dict[str, float], progress: Any, echo: bool = False) -> None:
+        """Append a metrics row; show it on the bar, or without one print it every tenth
+        row, at validations and when it was logged by time (``echo``)."""
         if not self.ctx.is_main:
             return
         st = self.state
@@ -601,7 +614,7 @@ class Trainer:
             shown = {k: row[k] for k in _BAR_KEYS if k in row}
             progress.set_postfix({k: f"{v:.3g}" for k, v in shown.items()}, refresh=False)
             progress.refresh()
-        elif "valid_recon_nll" in row or st.step % (self.cfg.log_every * 10) == 0:
+        elif echo or "valid_recon_nll" in row or st.step % (self.cfg.log_every * 10) == 0:
             text = " ".join(f"{k}={v:.4g}" for k, v in row.items())
             say(f"step {st.step}: {text}")
 

@@ -558,3 +558,15 @@ def test_progress_bar_of_a_time_budget_ends_at_its_last_step_and_labels_validati
     # the end-of-run validation, counted (on 1 of its 2 batches where the budget is too short)
     assert re.search(r"valid 0/[12]", err)
     assert "drawing 1 samples" in err
+
+
+def test_log_every_minutes_logs_rows_by_time_between_step_rows(tiny_recipe, tmp_path: Path) -> None:
+    """Slow steps: a row once ``log_every_minutes`` have passed, not only every ``log_every``."""
+    recipe = tiny_recipe()
+    quiet = ["trainer.max_steps=4", "trainer.log_every=1000", "trainer.samples_at_end=0"]
+    by_steps = fit(recipe, *quiet, f"trainer.run_dir={tmp_path / 'a'}")
+    assert [r["step"] for r in read_metrics(by_steps) if "recon_nll" in r] == [4]  # the last
+    by_time = fit(
+        recipe, *quiet, "trainer.log_every_minutes=1e-6", f"trainer.run_dir={tmp_path / 'b'}"
+    )
+    assert [r["step"] for r in read_metrics(by_time) if "recon_nll" in r] == [1, 2, 3, 4]
