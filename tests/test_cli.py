@@ -593,3 +593,33 @@ def test_generate_samples_molecules_and_decodes_text_greedily_by_default(
     text = latentebm.load("pretrained:quickstart")
     assert main(["generate", "pretrained:quickstart", "-n", "4", "--seed", "3"]) == 0
     assert capsys.readouterr().out.splitlines() == text.generate(4, seed=3, decode="greedy")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["generate", "pretrained:quickstart", "-n", "1000000"],
+        ["evaluate", "pretrained:quickstart", "--metrics", "marginal_nll", "-o", "m.json"],
+    ],
+    ids=["generate", "evaluate"],
+)
+def test_ctrl_c_stops_a_model_command_with_one_line(tmp_path: Path, args: list[str]) -> None:
+    """SIGINT while a model command works: exit 130, ``latentebm: interrupted``, no traceback,
+    nothing half-written."""
+    process = subprocess.Popen(
+        [*latentebm_command(), *args], cwd=tmp_path, env=cli_env(),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(4.0)  # loaded and working (the model is small)
+        assert process.poll() is None, process.communicate()
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)  # a hang guard, not a speed target
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr, stderr
+    assert stderr.strip().splitlines()[-1].endswith("latentebm: interrupted"), stderr
+    assert not (tmp_path / "m.json").exists()
