@@ -470,10 +470,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
         return _generate_images(args, model)
     if args.grid and not hasattr(model.task, "draw_grid"):
         raise ValueError(f"--grid: the {type(model.task).__name__} cannot draw its samples")
+    if args.decode is None:  # as evaluate decodes: molecules sampled, text greedy (FPPL)
+        args.decode = "sample" if "molecules" in model.task.default_metrics else "greedy"
     if args.trajectory:
         return _generate_trajectory(args, model)
-    if args.decode is None:  # as evaluate samples: molecules sampled, text greedy (FPPL)
-        args.decode = "sample" if "molecules" in model.task.default_metrics else "greedy"
     sentences = model.generate(
         args.n,
         langevin_steps=args.langevin_steps,
