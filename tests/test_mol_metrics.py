@@ -366,3 +366,10 @@ def test_parallel_metrics_from_a_script_without_a_main_guard(tmp_path: Path, how
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "['CCO', None, 'c1ccccc1']"
     assert (tmp_path / "runs.log").read_text().count("ran") == 1
+
+
+def test_chemnet_activations_in_pieces_equal_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("fcd_torch", reason="FCD needs fcd_torch (extra 'mol')")
+    whole = mm.chemnet_activations(DRUGS)
+    monkeypatch.setattr(mm, "FCD_PIECE", 3)
+    np.testing.assert_allclose(mm.chemnet_activations(DRUGS), whole, rtol=1e-5, atol=1e-6)

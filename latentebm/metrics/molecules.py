@@ -84,6 +84,8 @@ MP_START_METHOD = (
 )
 """Start method of the worker processes (set to ``"spawn"`` or ``"fork"`` to override)."""
 _FEATURES = ("fps", "frag", "scaf", "props", "filters")
+FCD_PIECE = 8192
+"""Molecules per ChemNet pass of :func:`chemnet_activations` (progress is said between them)."""
 _CHUNK = 1000
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -891,9 +893,17 @@ def chemnet_activations(
     no download; SMILES canonicalised by fcd_torch as in MOSES)."""
     model = _fcd_model(max(1, int(n_jobs)), batch_size)
     model.device = device
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # np.row_stack inside fcd_torch
-        return np.asarray(model.get_predictions(list(smiles)), np.float64)
+    smiles = list(smiles)
+    parts = []
+    # in pieces (each molecule's activations are its own), so a long pass says how far it is
+    with ProgressLines(logger, "ChemNet activations (FCD)", len(smiles), "molecules") as progress:
+        for start in range(0, len(smiles), FCD_PIECE):
+            piece = smiles[start : start + FCD_PIECE]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # np.row_stack in fcd_torch
+                parts.append(np.asarray(model.get_predictions(piece), np.float64))
+            progress.update(len(piece))
+    return np.concatenate(parts) if parts else np.zeros((0, 512))
 
 
 def fcd_statistics(
