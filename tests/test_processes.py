@@ -63,3 +63,41 @@ def test_ctrl_c_stops_parallel_scoring_cleanly(tmp_path: Path, wait: float) -> N
             break
         time.sleep(0.1)
     assert leftover == "", f"processes left in the group: {leftover}"
+
+
+MASK_SCRIPT = """\
+import functools
+import multiprocessing as mp
+import signal
+
+from latentebm.metrics.molecules import _Runner
+
+blocked = functools.partial(signal.pthread_sigmask, signal.SIG_BLOCK)  # importable in workers
+
+if __name__ == "__main__":
+    with _Runner(2) as runner:
+        ours = [sorted(mask) for mask in runner.map(blocked, [[], []])]
+    with mp.get_context("forkserver").Pool(1) as pool:
+        later = sorted(pool.apply(blocked, ([],)))
+    print(ours, later, sorted(blocked([])))
+"""
+
+
+def test_holding_ctrl_c_while_workers_start_leaves_no_process_with_it_blocked(
+    tmp_path: Path,
+) -> None:
+    """The forkserver starts while the parent holds SIGINT; neither the toolkit's workers nor
+    later, unrelated workers forked from the same server keep it blocked."""
+    pytest.importorskip("rdkit", reason="the molecule metrics need rdkit (extra 'mol')")
+    import multiprocessing
+    import sys
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no forkserver on this platform")
+    (tmp_path / "mask.py").write_text(MASK_SCRIPT, encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "mask.py"], cwd=tmp_path, env=cli_env(), capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[[], []] [] []"

@@ -46,6 +46,7 @@ import logging
 import math
 import multiprocessing
 import os
+import signal
 import sys
 import time
 import warnings
@@ -181,8 +182,10 @@ class _Runner:
             if self._pool is None:
                 ctx = multiprocessing.get_context(MP_START_METHOD)
                 if MP_START_METHOD == "forkserver":
-                    ctx.set_forkserver_preload([__name__])
-                self._pool = ProcessPoolExecutor(max_workers=self.n_jobs, mp_context=ctx)
+                    ctx.set_forkserver_preload(["latentebm._forkserver_preload"])
+                self._pool = ProcessPoolExecutor(
+                    max_workers=self.n_jobs, mp_context=ctx, initializer=_worker_ignores_ctrl_c
+                )
             # workers start while the chunks are submitted: all of them, or none, before Ctrl-C
             with caller_script_hidden(), interrupts_deferred():
                 results = self._pool.map(func, items)
@@ -209,6 +212,15 @@ class _Runner:
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         self.close(abort=exc_type is not None)
+
+
+def _worker_ignores_ctrl_c() -> None:
+    """A pool worker leaves Ctrl-C to the parent, which stops the pool (:meth:`_Runner.close`):
+    a terminal's Ctrl-C reaches the whole process group, and a worker interrupted while it
+    waits for work would print a traceback of its own."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 @contextmanager
