@@ -121,11 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     after = set(cache_dir.glob("moses_ref_*.npz")) if cache_dir.is_dir() else set()
     result["reference"] = {
         "seconds": ref_seconds,
-        # peak resident memory so far: this process (reading, merging), and the largest of its
-        # finished worker processes (RDKit); KiB on Linux
+        # peak resident memory of this process so far (KiB on Linux): with --n-jobs 1 the whole
+        # build runs here; worker processes (forkserver children) are not counted
         "peak_rss_gib_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-        "peak_rss_gib_largest_worker": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        / 2**20,
         "built": bool(after - before),
         "meta": reference.meta,
         "n": {k: r.n for k, r in reference.sets.items()},

@@ -14,7 +14,9 @@ whitespace inside a value, newlines included, become one space) followed by a bl
 cache folder keyed by the dataset's own fingerprint, split and column, and returns its path;
 the tasks then read that file as any other (their own caches, keyed by the file, apply). The
 file is written once per key, atomically. ``split`` may be left out for a single-split source;
-``column`` defaults to the task's (``text`` for text, ``smiles`` or ``SMILES`` for molecules).
+``column`` defaults to the task's (``text`` for text, ``smiles`` or ``SMILES`` for molecules)
+and must hold text; empty or missing values are skipped, with a warning that counts them. A
+relative local path is looked for in the working directory, then under the data root.
 Errors are one line naming the recipe's value: a missing ``datasets`` package, a split or
 column that is not there (listing those that are), a Hub dataset that cannot be reached.
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 from collections.abc import Sequence
@@ -33,6 +36,9 @@ from urllib.parse import parse_qs
 
 from latentebm.atomic import atomic_write
 from latentebm.data import DataFileError, DataFormatError
+from latentebm.data import data_root as data_root_of
+
+logger = logging.getLogger(__name__)
 
 HF_PREFIX = "hf:"
 """A task's data value that names a Hugging Face dataset (module docstring)."""
@@ -79,7 +85,11 @@ def parse(spec: str) -> HFSource:
 
 
 def materialize(
-    spec: str, default_columns: Sequence[str], cache_dir: str | os.PathLike[str] | None = None
+    spec: str,
+    default_columns: Sequence[str],
+    cache_dir: str | os.PathLike[str] | None = None,
+    *,
+    data_root: str | os.PathLike[str] | None = None,
 ) -> Path:
     """The text file of the column that ``spec`` names (module docstring).
 
@@ -87,9 +97,11 @@ def materialize(
         spec: the recipe's value, ``hf:...``.
         default_columns: the columns tried, in order, when ``spec`` names none.
         cache_dir: where the file goes (default ``$XDG_CACHE_HOME/latentebm/hf``, ``~/.cache``).
+        data_root: where a relative local path is also looked for (default
+            ``$LATENTEBM_DATA``), after the working directory.
     """
     parsed = parse(spec)
-    dataset = _load(parsed)
+    dataset = _load(parsed, data_root)
     columns = list(dataset.column_names)
     wanted = [parsed.column] if parsed.column else list(default_columns)
     column = next((c for c in wanted if c in columns), None)
@@ -108,14 +120,22 @@ def materialize(
     if path.is_file():
         return path
     folder.mkdir(parents=True, exist_ok=True)
+    values = dataset[column]
+    if values and not isinstance(next((v for v in values if v is not None), ""), str):
+        kind = type(next(v for v in values if v is not None)).__name__
+        raise DataFormatError(f"{spec}: column {column!r} holds {kind}, not text")
+    empty = 0
     with atomic_write(path) as handle:
-        for value in dataset[column]:
-            line = _WHITESPACE.sub(" ", "" if value is None else str(value)).strip()
+        for value in values:
+            line = _WHITESPACE.sub(" ", "" if value is None else value).strip()
+            empty += not line
             handle.write(f"{line}\n\n".encode())
+    if empty:
+        logger.warning("%s: %d of %d rows are empty or missing: skipped", spec, empty, len(values))
     return path
 
 
-def _load(parsed: HFSource) -> Any:
+def _load(parsed: HFSource, data_root: str | os.PathLike[str] | None = None) -> Any:
     """The ``datasets.Dataset`` of ``parsed``'s split."""
     try:
         import datasets
@@ -124,7 +144,7 @@ def _load(parsed: HFSource) -> Any:
             f"{parsed.spec}: reading Hugging Face datasets needs the datasets package "
             "(pip install datasets)"
         ) from None
-    local = Path(parsed.source).expanduser()
+    local = _local_path(parsed.source, data_root)
     try:
         if local.is_dir():
             loaded = datasets.load_from_disk(str(local))
@@ -134,9 +154,9 @@ def _load(parsed: HFSource) -> Any:
                 known = ", ".join(sorted(_DATA_FILE_TYPES))
                 raise DataFormatError(f"{parsed.spec}: not a data file datasets reads ({known})")
             loaded = datasets.load_dataset(kind, data_files=str(local))
-        elif local.is_absolute() or parsed.source.startswith("."):
+        elif _looks_local(parsed.source):
             raise DataFileError(f"{parsed.spec}: no such folder or file {local}")
-        else:  # a Hub name
+        else:  # a Hub name: data files only (datasets >= 4 runs no loading scripts)
             loaded = datasets.load_dataset(parsed.source)
     except (DataFileError, DataFormatError):
         raise
@@ -156,6 +176,27 @@ def _load(parsed: HFSource) -> Any:
     if parsed.split is not None:
         raise DataFileError(f"{parsed.spec}: a dataset of one split; leave out ?split=")
     return loaded
+
+
+def _looks_local(source: str) -> bool:
+    """A path rather than a Hub name: absolute, relative with ``.``/``~``, or a data file."""
+    return (
+        source.startswith(("/", ".", "~"))
+        or Path(source).suffix.lower() in _DATA_FILE_TYPES
+        or source.count("/") > 1
+    )
+
+
+def _local_path(source: str, data_root: str | os.PathLike[str] | None) -> Path:
+    """``source`` as a path: as given (absolute, or relative to the working directory) if it
+    exists there, else relative to the data root (as other task paths) if it exists there."""
+    path = Path(source).expanduser()
+    if path.exists() or path.is_absolute():
+        return path
+    root = data_root_of(data_root)
+    if root is not None and (root / path).exists():
+        return root / path
+    return path
 
 
 def _fingerprint(dataset: Any) -> str:

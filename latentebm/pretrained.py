@@ -348,8 +348,9 @@ class Pretrained:
         likelihood ``log int p_beta(x|z) p_alpha(z) dz`` by annealed importance sampling with
         ``log Z(alpha)`` by AIS too (:func:`latentebm.metrics.marginal.evaluate_marginal_nll`;
         ``settings``: an :class:`~latentebm.metrics.marginal.AISSettings`, default the tight
-        defaults of ``latentebm evaluate --metrics marginal_nll``). A stochastic lower bound
-        per text (docs/metrics.md says how tight); seeded by default, so repeatable.
+        defaults of ``latentebm evaluate --metrics marginal_nll``). An estimate: the
+        difference of two AIS lower bounds (``log (Z p(x))`` and ``log Z``), so its error may
+        have either sign (docs/metrics.md says how large); seeded by default, so repeatable.
         """
         from latentebm.metrics.marginal import ais_log_partition, evaluate_marginal_nll
 

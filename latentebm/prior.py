@@ -135,8 +135,14 @@ class EnergyPrior(GaussianPrior):
         for tensor in self.f.parameters():
             probe = probe.to(tensor)
             break
-        with torch.no_grad():
-            out = self.f(probe)
+        was_training = self.f.training
+        # no running statistics updated, no random numbers drawn (dropout) by the probe
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            self.f.eval()
+            try:
+                out = self.f(probe)
+            finally:
+                self.f.train(was_training)
         name = type(self.f).__name__
         if not isinstance(out, Tensor) or tuple(out.shape) not in ((2,), (2, 1)):
             shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__

@@ -258,9 +258,12 @@ class Trainer:
             task = build_task(self.recipe, state=None)
         model = build_model(self.recipe, task)
         init_parts: list[str] = []
+        source_path: Path | None = None
         if source is not None:
+            source_path = source[0]
             init_parts = _parts_to_copy(model, source[1]["model"], cfg.init_parts)
-            copy_parts(model, source[1]["model"], init_parts, source[0])
+            copy_parts(model, source[1]["model"], init_parts, source_path)
+            source = None  # the weights are copied: do not hold the file's tensors for the run
         freeze_parts(model, cfg.freeze)
         model = model.to(device)
         optimizers = build_optimizers(self.recipe, model)
@@ -274,6 +277,12 @@ class Trainer:
             optim_changes = _apply_optim_settings(
                 saved["recipe"], self.recipe, optimizers, resume_from
             )
+            frozen_before = (saved["recipe"].get("trainer") or {}).get("freeze") or []
+            if list(frozen_before) != list(cfg.freeze):
+                optim_changes.append(
+                    f"trainer.freeze was {list(frozen_before)} in the checkpoint, now "
+                    f"{list(cfg.freeze)}: what is frozen from here on follows the recipe"
+                )
         broadcast_parameters(model, ctx)
 
         def choose_run_dir() -> tuple[Path, str]:
@@ -305,8 +314,8 @@ class Trainer:
                 record_segment(run_dir, "resumed", self.state.step, checkpoint=str(resume_from))
             else:
                 record_segment(run_dir, "started", 0)
-            if source is not None:
-                say(f"initialised {', '.join(init_parts)} from {source[0]}")
+            if source_path is not None:
+                say(f"initialised {', '.join(init_parts)} from {source_path}")
             if cfg.freeze:
                 say(f"frozen (not updated): {', '.join(cfg.freeze)}")
             for change in optim_changes:

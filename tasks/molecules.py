@@ -551,7 +551,7 @@ class MoleculeTask(BucketedBatches):
             columns = [self.config.column] if self.config.column else ["smiles", "SMILES"]
             cache = self.config.cache_dir
             folder = None if cache is None else Path(cache).expanduser() / "hf"
-            return materialize(name, columns, folder)
+            return materialize(name, columns, folder, data_root=self.data_root)
         return resolve_data_path(name, self.data_root)
 
     def _cache_paths(self, path: Path) -> list[Path]:

@@ -745,7 +745,8 @@ class TextTask(BucketedBatches):
         ``strip_gutenberg_header``."""
         folder = None if is_hf_source(name) else self._folder(name)
         if is_hf_source(name):  # a Hugging Face dataset's column, as a text file
-            paths = [materialize(name, ("text",), _hf_cache(self.config.cache_dir))]
+            cache = _hf_cache(self.config.cache_dir)
+            paths = [materialize(name, ("text",), cache, data_root=self.data_root)]
         elif folder is None:
             paths = [resolve_data_path(name, self.data_root)]
         else:

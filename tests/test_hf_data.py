@@ -97,3 +97,22 @@ def test_a_molecule_task_reads_a_parquet_column(tmp_path: Path) -> None:
     task = MoleculeTask(config)
     assert task.num_sentences("train") + task.num_sentences("valid") == 40
     assert set(task.train_smiles()) <= {"CCO", "c1ccccc1", "CC(=O)O", "CCN", "OCC(O)CO"}
+
+
+def test_relative_paths_missing_values_and_non_text_columns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    datasets.Dataset.from_dict({"text": ["a b", None, "  ", "c"], "n": [1, 2, 3, 4]}).to_parquet(
+        str(root / "sub" / "d.parquet")
+    )
+    monkeypatch.chdir(tmp_path)  # not found here: then under the data root, as task paths are
+    with caplog.at_level("WARNING"):
+        path = materialize("hf:sub/d.parquet", ("text",), tmp_path / "c", data_root=root)
+    assert [x for x in path.read_text().split("\n\n") if x.strip()] == ["a b", "c"]
+    assert "2 of 4 rows are empty or missing: skipped" in caplog.text
+    with pytest.raises(DataFileError, match=r"hf:other/d.parquet: no such folder or file"):
+        materialize("hf:other/d.parquet", ("text",), tmp_path / "c", data_root=root)
+    with pytest.raises(DataFormatError, match="column 'n' holds int, not text"):
+        materialize("hf:sub/d.parquet?column=n", ("text",), tmp_path / "c", data_root=root)

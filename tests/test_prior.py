@@ -140,3 +140,16 @@ class _WrongShape(nn.Module):
 def test_an_energy_network_of_the_wrong_output_shape_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match=r"model\.prior\.energy: _WrongShape maps z of shape"):
         EnergyPrior(3, energy=_WrongShape())
+
+
+def test_the_shape_check_leaves_the_energy_network_and_the_random_stream_alone() -> None:
+    """The constructor's probe runs in eval mode without drawing random numbers: BatchNorm's
+    running statistics stay, dropout draws nothing, the training flag is restored."""
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Dropout(0.5), nn.Linear(4, 1))
+    stats = net[1].running_mean.clone()
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    EnergyPrior(3, energy=net)
+    assert torch.equal(torch.rand(3), expected)
+    assert torch.equal(net[1].running_mean, stats) and net.training

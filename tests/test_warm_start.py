@@ -13,6 +13,7 @@ from latentebm.build import build_model, build_task_from_checkpoint
 from latentebm.checkpoint import list_checkpoints
 from latentebm.config import RecipeError, load_recipe
 from latentebm.errors import CheckpointError
+from latentebm.tasks.text import TextTask
 from latentebm.train import Trainer, _parts_to_copy
 from latentebm.warm_start import copy_parts, read_source
 
@@ -50,8 +51,11 @@ def test_a_frozen_generator_copied_from_another_run_stays_exactly_its_weights(
     recipe, source = source_run
     before = latest(source)
     run = tmp_path / "prior_only"
+    other = tmp_path / "other.txt"  # other data, other words: the source's vocabulary stays
+    other.write_text("zebra yak xylophone walrus\nyak zebra\n" * 40, encoding="utf-8")
     fit(
         recipe,
+        f"task.train={other}",
         f"trainer.init_from={source}",
         "trainer.init_parts=[generator]",
         "trainer.freeze=[generator]",
@@ -64,17 +68,23 @@ def test_a_frozen_generator_copied_from_another_run_stays_exactly_its_weights(
     assert same(part(after["model"], "generator"), part(before["model"], "generator"))
     # the prior was not copied (init_parts) and it was trained: it differs from the source's
     assert not same(part(after["model"], "prior"), part(before["model"], "prior"))
-    assert after["task_state"] == before["task_state"]  # the source's tokenizer
+    assert after["task_state"] == before["task_state"]  # the source's tokenizer, not one of
+    own = TextTask(TextTask.Config(train=str(other))).tokenizer.state_dict()  # the new data's
+    assert own != before["task_state"]["tokenizer"]
     log = (run / "console.log").read_text(encoding="utf-8")
     assert f"initialised generator from {list_checkpoints(source)[-1]}" in log
     assert "frozen (not updated): generator" in log
-    # a resumed frozen run stays frozen
-    fit(
-        recipe, f"trainer.resume={run}", "trainer.freeze=[generator]", "trainer.max_steps=6", *QUIET
-    )
+    # resumed from its own config.yaml (which keeps trainer.freeze), the run stays frozen
+    config = run / "config.yaml"
+    fit(config, f"trainer.resume={run}", "trainer.max_steps=6", *QUIET)
     resumed = latest(run)
     assert resumed["step"] == 6
     assert same(part(resumed["model"], "generator"), part(before["model"], "generator"))
+    # unfreezing on resume is allowed, and said
+    fit(config, f"trainer.resume={run}", "trainer.max_steps=7", "trainer.freeze=[]", *QUIET)
+    log = (run / "console.log").read_text(encoding="utf-8")
+    assert "trainer.freeze was ['generator'] in the checkpoint, now []" in log
+    assert not same(part(latest(run)["model"], "generator"), part(before["model"], "generator"))
 
 
 def test_default_parts_are_those_both_models_have(source_run, tmp_path: Path) -> None:

@@ -227,6 +227,7 @@ def _train(
             if (
                 config.max_seconds is not None
                 and time.perf_counter() - started > config.max_seconds
+                and steps < len(batches) * config.epochs  # not on the last planned update
             ):
                 stopped_by_time = True
                 break
@@ -290,7 +291,7 @@ def load_language_model(
 
 def describe_training(info: dict[str, Any]) -> str:
     """``3 epoch(s) on N sentences, S s``, or for a run that ``max_seconds`` cut short
-    ``stopped by max_seconds after 34 of 1533 updates (epoch 1 of 3) on N sentences, S s``."""
+    ``stopped by max_seconds after 34 of 1533 updates (epoch 1) on N sentences, S s``."""
     where = f"on {info['train_sentences']} sentences, {info['seconds']:.0f} s"
     if not info.get("stopped_by_time"):
         return f"{info['epochs']} epoch(s) {where}"

@@ -68,8 +68,9 @@ REFERENCE_FLOATS_PER_TOKEN = 4256
 """Activation floats per token of ``recipes/ptb.yaml``'s LSTM decoder (embedding 128, z 32,
 hidden 512: ``activation_floats_per_token``). A generator that keeps more per token is scored
 in proportionally fewer rows per chunk (:class:`_Joint`), so a chunk's memory stays that of the
-PTB model's: at Yahoo's sizes (embedding 512, hidden 1024) the rows per chunk halve, and one
-chunk of 200-word documents measured 0.92 GiB above the loaded model before (81 rows)."""
+PTB model's: at Yahoo's sizes (embedding 512, hidden 1024) the rows per chunk halve (one chunk
+of 81 rows of 200-word documents took 0.92 GiB above the loaded model in a scratch measurement;
+docs/RESULTS.md section 15b)."""
 
 
 # ----------------------------------------------------------------------------- settings
