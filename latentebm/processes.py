@@ -44,9 +44,13 @@ def interrupts_deferred() -> Iterator[None]:
     that its pool does not know of yet, which then outlives the pool's shutdown and prints a
     traceback. An error inside the block after an interrupt arrived (a helper process that the
     same Ctrl-C stopped while it started: the forkserver, say) is raised as the interrupt. Only
-    the main thread handles signals, so elsewhere this does nothing.
+    the main thread handles signals, so elsewhere this does nothing; nor does it where SIGINT
+    is ignored (a shell's background job).
     """
-    if threading.current_thread() is not threading.main_thread():
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # Ctrl-C means nothing here
+    ):
         yield
         return
     received: list[int] = []

@@ -150,6 +150,15 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+def sigint_as_usual() -> None:
+    """``preexec_fn`` for a child that a test interrupts: SIGINT back to its default, whatever
+    the test runner inherited (a shell's background job ignores SIGINT, and an ignored signal
+    stays ignored across exec, so the child would never see the test's Ctrl-C)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def cli_env(**extra: str) -> dict[str, str]:
     """The environment for ``latentebm`` subprocesses: offline, unbuffered, one thread per process,
     no debug tracebacks."""

@@ -21,6 +21,7 @@ from latentebm.config import load_recipe, recipe_to_dict
 from tests.conftest import (
     cli_env,
     latentebm_command,
+    sigint_as_usual,
     tiny_recipe_dict,
     tiny_sentences,
 )
@@ -608,7 +609,7 @@ def test_ctrl_c_stops_a_model_command_with_one_line(tmp_path: Path, args: list[s
     nothing half-written."""
     process = subprocess.Popen(
         [*latentebm_command(), *args], cwd=tmp_path, env=cli_env(),
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_as_usual,
     )  # fmt: skip
     try:
         time.sleep(4.0)  # loaded and working (the model is small)

@@ -11,10 +11,18 @@ from pathlib import Path
 import pytest
 
 from latentebm.processes import interrupts_deferred
-from tests.conftest import cli_env, latentebm_command
+from tests.conftest import cli_env, latentebm_command, sigint_as_usual
 
 
-def test_an_interrupt_inside_the_block_arrives_at_its_end() -> None:
+@pytest.fixture
+def default_sigint() -> object:
+    """KeyboardInterrupt on SIGINT during the test, whatever the runner inherited."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_an_interrupt_inside_the_block_arrives_at_its_end(default_sigint: object) -> None:
     reached_end = False
     with pytest.raises(KeyboardInterrupt), interrupts_deferred():
         signal.raise_signal(signal.SIGINT)
@@ -24,7 +32,7 @@ def test_an_interrupt_inside_the_block_arrives_at_its_end() -> None:
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-def test_an_error_after_an_interrupt_is_the_interrupt() -> None:
+def test_an_error_after_an_interrupt_is_the_interrupt(default_sigint: object) -> None:
     with pytest.raises(KeyboardInterrupt), interrupts_deferred():
         signal.raise_signal(signal.SIGINT)
         raise EOFError("a helper process stopped by the same Ctrl-C")
@@ -43,7 +51,7 @@ def test_ctrl_c_stops_parallel_scoring_cleanly(tmp_path: Path, wait: float) -> N
                "molecules", "--n-jobs", "2"]  # fmt: skip
     process = subprocess.Popen(
         command, cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        text=True, start_new_session=True,
+        text=True, start_new_session=True, preexec_fn=sigint_as_usual,
     )  # fmt: skip
     time.sleep(wait)
     os.killpg(process.pid, signal.SIGINT)
