@@ -204,13 +204,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def recipe_family(path: Path) -> str:
     """The recipe file's top-level ``family`` (``shortrun``) or ``latent`` when it has none."""
-    from latentebm.config import RecipeError, _describe, read_yaml
+    from latentebm.config import RecipeError, describe_value, read_yaml
 
     data = read_yaml(path, str(path))
     family = data.get("family", "latent")
     if not isinstance(family, str) or family not in FAMILIES:
         raise RecipeError(
-            f"{path}: family: expected one of {', '.join(FAMILIES)}, got {_describe(family)}"
+            f"{path}: family: expected one of {', '.join(FAMILIES)}, got {describe_value(family)}"
         )
     return family
 

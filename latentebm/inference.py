@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from latentebm.config import _field, _positive, check_fields
+from latentebm.config import check_fields, checked_field, positive
 
 
 class SequenceEncoder(nn.Module):
@@ -36,9 +36,9 @@ class SequenceEncoder(nn.Module):
 
     @dataclass
     class Config:
-        embedding_dim: int = _field(128, check=_positive)
+        embedding_dim: int = checked_field(128, check=positive)
         """Size of the token embeddings."""
-        hidden_dim: int = _field(256, check=_positive)
+        hidden_dim: int = checked_field(256, check=positive)
         """LSTM hidden units per direction."""
         bidirectional: bool = True
         """Read the sequence in both directions."""

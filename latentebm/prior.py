@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from latentebm.config import _each_positive, _field, _non_negative, check_fields
+from latentebm.config import check_fields, checked_field, each_positive, non_negative
 
 
 class GaussianPrior(nn.Module):
@@ -76,12 +76,12 @@ class MLPEnergy(nn.Sequential):
     class Config:
         hidden_dims: list[int] = field(default_factory=lambda: [200, 200])
         """Widths of the hidden layers (Table 6: 200, 200)."""
-        negative_slope: float = _field(0.2, check=_non_negative)
+        negative_slope: float = checked_field(0.2, check=non_negative)
         """LeakyReLU negative slope (Table 6: 0.2)."""
 
         def __post_init__(self) -> None:
             check_fields(self)
-            problem = _each_positive(self.hidden_dims)
+            problem = each_positive(self.hidden_dims)
             if problem is not None:
                 raise ValueError(f"hidden_dims: {problem}")
 

@@ -431,7 +431,7 @@ def test_keys_of_a_recipe_list_its_components_keys(capsys: pytest.CaptureFixture
 
 def test_every_builtin_component_key_is_documented() -> None:
     """`latentebm keys` prints each key's meaning: a component key without a docstring (or
-    ``_field`` doc) is a documentation bug."""
+    ``checked_field`` doc) is a documentation bug."""
     from latentebm.cli import BUILTIN_COMPONENTS
     from latentebm.config import ComponentConfig, describe_keys
 

@@ -74,6 +74,20 @@ def test_tasks_and_recipes_are_installed_under_latentebm() -> None:
     assert data.is_file()
 
 
+def test_every_package_folder_is_in_the_wheel() -> None:
+    """pyproject.toml lists the packages by hand (tasks/ and recipes/ are mapped under
+    latentebm), so a new subpackage left out of the list would be missing from a built wheel
+    while an editable install still finds it."""
+    tomllib = pytest.importorskip("tomllib", reason="tomllib: Python 3.11+")
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(setuptools["packages"])
+    folders = {
+        ".".join(init.parent.relative_to(REPO).parts)
+        for init in (REPO / "latentebm").rglob("__init__.py")
+    }
+    assert folders - listed == set()
+
+
 def test_legacy_component_paths_map_to_the_installed_tasks() -> None:
     assert current_component_path("tasks.text.TextTask") == "latentebm.tasks.text.TextTask"
     assert current_component_path("tasks.images.ImageTask") == "latentebm.tasks.images.ImageTask"

@@ -21,7 +21,7 @@ from latentebm.build import resolve_device
 from latentebm.cli import main
 from latentebm.config import (
     RecipeError,
-    _describe,
+    describe_value,
     load_recipe,
     recipe_from_dict,
     validate,
@@ -249,7 +249,7 @@ class _Counted:
 
 def test_describe_does_not_walk_the_whole_value() -> None:
     _Counted.calls = 0
-    text = _describe([_Counted()] * 1_000_000)
+    text = describe_value([_Counted()] * 1_000_000)
     assert len(text) <= 70 and text.startswith("list [c, c")
     assert _Counted.calls < 20
 

@@ -77,7 +77,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from latentebm.config import _field, _non_negative, _positive, check_fields
+from latentebm.config import check_fields, checked_field, non_negative, positive
 from latentebm.langevin import frozen_window
 
 __all__ = ["ARCHITECTURES", "ConvGenerator"]
@@ -107,14 +107,14 @@ class ConvGenerator(nn.Module):
 
     @dataclass
     class Config:
-        ngf: int = _field(64, check=_positive)
+        ngf: int = checked_field(64, check=positive)
         """Channel factor of the generator (Table 6: 64 for SVHN and CelebA, 128 for CIFAR-10)."""
         architecture: Literal["auto", "mnist28", "svhn32", "cifar32", "celeba64"] = "auto"
         """Layer plan (module docstring); ``auto`` picks by the image side: 28 -> mnist28,
         32 -> svhn32, 64 -> celeba64."""
-        likelihood_sigma: float = _field(0.3, check=_positive)
+        likelihood_sigma: float = checked_field(0.3, check=positive)
         """tau, the standard deviation of ``p_beta(x | z)`` (0.3 in the reference code)."""
-        negative_slope: float = _field(0.2, check=_non_negative)
+        negative_slope: float = checked_field(0.2, check=non_negative)
         """LeakyReLU slope between layers (reference code 0.2; Table 6's caption says 0.1)."""
         batch_norm: bool = False
         """BatchNorm2d after each hidden transposed convolution (off in Table 6)."""

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from latentebm.config import _field, _positive, _rate, check_fields
+from latentebm.config import check_fields, checked_field, positive, rate
 from latentebm.generators import decoding
 from latentebm.generators.chain_lstm import InputGateCache, lstm_recurrence
 from latentebm.generators.fused import linear_cross_entropy
@@ -42,20 +42,20 @@ class LSTMDecoder(nn.Module, decoding.StepwiseDecoder[RecurrentState]):
 
     @dataclass
     class Config:
-        embedding_dim: int = _field(128, check=_positive)
+        embedding_dim: int = checked_field(128, check=positive)
         """Size of the token embeddings (Table 7: 128 for PTB)."""
-        hidden_dim: int = _field(512, check=_positive)
+        hidden_dim: int = checked_field(512, check=positive)
         """LSTM hidden units (Table 7: 512 for PTB)."""
-        num_layers: int = _field(1, check=_positive)
+        num_layers: int = checked_field(1, check=positive)
         """Stacked LSTM layers (1 in the paper)."""
         cell: Literal["lstm", "gru"] = "lstm"
         """Recurrent cell: ``lstm`` (the paper) or ``gru`` (z sets the initial hidden state of
         either; the LSTM's initial cell state is 0)."""
-        dropout: float = _field(0.0, check=_rate)
+        dropout: float = checked_field(0.0, check=rate)
         """Dropout on embeddings and LSTM outputs during training."""
-        init_range: float = _field(0.1, check=_positive)
+        init_range: float = checked_field(0.1, check=positive)
         """Weights start from Unif(-init_range, init_range) (Pang et al. 2020, appendix B.1)."""
-        max_decode_length: int = _field(60, check=_positive)
+        max_decode_length: int = checked_field(60, check=positive)
         """Longest sequence produced by ``sample`` unless told otherwise."""
         fused_output: bool = True
         """Score tokens with the fused, chunked output layer

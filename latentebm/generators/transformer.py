@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from latentebm.config import _field, _positive, _rate, check_fields
+from latentebm.config import check_fields, checked_field, positive, rate
 from latentebm.generators import decoding
 from latentebm.generators.fused import linear_cross_entropy
 
@@ -103,26 +103,26 @@ class TransformerDecoder(nn.Module, decoding.StepwiseDecoder[Any]):
 
     @dataclass
     class Config:
-        n_layer: int = _field(4, check=_positive)
+        n_layer: int = checked_field(4, check=positive)
         """Transformer blocks (GPT-2 ``n_layer``)."""
-        n_embd: int = _field(256, check=_positive)
+        n_embd: int = checked_field(256, check=positive)
         """Width of the embeddings and hidden states (GPT-2 ``n_embd``)."""
-        n_head: int = _field(4, check=_positive)
+        n_head: int = checked_field(4, check=positive)
         """Attention heads per block; must divide ``n_embd``."""
-        dropout: float = _field(0.0, check=_rate)
+        dropout: float = checked_field(0.0, check=rate)
         """Dropout on embeddings, attention weights and residual branches during training (GPT-2
         ``embd_pdrop``, ``attn_pdrop``, ``resid_pdrop``). It is also active in the posterior
         Langevin chain of a training step, as for the LSTM decoder."""
-        max_positions: int = _field(128, check=_positive)
+        max_positions: int = checked_field(128, check=positive)
         """Longest input (``<bos> x_1 .. x_n``, i.e. sequence length - 1) the position
         embeddings cover; ``n_positions`` is this plus ``n_prefix`` in ``prefix`` mode."""
-        init_std: float = _field(0.02, check=_positive)
+        init_std: float = checked_field(0.02, check=positive)
         """Standard deviation of the normal initialisation (GPT-2 ``initializer_range``), also
         used for the z maps; biases start at 0."""
         z_conditioning: Literal["prefix", "cross_attention"] = "prefix"
         """How z enters: ``prefix`` (z -> n_prefix embeddings prepended to the tokens) or
         ``cross_attention`` (z -> n_prefix states that every block cross-attends to)."""
-        n_prefix: int = _field(4, check=_positive)
+        n_prefix: int = checked_field(4, check=positive)
         """Number of vectors z is mapped to (prefix tokens or cross-attention states)."""
         z_to_tokens: bool = False
         """Also add a linear image of z to every token embedding (as the LSTM decoder feeds z
@@ -132,7 +132,7 @@ class TransformerDecoder(nn.Module, decoding.StepwiseDecoder[Any]):
         attn_implementation: Literal["sdpa", "eager"] = "sdpa"
         """Attention kernel of ``transformers``: ``sdpa`` (PyTorch's fused attention) or
         ``eager`` (plain matmul + softmax)."""
-        max_decode_length: int = _field(60, check=_positive)
+        max_decode_length: int = checked_field(60, check=positive)
         """Longest sequence produced by ``sample`` unless told otherwise (<= max_positions)."""
         fused_output: bool = True
         """Score tokens with the fused, chunked output layer

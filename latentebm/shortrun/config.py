@@ -31,14 +31,14 @@ from latentebm.config import (
     ComponentConfig,
     DataConfig,
     TimeBudgetConfig,
-    _betas,
-    _device,
-    _field,
-    _non_negative,
-    _positive,
-    _probability,
-    _seed,
+    checked_field,
+    device_name,
+    each_rate,
     load_config,
+    non_negative,
+    positive,
+    probability,
+    seed_value,
 )
 
 __all__ = [
@@ -69,18 +69,18 @@ class EnergyConfig:
     """The ConvNet negative energy ``f_theta(x)`` of Nijkamp et al. 2019, Table 4 (see
     ``energy.py``)."""
 
-    n_filters: int = _field(
+    n_filters: int = checked_field(
         64,
         "n_f: output feature maps of the first layer (Nijkamp et al. 2019: 32, 64 or 128).",
-        check=_positive,
+        check=positive,
     )
-    n_down: int = _field(
+    n_down: int = checked_field(
         3,
         "Number of 4x4 stride-2 convolutions (3 for 32x32 and 28x28, 4 for 64x64: Tables 4-5); "
         "their widths are n_f * 2, 4, 8, 8, ...",
-        check=_positive,
+        check=positive,
     )
-    negative_slope: float = _field(0.2, "LeakyReLU negative slope.", check=_non_negative)
+    negative_slope: float = checked_field(0.2, "LeakyReLU negative slope.", check=non_negative)
 
 
 @dataclass(kw_only=True)
@@ -88,34 +88,38 @@ class ShortRunChainConfig:
     """The K-step Langevin chain ``x <- x + (a^2/2) grad_x f(x) + a * eps`` (Nijkamp et al.
     2019, eq. 4)."""
 
-    n_steps: int = _field(
-        100, "K: Langevin steps per chain (Nijkamp et al. 2019: K = 100).", check=_positive
+    n_steps: int = checked_field(
+        100, "K: Langevin steps per chain (Nijkamp et al. 2019: K = 100).", check=positive
     )
-    step_size: float = _field(
+    step_size: float = checked_field(
         0.01,
         "Noise scale a of one step; the drift is a^2/2 times grad_x f (Nijkamp et al. 2019, "
         "eq. 4 with Delta tau = a^2). With convergent.energy_scale the drift is grad_x F "
         "(Nijkamp et al. 2020, eq. 2A).",
-        check=_positive,
+        check=positive,
     )
-    noise: bool = _field(True, "Add the Gaussian noise term a * eps (false: gradient ascent).")
-    clamp: float | None = _field(
-        None, "Clamp pixels to [-clamp, clamp] after each step; null: off.", check=_positive
+    noise: bool = checked_field(
+        True, "Add the Gaussian noise term a * eps (false: gradient ascent)."
     )
-    init: Literal["uniform", "gaussian"] = _field(
+    clamp: float | None = checked_field(
+        None, "Clamp pixels to [-clamp, clamp] after each step; null: off.", check=positive
+    )
+    init: Literal["uniform", "gaussian"] = checked_field(
         "uniform",
         "The initial distribution p_0: uniform on [-1, 1] (Nijkamp et al. 2019) or "
         "N(0, init_std^2 I).",
     )
-    init_std: float = _field(1.0, "Std of p_0 when init is gaussian.", check=_positive)
-    persistent: bool = _field(
+    init_std: float = checked_field(1.0, "Std of p_0 when init is gaussian.", check=positive)
+    persistent: bool = checked_field(
         False,
         "Start chains from a buffer of earlier chain ends (persistent chains) instead of fresh "
         "p_0 noise; Nijkamp et al. 2019 is non-persistent (false).",
     )
-    buffer_size: int = _field(10000, "persistent: number of stored chain ends.", check=_positive)
-    reinit_rate: float = _field(
-        0.05, "persistent: probability that a drawn chain restarts from p_0.", check=_probability
+    buffer_size: int = checked_field(
+        10000, "persistent: number of stored chain ends.", check=positive
+    )
+    reinit_rate: float = checked_field(
+        0.05, "persistent: probability that a drawn chain restarts from p_0.", check=probability
     )
 
 
@@ -123,33 +127,33 @@ class ShortRunChainConfig:
 class AnnealConfig:
     """Step decay of the learning rate (Nijkamp et al. 2020, Appendix B; 2019, Section 5.1)."""
 
-    milestones: list[float] = _field(
+    milestones: list[float] = checked_field(
         doc="Fractions of trainer.max_steps at which the learning rate is multiplied by gamma; "
         "[]: constant learning rate.",
         factory=list,
         check=_fractions,
     )
-    gamma: float = _field(0.1, "Factor applied at each milestone.", check=_positive)
+    gamma: float = checked_field(0.1, "Factor applied at each milestone.", check=positive)
 
 
 @dataclass(kw_only=True)
 class ConvergentConfig:
     """The learning options of Nijkamp et al. 2020, Appendices A-C."""
 
-    energy_scale: bool = _field(
+    energy_scale: bool = checked_field(
         False,
         "Nijkamp et al. 2020, eq. 1A: f(x) = F(x) / (a^2/2) with F the ConvNet, so a chain step is "
         "x + grad_x F(x) + a * eps (eq. 2A), with the learning rate scaled by a^2/2 (eq. 3A): "
         "the parameter update is lr * grad [mean F(x-) - mean F(x+)].",
     )
-    data_noise: float = _field(
+    data_noise: float = checked_field(
         0.0,
         "sigma: std of the Gaussian noise added to every training image each time it is drawn "
         "(Nijkamp et al. 2019, Algorithm 1 step 3; Nijkamp et al. 2020, eq. 5A, suggest "
         "2 * step_size).",
-        check=_non_negative,
+        check=non_negative,
     )
-    lr_anneal: AnnealConfig = _field(
+    lr_anneal: AnnealConfig = checked_field(
         doc="Learning-rate step decay (Nijkamp et al. 2020, Appendix B).", factory=AnnealConfig
     )
 
@@ -158,58 +162,64 @@ class ConvergentConfig:
 class ShortRunOptimConfig:
     """The optimiser of theta (Nijkamp et al. 2019, Algorithm 1 step 5: Adam)."""
 
-    name: Literal["adam", "sgd"] = _field(
+    name: Literal["adam", "sgd"] = checked_field(
         "adam", "adam (Nijkamp et al. 2019) or sgd (Nijkamp et al. 2020, eq. 4A)."
     )
-    lr: float = _field(
-        1e-4, "Learning rate (gamma_0 with convergent.energy_scale).", check=_positive
+    lr: float = checked_field(
+        1e-4, "Learning rate (gamma_0 with convergent.energy_scale).", check=positive
     )
-    betas: tuple[float, float] = _field((0.9, 0.999), "Adam (beta1, beta2).", check=_betas)
-    weight_decay: float = _field(0.0, "L2 weight decay.", check=_non_negative)
+    betas: tuple[float, float] = checked_field(
+        (0.9, 0.999), "Adam (beta1, beta2).", check=each_rate
+    )
+    weight_decay: float = checked_field(0.0, "L2 weight decay.", check=non_negative)
 
 
 @dataclass(kw_only=True)
 class ShortRunTrainerConfig(TimeBudgetConfig):
     """Training loop, logging, checkpoints and the figures written at the end."""
 
-    max_steps: int = _field(1000, "T: number of parameter updates.", check=_positive)
-    batch_size: int = _field(64, "m: images (and chains) per update.", check=_positive)
-    log_every: int = _field(
-        10, "Append a metrics.jsonl line every this many steps.", check=_positive
+    max_steps: int = checked_field(1000, "T: number of parameter updates.", check=positive)
+    batch_size: int = checked_field(64, "m: images (and chains) per update.", check=positive)
+    log_every: int = checked_field(
+        10, "Append a metrics.jsonl line every this many steps.", check=positive
     )
-    checkpoint_every: int = _field(500, "Save a checkpoint every this many steps.", check=_positive)
-    keep_checkpoints: int = _field(
-        3, "Number of most recent checkpoints kept; 0: keep all.", check=_non_negative
+    checkpoint_every: int = checked_field(
+        500, "Save a checkpoint every this many steps.", check=positive
     )
-    run_dir: str | None = _field(
+    keep_checkpoints: int = checked_field(
+        3, "Number of most recent checkpoints kept; 0: keep all.", check=non_negative
+    )
+    run_dir: str | None = checked_field(
         None, "Run directory; null: <runs_root>/<name>/<timestamp>.", path=True
     )
-    runs_root: str = _field("runs", "Parent directory of default run directories.", path=True)
-    resume: str | None = _field(
+    runs_root: str = checked_field(
+        "runs", "Parent directory of default run directories.", path=True
+    )
+    resume: str | None = checked_field(
         None,
         "null (fresh run), auto (newest checkpoint of trainer.run_dir if set, else of the newest "
         "run of this recipe; a fresh run if none) or a checkpoint file or run directory.",
         path=True,
     )
-    samples_at_end: int = _field(
-        64, "Images in samples/final.png (fresh noise chains); 0: none.", check=_non_negative
+    samples_at_end: int = checked_field(
+        64, "Images in samples/final.png (fresh noise chains); 0: none.", check=non_negative
     )
-    interpolation_pairs: int = _field(
-        4, "Rows of interpolation.png (pairs z1, z2); 0: none.", check=_non_negative
+    interpolation_pairs: int = checked_field(
+        4, "Rows of interpolation.png (pairs z1, z2); 0: none.", check=non_negative
     )
-    interpolation_points: int = _field(
-        8, "Columns of interpolation.png (values of rho in [0, 1]).", check=_positive
+    interpolation_points: int = checked_field(
+        8, "Columns of interpolation.png (values of rho in [0, 1]).", check=positive
     )
-    reconstruction_images: int = _field(
+    reconstruction_images: int = checked_field(
         16,
         "Test images reconstructed at the end (reconstruction.png); 0: none.",
-        check=_non_negative,
+        check=non_negative,
     )
-    reconstruction_iters: int = _field(
-        50, "Gradient-descent iterations on z for each reconstruction.", check=_positive
+    reconstruction_iters: int = checked_field(
+        50, "Gradient-descent iterations on z for each reconstruction.", check=positive
     )
-    reconstruction_lr: float = _field(
-        0.05, "Adam learning rate of the reconstruction's z updates.", check=_positive
+    reconstruction_lr: float = checked_field(
+        0.05, "Adam learning rate of the reconstruction's z updates.", check=positive
     )
 
 
@@ -217,29 +227,33 @@ class ShortRunTrainerConfig(TimeBudgetConfig):
 class ShortRunRecipe:
     """A complete ``family: shortrun`` training recipe."""
 
-    family: Literal["shortrun"] = _field(
+    family: Literal["shortrun"] = checked_field(
         doc="Recipe family (required): shortrun selects this schema and trainer."
     )
-    name: str | None = _field(None, "Recipe name; defaults to the recipe file's stem.")
-    seed: int = _field(0, "Random seed, 0 .. 2**32 - 1.", check=_seed)
-    device: str = _field("auto", "auto | cpu | cuda | cuda:N | mps.", check=_device)
-    data: DataConfig = _field(doc="Data location.", factory=DataConfig)
-    task: ComponentConfig = _field(
+    name: str | None = checked_field(None, "Recipe name; defaults to the recipe file's stem.")
+    seed: int = checked_field(0, "Random seed, 0 .. 2**32 - 1.", check=seed_value)
+    device: str = checked_field("auto", "auto | cpu | cuda | cuda:N | mps.", check=device_name)
+    data: DataConfig = checked_field(doc="Data location.", factory=DataConfig)
+    task: ComponentConfig = checked_field(
         doc=(
             "The image task, e.g. _component_: latentebm.tasks.images.ImageTask with "
             "dataset: mnist."
         )
     )
-    energy: EnergyConfig = _field(doc="The ConvNet negative energy f_theta.", factory=EnergyConfig)
-    chain: ShortRunChainConfig = _field(
+    energy: EnergyConfig = checked_field(
+        doc="The ConvNet negative energy f_theta.", factory=EnergyConfig
+    )
+    chain: ShortRunChainConfig = checked_field(
         doc="The short-run Langevin chain M_theta.", factory=ShortRunChainConfig
     )
-    convergent: ConvergentConfig = _field(
+    convergent: ConvergentConfig = checked_field(
         doc="Options of Nijkamp et al. 2020: energy scaling, data noise, learning-rate annealing.",
         factory=ConvergentConfig,
     )
-    optim: ShortRunOptimConfig = _field(doc="The optimiser.", factory=ShortRunOptimConfig)
-    trainer: ShortRunTrainerConfig = _field(doc="The training loop.", factory=ShortRunTrainerConfig)
+    optim: ShortRunOptimConfig = checked_field(doc="The optimiser.", factory=ShortRunOptimConfig)
+    trainer: ShortRunTrainerConfig = checked_field(
+        doc="The training loop.", factory=ShortRunTrainerConfig
+    )
 
 
 def load_shortrun_recipe(path: str | Path, overrides: Sequence[str] = ()) -> ShortRunRecipe:

@@ -51,7 +51,7 @@ from latentebm.checkpoint import (
     require_fields,
     save_atomic,
 )
-from latentebm.config import _to_plain, current_component_paths, instantiate, recipe_to_yaml
+from latentebm.config import current_component_paths, instantiate, recipe_to_yaml, to_plain
 from latentebm.image_io import write_atomic
 from latentebm.runs import (
     TimedCheckpoints,
@@ -313,7 +313,7 @@ class ShortRunTrainer:
             "family": "shortrun",
             "version": __version__,
             "run_id": run_id(self.run_dir),
-            "recipe": _to_plain(self.recipe),
+            "recipe": to_plain(self.recipe),
             "image_shape": list(model.image_shape),
             "model": model.energy.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -337,7 +337,7 @@ class ShortRunTrainer:
         if saved.get("family") != "shortrun":
             raise TrainingError(f"{source}: not a shortrun checkpoint")
         require_fields(saved, source, RESUME_FIELDS)
-        current = _to_plain(self.recipe)
+        current = to_plain(self.recipe)
         saved = {**saved, "recipe": current_component_paths(saved["recipe"])}
         for key in sorted(set(saved["recipe"]) | set(current)):
             if key in _RESUMABLE_SECTIONS or key == "name":
