@@ -447,6 +447,8 @@ class Trainer:
                     self._log(row, progress, echo=by_time)
                     sums.clear()
                     count, tokens, interval_start = 0, 0, time.perf_counter()
+                elif progress is not None:  # the count moves every step; tqdm redraws at most
+                    progress.update(st.step - progress.n)  # every 0.1 s
                 if budget is not None and progress is not None:
                     # the bar's end is the step the time budget will reach at the present pace
                     # (its ETA is then the budget's), never past max_steps

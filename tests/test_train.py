@@ -560,6 +560,54 @@ def test_progress_bar_of_a_time_budget_ends_at_its_last_step_and_labels_validati
     assert "drawing 1 samples" in err
 
 
+class RecordingBar:
+    """Stands in for the training bar: records its count whenever it is moved."""
+
+    def __init__(self, total: int | None, initial: int, enabled: bool) -> None:
+        self.n, self.total, self.counts = initial, total, []
+
+    def update(self, by: int) -> None:
+        self.n += by
+        self.counts.append(self.n)
+
+    def refresh(self) -> None:
+        self.counts.append(self.n)
+
+    def set_postfix(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def set_description_str(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_progress_bar_moves_every_step_between_log_rows(
+    tiny_recipe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bar's count follows every step, not only the logged ones (a step of a second with
+    log_every: 10 left the quick start's bar still for 10 s)."""
+    bars: list[RecordingBar] = []
+
+    def recording_bar(total: int | None, initial: int, enabled: bool) -> RecordingBar:
+        bars.append(RecordingBar(total, initial, enabled))
+        return bars[-1]
+
+    monkeypatch.setattr(train_module, "_progress", recording_bar)
+    recipe = tiny_recipe()
+    fit(
+        recipe,
+        "trainer.max_steps=4",
+        "trainer.log_every=1000",
+        "trainer.samples_at_end=0",
+        "trainer.valid_every=1000",
+        f"trainer.run_dir={tmp_path / 'run'}",
+    )
+    (bar,) = bars
+    assert sorted(set(bar.counts)) == [1, 2, 3, 4]
+
+
 def test_log_every_minutes_logs_rows_by_time_between_step_rows(tiny_recipe, tmp_path: Path) -> None:
     """Slow steps: a row once ``log_every_minutes`` have passed, not only every ``log_every``."""
     recipe = tiny_recipe()
