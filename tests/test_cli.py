@@ -564,13 +564,13 @@ def test_generate_top_p_repetition_penalty_max_new_tokens(
 
 
 def test_evaluate_passes_the_ais_start_options_on() -> None:
-    from latentebm.cli import _likelihood_settings, build_parser
+    from latentebm.cli import build_parser, likelihood_settings
 
     parser = build_parser()
     args = ["evaluate", "RUN", "--ais-init", "reference", "--temperatures", "500"]
-    ais = _likelihood_settings(parser.parse_args(args)).ais  # type: ignore[attr-defined]
+    ais = likelihood_settings(parser.parse_args(args)).ais  # type: ignore[attr-defined]
     assert (ais.init, ais.n_temperatures, ais.defensive) == ("reference", 500, 0.3)
-    ais = _likelihood_settings(parser.parse_args(["evaluate", "RUN", "--defensive", "0"])).ais  # type: ignore[attr-defined]
+    ais = likelihood_settings(parser.parse_args(["evaluate", "RUN", "--defensive", "0"])).ais  # type: ignore[attr-defined]
     assert (ais.init, ais.defensive) == ("laplace", 0.0)
 
 

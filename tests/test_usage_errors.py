@@ -376,10 +376,11 @@ def test_a_broken_pipe_elsewhere_is_an_error(
 ) -> None:
     """A broken pipe while stdout is fine (a worker pool's, say) is a real failure."""
     import latentebm.cli as cli
+    import latentebm.cli.parser as parser  # build_parser binds each command's function
 
     def broken(args: Any) -> int:
         raise BrokenPipeError(32, "Broken pipe")
 
-    monkeypatch.setattr(cli, "cmd_cat", broken)
+    monkeypatch.setattr(parser, "cmd_cat", broken)
     assert cli.main(["cat", "quickstart"]) == 2
     assert capsys.readouterr().err.startswith("latentebm: error: ")

@@ -1,0 +1,90 @@
+"""The entry point :func:`main`: parse the command line, run the command, and turn every user
+error into one line on stderr (:func:`one_line`) with a non-zero exit status; the toolkit's log
+records go to stderr as plain lines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from latentebm.cli.parser import build_parser
+
+
+class _StderrLines(logging.Handler):
+    """The toolkit's log records (``latentebm.*``, the tasks included) as plain lines on the
+    ``sys.stderr`` of the moment (so that a run's console log, which replaces it, keeps them)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:  # noqa: BLE001 - a log line must never stop a command
+            self.handleError(record)
+
+
+def _show_toolkit_logs() -> None:
+    """INFO and above of the ``latentebm`` loggers on stderr: what a task is loading, building
+    or caching is said, never silent (once per process; under torchrun on the first process
+    only). A program that configured logging itself (handlers on the root logger) keeps its
+    own setup: nothing is added then, and records always propagate."""
+    if logging.getLogger().handlers or os.environ.get("RANK", "0").strip() not in ("", "0"):
+        return
+    log = logging.getLogger("latentebm")
+    if not any(isinstance(h, _StderrLines) for h in log.handlers):
+        log.addHandler(_StderrLines())
+        if log.level == logging.NOTSET or log.level > logging.INFO:
+            log.setLevel(logging.INFO)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; user errors print one line and exit non-zero (LATENTEBM_DEBUG=1: traceback)."""
+    from latentebm.config import RecipeError
+    from latentebm.errors import CheckpointError, Interrupted, TrainingError
+
+    args = build_parser().parse_args(argv)
+    _show_toolkit_logs()
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print("latentebm: interrupted", file=sys.stderr)
+        return 130
+    except Interrupted as error:
+        print(f"latentebm: {error}", file=sys.stderr)
+        return error.exit_code
+    except BrokenPipeError as error:
+        if not _stdout_closed():  # a pipe of something else broke: a real failure
+            print(f"latentebm: error: {one_line(str(error))}", file=sys.stderr)
+            return 2
+        # the reader of stdout went away (`latentebm cat x | head`): stop quietly
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports it
+    except (RecipeError, TrainingError, CheckpointError, OSError, ValueError) as error:
+        if os.environ.get("LATENTEBM_DEBUG"):
+            raise
+        print(f"latentebm: error: {one_line(str(error))}", file=sys.stderr)
+        return 2
+
+
+def _stdout_closed() -> bool:
+    """True when stdout is a pipe whose reader has gone (``poll`` reports an error on it)."""
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        events = poller.poll(0)
+    except (OSError, ValueError, AttributeError):  # no file descriptor, or no poll here
+        return False
+    return any(mask & (select.POLLERR | select.POLLHUP) for _, mask in events)
+
+
+def one_line(message: str) -> str:
+    """``message`` on one line: its lines joined with ``"; "``, runs of blanks made one (the
+    CLI's contract is one error line, whatever a library's exception text looks like)."""
+    parts = [" ".join(line.split()) for line in message.splitlines()]
+    return "; ".join(part for part in parts if part) or "unknown error"

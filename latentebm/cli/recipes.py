@@ -1,0 +1,189 @@
+"""The recipe commands: ``ls``, ``cp``, ``cat``, ``keys`` and ``train``, and finding a recipe
+by file or built-in name (:func:`resolve_recipe`) and its family (:func:`recipe_family`).
+
+None of these imports torch at module level; ``ls``, ``cat`` and ``keys`` never import it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+import shutil
+import sys
+from importlib import resources
+from pathlib import Path
+
+
+def builtin_recipes() -> dict[str, Path]:
+    """Recipe name -> path of the recipes shipped with the package."""
+    folder = resources.files("latentebm.recipes")
+    return {
+        Path(str(entry)).stem: Path(str(entry))
+        for entry in folder.iterdir()
+        if str(entry).endswith(".yaml")
+    }
+
+
+def resolve_recipe(name: str) -> Path:
+    """A recipe file path, or the name of a built-in recipe (``ptb`` -> recipes/ptb.yaml)."""
+    path = Path(name)
+    if path.exists() or path.suffix in (".yaml", ".yml"):
+        return path
+    recipes = builtin_recipes()
+    if name in recipes:
+        return recipes[name]
+    raise FileNotFoundError(
+        f"{name}: no such recipe file or built-in recipe (built-in: {', '.join(sorted(recipes))})"
+    )
+
+
+def _describe(path: Path) -> str:
+    """First comment line of a recipe."""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").strip()
+    return ""
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    for name, path in sorted(builtin_recipes().items()):
+        print(f"{name:<16} {_describe(path)}")
+    return 0
+
+
+def cmd_cp(args: argparse.Namespace) -> int:
+    source = resolve_recipe(args.recipe)
+    dest = Path(args.dest)
+    if dest.exists():
+        raise FileExistsError(f"{dest}: exists; not overwritten")
+    shutil.copyfile(source, dest)
+    print(f"copied {source} -> {dest}")
+    return 0
+
+
+def cmd_cat(args: argparse.Namespace) -> int:
+    from latentebm.config import load_recipe, recipe_to_yaml
+
+    path = resolve_recipe(args.recipe)
+    if recipe_family(path) == "shortrun":
+        from latentebm.shortrun import load_shortrun_recipe
+
+        sys.stdout.write(recipe_to_yaml(load_shortrun_recipe(path, args.overrides)))
+        return 0
+    sys.stdout.write(recipe_to_yaml(load_recipe(path, args.overrides)))
+    return 0
+
+
+FAMILIES = ("latent", "shortrun")
+"""Recipe families (the top-level ``family`` key), each with its own schema."""
+
+
+BUILTIN_COMPONENTS = {
+    "task": (
+        "latentebm.tasks.text.TextTask",
+        "latentebm.tasks.molecules.MoleculeTask",
+        "latentebm.tasks.images.ImageTask",
+    ),
+    "model.generator": (
+        "latentebm.generators.lstm.LSTMDecoder",
+        "latentebm.generators.transformer.TransformerDecoder",
+        "latentebm.generators.conv.ConvGenerator",
+    ),
+    "model.inference": ("latentebm.inference.SequenceEncoder",),
+}
+"""The toolkit's components by recipe section (``latentebm keys CLASS`` lists one's keys)."""
+_CLASS_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
+
+
+def _print_keys(rows: list[tuple[str, str, str, str]]) -> None:
+    for key, type_name, default, doc in rows:
+        print(f"{key:<34} {type_name:<26} {default:<14} {doc}")
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from latentebm.config import Recipe, describe_keys
+
+    name = args.recipe
+    if (
+        name is not None
+        and name not in FAMILIES
+        and not Path(name).exists()
+        and name not in builtin_recipes()
+        and Path(name).suffix not in (".yaml", ".yml")
+        and _CLASS_PATH.fullmatch(name)
+    ):
+        return _component_keys(name)  # latentebm keys latentebm.generators.lstm.LSTMDecoder
+    if name is None or name in FAMILIES:
+        family, path = name or "latent", None
+    else:
+        path = resolve_recipe(name)
+        family = recipe_family(path)
+    if family == "shortrun":
+        from latentebm.shortrun import ShortRunRecipe
+
+        _print_keys(describe_keys(ShortRunRecipe))
+        return 0
+    if path is None:
+        _print_keys(describe_keys(Recipe))
+        print("\ncomponent keys: latentebm keys RECIPE (its components), or latentebm keys CLASS:")
+        for section, classes in BUILTIN_COMPONENTS.items():
+            print(f"  {section:<16} {', '.join(classes)}")
+        return 0
+    from latentebm.config import RecipeError, load_recipe, recipe_components
+
+    try:
+        components = recipe_components(load_recipe(path))
+    except RecipeError as error:  # e.g. keys left for the command line: the family's keys
+        print(
+            f"latentebm: {error}\n(listing the schema without its components' keys)",
+            file=sys.stderr,
+        )
+        components = {}
+    _print_keys(describe_keys(Recipe, components=components))
+    return 0
+
+
+def _component_keys(target: str) -> int:
+    """The keys of one component class's ``Config`` (a class path the user typed: trusted)."""
+    from latentebm.config import ComponentConfig, describe_keys
+
+    cls = ComponentConfig(component=target, args=None).resolve()
+    config_cls = getattr(cls, "Config", None)
+    if not (isinstance(config_cls, type) and dataclasses.is_dataclass(config_cls)):
+        raise ValueError(f"{target} has no dataclass attribute 'Config' describing its keys")
+    _print_keys(describe_keys(config_cls))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from latentebm.config import load_recipe
+    from latentebm.malloc_tuning import keep_freed_memory
+    from latentebm.train import Trainer
+
+    keep_freed_memory()  # glibc: reuse the chains' freed buffers (LATENTEBM_MALLOC=default: off)
+
+    path = resolve_recipe(args.recipe)
+    # family shortrun: the data-space short-run EBM of Nijkamp, Hill, Zhu and Wu (2019), "Learning
+    # Non-Convergent Non-Persistent Short-Run MCMC Toward Energy-Based Model"
+    if recipe_family(path) == "shortrun":
+        from latentebm.shortrun import ShortRunTrainer, load_shortrun_recipe
+
+        ShortRunTrainer(load_shortrun_recipe(path, args.overrides)).fit()
+        return 0
+    recipe = load_recipe(path, args.overrides)
+    Trainer(recipe).fit()
+    return 0
+
+
+def recipe_family(path: Path) -> str:
+    """The recipe file's top-level ``family`` (``shortrun``) or ``latent`` when it has none."""
+    from latentebm.config import RecipeError, describe_value, read_yaml
+
+    data = read_yaml(path, str(path))
+    family = data.get("family", "latent")
+    if not isinstance(family, str) or family not in FAMILIES:
+        raise RecipeError(
+            f"{path}: family: expected one of {', '.join(FAMILIES)}, got {describe_value(family)}"
+        )
+    return family
