@@ -38,6 +38,7 @@ from latentebm.metrics.likelihood_eval import (
 from latentebm.metrics.lm import describe_training
 from latentebm.metrics.molecule_eval import MoleculeEvalSettings
 from latentebm.metrics.text_eval import TextEvalSettings
+from latentebm.progress import reporting_within
 
 T = TypeVar("T")
 
@@ -647,6 +648,9 @@ def _count_progress(items: Iterable[Any], total: int, desc: str) -> Iterator[Any
 
 
 def _progress(batches: list[Tensor], enabled: bool, desc: str) -> Iterator[Tensor]:
+    """A bar over the examples of ``batches``; within a batch it shows the AIS path's step
+    (:func:`latentebm.progress.report_within`), at most twice a second, so a batch that takes
+    a minute is not a still bar."""
     if not enabled:
         yield from batches
         return
@@ -654,6 +658,16 @@ def _progress(batches: list[Tensor], enabled: bool, desc: str) -> Iterator[Tenso
 
     total = sum(b.shape[0] for b in batches)
     with tqdm(total=total, desc=desc, unit="sent", dynamic_ncols=True) as bar:
+        shown = [0.0]
+
+        def within(done: int, steps: int) -> None:
+            now = time.perf_counter()
+            if now - shown[0] >= 0.5:
+                bar.set_postfix_str(f"batch step {done}/{steps}", refresh=True)
+                shown[0] = now
+
         for batch in batches:
-            yield batch
+            with reporting_within(within):
+                yield batch
+            bar.set_postfix_str("", refresh=False)
             bar.update(batch.shape[0])

@@ -4,16 +4,46 @@ Contract: :class:`ProgressLines` logs ``LABEL: DONE of TOTAL UNIT (P %)`` at INF
 once per ``every_seconds`` while a phase runs, nothing for a phase that ends sooner, and one
 closing line with the elapsed time if it logged anything. Lines, not a bar: they reach a log
 file or a pipe as they do a terminal, so no step of a command is silent for longer than that.
+
+Progress within one item of a bar (one batch of an evaluation, whose AIS path alone can take a
+minute): a long inner loop calls :func:`report_within` with its step count, and whoever shows the
+bar listens with :func:`reporting_within`; with nobody listening the call does nothing, so the
+loops report unconditionally.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import TracebackType
 
 PROGRESS_SECONDS = 5.0
 """Longest silence of a phase that reports its progress."""
+
+
+_LISTENER = threading.local()
+
+
+@contextmanager
+def reporting_within(callback: Callable[[int, int], None]) -> Iterator[None]:
+    """While the block runs, :func:`report_within` calls in this thread go to ``callback(done,
+    total)`` (the previous listener is restored after it)."""
+    previous = getattr(_LISTENER, "callback", None)
+    _LISTENER.callback = callback
+    try:
+        yield
+    finally:
+        _LISTENER.callback = previous
+
+
+def report_within(done: int, total: int) -> None:
+    """An inner loop's progress: ``done`` of ``total`` steps (nothing if nobody listens)."""
+    callback = getattr(_LISTENER, "callback", None)
+    if callback is not None:
+        callback(done, total)
 
 
 class ProgressLines:

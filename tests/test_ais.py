@@ -490,3 +490,27 @@ def test_valid_rows_rejects_special_tokens_before_eos_and_unfinished_rows() -> N
         ]
     )
     assert _valid_rows(tokens, pad, bos, eos).tolist() == [True, False, False, False, True]
+
+
+def test_anneal_reports_its_steps_to_a_progress_listener() -> None:
+    """Each temperature of the path is reported (a batch's AIS can take a minute; the
+    evaluation bar shows it), to whoever listens and to nobody otherwise."""
+    from latentebm.progress import reporting_within
+
+    seen: list[tuple[int, int]] = []
+    with reporting_within(lambda done, total: seen.append((done, total))):
+        anneal(
+            [gaussian_term(torch.zeros(2), 4.0)],
+            staged_schedule([temperatures(5, "geometric")]),
+            torch.randn(3, 2, generator=seeded(0)),
+            generator=seeded(1),
+        )
+    assert seen == [(t, 5) for t in range(5)]
+    seen.clear()
+    anneal(
+        [gaussian_term(torch.zeros(2), 4.0)],
+        staged_schedule([temperatures(5, "geometric")]),
+        torch.randn(3, 2, generator=seeded(0)),
+        generator=seeded(1),
+    )
+    assert seen == []

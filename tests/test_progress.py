@@ -37,3 +37,34 @@ def test_a_short_phase_says_nothing(caplog: pytest.LogCaptureFixture) -> None:
     ):
         progress.update(10)
     assert caplog.records == []
+
+
+def test_reports_within_go_to_the_innermost_listener_and_it_is_restored() -> None:
+    from latentebm.progress import report_within, reporting_within
+
+    outer: list[tuple[int, int]] = []
+    inner: list[tuple[int, int]] = []
+    report_within(1, 2)  # nobody listens: nothing happens
+    with reporting_within(lambda d, t: outer.append((d, t))):
+        report_within(1, 4)
+        with reporting_within(lambda d, t: inner.append((d, t))):
+            report_within(2, 4)
+        report_within(3, 4)
+    report_within(4, 4)
+    assert outer == [(1, 4), (3, 4)] and inner == [(2, 4)]
+
+
+def test_the_evaluation_bar_shows_the_step_within_a_batch(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A batch whose AIS path reports its steps moves the evaluation bar's label."""
+    import torch
+
+    from latentebm.evaluate import _progress
+    from latentebm.progress import report_within
+
+    for _batch in _progress([torch.zeros(3, 4), torch.zeros(2, 4)], True, "marginal_nll valid"):
+        report_within(7, 200)
+    err = capsys.readouterr().err
+    assert "batch step 7/200" in err
+    assert "5/5" in err

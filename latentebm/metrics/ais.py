@@ -67,6 +67,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from latentebm.progress import report_within
+
 LogTerm = Callable[[Tensor, bool], tuple[Tensor, Tensor | None]]
 """``(z (N, d), with_grad) -> (ell(z) (N,), grad_z ell(z) (N, d) or None)``: one log term."""
 
@@ -257,6 +259,7 @@ def anneal(
 
     last = schedule.n_transitions
     for t in range(1, last + 1):
+        report_within(t - 1, last)
         row, previous = betas[t], betas[t - 1]
         changed = [j for j in range(len(terms)) if float(row[j]) != float(previous[j])]
         active = [j for j in range(len(terms)) if float(row[j]) != 0.0]
