@@ -428,6 +428,17 @@ def test_laplace_fit_is_exact_for_a_linear_gaussian_posterior() -> None:
     assert torch.allclose(fit.proposal.covariance, cov.expand(3, 4, 4), rtol=2e-2, atol=1e-4)
 
 
+def test_laplace_fit_reports_its_mode_search_steps() -> None:
+    """The mode search (a latent_usage batch's long part) reports its steps to the bar."""
+    from latentebm.progress import reporting_within
+
+    model, x, _, _ = linear_gaussian_problem(1.0, d=2, dim_x=3, n=2)
+    seen: list[tuple[int, int]] = []
+    with reporting_within(lambda done, total: seen.append((done, total))):
+        fit_laplace(model, x, AISSettings(laplace_steps=6), generator=seeded(0))
+    assert seen == [(step, 6) for step in range(6)]
+
+
 # --------------------------------------------------------------------------- BDMC
 def test_bdmc_sandwiches_the_exact_marginal() -> None:
     prior = GaussianMixturePrior.ring(8, 2.0, 0.3)

@@ -53,6 +53,7 @@ from latentebm.metrics.ais import (
 from latentebm.metrics.nll import GaussianProposal
 from latentebm.model import LatentEBM
 from latentebm.prior import GaussianPrior
+from latentebm.progress import report_within
 
 AISInit = Literal["laplace", "reference"]
 ROUNDING = 1e-6
@@ -454,7 +455,8 @@ def fit_laplace(
         optimizer = torch.optim.Adam([z], lr=settings.laplace_lr * sigma)
         decay = 0.1 ** (1.0 / max(settings.laplace_steps, 1))  # to a tenth of the rate
         schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, decay)
-        for _ in range(settings.laplace_steps):
+        for step in range(settings.laplace_steps):
+            report_within(step, settings.laplace_steps)
             _, grad = joint.log_joint(z.detach())
             assert grad is not None
             z.grad = -grad.to(z.dtype)
