@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from latentebm.chain_records import chain_record_steps, chain_summary, long_prior_chain
-from latentebm.plotting import PlotDependencyError, fresh_dir, pyplot
+from latentebm.plotting import PLOT_EXTRA_HINT, PlotDependencyError, fresh_dir, optional_pyplot
 from latentebm.run_metrics import read_metrics
 
 __all__ = [  # the chain records and plot helpers moved out; still importable from here
@@ -290,17 +290,20 @@ def diagnose(
         for a model without an energy prior), ``autocorrelation``, ``r_t`` (means of
         ``prior``/``posterior``, as logged), ``nijkamp`` (``d_t`` and ``r_t`` in Nijkamp et al.'s
         sign and scale, :func:`nijkamp_scale`), ``valid_recon_nll`` (last) and ``long_chain``
-        (:func:`long_prior_chain` plus ``checkpoint`` and ``checkpoint_step``, or ``None``).
+        (:func:`long_prior_chain` plus ``checkpoint`` and ``checkpoint_step``, or ``None``)
+        and ``plots_skipped``.
 
     Raises:
         ValueError: no usable ``metrics.jsonl``, or no training row.
-        PlotDependencyError: matplotlib is missing.
+
+    Without matplotlib the numbers and ``diagnostics.json`` are still written, without the
+    PNGs; ``plots_skipped`` in the result then says why (else ``None``).
     """
     run_dir = Path(run_dir)
     train, valid = read_metrics(run_dir)
     if not train:
         raise ValueError(f"{run_dir / 'metrics.jsonl'}: no training rows")
-    plt = pyplot()  # fail before any long computation
+    plt = optional_pyplot()  # None: the numbers without the plots
 
     from latentebm.runs import run_family
 
@@ -346,6 +349,70 @@ def diagnose(
         usage = _latent_usage(run_dir, usage_examples, seed, device)
 
     out = fresh_dir(out_dir if out_dir is not None else run_dir / "diagnostics")
+    files: list[str] = []
+    plots_skipped = None
+    if plt is None:
+        plots_skipped = f"matplotlib is missing: {PLOT_EXTRA_HINT}"
+    else:
+        files = _draw_plots(
+            plt,
+            out,
+            shortrun=shortrun,
+            d_steps=d_steps,
+            d_t=d_t,
+            oscillation=oscillation,
+            prior_steps=prior_steps,
+            prior_r=prior_r,
+            post_steps=post_steps,
+            post_r=post_r,
+            acf=acf,
+            long_chain=long_chain,
+        )
+
+    summary: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "out_dir": str(out),
+        "files": files + ["diagnostics.json"],
+        "n_train_rows": len(train),
+        "n_valid_rows": len(valid),
+        "log_every": log_every,
+        "oscillation": oscillation,
+        "autocorrelation": [float(v) for v in acf],
+        "r_t": {"prior": _mean(prior_r), "posterior": _mean(post_r)},
+        "nijkamp": nijkamp_scale(
+            d_t,
+            prior_r,
+            post_r,
+            shortrun=shortrun,
+            drifts=None if shortrun else _chain_drifts(run_dir),
+        ),
+        "valid_recon_nll": float(valid[-1]["valid_recon_nll"]) if valid else None,
+        "long_chain": long_chain,
+        "latent_usage": usage,
+        "plots_skipped": plots_skipped,
+    }
+    with open(out / "diagnostics.json", "x", encoding="utf-8") as handle:
+        json.dump(summary, handle, indent=2)
+        handle.write("\n")
+    return summary
+
+
+def _draw_plots(
+    plt: Any,
+    out: Path,
+    *,
+    shortrun: bool,
+    d_steps: list[int],
+    d_t: list[float],
+    oscillation: dict[str, Any] | None,
+    prior_steps: list[int],
+    prior_r: list[float],
+    post_steps: list[int],
+    post_r: list[float],
+    acf: np.ndarray,
+    long_chain: dict[str, Any] | None,
+) -> list[str]:
+    """The PNGs of :func:`diagnose` in ``out``; returns their names."""
     files: list[str] = []
 
     def save(fig: Any, name: str) -> None:
@@ -411,28 +478,4 @@ def diagnose(
             ax.legend()
         save(fig, "long_chain.png")
 
-    summary: dict[str, Any] = {
-        "run_dir": str(run_dir),
-        "out_dir": str(out),
-        "files": files + ["diagnostics.json"],
-        "n_train_rows": len(train),
-        "n_valid_rows": len(valid),
-        "log_every": log_every,
-        "oscillation": oscillation,
-        "autocorrelation": [float(v) for v in acf],
-        "r_t": {"prior": _mean(prior_r), "posterior": _mean(post_r)},
-        "nijkamp": nijkamp_scale(
-            d_t,
-            prior_r,
-            post_r,
-            shortrun=shortrun,
-            drifts=None if shortrun else _chain_drifts(run_dir),
-        ),
-        "valid_recon_nll": float(valid[-1]["valid_recon_nll"]) if valid else None,
-        "long_chain": long_chain,
-        "latent_usage": usage,
-    }
-    with open(out / "diagnostics.json", "x", encoding="utf-8") as handle:
-        json.dump(summary, handle, indent=2)
-        handle.write("\n")
-    return summary
+    return files

@@ -30,15 +30,27 @@ def fresh_dir(path: str | Path) -> Path:
     return candidate
 
 
+PLOT_EXTRA_HINT = "pip install 'latentebm[plot]'"
+"""How to install what the plots need."""
+
+
 def pyplot() -> Any:
     """``matplotlib.pyplot`` with the Agg backend, imported on first use."""
     try:
         import matplotlib
     except ImportError as error:
         raise PlotDependencyError(
-            "the diagnostic plots need matplotlib: pip install 'latentebm[plot]'"
+            f"the diagnostic plots need matplotlib: {PLOT_EXTRA_HINT}"
         ) from error
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def optional_pyplot() -> Any | None:
+    """:func:`pyplot`, or ``None`` where matplotlib is not installed."""
+    try:
+        return pyplot()
+    except PlotDependencyError:
+        return None
