@@ -9,7 +9,13 @@ torch. The modules that raise them re-export them under their old homes
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "CheckpointFormatError", "Interrupted", "TrainingError"]
+__all__ = [
+    "CheckpointError",
+    "CheckpointFormatError",
+    "Interrupted",
+    "MissingDependencyError",
+    "TrainingError",
+]
 
 
 class CheckpointError(RuntimeError):
@@ -31,3 +37,8 @@ class Interrupted(RuntimeError):
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class MissingDependencyError(ImportError):
+    """An optional dependency is not installed; the message says which extra installs it
+    (``pip install 'latentebm[mol]'``)."""

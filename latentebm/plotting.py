@@ -2,7 +2,7 @@
 output folders that never replace earlier ones.
 
 A low-level helper of the commands that draw (``diagnose``, ``generate`` of image chains,
-:mod:`latentebm.generation`); it imports nothing of the toolkit.
+:mod:`latentebm.generation`); it imports nothing of the toolkit but its error types.
 """
 
 from __future__ import annotations
@@ -10,8 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from latentebm.errors import MissingDependencyError
 
-class PlotDependencyError(ImportError):
+
+class PlotDependencyError(MissingDependencyError):
     """matplotlib, needed for the diagnostic plots, is not installed."""
 
 

@@ -66,6 +66,7 @@ import torch
 
 from latentebm.atomic import atomic_write
 from latentebm.data import data_root, open_text, resolve_data_path
+from latentebm.errors import MissingDependencyError
 from latentebm.hf_data import is_hf_source, materialize
 from latentebm.processes import caller_script_hidden
 from latentebm.progress import ProgressLines
@@ -117,7 +118,7 @@ def _rdkit() -> Any:
     try:
         from rdkit import Chem, RDLogger
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
+        raise MissingDependencyError(
             "the molecule task needs RDKit: pip install 'latentebm[mol]' (rdkit, selfies)"
         ) from exc
     RDLogger.DisableLog("rdApp.*")
@@ -128,7 +129,7 @@ def _selfies() -> Any:
     try:
         import selfies
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
+        raise MissingDependencyError(
             "representation 'selfies' needs the selfies package: pip install 'latentebm[mol]'"
         ) from exc
     return selfies
@@ -528,6 +529,9 @@ class MoleculeTask(BucketedBatches):
                     f"but task.representation is {config.representation!r}"
                 )
         else:
+            _rdkit()  # here, not first in a worker process as a traceback
+            if config.representation == "selfies":
+                _selfies()
             file, index = self._raw_split("train")
             if not len(index):
                 raise MoleculeDataError(

@@ -384,3 +384,27 @@ def test_a_broken_pipe_elsewhere_is_an_error(
     monkeypatch.setattr(parser, "cmd_cat", broken)
     assert cli.main(["cat", "quickstart"]) == 2
     assert capsys.readouterr().err.startswith("latentebm: error: ")
+
+
+@pytest.mark.parametrize("missing", ["rdkit", "selfies"])
+def test_training_molecules_without_their_extra_is_one_error_line(
+    missing: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`pip install -e .` has no RDKit: `latentebm train qm9` said so only inside a worker
+    process's traceback (found in a fresh-clone walkthrough). Now one line, checked before
+    any worker starts, naming the extra."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, missing, None)  # import -> ImportError
+    run = tmp_path / "run"
+    args = ["train", "qm9", "trainer.max_steps=1", f"trainer.run_dir={run}"]
+    if missing == "selfies":
+        args.append("task.representation=selfies")
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("latentebm: error: ")
+    assert "pip install 'latentebm[mol]'" in err[-1]
+    assert "Traceback" not in "\n".join(err)

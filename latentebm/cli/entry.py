@@ -42,7 +42,12 @@ def _show_toolkit_logs() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; user errors print one line and exit non-zero (LATENTEBM_DEBUG=1: traceback)."""
     from latentebm.config import RecipeError
-    from latentebm.errors import CheckpointError, Interrupted, TrainingError
+    from latentebm.errors import (
+        CheckpointError,
+        Interrupted,
+        MissingDependencyError,
+        TrainingError,
+    )
 
     args = build_parser().parse_args(argv)
     _show_toolkit_logs()
@@ -62,7 +67,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(OSError, ValueError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141  # 128 + SIGPIPE, as a shell reports it
-    except (RecipeError, TrainingError, CheckpointError, OSError, ValueError) as error:
+    except (
+        RecipeError,
+        TrainingError,
+        CheckpointError,
+        MissingDependencyError,
+        OSError,
+        ValueError,
+    ) as error:
         if os.environ.get("LATENTEBM_DEBUG"):
             raise
         print(f"latentebm: error: {one_line(str(error))}", file=sys.stderr)

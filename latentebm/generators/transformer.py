@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from latentebm.config import check_fields, checked_field, positive, rate
+from latentebm.errors import MissingDependencyError
 from latentebm.generators import decoding
 from latentebm.generators.fused import linear_cross_entropy
 
@@ -51,7 +52,7 @@ def _import_gpt2() -> tuple[Any, Any]:
     try:
         from transformers import GPT2Config, GPT2Model
     except ImportError as exc:  # pragma: no cover - exercised only without the extra
-        raise ImportError(f"{INSTALL_HINT} ({exc})") from exc
+        raise MissingDependencyError(f"{INSTALL_HINT} ({exc})") from exc
     return GPT2Config, GPT2Model
 
 
