@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from latentebm.progress import report_within
+
 LogDensity = Callable[[Tensor], Tensor]
 """A function ``z (B, d) -> log pi(z) (B,)``, unnormalised."""
 
@@ -155,6 +157,7 @@ class LangevinSampler:
         wanted = set(record_steps)
         drift, scale = self.drift, self.step_size * self.noise_factor
         for k in range(steps):
+            report_within(k, steps)  # a long training step shows its chain on the bar
             if self.step_schedule is not None:
                 a_k = self.step_size_at(k)
                 drift, scale = 0.5 * a_k**2, a_k * self.noise_factor

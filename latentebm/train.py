@@ -63,6 +63,7 @@ from latentebm.distributed import (
 )
 from latentebm.errors import Interrupted
 from latentebm.model import LatentEBM, NonFiniteError, Optimizers
+from latentebm.progress import reporting_within
 from latentebm.runs import (
     FinalPhaseReserve,
     TimedCheckpoints,
@@ -374,6 +375,7 @@ class Trainer:
         indexed = model.posterior_memory is not None  # persistent posterior chains
         # tokens_per_s, or what the task counts instead (images_per_s)
         rate_key = f"{getattr(task, 'throughput_unit', 'tokens')}_per_s"
+        within_step = ChainStepLabel(progress)
         while st.step < cfg.max_steps and not out_of_time:
             options = {
                 "seed": self.recipe.seed,
@@ -392,9 +394,14 @@ class Trainer:
                 x = x.to(device, non_blocking=True)
                 st.batch_in_epoch += 1
                 try:
-                    terms = model.learning_step(
-                        x, optimizers, generator=langevin_rng, grad_hook=grad_hook, indices=indices
-                    )
+                    with within_step.listening():
+                        terms = model.learning_step(
+                            x,
+                            optimizers,
+                            generator=langevin_rng,
+                            grad_hook=grad_hook,
+                            indices=indices,
+                        )
                 except NonFiniteError as error:
                     consecutive_skips += 1
                     if cfg.nonfinite == "stop" or consecutive_skips > MAX_CONSECUTIVE_SKIPS:
@@ -818,6 +825,34 @@ def _parts_to_copy(model: LatentEBM, weights: dict[str, Any], parts: list[str] |
         and len(getattr(model, part).state_dict()) > 0  # a Gaussian prior has nothing to copy
         and any(k.startswith(f"{part}.") for k in weights)
     ]
+
+
+class ChainStepLabel:
+    """Labels the training bar with the Langevin step inside a training step once that step
+    has run for ``after_seconds`` (a first PTB step can take half a minute on a loaded CPU:
+    the bar would sit still), at most once a second; the label is reset after the step."""
+
+    def __init__(self, progress: Any, after_seconds: float = 2.0) -> None:
+        self.progress, self.after = progress, after_seconds
+        self.started = self.shown = 0.0
+        self.labelled = False
+
+    @contextlib.contextmanager
+    def listening(self) -> Any:
+        if self.progress is None:
+            yield
+            return
+        self.started, self.labelled = time.perf_counter(), False
+        with reporting_within(self.report):
+            yield
+        if self.labelled:
+            self.progress.set_description_str("train", refresh=False)
+
+    def report(self, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if now - self.started >= self.after and now - self.shown >= 1.0:
+            self.progress.set_description_str(f"train (chain {done}/{total})", refresh=True)
+            self.shown, self.labelled = now, True
 
 
 def _progress(total: int | None, initial: int, enabled: bool) -> Any:

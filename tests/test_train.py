@@ -608,6 +608,32 @@ def test_progress_bar_moves_every_step_between_log_rows(
     assert sorted(set(bar.counts)) == [1, 2, 3, 4]
 
 
+def test_a_long_training_step_labels_the_bar_with_its_chain_step() -> None:
+    """Inside a step that has run for ``after_seconds``, the Langevin chain's steps label the
+    bar; the label goes back to ``train`` after the step; without a bar nothing happens."""
+    from latentebm.langevin import LangevinSampler
+
+    class Bar:
+        def __init__(self) -> None:
+            self.labels: list[str] = []
+
+        def set_description_str(self, text: str, refresh: bool = True) -> None:
+            self.labels.append(text)
+
+    bar = Bar()
+    label = train_module.ChainStepLabel(bar, after_seconds=0.0)
+    sampler = LangevinSampler(n_steps=5, step_size=0.1)
+    with label.listening():
+        sampler.run(lambda z: -0.5 * z.pow(2).sum(1), torch.zeros(2, 3))
+    assert bar.labels == ["train (chain 0/5)", "train"]  # at most once a second, then reset
+    quiet = train_module.ChainStepLabel(bar, after_seconds=60.0)
+    with quiet.listening():
+        sampler.run(lambda z: -0.5 * z.pow(2).sum(1), torch.zeros(2, 3))
+    assert bar.labels == ["train (chain 0/5)", "train"]  # a short step: no label
+    with train_module.ChainStepLabel(None).listening():
+        sampler.run(lambda z: -0.5 * z.pow(2).sum(1), torch.zeros(2, 3))
+
+
 def test_log_every_minutes_logs_rows_by_time_between_step_rows(tiny_recipe, tmp_path: Path) -> None:
     """Slow steps: a row once ``log_every_minutes`` have passed, not only every ``log_every``."""
     recipe = tiny_recipe()
