@@ -35,8 +35,10 @@ def read_metrics(run_dir: Path) -> list[dict[str, float]]:
 
 
 def one_error_line(stderr: str) -> str:
-    """``stderr`` must be exactly one line starting with ``latentebm: error:``; returns it."""
-    lines = stderr.splitlines()
+    """``stderr`` must be exactly one line starting with ``latentebm: error:`` besides the line a
+    training command starts with (``latentebm: training RECIPE: loading ...``, said before the
+    data is read); returns it."""
+    lines = [line for line in stderr.splitlines() if not line.startswith("latentebm: training ")]
     assert len(lines) == 1, f"expected one line on stderr, got:\n{stderr}"
     assert lines[0].startswith("latentebm: error: "), lines[0]
     return lines[0]

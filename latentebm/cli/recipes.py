@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import re
 import shutil
 import sys
@@ -159,7 +160,6 @@ def _component_keys(target: str) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from latentebm.config import load_recipe
     from latentebm.malloc_tuning import keep_freed_memory
-    from latentebm.train import Trainer
 
     keep_freed_memory()  # glibc: reuse the chains' freed buffers (LATENTEBM_MALLOC=default: off)
 
@@ -167,13 +167,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     # family shortrun: the data-space short-run EBM of Nijkamp, Hill, Zhu and Wu (2019), "Learning
     # Non-Convergent Non-Persistent Short-Run MCMC Toward Energy-Based Model"
     if recipe_family(path) == "shortrun":
-        from latentebm.shortrun import ShortRunTrainer, load_shortrun_recipe
+        from latentebm.shortrun.config import load_shortrun_recipe
 
-        ShortRunTrainer(load_shortrun_recipe(path, args.overrides)).fit()
+        shortrun_recipe = load_shortrun_recipe(path, args.overrides)
+        _say_starting(path)
+        from latentebm.shortrun import ShortRunTrainer
+
+        ShortRunTrainer(shortrun_recipe).fit()
         return 0
-    recipe = load_recipe(path, args.overrides)
+    recipe = load_recipe(path, args.overrides)  # no torch yet: a bad key is said at once
+    _say_starting(path)
+    from latentebm.train import Trainer
+
     Trainer(recipe).fit()
     return 0
+
+
+def _say_starting(path: Path) -> None:
+    """The first line of a training command, before torch is imported and the data read (seconds
+    that were silent); the main process only under torchrun."""
+    if os.environ.get("RANK", "0") == "0":
+        print(f"latentebm: training {path}: loading torch, the data and the model", file=sys.stderr)
 
 
 def recipe_family(path: Path) -> str:
