@@ -63,10 +63,15 @@ def python_cli(
 
 
 def one_error_line(done: subprocess.CompletedProcess[str]) -> str:
-    """The command failed with exit 2 and exactly one ``latentebm: error:`` line."""
+    """The command failed with exit 2 and exactly one ``latentebm: error:`` line (besides the
+    line a training command starts with)."""
     assert "Traceback" not in done.stderr, done.stderr
     assert done.returncode == 2, (done.returncode, done.stderr)
-    lines = done.stderr.strip().splitlines()
+    lines = [
+        line
+        for line in done.stderr.strip().splitlines()
+        if not line.startswith("latentebm: training ")
+    ]
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("latentebm: error: "), lines[0]
     return lines[0]
