@@ -167,7 +167,7 @@ def test_blocked_snn_and_intdiv_equal_brute_force() -> None:
     snn = mm.snn_from_fingerprints(gen, ref, block=32)
     assert snn == pytest.approx(sims.max(0).mean(), abs=1e-6)
     full = mm.tanimoto_matrix(packed, packed).astype(np.float64)
-    m1, m2 = mm._intdiv_row_means(packed, block=64)
+    m1, m2 = mm.intdiv_row_means(packed, block=64)
     np.testing.assert_allclose(m1, full.mean(1), atol=1e-6)
     np.testing.assert_allclose(m2, (full**2).mean(1), atol=1e-6)
 
@@ -371,5 +371,5 @@ def test_parallel_metrics_from_a_script_without_a_main_guard(tmp_path: Path, how
 def test_chemnet_activations_in_pieces_equal_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("fcd_torch", reason="FCD needs fcd_torch (extra 'mol')")
     whole = mm.chemnet_activations(DRUGS)
-    monkeypatch.setattr(mm, "FCD_PIECE", 3)
+    monkeypatch.setattr("latentebm.metrics.molecules.frechet.FCD_PIECE", 3)
     np.testing.assert_allclose(mm.chemnet_activations(DRUGS), whole, rtol=1e-5, atol=1e-6)

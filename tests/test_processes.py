@@ -78,12 +78,12 @@ import functools
 import multiprocessing as mp
 import signal
 
-from latentebm.metrics.molecules import _Runner
+from latentebm.metrics.molecules import Runner
 
 blocked = functools.partial(signal.pthread_sigmask, signal.SIG_BLOCK)  # importable in workers
 
 if __name__ == "__main__":
-    with _Runner(2) as runner:
+    with Runner(2) as runner:
         ours = [sorted(mask) for mask in runner.map(blocked, [[], []])]
     with mp.get_context("forkserver").Pool(1) as pool:
         later = sorted(pool.apply(blocked, ([],)))
