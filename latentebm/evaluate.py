@@ -10,15 +10,17 @@ reconstruction gain), see :mod:`latentebm.metrics.likelihood_eval`; for text tas
 :mod:`latentebm.metrics.molecule_eval`; for images ``anomaly``, ``mse`` and ``fid``. Without
 ``metrics`` a task's ``default_metrics`` are evaluated (text: ``marginal_nll``; molecules:
 ``molecules``).
+
+This module chooses the metrics, split and batches and dispatches to the metrics' modules; the
+metrics file it writes is :mod:`latentebm.evaluate_output`'s, the table it prints
+:mod:`latentebm.evaluate_table`'s.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,7 +28,15 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor
 
-from latentebm.atomic import atomic_write
+from latentebm.evaluate_output import (
+    FORMAT_KEY,
+    METRICS_FILE,
+    METRICS_FORMAT,
+    check_output,
+    read_metrics_file,
+    write_metrics,
+)
+from latentebm.evaluate_table import MOSES_COLUMNS, format_table
 from latentebm.export import HUB_PREFIX, PRETRAINED_PREFIX, resolve_model
 from latentebm.metrics.image_eval import ImageEvalSettings
 from latentebm.metrics.likelihood_eval import (
@@ -35,10 +45,28 @@ from latentebm.metrics.likelihood_eval import (
     LikelihoodEvalSettings,
     canonical,
 )
-from latentebm.metrics.lm import describe_training
 from latentebm.metrics.molecule_eval import MoleculeEvalSettings
 from latentebm.metrics.text_eval import TextEvalSettings
-from latentebm.progress import reporting_within
+from latentebm.progress_bars import count_bar, example_bar
+
+__all__ = [  # the metrics file and the table moved out; still importable from here
+    "DEFAULT_BATCH_SIZE",
+    "FORMAT_KEY",
+    "KNOWN_METRICS",
+    "METRICS_FILE",
+    "METRICS_FORMAT",
+    "MOSES_COLUMNS",
+    "check_metrics",
+    "check_output",
+    "choose_split",
+    "default_metrics",
+    "evaluate",
+    "format_table",
+    "length_sorted_batches",
+    "read_metrics_file",
+    "spread_batches",
+    "write_metrics",
+]
 
 T = TypeVar("T")
 
@@ -56,10 +84,6 @@ KNOWN_METRICS: tuple[str, ...] = (
 )
 
 DEFAULT_BATCH_SIZE = 64
-METRICS_FILE = "metrics.json"
-FORMAT_KEY = "format"
-METRICS_FORMAT = "latentebm-evaluate-metrics"
-"""``metrics.json[FORMAT_KEY]``: marks a file ``evaluate`` wrote, the only kind it merges into."""
 
 
 def check_metrics(metrics: str | Iterable[str]) -> list[str]:
@@ -232,7 +256,7 @@ def evaluate(
             wanted,
             likelihood,
             generator=generator,
-            progress=(lambda items, label: _progress(items, True, f"{label} {split}"))
+            progress=(lambda items, label: example_bar(items, True, f"{label} {split}"))
             if progress
             else None,
         )
@@ -266,7 +290,7 @@ def evaluate(
         text or TextEvalSettings(),
         run_dir=run_dir,
         seed=seed,
-        progress=_count_progress if progress else None,
+        progress=count_bar if progress else None,
     )
     stamp = {
         "split": split,
@@ -331,343 +355,7 @@ def length_sorted_batches(task: Any, split: str, batch_size: int) -> list[Tensor
     return out
 
 
-def _is_metrics_file(data: object) -> bool:
-    """Whether parsed JSON is a file :func:`write_metrics` wrote: it carries the format marker,
-    or (written before the marker existed) it is ``{split: {metric: entry}}`` with every entry
-    holding the ``checkpoint`` and ``step`` that ``evaluate`` records."""
-    if not isinstance(data, dict):
-        return False
-    if data.get(FORMAT_KEY) == METRICS_FORMAT:
-        return True
-    return bool(data) and all(
-        isinstance(section, dict)
-        and section
-        and all(
-            isinstance(entry, dict) and "checkpoint" in entry and "step" in entry
-            for entry in section.values()
-        )
-        for section in data.values()
-    )
-
-
-def read_metrics_file(path: str | Path) -> dict[str, Any]:
-    """The content of a metrics file ``evaluate`` wrote at ``path`` (``{}`` if there is none).
-
-    Raises:
-        ValueError: ``path`` is a folder, cannot be read, or is not a file that ``evaluate``
-            wrote (not JSON, or JSON of another format): merging into it or replacing it
-            could lose someone's data. One line naming the file.
-    """
-    path = Path(path)
-    refuse = "not written by latentebm evaluate, so not merged into or replaced: choose another -o"
-    if path.is_dir():
-        raise ValueError(f"{path}: is a folder; give evaluate a file name (-o PATH.json)")
-    if not path.exists():
-        return {}
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}: exists and is not JSON (not UTF-8 text); {refuse}") from None
-    except OSError as error:
-        raise ValueError(f"{path}: cannot read ({error.strerror or error})") from error
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(
-            f"{path}: exists and is not JSON ({error.msg} at line {error.lineno}); {refuse}"
-        ) from None
-    if not _is_metrics_file(data):
-        raise ValueError(f"{path}: a JSON file {refuse}")
-    return data
-
-
-def check_output(path: str | Path) -> None:
-    """Fail now, not after the evaluation, when ``write_metrics(path, ...)`` would: ``path``
-    is a folder or a file ``evaluate`` did not write (:func:`read_metrics_file`), or its folder
-    cannot be created or written. Raises ``ValueError`` with one line naming the path."""
-    path = Path(path)
-    read_metrics_file(path)
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        raise ValueError(f"{path}: cannot be written: {folder} is not a folder")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ValueError(f"{path}: cannot be written: no write permission in {folder}")
-
-
-def write_metrics(path: str | Path, split: str, metrics: dict[str, Any]) -> dict[str, Any]:
-    """Merge ``{split: {metric: entry}}`` into the metrics file at ``path`` atomically.
-
-    The file holds ``{"format": METRICS_FORMAT, split: {metric: entry}}``. Only a file this
-    function wrote is merged into (:func:`read_metrics_file`; anything else raises
-    ``ValueError`` and is left as it is). Other splits and metrics are kept. An earlier entry
-    for the same split and metric is not lost: it moves into the new entry's ``history`` list
-    (oldest first), together with the earlier entry's own history. Written with
-    :func:`latentebm.atomic.atomic_write` (temporary file, fsync, rename): an existing file
-    keeps its permissions, a new one gets the umask's. Returns the whole new content.
-    """
-    path = Path(path)
-    if split == FORMAT_KEY:
-        raise ValueError(f"{split!r} is reserved in a metrics file; not a split name")
-    old = read_metrics_file(path)
-    old.pop(FORMAT_KEY, None)
-    data: dict[str, Any] = {FORMAT_KEY: METRICS_FORMAT, **old}
-    section = data.setdefault(split, {})
-    for name, entry in metrics.items():
-        entry = dict(entry)
-        previous = section.get(name)
-        if previous is not None:
-            previous = dict(previous)
-            history = list(previous.pop("history", []))
-            entry["history"] = [*history, previous]
-        section[name] = entry
-    with atomic_write(path, "w") as handle:
-        json.dump(data, handle, indent=2, allow_nan=True)
-        handle.write("\n")
-    return data
-
-
-def format_table(result: dict[str, Any]) -> str:
-    """The rows printed by ``latentebm evaluate``."""
-    metrics = result["metrics"]
-    rows: list[tuple[str, str]] = [
-        ("split", result["split"]),
-        ("checkpoint", f"{result['checkpoint']} (step {result['step']})"),
-    ]
-    rows += _likelihood_rows(metrics)
-    rows += _text_rows(metrics)
-    rows += _molecule_rows(metrics)
-    rows += _image_rows(metrics)
-    width = max(len(name) for name, _ in rows)
-    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
-
-
-def _likelihood_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
-    rows: list[tuple[str, str]] = []
-    nll, recon, usage = (metrics.get(k) for k in ("marginal_nll", "recon_nll", "latent_usage"))
-    if nll is not None:
-        settings = nll["settings"]
-        se = nll.get("std_error")
-        plus_minus = f" ± {se:.3f}" if se is not None else ""
-        log_z = nll["log_z"]
-        rows += [
-            ("examples", f"{nll['n_examples']} ({nll['total_tokens']} tokens)"),
-            ("marginal NLL (nats/example)", f"{nll['nll_per_example']:.3f}{plus_minus}"),
-            ("marginal NLL (nats/token)", f"{nll['nll_per_token']:.4f}"),
-            ("PPL", f"{nll['ppl']:.2f}"),
-            (
-                "log Z",
-                f"{log_z['value']:.4f} ± {log_z['std_error']:.2g} (AIS, {log_z['n_chains']} "
-                f"chains x {log_z['n_temperatures']} temperatures)",
-            ),
-        ]
-        if settings["estimator"] == "exact":
-            rows.append(("estimator", "exact (no latent variable)"))
-        elif settings["estimator"] == "ais":
-            rows.append(
-                (
-                    "estimator",
-                    f"AIS from {settings['init']}, {settings['n_chains']} chains x "
-                    f"{settings['n_temperatures']} temperatures, {settings['leapfrog_steps']} "
-                    f"leapfrog steps; acceptance {nll['mean_acceptance']:.2f}, mean ESS "
-                    f"{nll['mean_ess']:.2f} of {settings['n_chains']}",
-                )
-            )
-        else:
-            rows.append(
-                (
-                    "estimator",
-                    f"importance sampling (fast, looser): {nll['n_importance']} samples, proposal "
-                    f"fitted to {settings['n_chains']} chains x {settings['chain_steps']} steps; "
-                    f"mean ESS {nll['mean_ess']:.2f} of {nll['n_importance']}",
-                )
-            )
-        rows.append(("marginal NLL seconds", f"{nll['seconds']:.1f}"))
-        if not nll["complete"]:
-            rows.append(("note", f"{nll['batches']} of {nll['batches_in_split']} batches"))
-    if recon is not None:
-        rows += [
-            (
-                "recon NLL (Table 2)",
-                f"{recon['recon_nll']:.3f} nats/example, {recon['recon_nll_per_token']:.4f}/token "
-                f"(posterior chain of {recon['chain_steps']} steps)",
-            ),
-            ("prior-z NLL", f"{recon['prior_z_nll']:.3f} (recon gain {recon['recon_gain']:.3f})"),
-        ]
-    if usage is not None:
-        rows += [
-            (
-                "active units",
-                f"{usage['active_units']} of {len(usage['mode_variances'])} (Var > "
-                f"{usage['threshold']}, {usage['n_examples']} examples)",
-            ),
-            (
-                "I(x; z)",
-                f"{usage['mutual_information']:.3f} nats (max log N = "
-                f"{usage['mutual_information_max']:.2f})",
-            ),
-            ("recon gain", f"{usage['recon_gain']:.3f} nats/example"),
-        ]
-    return rows
-
-
-def _text_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
-    rows: list[tuple[str, str]] = []
-    fppl, rppl, bleu = metrics.get("fppl"), metrics.get("rppl"), metrics.get("bleu")
-    any_entry = fppl or rppl or bleu
-    if any_entry is not None:
-        gen = any_entry["generation"]
-        steps = "K0" if gen["langevin_steps"] is None else gen["langevin_steps"]
-        rows.append(("generation", f"decode {gen['decode']}, prior chain {steps} steps"))
-    for entry in (fppl, rppl):
-        if entry is not None and "lm" in entry:
-            cfg, info = entry["lm"]["config"], entry["lm"]["info"]
-            name = "FPPL scorer" if entry is fppl else "RPPL LM"
-            rows.append(
-                (
-                    name,
-                    f"LSTM {cfg['embedding_dim']}/{cfg['hidden_dim']}, {describe_training(info)}",
-                )
-            )
-    if fppl is not None:
-        rows += [
-            ("FPPL", f"{fppl['fppl']:.2f} ({fppl['n_samples']} samples)"),
-            ("real-data PPL", f"{fppl['real_ppl']:.2f} (the scorer on the split)"),
-        ]
-    if rppl is not None:
-        rows.append(("RPPL", f"{rppl['rppl']:.2f} (LM on {rppl['rppl_samples']} samples)"))
-    if bleu is not None:
-        rows += [
-            (
-                "reconstruction BLEU",
-                f"{bleu['reconstruction_bleu']:.2f} ({bleu['reconstruction_sentences']} sentences)",
-            ),
-            (
-                "self-BLEU",
-                f"{bleu['self_bleu']:.2f} (real: {bleu['real_self_bleu']:.2f}; "
-                f"{bleu['self_bleu_samples']} sentences)",
-            ),
-            (
-                "distinct-1/2/3",
-                f"{bleu['distinct_1']:.3f} / {bleu['distinct_2']:.3f} / "
-                f"{bleu['distinct_3']:.3f} (real: {bleu['real_distinct_1']:.3f} / "
-                f"{bleu['real_distinct_2']:.3f} / {bleu['real_distinct_3']:.3f})",
-            ),
-            (
-                "average length",
-                f"{bleu['avg_length']:.1f} words (real: {bleu['real_avg_length']:.1f})",
-            ),
-        ]
-    return rows
-
-
-MOSES_COLUMNS: tuple[str, ...] = (
-    "valid",
-    "unique@1000",
-    "unique@10000",
-    "FCD/Test",
-    "FCD/TestSF",
-    "SNN/Test",
-    "SNN/TestSF",
-    "Frag/Test",
-    "Frag/TestSF",
-    "Scaf/Test",
-    "Scaf/TestSF",
-    "IntDiv",
-    "IntDiv2",
-    "Filters",
-    "Novelty",
-    "logP",
-    "SA",
-    "QED",
-    "weight",
-)
-
-
-def _molecule_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
-    rows: list[tuple[str, str]] = []
-    for name in ("molecules", "moses"):
-        entry = metrics.get(name)
-        if entry is None:
-            continue
-        gen = entry["generation"]
-        steps = "K0" if gen["langevin_steps"] is None else gen["langevin_steps"]
-        rows.append(
-            (
-                f"{name} samples",
-                f"{entry['n_samples']} (decode {gen['decode']}, prior chain {steps} steps, "
-                f"{entry['seconds']:.0f} s)",
-            )
-        )
-        keys = MOSES_COLUMNS if name == "moses" else ("validity", "uniqueness", "novelty")
-        for key in keys:
-            if key in entry:
-                rows.append((key, f"{entry[key]:.4f}"))
-    return rows
-
-
-def _image_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
-    rows: list[tuple[str, str]] = []
-    anomaly, mse, fid = metrics.get("anomaly"), metrics.get("mse"), metrics.get("fid")
-    if anomaly is not None:
-        rows += [
-            (
-                "AUPRC",
-                f"{anomaly['auprc']:.4f} (average precision {anomaly['average_precision']:.4f})",
-            ),
-            (
-                "anomaly split",
-                f"{anomaly['n_anomalous']} anomalous / {anomaly['n_normal']} normal; "
-                f"{anomaly['n_chains']} chain(s) x {anomaly['n_steps']} posterior steps, "
-                f"{anomaly['seconds']:.0f} s",
-            ),
-        ]
-    if mse is not None:
-        rows.append(("reconstruction MSE", _mse_text(mse)))
-    if fid is not None:
-        rows.append(("FID", f"{fid['fid']:.3f} ({fid['feature']}; {fid['n_samples']} samples)"))
-    return rows
-
-
-def _mse_text(entry: dict[str, Any]) -> str:
-    return ", ".join(f"{key} {value:.5f}" for key, value in entry.items() if key.startswith("mse"))
-
-
 def _run_dir(checkpoint: Path) -> Path:
     """``RUN/checkpoints/step_N.pt`` -> ``RUN``; any other file -> its folder."""
     parent = checkpoint.parent
     return parent.parent if parent.name == "checkpoints" else parent
-
-
-def _count_progress(items: Iterable[Any], total: int, desc: str) -> Iterator[Any]:
-    """A tqdm bar over ``total`` items (batches) on stderr."""
-    from tqdm.auto import tqdm
-
-    yield from tqdm(items, total=total, desc=desc, dynamic_ncols=True, leave=False)
-
-
-def _progress(batches: list[Tensor], enabled: bool, desc: str) -> Iterator[Tensor]:
-    """A bar over the examples of ``batches``; within a batch it shows the AIS path's step
-    (:func:`latentebm.progress.report_within`), at most twice a second, so a batch that takes
-    a minute is not a still bar."""
-    if not enabled:
-        yield from batches
-        return
-    from tqdm.auto import tqdm
-
-    total = sum(b.shape[0] for b in batches)
-    with tqdm(total=total, desc=desc, unit="sent", dynamic_ncols=True) as bar:
-        shown = [0.0]
-
-        def within(done: int, steps: int) -> None:
-            now = time.perf_counter()
-            if now - shown[0] >= 0.5:
-                bar.set_postfix_str(f"batch step {done}/{steps}", refresh=True)
-                shown[0] = now
-
-        for batch in batches:
-            with reporting_within(within):
-                yield batch
-            bar.set_postfix_str("", refresh=False)
-            bar.update(batch.shape[0])

@@ -30,12 +30,12 @@ from latentebm.metrics.ais import (
     temperatures,
 )
 from latentebm.metrics.bdmc import _valid_rows, bdmc, simulate
+from latentebm.metrics.joint import Joint
 from latentebm.metrics.marginal import (
     REFERENCE_FLOATS_PER_TOKEN,
     SEQUENCE_TOKENS_PER_ROW,
     AISSettings,
     LogPartitionSettings,
-    _Joint,
     ais_log_joint_normaliser,
     ais_log_partition,
     evaluate_marginal_nll,
@@ -364,22 +364,22 @@ def test_long_sequences_are_scored_in_proportionally_smaller_chunks(
         rows_seen.append(x_rows.shape[0])
         return score(x_rows, z_rows)
 
-    whole_value, whole_grad = _Joint(model, x, 5, 10_000).log_joint(z)
+    whole_value, whole_grad = Joint(model, x, 5, 10_000).log_joint(z)
     monkeypatch.setattr(model.generator, "log_likelihood", counting)
-    value, grad = _Joint(model, x, 5, 16).log_joint(z)
+    value, grad = Joint(model, x, 5, 16).log_joint(z)
     assert rows_seen == [4, 4, 4, 3]  # 16 * 64 // 256 = 4 rows per chunk
     torch.testing.assert_close(value, whole_value, rtol=1e-6, atol=1e-5)
     torch.testing.assert_close(grad, whole_grad, rtol=1e-5, atol=1e-5)
     rows_seen.clear()
     short = x[:, :SEQUENCE_TOKENS_PER_ROW]  # 64 tokens: batch_size rows as before
-    _Joint(model, short, 5, 16).log_joint(z)
+    Joint(model, short, 5, 16).log_joint(z)
     assert rows_seen == [15]
     # a decoder that keeps twice the reference's activations per token: half the rows again
     decoder = type(model.generator)
     width = 2 * REFERENCE_FLOATS_PER_TOKEN
     monkeypatch.setattr(decoder, "activation_floats_per_token", property(lambda self: width))
     rows_seen.clear()
-    value, grad = _Joint(model, x, 5, 16).log_joint(z)
+    value, grad = Joint(model, x, 5, 16).log_joint(z)
     assert rows_seen == [2] * 7 + [1]  # 16 * 64 // 256 = 4, then 4 * 4256 // 8512 = 2
     torch.testing.assert_close(value, whole_value, rtol=1e-6, atol=1e-5)
     torch.testing.assert_close(grad, whole_grad, rtol=1e-5, atol=1e-5)

@@ -60,10 +60,10 @@ def test_the_evaluation_bar_shows_the_step_within_a_batch(
     """A batch whose AIS path reports its steps moves the evaluation bar's label."""
     import torch
 
-    from latentebm.evaluate import _progress
     from latentebm.progress import report_within
+    from latentebm.progress_bars import example_bar
 
-    for _batch in _progress([torch.zeros(3, 4), torch.zeros(2, 4)], True, "marginal_nll valid"):
+    for _batch in example_bar([torch.zeros(3, 4), torch.zeros(2, 4)], True, "marginal_nll valid"):
         report_within(7, 200)
     err = capsys.readouterr().err
     assert "batch step 7/200" in err

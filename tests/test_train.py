@@ -594,7 +594,7 @@ def test_progress_bar_moves_every_step_between_log_rows(
         bars.append(RecordingBar(total, initial, enabled))
         return bars[-1]
 
-    monkeypatch.setattr(train_module, "_progress", recording_bar)
+    monkeypatch.setattr(train_module, "training_bar", recording_bar)
     recipe = tiny_recipe()
     fit(
         recipe,

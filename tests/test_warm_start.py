@@ -14,7 +14,8 @@ from latentebm.checkpoint import list_checkpoints
 from latentebm.config import RecipeError, load_recipe
 from latentebm.errors import CheckpointError
 from latentebm.tasks.text import TextTask
-from latentebm.train import Trainer, _parts_to_copy
+from latentebm.train import Trainer
+from latentebm.train_checkpoint import parts_to_copy
 from latentebm.warm_start import copy_parts, read_source
 
 
@@ -94,7 +95,7 @@ def test_default_parts_are_those_both_models_have(source_run, tmp_path: Path) ->
     current = load_recipe(recipe, [])
     task = build_task_from_checkpoint(current, state["task_state"], path)
     model = build_model(current, task)
-    parts = _parts_to_copy(model, state["model"], None)
+    parts = parts_to_copy(model, state["model"], None)
     assert parts == ["prior", "generator"]  # the tiny model has no inference network
     copy_parts(model, state["model"], parts, path)
     weights = model.state_dict()
@@ -102,7 +103,7 @@ def test_default_parts_are_those_both_models_have(source_run, tmp_path: Path) ->
         assert same(part(weights, name), part(state["model"], name))
     # a Gaussian prior has no weights: only the generator is copied into such a model
     gaussian = build_model(load_recipe(recipe, ["model.prior.kind=gaussian"]), task)
-    assert _parts_to_copy(gaussian, state["model"], None) == ["generator"]
+    assert parts_to_copy(gaussian, state["model"], None) == ["generator"]
 
 
 def test_a_gaussian_prior_run_starts_an_ebm_prior_run(tiny_recipe, tmp_path: Path) -> None:

@@ -210,7 +210,8 @@ def cmd_score_molecules(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from latentebm.evaluate import evaluate, format_table
+    from latentebm.evaluate import evaluate
+    from latentebm.evaluate_table import format_table
     from latentebm.malloc_tuning import keep_freed_memory
 
     keep_freed_memory()  # the estimators' chains, as in cmd_train

@@ -54,7 +54,6 @@ from latentebm.checkpoint import (
 from latentebm.config import current_component_paths, instantiate, recipe_to_yaml, to_plain
 from latentebm.image_io import write_atomic
 from latentebm.runs import (
-    TimedCheckpoints,
     TrainingError,
     claim_run_dir,
     first_difference,
@@ -74,6 +73,7 @@ from latentebm.shortrun.tools import (
     reconstruct,
     save_image_grid,
 )
+from latentebm.train_budget import TimedCheckpoints
 
 __all__ = ["ShortRunState", "ShortRunTrainer", "learning_rate_at", "ml_loss"]
 
