@@ -1,5 +1,8 @@
 """Time one learning iteration of Algorithm 1 against one plain decoder (generator) training step.
 
+(A script of about 750 lines, kept whole: its presets, timed pieces and report share one
+measurement loop, and a reader reproducing a RESULTS row should find all of it in one file.)
+
 One learning iteration (:meth:`latentebm.model.LatentEBM.learning_step`) runs the prior chain
 (K0 steps on the small energy MLP), the posterior chain (K1 steps, each a decoder forward plus a
 backward to z only), then one decoder forward + backward into the weights and the optimiser
