@@ -344,13 +344,13 @@ def test_held_out_index_not_utf8_names_file(tmp_path: Path) -> None:
 
 def test_image_files_that_cannot_be_read_name_the_file(tmp_path: Path) -> None:
     from latentebm.image_io import read_idx
-    from latentebm.tasks.images import ImageDataError, _celeba_partition, _ImageFiles, _read_array
+    from latentebm.tasks.image_data import ImageDataError, ImageFiles, celeba_partition, read_array
 
     array = tmp_path / "array"
     array.mkdir()
     (array / "train.npy").write_bytes(b"")
     with pytest.raises(ImageDataError, match=r"train\.npy: not a readable \.npy array"):
-        _read_array(array)
+        read_array(array)
     raw = bytearray(gzip.compress(bytes([0, 0, 8, 1, 0, 0, 0, 200]) + bytes(200)))
     raw[12:30] = b"\xff" * 18  # a damaged deflate stream: zlib.error
     idx = tmp_path / "train-labels-idx1-ubyte.gz"
@@ -360,9 +360,9 @@ def test_image_files_that_cannot_be_read_name_the_file(tmp_path: Path) -> None:
     celeba = tmp_path / "celeba"
     celeba.mkdir()
     (celeba / "list_eval_partition.txt").write_bytes(b"000001.jpg 0\n000002.jp\xe9 2\n")
-    files = _ImageFiles(celeba, ["000001.jpg"], archive=False)
+    files = ImageFiles(celeba, ["000001.jpg"], archive=False)
     with pytest.raises(ValueError, match=r"list_eval_partition\.txt: not UTF-8 text \(line 2"):
-        _celeba_partition(celeba, files)
+        celeba_partition(celeba, files)
 
 
 # --------------------------------------------------------------------------------------------

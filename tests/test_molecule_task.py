@@ -271,18 +271,18 @@ def test_cache_falls_back_to_user_cache(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_parallel_processing_matches_serial(tmp_path: Path) -> None:
-    import latentebm.tasks.molecules as molecules
+    import latentebm.tasks.molecule_files as molecule_files
 
     smiles = [("C" * (1 + i % 9)) + ("N" if i % 2 else "O") for i in range(250)] + ["bad("]
-    old = molecules._CHUNK
-    molecules._CHUNK = 40  # several chunks over two processes
+    old = molecule_files.CHUNK_ROWS
+    molecule_files.CHUNK_ROWS = 40  # several chunks over two processes
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             serial = _task(tmp_path, smiles, n_jobs=1)
             parallel = _task(tmp_path, smiles, name="p.csv", n_jobs=2)
     finally:
-        molecules._CHUNK = old
+        molecule_files.CHUNK_ROWS = old
     assert parallel.sentences("train") == serial.sentences("train")
     assert parallel.tokenizer.itos == serial.tokenizer.itos
     assert np.array_equal(parallel._split("train").ids, serial._split("train").ids)
