@@ -26,6 +26,7 @@ log every step (``trainer.log_every=1``) for a faithful oscillation diagnosis.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,7 +37,10 @@ import torch
 
 from latentebm.chain_records import chain_record_steps, chain_summary, long_prior_chain
 from latentebm.plotting import PLOT_EXTRA_HINT, PlotDependencyError, fresh_dir, optional_pyplot
+from latentebm.progress import logged_within
 from latentebm.run_metrics import read_metrics
+
+logger = logging.getLogger(__name__)
 
 __all__ = [  # the chain records and plot helpers moved out; still importable from here
     "PlotDependencyError",
@@ -335,18 +339,20 @@ def diagnose(
         pretrained = load(run_dir, device=device)
         generator = torch.Generator(pretrained.model.device).manual_seed(seed)
         every = record_every if record_every is not None else max(1, n_steps // 200)
-        long_chain = long_prior_chain(
-            pretrained.model,
-            n_chains=n_chains,
-            n_steps=n_steps,
-            record_every=every,
-            generator=generator,
-        )
+        with logged_within(logger, f"long prior chain ({n_chains} chains)"):
+            long_chain = long_prior_chain(
+                pretrained.model,
+                n_chains=n_chains,
+                n_steps=n_steps,
+                record_every=every,
+                generator=generator,
+            )
         long_chain["checkpoint"] = str(pretrained.checkpoint)
         long_chain["checkpoint_step"] = pretrained.step
     usage = None
     if usage_examples > 0 and not shortrun:
-        usage = _latent_usage(run_dir, usage_examples, seed, device)
+        with logged_within(logger, "latent usage (mode search of a batch)"):
+            usage = _latent_usage(run_dir, usage_examples, seed, device)
 
     out = fresh_dir(out_dir if out_dir is not None else run_dir / "diagnostics")
     files: list[str] = []

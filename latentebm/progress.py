@@ -39,6 +39,23 @@ def reporting_within(callback: Callable[[int, int], None]) -> Iterator[None]:
         _LISTENER.callback = previous
 
 
+@contextmanager
+def logged_within(logger: logging.Logger, label: str, every_seconds: float = 2.0) -> Iterator[None]:
+    """While the block runs, the inner loops' reports become INFO lines ``LABEL: step D of T``,
+    at most one per ``every_seconds`` (for a phase with no bar of its own: ``log Z`` by AIS, a
+    long prior chain)."""
+    last = [time.perf_counter()]
+
+    def report(done: int, total: int) -> None:
+        now = time.perf_counter()
+        if now - last[0] >= every_seconds:
+            logger.info("%s: step %d of %d", label, done + 1, total)
+            last[0] = now
+
+    with reporting_within(report):
+        yield
+
+
 def report_within(done: int, total: int) -> None:
     """An inner loop's progress: ``done`` of ``total`` steps (nothing if nobody listens)."""
     callback = getattr(_LISTENER, "callback", None)

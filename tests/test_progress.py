@@ -68,3 +68,30 @@ def test_the_evaluation_bar_shows_the_step_within_a_batch(
     err = capsys.readouterr().err
     assert "batch step 7/200" in err
     assert "5/5" in err
+
+
+def test_logged_within_turns_inner_steps_into_log_lines(caplog: pytest.LogCaptureFixture) -> None:
+    """A phase with no bar of its own (log Z by AIS, diagnose's long chain) says its inner
+    loop's step as INFO lines, at most one per ``every_seconds``."""
+    import logging
+
+    import torch
+
+    from latentebm.langevin import LangevinSampler
+    from latentebm.progress import logged_within
+
+    logger = logging.getLogger("latentebm.test_logged_within")
+    with caplog.at_level(logging.INFO, logger=logger.name):
+        with logged_within(logger, "long prior chain", every_seconds=0.0):
+            LangevinSampler(n_steps=3, step_size=0.1).run(
+                lambda z: -0.5 * z.pow(2).sum(1), torch.zeros(2, 2)
+            )
+        with logged_within(logger, "quiet", every_seconds=3600.0):
+            LangevinSampler(n_steps=3, step_size=0.1).run(
+                lambda z: -0.5 * z.pow(2).sum(1), torch.zeros(2, 2)
+            )
+    assert [r.getMessage() for r in caplog.records] == [
+        "long prior chain: step 1 of 3",
+        "long prior chain: step 2 of 3",
+        "long prior chain: step 3 of 3",
+    ]

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,9 @@ from latentebm.metrics.marginal import (
     evaluate_marginal_nll,
 )
 from latentebm.model import LatentEBM
+from latentebm.progress import logged_within
+
+logger = logging.getLogger(__name__)
 
 LIKELIHOOD_METRICS: tuple[str, ...] = ("marginal_nll", "recon_nll", "latent_usage")
 ALIASES: dict[str, str] = {"nll": "marginal_nll"}
@@ -157,7 +161,8 @@ def _marginal_entry(
 ) -> dict[str, Any]:
     started = time.perf_counter()
     cpu_started = time.process_time()
-    log_z = ais_log_partition(model.prior, settings.log_z, generator=generator)
+    with logged_within(logger, "log Z(alpha) by AIS"):
+        log_z = ais_log_partition(model.prior, settings.log_z, generator=generator)
     log_z_seconds = time.perf_counter() - started
     if settings.estimator == "ais":
         result = evaluate_marginal_nll(
