@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import TracebackType
 
-PROGRESS_SECONDS = 5.0
+PROGRESS_SECONDS = 2.0
 """Longest silence of a phase that reports its progress."""
 
 
