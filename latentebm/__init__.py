@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from latentebm.model import LatentEBM
     from latentebm.pretrained import Pretrained
     from latentebm.prior import EnergyPrior, GaussianPrior
+    from latentebm.shortrun import ShortRunModel
 
 # Imported on first use (PEP 562), so that `latentebm --help`, `ls` and `--version` start without
 # importing torch.
@@ -48,14 +49,23 @@ def load(
     device: str | torch.device = "cpu",
     *,
     trusted_modules: Sequence[str] = (),
-) -> Pretrained:
-    """Load a trained model from a run directory or checkpoint file
-    (:func:`latentebm.pretrained.load`; ``trusted_modules``: module prefixes, beyond the
-    toolkit's and ``LATENTEBM_TRUSTED_MODULES``, whose components the checkpoint's recipe may
-    import, docs/guarantees.md)."""
+) -> Pretrained | ShortRunModel:
+    """Load a trained model from a run directory or checkpoint file: a latent EBM as
+    :class:`~latentebm.pretrained.Pretrained` (:func:`latentebm.pretrained.load`;
+    ``trusted_modules``: module prefixes, beyond the toolkit's and
+    ``LATENTEBM_TRUSTED_MODULES``, whose components the checkpoint's recipe may import,
+    docs/guarantees.md), a data-space short-run EBM as
+    :class:`~latentebm.shortrun.ShortRunModel` (:func:`latentebm.shortrun.load_shortrun`:
+    ``sample``, ``run_chain``, ``neg_energy``)."""
+    from latentebm.errors import DataSpaceCheckpoint
     from latentebm.pretrained import load as _load
 
-    return _load(path, device=device, trusted_modules=trusted_modules)
+    try:
+        return _load(path, device=device, trusted_modules=trusted_modules)
+    except DataSpaceCheckpoint as found:
+        from latentebm.shortrun import load_shortrun
+
+        return load_shortrun(found.checkpoint, map_location=device)
 
 
 def __getattr__(name: str) -> Any:

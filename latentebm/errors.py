@@ -12,6 +12,7 @@ from __future__ import annotations
 __all__ = [
     "CheckpointError",
     "CheckpointFormatError",
+    "DataSpaceCheckpoint",
     "Interrupted",
     "MissingDependencyError",
     "TrainingError",
@@ -25,6 +26,16 @@ class CheckpointError(RuntimeError):
 class CheckpointFormatError(CheckpointError):
     """The file's bytes are not a readable checkpoint (truncated, damaged, another format), as
     opposed to a failure to read it at all (an I/O error, no memory)."""
+
+
+class DataSpaceCheckpoint(CheckpointError):
+    """The checkpoint is a data-space short-run EBM's, not a latent EBM's: raised by the latent
+    loader so that :func:`latentebm.load` can hand the file to the short-run loader.
+    ``checkpoint``: its path."""
+
+    def __init__(self, message: str, checkpoint: object) -> None:
+        super().__init__(message)
+        self.checkpoint = checkpoint
 
 
 class TrainingError(RuntimeError):

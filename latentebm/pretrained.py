@@ -19,6 +19,7 @@ from latentebm.checkpoint import (
     require_fields,
 )
 from latentebm.config import Recipe, recipe_from_dict
+from latentebm.errors import DataSpaceCheckpoint
 from latentebm.export import TRAINING_ONLY_BUFFERS, resolve_model
 from latentebm.model import LatentEBM
 
@@ -506,11 +507,15 @@ def load(
     # mapped, not read: the optimiser moments (2x the weights) are never loaded; the weights
     # are copied into the model below and moved to the device
     state = load_checkpoint(checkpoint, map_location="cpu", mmap=True)
-    if state.get("family", "latent") != "latent":
-        raise CheckpointError(
-            f"{checkpoint}: a {state.get('family')} checkpoint (the data-space short-run EBM); "
-            "latentebm.load reads latent EBM runs: use latentebm.shortrun.load_shortrun"
+    family = state.get("family", "latent")
+    if family == "shortrun":
+        raise DataSpaceCheckpoint(
+            f"{checkpoint}: a shortrun checkpoint (the data-space short-run EBM); this loader "
+            "reads latent EBM runs: use latentebm.load or latentebm.shortrun.load_shortrun",
+            checkpoint,
         )
+    if family != "latent":
+        raise CheckpointError(f"{checkpoint}: unknown model family {family!r}")
     require_fields(
         state, checkpoint, {"recipe": dict, "task_state": (dict, type(None)), "step": int}
     )

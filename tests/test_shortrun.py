@@ -488,8 +488,8 @@ def test_mnist_recipe_trains_two_steps(tmp_path: Path) -> None:
 
 
 def test_commands_on_a_shortrun_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """generate draws images from a short-run EBM run; evaluate, interpolate and
-    latentebm.load say in one line that they apply to latent EBM runs."""
+    """generate draws images from a short-run EBM run and latentebm.load loads it; evaluate and
+    interpolate say in one line that they apply to latent EBM runs."""
     import latentebm
     from latentebm.checkpoint import CheckpointError
     from latentebm.cli import main as cli_main
@@ -509,5 +509,18 @@ def test_commands_on_a_shortrun_run(tmp_path: Path, capsys: pytest.CaptureFixtur
         err = capsys.readouterr().err.strip()
         assert err.startswith(f"latentebm: error: {run}: a data-space short-run EBM run"), err
         assert "\n" not in err
-    with pytest.raises(CheckpointError, match="use latentebm.shortrun.load_shortrun"):
-        latentebm.load(run)
+    # latentebm.load takes both families: a short-run run gives its ShortRunModel
+    from latentebm.pretrained import load as load_latent
+    from latentebm.shortrun import ShortRunModel, load_shortrun
+
+    loaded = latentebm.load(run)
+    assert isinstance(loaded, ShortRunModel)
+    reference = load_shortrun(run)
+    for mine, theirs in zip(
+        loaded.energy.state_dict().values(), reference.energy.state_dict().values(), strict=True
+    ):
+        assert torch.equal(mine, theirs)
+    images = loaded.sample(3, torch.Generator().manual_seed(0))
+    assert images.shape == (3, *reference.image_shape)
+    with pytest.raises(CheckpointError, match="a shortrun checkpoint"):
+        load_latent(run)  # the latent loader alone says what the file is
