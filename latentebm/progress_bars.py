@@ -50,22 +50,25 @@ class ChainStepLabel:
         self.progress, self.after = progress, after_seconds
         self.started = self.shown = 0.0
         self.labelled = False
+        self.label = "train"
 
     @contextlib.contextmanager
-    def listening(self) -> Any:
+    def listening(self, label: str = "train") -> Any:
+        """While the block runs, its chains label the bar ``LABEL (chain D/T)``; afterwards the
+        bar says ``LABEL`` again if it was changed."""
         if self.progress is None:
             yield
             return
-        self.started, self.labelled = time.perf_counter(), False
+        self.started, self.labelled, self.label = time.perf_counter(), False, label
         with reporting_within(self.report):
             yield
         if self.labelled:
-            self.progress.set_description_str("train", refresh=False)
+            self.progress.set_description_str(label, refresh=False)
 
     def report(self, done: int, total: int) -> None:
         now = time.perf_counter()
         if now - self.started >= self.after and now - self.shown >= 1.0:
-            self.progress.set_description_str(f"train (chain {done}/{total})", refresh=True)
+            self.progress.set_description_str(f"{self.label} (chain {done}/{total})", refresh=True)
             self.shown, self.labelled = now, True
 
 

@@ -10,6 +10,7 @@ import torch
 
 from latentebm.distributed import DistContext, reduce_values
 from latentebm.model import LatentEBM
+from latentebm.progress_bars import ChainStepLabel
 
 
 def has_split(task: Any, split: str) -> bool:
@@ -63,11 +64,14 @@ def validate(
     was_training = model.training
     model.eval()
     total_nll, total_tokens, total_sentences = 0.0, 0.0, 0.0
+    chain_label = ChainStepLabel(progress)  # a batch of long documents: its chain's step
     for done, batch in enumerate(batches):
+        label = f"valid {done}/{len(batches)}"
         if progress is not None:
-            progress.set_description_str(f"valid {done}/{len(batches)}", refresh=True)
+            progress.set_description_str(label, refresh=True)
         x = batch.to(device)
-        z = model.sample_posterior(x, generator=rng).z
+        with chain_label.listening(label):
+            z = model.sample_posterior(x, generator=rng).z
         with torch.no_grad():
             total_nll -= float(model.generator.log_likelihood(x, z).sum())
         total_tokens += int(task.num_target_tokens(x))
