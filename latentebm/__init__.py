@@ -56,7 +56,8 @@ def load(
     ``LATENTEBM_TRUSTED_MODULES``, whose components the checkpoint's recipe may import,
     docs/guarantees.md), a data-space short-run EBM as
     :class:`~latentebm.shortrun.ShortRunModel` (:func:`latentebm.shortrun.load_shortrun`:
-    ``sample``, ``run_chain``, ``neg_energy``)."""
+    ``sample``, ``run_chain``, ``neg_energy``; its recipe names no component to import, so
+    ``trusted_modules`` does not apply). Code that needs one kind checks with ``isinstance``."""
     from latentebm.errors import DataSpaceCheckpoint
     from latentebm.pretrained import load as _load
 

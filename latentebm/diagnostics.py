@@ -326,13 +326,14 @@ def diagnose(
         from latentebm.shortrun.tools import long_chain as long_data_chain
 
         model = load_shortrun(run_dir)
-        long_chain = long_data_chain(
-            model,
-            n_chains=n_chains,
-            n_steps=n_steps,
-            record_every=record_every if record_every is not None else max(1, n_steps // 200),
-            generator=torch.Generator(model.device).manual_seed(seed),
-        )
+        with logged_within(logger, f"long chain ({n_chains} chains)"):
+            long_chain = long_data_chain(
+                model,
+                n_chains=n_chains,
+                n_steps=n_steps,
+                record_every=record_every if record_every is not None else max(1, n_steps // 200),
+                generator=torch.Generator(model.device).manual_seed(seed),
+            )
     elif n_steps > 0:
         from latentebm.pretrained import load
 
@@ -351,7 +352,7 @@ def diagnose(
         long_chain["checkpoint_step"] = pretrained.step
     usage = None
     if usage_examples > 0 and not shortrun:
-        with logged_within(logger, "latent usage (mode search of a batch)"):
+        with logged_within(logger, "latent usage (chains and mode searches)"):
             usage = _latent_usage(run_dir, usage_examples, seed, device)
 
     out = fresh_dir(out_dir if out_dir is not None else run_dir / "diagnostics")

@@ -9,12 +9,16 @@ torch. The modules that raise them re-export them under their old homes
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 __all__ = [
     "CheckpointError",
     "CheckpointFormatError",
     "DataSpaceCheckpoint",
     "Interrupted",
     "MissingDependencyError",
+    "require",
     "TrainingError",
 ]
 
@@ -33,7 +37,7 @@ class DataSpaceCheckpoint(CheckpointError):
     loader so that :func:`latentebm.load` can hand the file to the short-run loader.
     ``checkpoint``: its path."""
 
-    def __init__(self, message: str, checkpoint: object) -> None:
+    def __init__(self, message: str, checkpoint: object = None) -> None:
         super().__init__(message)
         self.checkpoint = checkpoint
 
@@ -53,3 +57,14 @@ class Interrupted(RuntimeError):
 class MissingDependencyError(ImportError):
     """An optional dependency is not installed; the message says which extra installs it
     (``pip install 'latentebm[mol]'``)."""
+
+
+def require(module: str, extra: str, what: str) -> Any:
+    """``import module``, or a :class:`MissingDependencyError` saying that ``what`` needs it and
+    which extra of the toolkit installs it (``require("scipy", "image", "the SVHN data set")``)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise MissingDependencyError(
+            f"{what} needs {module.split('.')[0]} ({error}): pip install 'latentebm[{extra}]'"
+        ) from error

@@ -27,6 +27,7 @@ import numpy as np
 from torch import Tensor
 
 from latentebm.atomic import write_bytes_atomic
+from latentebm.errors import require
 
 __all__ = [
     "IDX_DTYPES",
@@ -53,11 +54,7 @@ IDX_DTYPES: dict[int, np.dtype[Any]] = {
 
 
 def _pil() -> Any:
-    try:
-        from PIL import Image
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("image files need Pillow: pip install pillow") from exc
-    return Image
+    return require("PIL.Image", "image", "image files")
 
 
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:

@@ -40,15 +40,18 @@ def reporting_within(callback: Callable[[int, int], None]) -> Iterator[None]:
 
 
 @contextmanager
-def logged_within(logger: logging.Logger, label: str, every_seconds: float = 2.0) -> Iterator[None]:
+def logged_within(
+    logger: logging.Logger, label: str, every_seconds: float | None = None
+) -> Iterator[None]:
     """While the block runs, the inner loops' reports become INFO lines ``LABEL: step D of T``,
     at most one per ``every_seconds`` (for a phase with no bar of its own: ``log Z`` by AIS, a
     long prior chain)."""
     last = [time.perf_counter()]
+    every = PROGRESS_SECONDS if every_seconds is None else every_seconds
 
     def report(done: int, total: int) -> None:
         now = time.perf_counter()
-        if now - last[0] >= every_seconds:
+        if now - last[0] >= every:
             logger.info("%s: step %d of %d", label, done + 1, total)
             last[0] = now
 

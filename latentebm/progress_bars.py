@@ -60,15 +60,19 @@ class ChainStepLabel:
             yield
             return
         self.started, self.labelled, self.label = time.perf_counter(), False, label
-        with reporting_within(self.report):
-            yield
-        if self.labelled:
-            self.progress.set_description_str(label, refresh=False)
+        try:
+            with reporting_within(self.report):
+                yield
+        finally:  # also after a step that raised (a skipped non-finite batch)
+            if self.labelled:
+                self.progress.set_description_str(label, refresh=False)
 
     def report(self, done: int, total: int) -> None:
         now = time.perf_counter()
         if now - self.started >= self.after and now - self.shown >= 1.0:
-            self.progress.set_description_str(f"{self.label} (chain {done}/{total})", refresh=True)
+            self.progress.set_description_str(
+                f"{self.label} (chain {done + 1}/{total})", refresh=True
+            )
             self.shown, self.labelled = now, True
 
 
@@ -91,16 +95,19 @@ def example_bar(batches: list[Tensor], enabled: bool, desc: str) -> Iterator[Ten
 
     total = sum(b.shape[0] for b in batches)
     with tqdm(total=total, desc=desc, unit="sent", dynamic_ncols=True) as bar:
-        shown = [0.0]
+        shown, active = [0.0], [True]
 
         def within(done: int, steps: int) -> None:
             now = time.perf_counter()
-            if now - shown[0] >= 0.5:
-                bar.set_postfix_str(f"batch step {done}/{steps}", refresh=True)
+            if active[0] and now - shown[0] >= 0.5:
+                bar.set_postfix_str(f"batch step {done + 1}/{steps}", refresh=True)
                 shown[0] = now
 
-        for batch in batches:
-            with reporting_within(within):
-                yield batch
-            bar.set_postfix_str("", refresh=False)
-            bar.update(batch.shape[0])
+        try:
+            for batch in batches:
+                with reporting_within(within):
+                    yield batch
+                bar.set_postfix_str("", refresh=False)
+                bar.update(batch.shape[0])
+        finally:  # closed early (the consumer stopped or failed): never draw on this bar again
+            active[0] = False

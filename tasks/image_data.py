@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from latentebm.data import DataFileError, open_text
+from latentebm.errors import require
 from latentebm.image_io import load_image, read_idx
 
 __all__ = [
@@ -162,11 +163,10 @@ def read_cifar10(path: Path) -> dict[str, Pool]:
 
 
 def read_svhn(folder: Path) -> dict[str, Pool]:
-    try:
-        from scipy.io import loadmat
-        from scipy.io.matlab import MatReadError
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("the SVHN data set needs scipy: pip install scipy") from exc
+    require("scipy.io", "image", "the SVHN data set")
+    from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
+
     pools = {}
     for split in ("train", "test"):
         path = folder / f"{split}_32x32.mat"

@@ -373,3 +373,21 @@ def test_chemnet_activations_in_pieces_equal_one_pass(monkeypatch: pytest.Monkey
     whole = mm.chemnet_activations(DRUGS)
     monkeypatch.setattr("latentebm.metrics.molecules.frechet.FCD_PIECE", 3)
     np.testing.assert_allclose(mm.chemnet_activations(DRUGS), whole, rtol=1e-5, atol=1e-6)
+
+
+def test_settings_set_on_the_package_reach_the_modules_that_read_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """FCD_PIECE and MP_START_METHOD moved into submodules; set on the package (as before the
+    split) they still take effect, and read there they show the submodules' values."""
+    import latentebm.metrics.molecules as package
+    from latentebm.metrics.molecules import frechet, parallel
+
+    before = frechet.FCD_PIECE
+    try:
+        package.FCD_PIECE = 123
+        assert frechet.FCD_PIECE == 123 == package.FCD_PIECE
+    finally:
+        frechet.FCD_PIECE = before
+    monkeypatch.setattr(parallel, "MP_START_METHOD", "spawn")
+    assert package.MP_START_METHOD == "spawn"

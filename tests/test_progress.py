@@ -66,7 +66,7 @@ def test_the_evaluation_bar_shows_the_step_within_a_batch(
     for _batch in example_bar([torch.zeros(3, 4), torch.zeros(2, 4)], True, "marginal_nll valid"):
         report_within(7, 200)
     err = capsys.readouterr().err
-    assert "batch step 7/200" in err
+    assert "batch step 8/200" in err
     assert "5/5" in err
 
 
@@ -95,3 +95,22 @@ def test_logged_within_turns_inner_steps_into_log_lines(caplog: pytest.LogCaptur
         "long prior chain: step 2 of 3",
         "long prior chain: step 3 of 3",
     ]
+
+
+def test_a_short_run_long_chain_reports_the_whole_chain_not_its_segments() -> None:
+    """diagnose's long chain of a data-space run goes in segments (one per record step): the
+    reports count the whole chain's steps."""
+    import torch
+
+    from latentebm.progress import reporting_within
+    from latentebm.shortrun.energy import ConvEnergy
+    from latentebm.shortrun.sampler import ShortRunChain
+    from latentebm.shortrun.tools import ShortRunModel, long_chain
+
+    torch.manual_seed(0)
+    model = ShortRunModel(ConvEnergy((1, 8, 8), n_filters=2, n_down=1), ShortRunChain(5, 0.1))
+    seen: list[tuple[int, int]] = []
+    with reporting_within(lambda done, total: seen.append((done, total))):
+        long_chain(model, n_chains=2, n_steps=6, record_every=2)
+    assert seen and all(total == 6 for _, total in seen)
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)

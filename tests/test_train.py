@@ -625,17 +625,17 @@ def test_a_long_training_step_labels_the_bar_with_its_chain_step() -> None:
     sampler = LangevinSampler(n_steps=5, step_size=0.1)
     with label.listening():
         sampler.run(lambda z: -0.5 * z.pow(2).sum(1), torch.zeros(2, 3))
-    assert bar.labels == ["train (chain 0/5)", "train"]  # at most once a second, then reset
+    assert bar.labels == ["train (chain 1/5)", "train"]  # at most once a second, then reset
     quiet = train_module.ChainStepLabel(bar, after_seconds=60.0)
     with quiet.listening():
         sampler.run(lambda z: -0.5 * z.pow(2).sum(1), torch.zeros(2, 3))
-    assert bar.labels == ["train (chain 0/5)", "train"]  # a short step: no label
+    assert bar.labels == ["train (chain 1/5)", "train"]  # a short step: no label
     with train_module.ChainStepLabel(None).listening():
         sampler.run(lambda z: -0.5 * z.pow(2).sum(1), torch.zeros(2, 3))
     valid = train_module.ChainStepLabel(bar, after_seconds=0.0)
     with valid.listening("valid 3/20"):
         sampler.run(lambda z: -0.5 * z.pow(2).sum(1), torch.zeros(2, 3))
-    assert bar.labels[-2:] == ["valid 3/20 (chain 0/5)", "valid 3/20"]
+    assert bar.labels[-2:] == ["valid 3/20 (chain 1/5)", "valid 3/20"]
 
 
 def test_log_every_minutes_logs_rows_by_time_between_step_rows(tiny_recipe, tmp_path: Path) -> None:

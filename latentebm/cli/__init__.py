@@ -5,9 +5,10 @@
 Contract: :func:`main` runs one command and returns its exit status; a bad option value is
 refused while the command line is parsed (argparse's usage line and exit status 2, before any
 model is loaded), and every user error is one line on stderr (``latentebm: error: ...``, exit
-status 2; ``LATENTEBM_DEBUG=1``: the traceback). ``latentebm --help``, ``--version``, ``ls``,
-``cat`` and ``keys`` import no torch: the package's modules import only the standard library and
-each other at module level, everything heavier inside the command that needs it.
+status 2; ``LATENTEBM_DEBUG=1``: the traceback). ``latentebm --help``, ``--version`` and ``ls``
+import no torch: the package's modules import only the standard library and each other at
+module level, everything heavier inside the command that needs it (``cat`` and ``keys`` of a
+recipe import its task and generator classes, and with them torch).
 
 The package, one job per module (each imports only the ones before it):
 

@@ -166,17 +166,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     path = resolve_recipe(args.recipe)
     # family shortrun: the data-space short-run EBM of Nijkamp, Hill, Zhu and Wu (2019), "Learning
     # Non-Convergent Non-Persistent Short-Run MCMC Toward Energy-Based Model"
-    if recipe_family(path) == "shortrun":
-        from latentebm.shortrun.config import load_shortrun_recipe
-
-        shortrun_recipe = load_shortrun_recipe(path, args.overrides)
-        _say_starting(path)
-        from latentebm.shortrun import ShortRunTrainer
-
-        ShortRunTrainer(shortrun_recipe).fit()
-        return 0
-    recipe = load_recipe(path, args.overrides)  # no torch yet: a bad key is said at once
+    family = recipe_family(path)  # the YAML only: a first line before torch and the task load
     _say_starting(path)
+    if family == "shortrun":
+        from latentebm.shortrun import ShortRunTrainer, load_shortrun_recipe
+
+        ShortRunTrainer(load_shortrun_recipe(path, args.overrides)).fit()
+        return 0
+    recipe = load_recipe(path, args.overrides)  # imports the recipe's task and generator
     from latentebm.train import Trainer
 
     Trainer(recipe).fit()
@@ -184,8 +181,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _say_starting(path: Path) -> None:
-    """The first line of a training command, before torch is imported and the data read (seconds
-    that were silent); the main process only under torchrun."""
+    """The first line of a training command, said before the recipe's components (and torch) are
+    imported and the data read: seconds that were silent; the main process only under
+    torchrun."""
     if os.environ.get("RANK", "0") == "0":
         print(f"latentebm: training {path}: loading torch, the data and the model", file=sys.stderr)
 

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from latentebm.errors import require
+
 __all__ = [
     "INCEPTION_URL",
     "FeatureExtractor",
@@ -69,7 +71,7 @@ def frechet_distance(
     Raises:
         ValueError: shapes do not match, or the square root has a large imaginary part.
     """
-    from scipy import linalg
+    linalg = require("scipy.linalg", "image", "the Frechet distance")
 
     mu1 = np.atleast_1d(np.asarray(mu1, dtype=np.float64))
     mu2 = np.atleast_1d(np.asarray(mu2, dtype=np.float64))

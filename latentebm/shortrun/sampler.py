@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from latentebm.langevin import LangevinSampler
+from latentebm.progress import report_within
 
 __all__ = ["ChainResult", "NegativeEnergy", "ShortRunChain", "sample_initial"]
 
@@ -118,7 +119,8 @@ class ShortRunChain(LangevinSampler):
         else:
             x = x_init.detach().clone()
         grad_norms: list[Tensor] = []
-        for _ in range(steps):
+        for k in range(steps):
+            report_within(k, steps)  # diagnose's long chain says its step
             with torch.enable_grad():
                 if not differentiable:
                     x.requires_grad_(True)

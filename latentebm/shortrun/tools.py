@@ -33,6 +33,7 @@ from latentebm.checkpoint import (
 from latentebm.config import validate
 from latentebm.image_io import save_grid
 from latentebm.langevin import frozen
+from latentebm.progress import report_within, reporting_within
 from latentebm.shortrun.config import ShortRunRecipe
 from latentebm.shortrun.energy import ConvEnergy
 from latentebm.shortrun.sampler import ChainResult, ShortRunChain, sample_initial
@@ -165,7 +166,9 @@ def long_chain(
     done = 0
     for step in steps:
         if step > done:
-            result = _run_steps(model, x, step - done, generator)
+            report_within(done, n_steps)  # the whole chain's step, not the segment's
+            with reporting_within(_ignore):
+                result = _run_steps(model, x, step - done, generator)
             x, done = result.x, step
             grad_norms.append(result.grad_norm)
         with torch.no_grad():
@@ -175,6 +178,10 @@ def long_chain(
 
     grad_norm = torch.cat(grad_norms)
     return chain_summary(steps, energy, log_density, grad_norm, record_every, n_chains, model.chain)
+
+
+def _ignore(done: int, total: int) -> None:
+    """Swallows a segment's own step reports."""
 
 
 def _run_steps(

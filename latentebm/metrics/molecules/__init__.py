@@ -50,13 +50,18 @@ The package, one job per module (each imports only the ones before it):
 * :mod:`~latentebm.metrics.molecules.reference`: reference statistics and their caches;
 * :mod:`~latentebm.metrics.molecules.suite`: :func:`compute_moses_metrics`, :func:`qm9_metrics`.
 
-Every public name is importable from ``latentebm.metrics.molecules`` itself; a setting
-(:data:`MP_START_METHOD`, :data:`FCD_PIECE`) is read in its own module, so set it there. The
+Every public name is importable from ``latentebm.metrics.molecules`` itself. The settings
+:data:`MP_START_METHOD` and :data:`FCD_PIECE` live in their own modules (``parallel``,
+``frechet``); read or set on this package, they read or set those modules' values. The
 modules log as ``latentebm.metrics.molecules``. Functions run in worker processes are defined at
 module level (the forkserver imports this package first: ``latentebm._forkserver_preload``).
 """
 
 from __future__ import annotations
+
+import sys
+import types
+from typing import Any
 
 from latentebm.metrics.molecules.basic import (
     canonical_set,
@@ -96,14 +101,12 @@ from latentebm.metrics.molecules.files import (
     read_smiles_file,
 )
 from latentebm.metrics.molecules.frechet import (
-    FCD_PIECE,
     chemnet_activations,
     fcd,
     fcd_statistics,
     frechet_distance,
 )
 from latentebm.metrics.molecules.parallel import (
-    MP_START_METHOD,
     Runner,
     canonicalize,
     get_mol,
@@ -191,3 +194,28 @@ __all__ = [
     "unique_at",
     "valid_canonical",
 ]
+
+_SETTINGS = {
+    "FCD_PIECE": "latentebm.metrics.molecules.frechet",
+    "MP_START_METHOD": "latentebm.metrics.molecules.parallel",
+}
+"""Module-level settings of the submodules, read and set through this package."""
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SETTINGS:
+        return getattr(sys.modules[_SETTINGS[name]], name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class _ForwardingSettings(types.ModuleType):
+    """Setting ``FCD_PIECE`` or ``MP_START_METHOD`` on the package sets it where it is read."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _SETTINGS:
+            setattr(sys.modules[_SETTINGS[name]], name, value)
+        else:
+            super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _ForwardingSettings

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from latentebm.errors import require
 from latentebm.metrics.molecules.parallel import valid_canonical
 from latentebm.progress import ProgressLines
 
@@ -29,7 +30,7 @@ them. Each pass starts fcd_torch's data-loading worker afresh (a fork: cheap nex
 
 @lru_cache(maxsize=2)
 def _fcd_model(n_jobs: int, batch_size: int) -> Any:
-    from fcd_torch import FCD
+    FCD = require("fcd_torch", "mol", "FCD").FCD
 
     return FCD(device="cpu", n_jobs=n_jobs, batch_size=batch_size)
 
@@ -69,7 +70,7 @@ def frechet_distance(
 ) -> float:
     """``|mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2))`` as fcd_torch/MOSES compute it
     (``scipy.linalg.sqrtm``; ``eps * I`` added to both if the root is not finite)."""
-    from scipy import linalg
+    linalg = require("scipy.linalg", "mol", "the Frechet distance (FCD)")
 
     mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
     s1, s2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
