@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from latentebm.model import LatentEBM
     from latentebm.pretrained import Pretrained
     from latentebm.prior import EnergyPrior, GaussianPrior
-    from latentebm.shortrun import ShortRunModel
+    from latentebm.shortrun.tools import ShortRunModel
 
 # Imported on first use (PEP 562), so that `latentebm --help`, `ls` and `--version` start without
 # importing torch.
@@ -64,7 +64,7 @@ def load(
     try:
         return _load(path, device=device, trusted_modules=trusted_modules)
     except DataSpaceCheckpoint as found:
-        from latentebm.shortrun import load_shortrun
+        from latentebm.shortrun.tools import load_shortrun
 
         return load_shortrun(found.checkpoint, map_location=device)
 

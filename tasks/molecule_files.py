@@ -192,6 +192,7 @@ def process_file(
 ) -> FileData:
     """Parse, canonicalize and tokenize every row of ``path`` (in ``n_jobs`` processes)."""
     start = time.perf_counter()
+    logger.info("molecules %s: reading and tokenizing (the first load; cached after it)", path.name)
     lines = read_smiles(path, column)
     chunks = [
         (lines[i : i + CHUNK_ROWS], canonicalize, representation)
