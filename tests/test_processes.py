@@ -42,8 +42,13 @@ def test_an_error_after_an_interrupt_is_the_interrupt(default_sigint: object) ->
 
 @pytest.mark.parametrize("wait", [0.5, 3.0])
 def test_ctrl_c_stops_parallel_scoring_cleanly(tmp_path: Path, wait: float) -> None:
-    """Ctrl-C from a terminal (SIGINT to the whole process group), while the worker processes
-    start or work: exit 130 with one line, no traceback of any process, workers gone."""
+    """Ctrl-C from a terminal (SIGINT to the whole process group), ``wait`` seconds after the
+    command's first line (its imports done), while the worker processes start or work: exit
+    130 with one line, no traceback of any process, workers gone. (Timed from the start
+    instead, a loaded CI machine sent it during the interpreter's imports, where a library's
+    import can swallow it.)"""
+    import selectors
+
     pytest.importorskip("rdkit", reason="rdkit is needed for molecule metrics (extra 'mol')")
     molecules = tmp_path / "many.smi"
     molecules.write_text("CCO\nc1ccccc1O\nCC(=O)Nc1ccc(O)cc1\n" * 200_000, encoding="utf-8")
@@ -51,15 +56,25 @@ def test_ctrl_c_stops_parallel_scoring_cleanly(tmp_path: Path, wait: float) -> N
                "molecules", "--n-jobs", "2"]  # fmt: skip
     process = subprocess.Popen(
         command, cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        text=True, start_new_session=True, preexec_fn=sigint_as_usual,
+        bufsize=0, start_new_session=True, preexec_fn=sigint_as_usual,
     )  # fmt: skip
-    time.sleep(wait)
-    os.killpg(process.pid, signal.SIGINT)
+    assert process.stderr is not None
+    first = b""
     try:
-        _, stderr = process.communicate(timeout=60)  # a hang guard, not a speed target
+        with selectors.DefaultSelector() as selector:  # the first line, byte by byte (unbuffered)
+            selector.register(process.stderr, selectors.EVENT_READ)
+            while not first.endswith(b"\n"):
+                assert selector.select(timeout=120), "no first line in 120 s"
+                byte = process.stderr.read(1)
+                assert byte, f"the command ended before its first line: {first!r}"
+                first += byte
+        time.sleep(wait)
+        os.killpg(process.pid, signal.SIGINT)
+        _, rest = process.communicate(timeout=60)  # a hang guard, not a speed target
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
+    stderr = (first + rest).decode(errors="replace")
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr, stderr
     assert stderr.strip().splitlines()[-1] == "latentebm: interrupted"
