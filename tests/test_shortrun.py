@@ -488,8 +488,8 @@ def test_mnist_recipe_trains_two_steps(tmp_path: Path) -> None:
 
 
 def test_commands_on_a_shortrun_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """generate draws images from a short-run EBM run and latentebm.load loads it; evaluate and
-    interpolate say in one line that they apply to latent EBM runs."""
+    """generate and interpolate draw images from a short-run EBM run and latentebm.load loads
+    it; evaluate says in one line that it applies to latent EBM runs."""
     import latentebm
     from latentebm.checkpoint import CheckpointError
     from latentebm.cli import main as cli_main
@@ -504,11 +504,23 @@ def test_commands_on_a_shortrun_run(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert cli_main([*args, "--force"]) == 0
     assert grid.read_bytes() == first  # seeded
     capsys.readouterr()
-    for command in (["evaluate", str(run)], ["interpolate", str(run), "test:0", "test:1"]):
-        assert cli_main(command) == 2
-        err = capsys.readouterr().err.strip()
-        assert err.startswith(f"latentebm: error: {run}: a data-space short-run EBM run"), err
-        assert "\n" not in err
+    assert cli_main(["evaluate", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"latentebm: error: {run}: a data-space short-run EBM run"), err
+    assert "\n" not in err
+    # interpolate: between two draws of the initial noise (Nijkamp et al. 2019, Section 3.4)
+    strip = tmp_path / "strip.png"
+    interpolate = ["interpolate", str(run), "noise", "noise", "--points", "5", "-o", str(strip)]
+    assert cli_main([*interpolate, "--seed", "3"]) == 0
+    width, height = png_size(strip)
+    assert width > height > 0  # one row of 5 images
+    first = strip.read_bytes()
+    assert cli_main([*interpolate, "--seed", "3", "--force"]) == 0
+    assert strip.read_bytes() == first  # seeded
+    capsys.readouterr()
+    assert cli_main(["interpolate", str(run), "test:0", "test:1", "-o", str(strip)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "interpolates between two draws of its initial noise" in err and "\n" not in err
     # latentebm.load takes both families: a short-run run gives its ShortRunModel
     from latentebm.pretrained import load as load_latent
     from latentebm.shortrun import ShortRunModel, load_shortrun

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from latentebm.cli.options import decode_options, not_for_shortrun
+from latentebm.cli.options import decode_options
 
 
 def _check_trajectory(args: argparse.Namespace) -> None:
@@ -224,14 +224,38 @@ def _interpolate_images(args: argparse.Namespace, model: Any) -> int:
     return 0
 
 
+def _interpolate_shortrun(args: argparse.Namespace) -> int:
+    """``interpolate`` for a data-space short-run EBM run: Nijkamp et al. (2019), Section 3.4,
+    ``M_theta(rho z_1 + sqrt(1 - rho^2) z_2)`` between two draws of the initial noise (its
+    ends are the two chains' images), as a PNG strip of ``--points`` images."""
+    import torch
+
+    from latentebm.image_io import save_grid
+    from latentebm.shortrun.tools import interpolate, load_shortrun
+
+    if (args.sentence_a, args.sentence_b) != ("noise", "noise"):
+        raise ValueError(
+            f"{args.run}: a data-space short-run EBM interpolates between two draws of its "
+            "initial noise (it has no posterior for an image): give `noise noise`"
+        )
+    out = _png_target(args.output, args.force)
+    model = load_shortrun(args.run, map_location=args.device)
+    rng = torch.Generator(model.device)
+    if args.seed is None:
+        rng.seed()
+    else:
+        rng.manual_seed(args.seed)
+    save_grid(interpolate(model, 1, args.points, generator=rng).cpu(), out, nrow=args.points)
+    print(f"{args.points} points between two noise draws -> {out}", file=sys.stderr)
+    return 0
+
+
 def cmd_interpolate(args: argparse.Namespace) -> int:
     from latentebm.pretrained import load
+    from latentebm.runs import run_family
 
-    not_for_shortrun(
-        "interpolate",
-        args.run,
-        "Its training run wrote interpolation.png (interpolating the initial noise).",
-    )
+    if run_family(args.run) == "shortrun":
+        return _interpolate_shortrun(args)
     model = load(args.run, device=args.device)
     if hasattr(model.task, "save_samples"):
         return _interpolate_images(args, model)

@@ -136,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  latentebm interpolate RUN_DIR 'the cat sees a fish' 'a dog eats some milk'\n"
         "  latentebm interpolate RUN_DIR 'a b' 'c d' --points 10 --path slerp --decode beam\n"
         "  latentebm interpolate MNIST_RUN test:3 test:17 -o strip.png   # image models\n"
+        "  latentebm interpolate SHORTRUN_RUN noise noise -o strip.png   # data-space EBM\n"
         "prints t<TAB>sentence lines; z of a sentence = mean of --chains posterior chains.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
