@@ -97,10 +97,22 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seeded_generator(device: Any, seed: int | None) -> Any:
+    """A torch generator on ``device`` seeded with ``seed``, or with a fresh random seed (as for
+    latent EBM runs) when it is ``None``."""
+    import torch
+
+    rng = torch.Generator(device)
+    if seed is None:
+        rng.seed()
+    else:
+        rng.manual_seed(seed)
+    return rng
+
+
 def _generate_shortrun(args: argparse.Namespace) -> int:
     """``generate`` for a data-space short-run EBM run: ``-n`` images from fresh chains (K
     Langevin steps from p_0, Nijkamp et al. (2019) eq. 5) as a PNG grid at ``--grid`` or ``-o``."""
-    import torch
 
     from latentebm.image_io import save_grid
     from latentebm.shortrun.tools import load_shortrun
@@ -113,11 +125,7 @@ def _generate_shortrun(args: argparse.Namespace) -> int:
         )
     out = _png_target(args.grid or args.output, args.force)
     model = load_shortrun(args.run, map_location=args.device)
-    rng = torch.Generator(model.device)
-    if args.seed is None:
-        rng.seed()  # a fresh random seed, as for latent EBM runs
-    else:
-        rng.manual_seed(args.seed)
+    rng = _seeded_generator(model.device, args.seed)
     started = time.perf_counter()
     images = model.sample(args.n, generator=rng)
     rate = args.n / max(time.perf_counter() - started, 1e-9)
@@ -228,7 +236,6 @@ def _interpolate_shortrun(args: argparse.Namespace) -> int:
     """``interpolate`` for a data-space short-run EBM run: Nijkamp et al. (2019), Section 3.4,
     ``M_theta(rho z_1 + sqrt(1 - rho^2) z_2)`` between two draws of the initial noise (its
     ends are the two chains' images), as a PNG strip of ``--points`` images."""
-    import torch
 
     from latentebm.image_io import save_grid
     from latentebm.shortrun.tools import interpolate, load_shortrun
@@ -240,11 +247,7 @@ def _interpolate_shortrun(args: argparse.Namespace) -> int:
         )
     out = _png_target(args.output, args.force)
     model = load_shortrun(args.run, map_location=args.device)
-    rng = torch.Generator(model.device)
-    if args.seed is None:
-        rng.seed()
-    else:
-        rng.manual_seed(args.seed)
+    rng = _seeded_generator(model.device, args.seed)
     save_grid(interpolate(model, 1, args.points, generator=rng).cpu(), out, nrow=args.points)
     print(f"{args.points} points between two noise draws -> {out}", file=sys.stderr)
     return 0
