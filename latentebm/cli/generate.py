@@ -113,7 +113,6 @@ def _seeded_generator(device: Any, seed: int | None) -> Any:
 def _generate_shortrun(args: argparse.Namespace) -> int:
     """``generate`` for a data-space short-run EBM run: ``-n`` images from fresh chains (K
     Langevin steps from p_0, Nijkamp et al. (2019) eq. 5) as a PNG grid at ``--grid`` or ``-o``."""
-
     from latentebm.image_io import save_grid
     from latentebm.shortrun.tools import load_shortrun
 
@@ -236,7 +235,6 @@ def _interpolate_shortrun(args: argparse.Namespace) -> int:
     """``interpolate`` for a data-space short-run EBM run: Nijkamp et al. (2019), Section 3.4,
     ``M_theta(rho z_1 + sqrt(1 - rho^2) z_2)`` between two draws of the initial noise (its
     ends are the two chains' images), as a PNG strip of ``--points`` images."""
-
     from latentebm.image_io import save_grid
     from latentebm.shortrun.tools import interpolate, load_shortrun
 
