@@ -4,8 +4,9 @@ Contract: :func:`plot_training_curves` draws one panel per group of keys of ``me
 against the training step: by default the reconstruction NLL (training ``recon_nll`` and
 validation ``valid_recon_nll``), the energies of posterior and prior samples (``energy_pos``,
 ``energy_neg``) and their difference ``d_t`` (``energy_diff``; Pang et al. 2020, eq. 10's two
-terms; Nijkamp et al. 2020), and the throughput; keys a run did not log are left out. It never
-overwrites a file, and says which keys it drew.
+terms; Nijkamp et al. 2020), and the throughput; for a data-space short-run EBM run its
+``loss``, ``d_t`` and ``r_t`` (Nijkamp et al. 2020's diagnostics); keys a run did not log are
+left out. It never overwrites a file, and says which keys it drew.
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ DEFAULT_PANELS: tuple[tuple[str, ...], ...] = (
     ("energy_pos", "energy_neg"),
     ("energy_diff",),
     ("tokens_per_s", "images_per_s"),
+    ("loss",),  # the data-space short-run EBM's (latentebm.shortrun.train)
+    ("d_t",),
+    ("r_t",),
 )
-"""The panels drawn without ``keys``: one tuple of metrics per panel."""
+"""The panels drawn without ``keys``: one tuple of metrics per panel (those a run logged)."""
 
 
 def plot_training_curves(

@@ -130,29 +130,16 @@ def export_model(
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise FileExistsError(f"{target}: exists and is not empty; not overwritten")
     state = load_checkpoint(checkpoint, map_location="cpu")
-    if state.get("family", "latent") != "latent":
-        raise CheckpointError(
-            f"{checkpoint}: a {state.get('family')} checkpoint; export writes latent EBM models"
-        )
-    require_fields(
-        state, checkpoint, {"recipe": dict, "task_state": (dict, type(None)), "step": int}
-    )
-    weights = {
-        key: value
-        for key, value in state["model"].items()
-        if not key.startswith(TRAINING_ONLY_BUFFERS)
-    }
-    recipe = without_machine_paths(current_component_paths(state["recipe"]))
-    exported = {
-        "format": EXPORT_FORMAT,
-        "family": state.get("family", "latent"),
-        "recipe": recipe,
-        "task_state": state["task_state"],
-        "model": weights,
-        "step": int(state["step"]),
-    }
+    family = state.get("family", "latent")
+    if family == "shortrun":
+        exported = _shortrun_export(state, checkpoint)
+    elif family == "latent":
+        exported = _latent_export(state, checkpoint)
+    else:
+        raise CheckpointError(f"{checkpoint}: unknown model family {family!r}; not exported")
+    recipe, weights, step = exported["recipe"], exported["model"], exported["step"]
     n_params = sum(v.numel() for v in weights.values() if v.is_floating_point())
-    card_text = model_card(recipe, int(state["step"]), n_params, card or {})  # before writing
+    card_text = model_card(recipe, step, n_params, {"family": family, **(card or {})})
     # a new folder is written as a hidden sibling and renamed into place when complete, an
     # existing empty one (a link, a mount point) file by file: an export that fails (disk full)
     # leaves nothing behind that a retry would refuse
@@ -179,6 +166,47 @@ def export_model(
             shutil.rmtree(folder, ignore_errors=True)
         raise
     return target
+
+
+def _latent_export(state: dict[str, Any], checkpoint: Path) -> dict[str, Any]:
+    """What a latent EBM export holds: the weights without training-only buffers (persistent
+    chain state), the recipe without machine paths, the task state and the step."""
+    require_fields(
+        state, checkpoint, {"recipe": dict, "task_state": (dict, type(None)), "step": int}
+    )
+    weights = {
+        key: value
+        for key, value in state["model"].items()
+        if not key.startswith(TRAINING_ONLY_BUFFERS)
+    }
+    return {
+        "format": EXPORT_FORMAT,
+        "family": "latent",
+        "recipe": without_machine_paths(current_component_paths(state["recipe"])),
+        "task_state": state["task_state"],
+        "model": weights,
+        "step": int(state["step"]),
+    }
+
+
+def _shortrun_export(state: dict[str, Any], checkpoint: Path) -> dict[str, Any]:
+    """What a data-space short-run EBM export holds: the energy's weights, the image shape,
+    the recipe without machine paths and the step; not the optimiser, the random state or the
+    replay buffer of persistent chains (:func:`latentebm.shortrun.tools.load_shortrun` reads
+    it)."""
+    require_fields(state, checkpoint, {"recipe": dict, "image_shape": (list, tuple), "model": dict})
+    progress = state.get("state")
+    step = progress.get("step") if isinstance(progress, dict) else None
+    if not isinstance(step, int):
+        raise CheckpointError(f"{checkpoint}: damaged checkpoint: no step count in its state")
+    return {
+        "format": EXPORT_FORMAT,
+        "family": "shortrun",
+        "recipe": without_machine_paths(current_component_paths(state["recipe"])),
+        "image_shape": list(state["image_shape"]),
+        "model": dict(state["model"]),
+        "step": step,
+    }
 
 
 MACHINE_PATHS: dict[str, tuple[str, ...]] = {
@@ -216,15 +244,27 @@ def model_card(recipe: dict[str, Any], step: int, n_params: int, card: dict[str,
     lines = [f"# {title}", ""]
     if card.get("description"):
         lines += [str(card["description"]), ""]
+    if card.get("family") == "shortrun":
+        what = (
+            'A data-space short-run energy-based model (Nijkamp et al. 2019, "Learning '
+            'Non-Convergent Non-Persistent Short-Run MCMC Toward Energy-Based Model") trained '
+            "with latentebm."
+        )
+        use = "images = model.sample(16)  # (16, C, H, W) in [-1, 1]"
+    else:
+        what = (
+            'A latent-space energy-based prior model (Pang et al. 2020, "Learning Latent Space '
+            'Energy-Based Prior Model") trained with latentebm.'
+        )
+        use = "print(model.generate(5))"
     lines += [
-        'A latent-space energy-based prior model (Pang et al. 2020, "Learning Latent Space '
-        'Energy-Based Prior Model") trained with latentebm.',
+        what,
         "",
         "```python",
         "import latentebm",
         "",
         f'model = latentebm.load("{card.get("load_as", "THIS_FOLDER")}")',
-        "print(model.generate(5))",
+        use,
         "```",
         "",
         "| | |",

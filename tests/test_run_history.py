@@ -438,14 +438,18 @@ def test_shortrun_outputs_of_a_resumed_run_are_written_beside_the_first(
 
     monkeypatch.setenv("LATENTEBM_TRUSTED_MODULES", "tests.test_shortrun")
     run = ShortRunTrainer(shortrun_recipe(tmp_path / "r", trainer={"max_steps": 2})).fit()
-    names = ["samples/final.png", "interpolation.png", "reconstruction.png", "metrics.json"]
+    names = ["samples/final.png", "interpolation.png", "reconstruction.png"]
     before = {name: (run / name).read_bytes() for name in names}
+    first = json.loads((run / "metrics.json").read_text())["test"]["mse"]
     again = shortrun_recipe(tmp_path / "r", trainer={"max_steps": 4, "resume": "auto"})
     assert ShortRunTrainer(again).fit() == run
     for name in names:
         assert (run / name).read_bytes() == before[name], name
         path = run / name
         assert path.with_name(f"{path.stem}-1{path.suffix}").is_file(), name
+    # the metrics file is merged into, as evaluate does: the first end's entry is its history
+    entry = json.loads((run / "metrics.json").read_text())["test"]["mse"]
+    assert entry["step"] == 4 and entry["history"] == [first]
 
 
 def test_damaged_rng_or_tokenizer_state_is_one_line(tiny_recipe, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ With the energy scaling of Nijkamp et al. 2020 (``f = F / (a^2/2)``) one step is
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -312,8 +313,12 @@ def test_training_writes_run_files(tmp_path: Path) -> None:
     assert png_size(run_dir / "interpolation.png") == (3 * 10 + 2, 2 * 10 + 2)
     assert png_size(run_dir / "reconstruction.png") == (4 * 10 + 2, 2 * 10 + 2)
     summary = json.loads((run_dir / "metrics.json").read_text())
-    assert summary["step"] == 4 and summary["reconstruction_images"] == 4
-    assert 0 <= summary["reconstruction_mse"] < 4.0
+    assert summary["format"] == "latentebm-evaluate-metrics"  # the file evaluate merges into
+    entry = summary["test"]["mse"]
+    assert entry["step"] == 4 and entry["n"] == 4 and entry["stage"] == "end of training"
+    assert 0 <= entry["mse_per_pixel"] < 4.0
+    assert entry["mse_per_pixel_01"] == pytest.approx(entry["mse_per_pixel"] / 4)
+    assert Path(entry["checkpoint"]).name == "step_00000004.pt"
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["family"] == "shortrun"
     checkpoint = latest_checkpoint(run_dir)
     assert checkpoint is not None and checkpoint.name == "step_00000004.pt"
@@ -484,12 +489,12 @@ def test_mnist_recipe_trains_two_steps(tmp_path: Path) -> None:
     run_dir = ShortRunTrainer(recipe).fit()
     assert png_size(run_dir / "samples" / "final.png") == (2 * 30 + 2, 2 * 30 + 2)
     summary = json.loads((run_dir / "metrics.json").read_text())
-    assert summary["reconstruction_split"] == "test" and summary["step"] == 2
+    assert summary["test"]["mse"]["split"] == "test" and summary["test"]["mse"]["step"] == 2
 
 
 def test_commands_on_a_shortrun_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """generate and interpolate draw images from a short-run EBM run and latentebm.load loads
-    it; evaluate says in one line that it applies to latent EBM runs."""
+    it (evaluate and export: the tests below)."""
     import latentebm
     from latentebm.checkpoint import CheckpointError
     from latentebm.cli import main as cli_main
@@ -504,10 +509,6 @@ def test_commands_on_a_shortrun_run(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert cli_main([*args, "--force"]) == 0
     assert grid.read_bytes() == first  # seeded
     capsys.readouterr()
-    assert cli_main(["evaluate", str(run)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith(f"latentebm: error: {run}: a data-space short-run EBM run"), err
-    assert "\n" not in err
     # interpolate: between two draws of the initial noise (Nijkamp et al. 2019, Section 3.4)
     strip = tmp_path / "strip.png"
     interpolate = ["interpolate", str(run), "noise", "noise", "--points", "5", "-o", str(strip)]
@@ -521,6 +522,12 @@ def test_commands_on_a_shortrun_run(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert cli_main(["interpolate", str(run), "test:0", "test:1", "-o", str(strip)]) == 2
     err = capsys.readouterr().err.strip()
     assert "interpolates between two draws of its initial noise" in err and "\n" not in err
+    # plot: the short-run diagnostics are among the default panels
+    if importlib.util.find_spec("matplotlib") is not None:
+        curves = tmp_path / "curves.png"
+        assert cli_main(["plot", str(run), "-o", str(curves)]) == 0
+        assert "loss, d_t, r_t -> " in capsys.readouterr().err
+        assert png_size(curves)[0] > 0
     # latentebm.load takes both families: a short-run run gives its ShortRunModel
     from latentebm.pretrained import load as load_latent
     from latentebm.shortrun import ShortRunModel, load_shortrun
@@ -536,3 +543,106 @@ def test_commands_on_a_shortrun_run(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert images.shape == (3, *reference.image_shape)
     with pytest.raises(CheckpointError, match="a shortrun checkpoint"):
         load_latent(run)  # the latent loader alone says what the file is
+
+
+def test_evaluate_a_shortrun_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``latentebm evaluate`` on a short-run run: mse is the noise-fit reconstruction error of
+    the first N test images (Nijkamp et al. 2019, Section 3.4), merged into the metrics file
+    the training wrote; fid compares the model's samples with the split; a latent-EBM metric
+    is refused in one line."""
+    from latentebm.cli import main as cli_main
+    from latentebm.shortrun.evaluate import evaluate_shortrun
+
+    run = ShortRunTrainer(tiny_recipe(tmp_path / "run")).fit()
+    args = ["evaluate", str(run), "--recon-images", "3", "--recon-steps", "2", "--seed", "5"]
+    assert cli_main(args) == 0
+    out = capsys.readouterr().out
+    assert "reconstruction MSE" in out and "written to" in out
+    saved = json.loads((run / "metrics.json").read_text())
+    entry = saved["test"]["mse"]
+    assert (entry["n"], entry["iters"], entry["seed"], entry["step"]) == (3, 2, 5, 4)
+    # the same fit by hand: the first 3 test images, noise drawn from a generator seeded 5
+    model = load_shortrun(run)
+    images = TinyImageTask(TinyImageTask.Config()).splits["test"][:3]
+    _, mse = reconstruct(model, images, 2, 0.05, generator=torch.Generator().manual_seed(5))
+    assert entry["mse_per_pixel"] == pytest.approx(mse, rel=1e-6)
+    history = entry["history"]  # the end-of-training entry is kept, not overwritten
+    assert len(history) == 1 and history[0]["stage"] == "end of training"
+    assert history[0]["n"] == 4
+
+    # fid: here with the flattened pixels as features (the real networks are tested elsewhere)
+    def pixels(x: Tensor) -> Tensor:
+        return x.reshape(x.shape[0], -1).double()
+
+    from latentebm.metrics import image_eval
+    from latentebm.metrics.fid import compute_statistics, frechet_distance
+
+    original = image_eval.fid_extractor
+    image_eval.fid_extractor = lambda settings: (pixels, "pixels", {})  # type: ignore[assignment]
+    try:
+        settings = image_eval.ImageEvalSettings(fid_samples=6, batch_size=4)
+        result = evaluate_shortrun(run, metrics="fid", images=settings, seed=2, write=False)
+    finally:
+        image_eval.fid_extractor = original
+    fid = result["metrics"]["fid"]
+    generator = torch.Generator().manual_seed(2)
+    samples = torch.cat([model.sample(4, generator), model.sample(2, generator)])
+    expected = frechet_distance(
+        *compute_statistics(pixels, samples, 4),
+        *compute_statistics(pixels, TinyImageTask(TinyImageTask.Config()).splits["test"], 4),
+    )
+    assert fid["fid"] == pytest.approx(expected, rel=1e-6)
+    assert (fid["n_samples"], fid["n_reference"], fid["split"]) == (6, 8, "test")
+
+    capsys.readouterr()
+    assert cli_main(["evaluate", str(run), "--metrics", "marginal_nll"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "does not apply to a data-space short-run EBM run" in err and "\n" not in err
+    assert cli_main(["evaluate", str(run), "--metrics", "fid"]) == 2  # no feature network
+    err = capsys.readouterr().err.strip()
+    assert "fid needs one feature network" in err and "\n" not in err
+
+
+def test_export_a_shortrun_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``latentebm export`` on a short-run run writes a folder with the energy's weights only
+    (no optimiser, random state or replay buffer); ``latentebm.load`` and ``generate`` read it
+    and sample exactly as the run does."""
+    import latentebm
+    from latentebm.cli import main as cli_main
+
+    run = ShortRunTrainer(tiny_recipe(tmp_path / "run", chain={"persistent": True})).fit()
+    out = tmp_path / "exported"
+    assert cli_main(["export", str(run), str(out)]) == 0
+    assert "exported to" in capsys.readouterr().out
+    saved = load_checkpoint(out / "model.pt")
+    assert saved["family"] == "shortrun" and saved["step"] == 4
+    assert not {"optimizer", "rng", "buffer", "state"} & set(saved)
+    assert saved["recipe"]["trainer"]["run_dir"] is None  # no machine paths travel
+    assert "short-run" in (out / "README.md").read_text()
+    loaded = latentebm.load(out)
+    original = load_shortrun(run)
+    assert isinstance(loaded, ShortRunModel)
+    torch.testing.assert_close(
+        loaded.sample(3, torch.Generator().manual_seed(1)),
+        original.sample(3, torch.Generator().manual_seed(1)),
+        rtol=0,
+        atol=0,
+    )
+    grid = tmp_path / "from_export.png"
+    assert cli_main(["generate", str(out), "-n", "4", "--grid", str(grid), "--seed", "1"]) == 0
+    assert png_size(grid)[0] > 0
+    assert cli_main(["export", str(run), str(out)]) == 2  # never overwritten
+    assert "exists and is not empty" in capsys.readouterr().err
+
+
+def test_end_of_training_keeps_an_older_metrics_file(tmp_path: Path) -> None:
+    """A run trained before the metrics file took evaluate's format, then resumed: its old
+    ``metrics.json`` is kept as it is and the new entry goes beside it."""
+    run = ShortRunTrainer(tiny_recipe(tmp_path / "run", trainer={"max_steps": 2})).fit()
+    old = json.dumps({"step": 2, "reconstruction_mse": 0.5}) + "\n"
+    (run / "metrics.json").write_text(old)
+    again = tiny_recipe(tmp_path / "run", trainer={"max_steps": 4, "resume": "auto"})
+    ShortRunTrainer(again).fit()
+    assert (run / "metrics.json").read_text() == old
+    beside = json.loads((run / "metrics-1.json").read_text())
+    assert beside["test"]["mse"]["step"] == 4

@@ -12,8 +12,7 @@ recipe import its task and generator classes, and with them torch).
 
 The package, one job per module (each imports only the ones before it):
 
-* :mod:`~latentebm.cli.options`: the argparse value types, the decoding options, the refusal of
-  short-run EBM runs by latent-EBM commands;
+* :mod:`~latentebm.cli.options`: the argparse value types, the decoding options;
 * :mod:`~latentebm.cli.recipes`: recipes by file or built-in name, and ``ls``, ``cp``, ``cat``,
   ``keys``, ``train``;
 * :mod:`~latentebm.cli.generate`: ``generate`` and ``interpolate``;
@@ -45,7 +44,6 @@ from latentebm.cli.options import (
     int_at_least,
     non_negative_float,
     non_negative_int,
-    not_for_shortrun,
     positive_float,
     positive_int,
     seed_int,
@@ -97,7 +95,6 @@ __all__ = [
     "main",
     "non_negative_float",
     "non_negative_int",
-    "not_for_shortrun",
     "one_line",
     "positive_float",
     "positive_int",

@@ -11,7 +11,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from latentebm.cli.options import decode_options, not_for_shortrun
+from latentebm.cli.options import decode_options
 
 
 def _text_eval_settings(args: argparse.Namespace) -> object:
@@ -213,15 +213,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from latentebm.evaluate import evaluate
     from latentebm.evaluate_table import format_table
     from latentebm.malloc_tuning import keep_freed_memory
+    from latentebm.runs import run_family
 
     keep_freed_memory()  # the estimators' chains, as in cmd_train
-
-    not_for_shortrun(
-        "evaluate",
-        args.run,
-        "Score its samples with benchmarks/mnist_fid.py; its reconstruction error is in the "
-        "run's metrics.json.",
-    )
+    if run_family(args.run) == "shortrun":
+        return _evaluate_shortrun(args)
     options = {"batch_size": args.batch_size}
     options = {key: value for key, value in options.items() if value is not None}
     result = evaluate(
@@ -239,6 +235,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         molecules=_molecule_eval_settings(args),  # type: ignore[arg-type]
         images=_image_eval_settings(args),  # type: ignore[arg-type]
         **options,
+    )
+    print(format_table(result))
+    print(f"written to {result['output']}")
+    return 0
+
+
+def _evaluate_shortrun(args: argparse.Namespace) -> int:
+    """``evaluate`` for a data-space short-run EBM run (:mod:`latentebm.shortrun.evaluate`)."""
+    from latentebm.evaluate_table import format_table
+    from latentebm.shortrun.evaluate import evaluate_shortrun
+
+    settings = _image_eval_settings(args)
+    if args.batch_size is not None:
+        settings = dataclasses.replace(settings, batch_size=args.batch_size)  # type: ignore[type-var]
+    result = evaluate_shortrun(
+        args.run,
+        args.split,
+        args.metrics,
+        images=settings,  # type: ignore[arg-type]
+        seed=args.seed,
+        device=args.device,
+        output=args.output,
     )
     print(format_table(result))
     print(f"written to {result['output']}")

@@ -1,7 +1,6 @@
 """The checks of command-line values shared by the commands: the argparse ``type`` functions
 (:func:`positive_int`, :func:`seed_int`, ...), the decoding options of ``generate``,
-``interpolate`` and ``evaluate`` (:func:`add_decode_args`, :func:`decode_options`), and the
-refusal of a short-run EBM run by a latent-EBM command (:func:`not_for_shortrun`).
+``interpolate`` and ``evaluate`` (:func:`add_decode_args`, :func:`decode_options`).
 """
 
 from __future__ import annotations
@@ -10,18 +9,6 @@ import argparse
 import math
 import sys
 from collections.abc import Callable
-
-
-def not_for_shortrun(command: str, run: str, instead: str) -> None:
-    """Refuse, in one line, a command that applies to latent EBM runs only."""
-    from latentebm.runs import run_family
-
-    if run_family(run) == "shortrun":
-        raise ValueError(
-            f"{run}: a data-space short-run EBM run (family: shortrun); `latentebm {command}` "
-            f"applies to latent EBM runs. {instead}"
-        )
-
 
 # ------------------------------------------------------------------ argparse types of options
 # A bad value is refused while the command line is parsed: argparse prints the usage and

@@ -421,7 +421,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="language-model setting (embedding_dim, hidden_dim, num_layers, dropout, "
         "batch_size, lr, epochs, max_seconds, grad_clip, seed); repeatable",
     )
-    image = ev.add_argument_group("anomaly, mse, fid (images)")
+    image = ev.add_argument_group(
+        "anomaly, mse, fid (images)",
+        "A data-space short-run EBM run has mse (the default: its initial noise fitted to each "
+        "image through the noise-free chain, Nijkamp et al. 2019) and fid; there --recon-images "
+        "defaults to the recipe's trainer.reconstruction_images and --recon-steps counts the "
+        "fit's Adam iterations (trainer.reconstruction_iters).",
+    )
     image.add_argument(
         "--anomaly-steps",
         type=non_negative_int,

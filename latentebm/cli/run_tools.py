@@ -9,14 +9,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from latentebm.cli.options import not_for_shortrun
-
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """``latentebm export RUN DIR``: the model as a small folder to share or load."""
+    """``latentebm export RUN DIR``: the model (a latent EBM or a data-space short-run EBM) as a
+    small folder to share or load."""
     from latentebm.export import export_model, read_card_fields
 
-    not_for_shortrun("export", args.run, "Copy its checkpoint instead.")
     card = read_card_fields(args.card)
     out = export_model(args.run, args.out, card=card)
     size = sum(p.stat().st_size for p in out.iterdir())

@@ -15,6 +15,7 @@ gradient descent" of their Section 5.2), so ``M_theta`` is a deterministic funct
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,6 @@ from latentebm.checkpoint import (
     load_checkpoint,
     load_weights,
     require_fields,
-    resolve_checkpoint,
 )
 from latentebm.config import validate
 from latentebm.image_io import save_grid
@@ -39,9 +39,12 @@ from latentebm.shortrun.energy import ConvEnergy
 from latentebm.shortrun.sampler import ChainResult, ShortRunChain, sample_initial
 
 __all__ = [
+    "LoadedShortRun",
     "ShortRunModel",
     "interpolate",
     "load_shortrun",
+    "load_shortrun_checkpoint",
+    "reconstruction_entry",
     "long_chain",
     "reconstruct",
     "save_image_grid",
@@ -249,6 +252,32 @@ def reconstruct(
     return x, mse
 
 
+RECONSTRUCTION_PROTOCOL = (
+    "Nijkamp et al. 2019, Section 3.4: z ~ p_0 fitted by Adam on ||x - M(z)||^2 through the "
+    "noise-free K-step chain"
+)
+"""How :func:`reconstruct` reconstructs, as a metrics entry records it."""
+
+
+def reconstruction_entry(
+    mse: float, *, n: int, split: str, iters: int, lr: float, chain_steps: int
+) -> dict[str, Any]:
+    """The ``mse`` entry of a metrics file (the image metrics' keys, Nijkamp et al. 2019,
+    Table 1 (b)): ``mse_per_pixel`` on the ``[-1, 1]`` scale, ``mse_per_pixel_01`` on
+    ``[0, 1]`` (divided by 4), and how it was measured."""
+    return {
+        "mse_per_pixel": mse,
+        "mse_per_pixel_01": mse / 4.0,
+        "scale": "[-1, 1]",
+        "n": int(n),
+        "split": split,
+        "protocol": RECONSTRUCTION_PROTOCOL,
+        "iters": int(iters),
+        "lr": float(lr),
+        "chain_steps": int(chain_steps),
+    }
+
+
 SHORTRUN_FIELDS: dict[str, type | tuple[type, ...]] = {
     "recipe": dict,
     "image_shape": (list, tuple),
@@ -264,13 +293,36 @@ def _image_shape(value: Any, checkpoint: Path) -> tuple[int, int, int]:
     return (value[0], value[1], value[2])
 
 
-def load_shortrun(path: str | Path, map_location: str | torch.device = "cpu") -> ShortRunModel:
-    """The model of a short-run checkpoint file or of a run directory's newest checkpoint.
+@dataclass
+class LoadedShortRun:
+    """A short-run checkpoint read back: the model, its validated recipe, the file, the step."""
 
-    The checkpoint is read with ``weights_only=True``; its recipe is validated again.
+    model: ShortRunModel
+    recipe: ShortRunRecipe
+    checkpoint: Path
+    step: int | None
+
+
+def _step(saved: dict[str, Any]) -> int | None:
+    """The update count of a training checkpoint (``state.step``) or an export (``step``)."""
+    state = saved.get("state")
+    value = state.get("step") if isinstance(state, dict) else saved.get("step")
+    return value if isinstance(value, int) else None
+
+
+def load_shortrun_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> LoadedShortRun:
+    """The model, recipe and step of a short-run checkpoint file, of a run directory's newest
+    checkpoint, or of a folder written by ``latentebm export``.
+
+    The checkpoint is read with ``weights_only=True``; its recipe is validated again (a
+    component it names is imported only from the toolkit or a trusted module).
     """
+    from latentebm.export import resolve_model
+
     device = resolve_device(map_location) if isinstance(map_location, str) else map_location
-    checkpoint = resolve_checkpoint(path)
+    checkpoint = resolve_model(path)
     saved = load_checkpoint(checkpoint, map_location="cpu")  # moved to the device below
     require_fields(saved, checkpoint, SHORTRUN_FIELDS)
     recipe = validate(ShortRunRecipe, saved["recipe"], source=str(checkpoint))
@@ -278,7 +330,13 @@ def load_shortrun(path: str | Path, map_location: str | torch.device = "cpu") ->
     model = ShortRunModel.from_recipe(recipe, shape)
     load_weights(model.energy, saved["model"], checkpoint)
     model.energy.to(device).eval()
-    return model
+    return LoadedShortRun(model, recipe, checkpoint, _step(saved))
+
+
+def load_shortrun(path: str | Path, map_location: str | torch.device = "cpu") -> ShortRunModel:
+    """The model of a short-run checkpoint file, of a run directory's newest checkpoint or of
+    an exported folder (:func:`load_shortrun_checkpoint`)."""
+    return load_shortrun_checkpoint(path, map_location).model
 
 
 def save_image_grid(images: Tensor, path: str | Path, n_cols: int | None = None) -> Path:

@@ -13,8 +13,10 @@ A run lives in ``<runs_root>/<name>/<timestamp>/`` (or ``trainer.run_dir``) and 
 ``config.yaml``, ``metrics.jsonl`` (one line per ``log_every`` steps: ``step``, ``loss``,
 ``d_t``, ``r_t``, ``lr``, ``seconds``), ``checkpoints/step_*.pt`` (written atomically, read
 with ``weights_only=True``) and, at the end, ``samples/final.png``, ``interpolation.png``,
-``reconstruction.png`` and ``metrics.json`` (a resumed run that ends again writes them beside
-the first ones, ``final-1.png``, ...). A run directory is never overwritten; continuing
+``reconstruction.png`` (a resumed run that ends again writes them beside the first ones,
+``final-1.png``, ...) and the reconstruction error into ``metrics.json``, in the format
+``latentebm evaluate`` writes (an ``mse`` entry of the split; a second end adds to its
+``history``). A run directory is never overwritten; continuing
 one is asked for with ``trainer.resume=auto`` (or a checkpoint path) and continues exactly as an
 uninterrupted run would (same batches, noise and parameters).
 
@@ -34,6 +36,7 @@ import json
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +55,7 @@ from latentebm.checkpoint import (
     save_atomic,
 )
 from latentebm.config import current_component_paths, instantiate, recipe_to_yaml, to_plain
-from latentebm.image_io import write_atomic
+from latentebm.evaluate_output import METRICS_FILE, read_metrics_file, write_metrics
 from latentebm.runs import (
     TrainingError,
     claim_run_dir,
@@ -71,6 +74,7 @@ from latentebm.shortrun.tools import (
     ShortRunModel,
     interpolate,
     reconstruct,
+    reconstruction_entry,
     save_image_grid,
 )
 from latentebm.train_budget import TimedCheckpoints
@@ -363,14 +367,13 @@ class ShortRunTrainer:
         self._buffer = None if buffer is None else buffer.to(device)
 
     def _write_outputs(self, task: Any, model: ShortRunModel, device: torch.device) -> None:
-        """Write ``samples/final.png``, ``interpolation.png``, ``reconstruction.png`` and
-        ``metrics.json`` (with the reconstruction MSE per pixel)."""
+        """Write ``samples/final.png``, ``interpolation.png``, ``reconstruction.png`` and the
+        reconstruction MSE per pixel into ``metrics.json`` (:func:`_write_summary`)."""
         cfg, run_dir = self.cfg, self.run_dir
         assert run_dir is not None
         model.energy.eval()
         rng = torch.Generator(device)
         rng.manual_seed(self.recipe.seed)
-        summary: dict[str, Any] = {"step": self.state.step, "seconds": self.state.train_seconds}
         if cfg.samples_at_end > 0:
             images = model.sample(cfg.samples_at_end, generator=rng)
             final = unused_path(run_dir / "samples" / "final.png")
@@ -395,14 +398,38 @@ class ShortRunTrainer:
                 rows += [targets[start : start + n_cols].cpu(), recon[start : start + n_cols].cpu()]
             path = unused_path(run_dir / "reconstruction.png")
             save_image_grid(torch.cat(rows), path, n_cols=n_cols)
-            summary.update(
-                reconstruction_mse=mse,
-                reconstruction_images=int(targets.shape[0]),
-                reconstruction_split=split,
-                reconstruction_iters=cfg.reconstruction_iters,
+            entry = reconstruction_entry(
+                mse,
+                n=targets.shape[0],
+                split=split,
+                iters=cfg.reconstruction_iters,
+                lr=cfg.reconstruction_lr,
+                chain_steps=model.chain.n_steps,
             )
-        summary_path = unused_path(run_dir / "metrics.json")
-        write_atomic(summary_path, (json.dumps(summary, indent=2) + "\n").encode())
+            stamp = {
+                "seed": self.recipe.seed,
+                "checkpoint": str(checkpoint_path(run_dir, self.state.step)),
+                "step": self.state.step,
+                "stage": "end of training",
+                "train_seconds": self.state.train_seconds,
+                "device": str(device),
+                "torch_threads": torch.get_num_threads(),
+                "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            }
+            _write_summary(run_dir / METRICS_FILE, split, {"mse": {**entry, **stamp}})
+
+
+def _write_summary(path: Path, split: str, metrics: dict[str, Any]) -> Path:
+    """Merge the end-of-training metrics into the run's metrics file (the format
+    ``latentebm evaluate`` writes and merges into); a file of another format (a run trained
+    before this format, then resumed) is kept, and the metrics go beside it
+    (``metrics-1.json``)."""
+    try:
+        read_metrics_file(path)
+    except ValueError:
+        path = unused_path(path)
+    write_metrics(path, split, metrics)
+    return path
 
 
 def _build_optimizer(recipe: ShortRunRecipe, model: ShortRunModel) -> torch.optim.Optimizer:
