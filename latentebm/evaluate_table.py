@@ -44,6 +44,19 @@ def _likelihood_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
         ]
         if settings["estimator"] == "exact":
             rows.append(("estimator", "exact (no latent variable)"))
+        elif settings["estimator"] == "ais" and settings["init"] == "both":
+            rows.append(
+                (
+                    "estimator",
+                    f"AIS, the larger of a Laplace start ({settings['n_chains']} chains x "
+                    f"{settings['n_temperatures']} temperatures) and the reference path "
+                    f"({settings['n_chains']} x {settings['reference_temperatures']}) per "
+                    f"example; the reference path's for {nll['reference_share']:.0%} of them; "
+                    f"{settings['leapfrog_steps']} leapfrog steps; acceptance "
+                    f"{nll['mean_acceptance']:.2f}, mean ESS {nll['mean_ess']:.2f} of "
+                    f"{settings['n_chains']}",
+                )
+            )
         elif settings["estimator"] == "ais":
             rows.append(
                 (

@@ -130,6 +130,7 @@ def likelihood_settings(args: argparse.Namespace) -> object:
             init=args.ais_init,
             n_chains=None if is_mode else args.chains,
             n_temperatures=args.temperatures,
+            reference_temperatures=args.reference_temperatures,
             leapfrog_steps=args.leapfrog,
             laplace_starts=args.laplace_starts,
             laplace_steps=args.laplace_steps,

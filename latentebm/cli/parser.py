@@ -276,11 +276,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     like.add_argument(
         "--ais-init",
-        choices=("laplace", "reference"),
+        choices=("laplace", "reference", "both"),
         default=None,
-        help="AIS start: a Laplace fit per example (default: exact for Gaussian-like posteriors) "
-        "or N(0, sigma^2 I) (with --temperatures 500: tight on the rugged posteriors of text "
-        "models that use z, at about 12x the cost; docs/RESULTS.md section 12b)",
+        help="AIS start: a Laplace fit per example (exact for Gaussian-like posteriors), "
+        "N(0, sigma^2 I) (with --temperatures 500: tight on the rugged posteriors of text "
+        "models that use z, at about 12x the cost; docs/RESULTS.md section 12b), or both, "
+        "keeping each example's larger estimate (--reference-temperatures for that path)",
+    )
+    like.add_argument(
+        "--reference-temperatures",
+        type=positive_int,
+        default=None,
+        metavar="T",
+        help="--ais-init both: temperatures of the reference path (500)",
     )
     like.add_argument(
         "--defensive",

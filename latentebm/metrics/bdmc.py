@@ -228,7 +228,7 @@ def bdmc(
         z = data.z[start : start + batch_size].to(model.device)
         fit = (
             fit_laplace(model, x, settings, generator=generator)
-            if settings.init == "laplace"
+            if settings.init in ("laplace", "both")
             else None
         )
         ahead = ais_log_joint_normaliser(model, x, settings, generator=generator, proposal=fit)

@@ -26,6 +26,10 @@ Where the chains start (``init``)
 * ``reference``: the textbook path from ``N(0, sigma^2 I)`` (Wu et al. 2017), first switching
   on the tilt ``f`` (``prior_temperatures`` steps, cheap: no decoder call), then the
   likelihood. It needs many more temperatures when ``x`` is informative about ``z``.
+* ``both``: each example both ways (the reference path with ``reference_temperatures``), the
+  larger estimate kept per example (:func:`_better_of_both`): the Laplace start is exact on
+  Gaussian-like posteriors and loose on rugged ones (text models that use ``z``), the reference
+  path the other way round (docs/RESULTS.md section 12b).
 
 This module holds the per-example AIS and the data-set NLL; beside it are the settings
 (:mod:`~latentebm.metrics.marginal_settings`), ``log Z(alpha)`` and exact prior draws
@@ -37,7 +41,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -103,12 +107,15 @@ class JointEstimate:
             those of ``1 / (Z p(x))``.
         acceptance: mean HMC acceptance rate.
         gradient_evaluations: per chain.
+        reference_chosen: ``init: both``: ``(B,)`` whether the reference path's estimate was
+            kept (else the Laplace start's); None otherwise.
     """
 
     log_weights: Tensor
     summary: LogMeanExp
     acceptance: float
     gradient_evaluations: int
+    reference_chosen: Tensor | None = None
 
 
 def ais_log_joint_normaliser(
@@ -131,6 +138,10 @@ def ais_log_joint_normaliser(
     The model is in eval mode, its parameters frozen: only ``z`` is differentiated.
     """
     settings = settings or AISSettings()
+    if settings.init == "both":
+        return _better_of_both(
+            model, x, settings, generator=generator, z_exact=z_exact, proposal=proposal
+        )
     k, batch, d = settings.n_chains, x.shape[0], model.z_dim
     sigma = model.prior.prior_sigma
     groups = torch.arange(batch, device=x.device).repeat_interleave(k)
@@ -203,6 +214,61 @@ def ais_log_joint_normaliser(
         summary=summary,
         acceptance=result.acceptance,
         gradient_evaluations=result.gradient_evaluations,
+    )
+
+
+def _better_of_both(
+    model: LatentEBM,
+    x: Tensor,
+    settings: AISSettings,
+    *,
+    generator: torch.Generator | None,
+    z_exact: Tensor | None,
+    proposal: LaplaceFit | None,
+) -> JointEstimate:
+    """``init: both``: each example estimated from a Laplace start and along the reference
+    path; per example the larger estimate (a reverse run: the smaller upper bound) with its own
+    standard error, ESS and chain weights.
+
+    Each path's estimate is a stochastic lower bound (``P(log Z_hat > log Z + t) <= exp(-t)``,
+    Markov's inequality), so the larger of the two exceeds ``log Z`` by ``t`` with probability
+    at most ``2 exp(-t)``: choosing costs at most ``log 2`` of looseness in that tail and
+    nothing in the common case where one path is far below the other.
+    """
+    laplace = ais_log_joint_normaliser(
+        model,
+        x,
+        replace(settings, init="laplace"),
+        generator=generator,
+        z_exact=z_exact,
+        proposal=proposal,
+    )
+    reference = ais_log_joint_normaliser(
+        model,
+        x,
+        replace(settings, init="reference", n_temperatures=settings.reference_temperatures),
+        generator=generator,
+        z_exact=z_exact,
+    )
+    if z_exact is None:
+        pick = reference.summary.value > laplace.summary.value
+    else:
+        pick = reference.summary.value < laplace.summary.value
+
+    def chosen(a: Tensor, b: Tensor) -> Tensor:
+        return torch.where(pick.view(-1, *([1] * (a.dim() - 1))).to(a.device), b, a)
+
+    summary = LogMeanExp(
+        chosen(laplace.summary.value, reference.summary.value),
+        chosen(laplace.summary.std_error, reference.summary.std_error),
+        chosen(laplace.summary.ess, reference.summary.ess),
+    )
+    return JointEstimate(
+        log_weights=chosen(laplace.log_weights, reference.log_weights),
+        summary=summary,
+        acceptance=0.5 * (laplace.acceptance + reference.acceptance),
+        gradient_evaluations=laplace.gradient_evaluations + reference.gradient_evaluations,
+        reference_chosen=pick.cpu(),
     )
 
 
@@ -298,6 +364,8 @@ class MarginalNLLResult:
         std_errors: each example's standard error: chain-to-chain, and float32 rounding
             (:data:`ROUNDING`).
         settings: the estimator's settings.
+        reference_share: ``init: both``: the share of examples whose estimate came from the
+            reference path (else from the Laplace start); None otherwise.
     """
 
     nll_per_example: float
@@ -313,6 +381,7 @@ class MarginalNLLResult:
     log_likelihoods: list[float]
     std_errors: list[float]
     settings: dict[str, Any]
+    reference_share: float | None = None
 
     def as_dict(self, per_example: bool = False) -> dict[str, Any]:
         out = asdict(self)
@@ -344,6 +413,7 @@ def evaluate_marginal_nll(
     log_ps: list[Tensor] = []
     ses: list[Tensor] = []
     total_tokens, ess_sum, acceptance_sum, n_batches = 0, 0.0, 0.0, 0
+    reference_chosen: list[Tensor] = []
     with eval_mode(model):
         for batch in batches:
             x = batch.to(device)
@@ -360,6 +430,8 @@ def evaluate_marginal_nll(
                 ess = float(estimate.summary.ess.sum())
                 acceptance = estimate.acceptance
                 ess = ess / x.shape[0]
+                if estimate.reference_chosen is not None:
+                    reference_chosen.append(estimate.reference_chosen)
             log_ps.append(log_p.cpu())
             ses.append(se.cpu())
             ess_sum += ess * x.shape[0]
@@ -393,4 +465,7 @@ def evaluate_marginal_nll(
         settings={"estimator": "exact"}
         if model.z_dim == 0
         else {"estimator": "ais", **settings.as_dict()},
+        reference_share=float(torch.cat(reference_chosen).double().mean())
+        if reference_chosen
+        else None,
     )

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from latentebm.metrics.ais import HMCSettings, ScheduleShape
 
-AISInit = Literal["laplace", "reference"]
+AISInit = Literal["laplace", "reference", "both"]
 
 
 @dataclass(frozen=True)
@@ -18,9 +18,15 @@ class AISSettings:
     """Settings of the per-example AIS estimate of ``log (Z p(x))``.
 
     Attributes:
-        init: where the chains start (module docstring): ``laplace`` or ``reference``.
-        n_chains: independent chains per example (their spread gives the standard error).
-        n_temperatures: transitions of the likelihood path.
+        init: where the chains start (:mod:`~latentebm.metrics.marginal`): ``laplace``,
+            ``reference``, or ``both``: each example is estimated both ways (the reference
+            path with ``reference_temperatures``) and the larger estimate is kept (for a
+            reverse run the smaller), each example's own choice.
+        n_chains: independent chains per example (their spread gives the standard error); with
+            ``both``, per path.
+        n_temperatures: transitions of the likelihood path (``both``: of its Laplace path).
+        reference_temperatures: ``both`` only: transitions of the likelihood along the
+            reference path.
         schedule: spacing of its temperatures (:func:`~latentebm.metrics.ais.temperatures`).
         prior_temperatures: ``reference`` only: transitions that switch on the tilt ``f``.
         leapfrog_steps: HMC leapfrog steps per transition (1: MALA).
@@ -56,6 +62,7 @@ class AISSettings:
     init: AISInit = "laplace"
     n_chains: int = 12
     n_temperatures: int = 25
+    reference_temperatures: int = 500
     schedule: ScheduleShape = "sigmoid"
     prior_temperatures: int = 100
     leapfrog_steps: int = 2
@@ -70,9 +77,17 @@ class AISSettings:
     batch_size: int = 256
 
     def __post_init__(self) -> None:
-        if self.init not in ("laplace", "reference"):
-            raise ValueError(f"AIS init must be 'laplace' or 'reference', got {self.init!r}")
-        for name in ("n_temperatures", "prior_temperatures", "batch_size", "laplace_starts"):
+        if self.init not in ("laplace", "reference", "both"):
+            raise ValueError(
+                f"AIS init must be 'laplace', 'reference' or 'both', got {self.init!r}"
+            )
+        for name in (
+            "n_temperatures",
+            "reference_temperatures",
+            "prior_temperatures",
+            "batch_size",
+            "laplace_starts",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.n_chains < 2:
