@@ -18,6 +18,7 @@ from latentebm.langevin import LangevinSampler
 from latentebm.model import LatentEBM, Optimizers
 from latentebm.prior import EnergyPrior, GaussianPrior
 from latentebm.replay import PosteriorMemory, ReplayBuffer
+from latentebm.task_contract import IndexedBatches, check_task
 
 PRIORS: dict[str, type[GaussianPrior]] = {
     "ebm": EnergyPrior,
@@ -43,7 +44,9 @@ def build_task(recipe: Recipe, state: dict[str, Any] | None = None) -> Any:
             "anomaly_train_fraction": recipe.anomaly.train_fraction,
             "anomaly_split_seed": recipe.anomaly.split_seed,
         }
-    return instantiate(recipe.task, data_root=recipe.data.root, state=state, **extra)
+    task = instantiate(recipe.task, data_root=recipe.data.root, state=state, **extra)
+    check_task(task, recipe.task.component)
+    return task
 
 
 def build_task_from_checkpoint(recipe: Recipe, state: Any, source: Path) -> Any:
@@ -106,12 +109,12 @@ def build_model(recipe: Recipe, task: Any, *, for_training: bool = True) -> Late
         replay = ReplayBuffer(prior_chain.buffer_size, z_dim, prior_chain.reinit_rate)
     memory = None
     if model_cfg.posterior_chain.init == "persistent" and z_dim and for_training:
-        if not hasattr(task, "indexed_batches"):
+        if not isinstance(task, IndexedBatches):
             raise ValueError(
                 "model.posterior_chain.init: persistent needs a task with indexed_batches "
                 f"({type(task).__name__} has none)"
             )
-        memory = PosteriorMemory(task.num_sentences("train"), z_dim)
+        memory = PosteriorMemory(task.num_examples("train"), z_dim)
     return LatentEBM(
         build_prior(recipe),
         generator,

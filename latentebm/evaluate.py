@@ -48,6 +48,7 @@ from latentebm.metrics.likelihood_eval import (
 from latentebm.metrics.molecule_eval import MoleculeEvalSettings
 from latentebm.metrics.text_eval import TextEvalSettings
 from latentebm.progress_bars import count_bar, example_bar
+from latentebm.task_contract import DecodesSequences
 
 __all__ = [  # the metrics file and the table moved out; still importable from here
     "DEFAULT_BATCH_SIZE",
@@ -339,9 +340,9 @@ def length_sorted_batches(task: Any, split: str, batch_size: int) -> list[Tensor
     Needs a padded text task (``task.pad_id``); otherwise the task's own batches are returned.
     """
     batches = task.batches(split, batch_size, seed=0, epoch=0, shuffle=False)
-    pad_id = getattr(task, "pad_id", None)
-    if pad_id is None or not batches or batches[0].dim() != 2:
+    if not isinstance(task, DecodesSequences) or not batches or batches[0].dim() != 2:
         return batches
+    pad_id = task.pad_id
     width = max(b.shape[1] for b in batches)
     rows = torch.cat(
         [torch.nn.functional.pad(b, (0, width - b.shape[1]), value=pad_id) for b in batches]

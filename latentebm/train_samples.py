@@ -11,6 +11,7 @@ import torch
 
 from latentebm.model import LatentEBM
 from latentebm.runs import say, unused_path
+from latentebm.task_contract import WritesSamples
 
 
 def write_samples(
@@ -36,10 +37,10 @@ def write_samples(
     if echo:
         say(f"drawing {n} samples (prior chain K0={model.prior_chain.n_steps}) ...")
     tokens = model.generate(n, generator=rng, decode=decode, temperature=temperature)
-    suffix = ".png" if hasattr(task, "save_samples") else ".txt"
+    suffix = ".png" if isinstance(task, WritesSamples) else ".txt"
     name = f"step_{step:08d}{suffix}"
     stem = unused_path(run_dir / "samples" / name).stem  # never replaces samples
-    if hasattr(task, "save_samples"):  # images: a PNG grid
+    if isinstance(task, WritesSamples):  # images: a PNG grid
         picture = task.save_samples(tokens, run_dir / "samples" / stem)
         if echo:
             say(f"{n} samples (prior chain K0={model.prior_chain.n_steps}) -> {picture}")

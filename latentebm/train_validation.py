@@ -11,6 +11,7 @@ import torch
 from latentebm.distributed import DistContext, reduce_values
 from latentebm.model import LatentEBM
 from latentebm.progress_bars import ChainStepLabel
+from latentebm.task_contract import DecodesSequences
 
 
 def has_split(task: Any, split: str) -> bool:
@@ -86,6 +87,6 @@ def validate(
     )
     sentences = max(sums["sentences"], 1.0)
     row = {"valid_recon_nll": sums["nll"] / sentences}
-    if hasattr(task, "pad_id"):  # token sequences: a perplexity too
+    if isinstance(task, DecodesSequences):  # token sequences: a perplexity too
         row["valid_recon_ppl"] = math.exp(min(sums["nll"] / max(sums["tokens"], 1.0), 700.0))
     return row

@@ -290,6 +290,11 @@ class SequenceTask(BucketedBatches):
         rows = tokens.tolist() if isinstance(tokens, torch.Tensor) else tokens
         return [self.tokenizer.decode(r) for r in rows]
 
+    def num_examples(self, split: str) -> int:
+        """Sentences (molecules) of ``split`` after the length filters
+        (:class:`~latentebm.task_contract.Task`)."""
+        return self.num_sentences(split)
+
     def num_sentences(self, split: str) -> int:
         """Number of examples (sentences, molecules) kept in ``split``."""
         return len(self._split(split))

@@ -25,6 +25,7 @@ from torch import Tensor
 from latentebm.metrics.anomaly import anomaly_scores, auprc, average_precision
 from latentebm.metrics.fid import FeatureExtractor, compute_statistics, frechet_distance
 from latentebm.progress import ProgressLines
+from latentebm.task_contract import AnomalySplit, ImageTensors
 
 logger = logging.getLogger(__name__)
 
@@ -328,8 +329,11 @@ def evaluate_image_metrics(
 ) -> dict[str, dict[str, Any]]:
     """The requested image metrics among ``names`` (others are ignored), each a JSON-ready dict."""
     wanted = [name for name in names if name in IMAGE_METRICS]
-    if wanted and not hasattr(task, "anomaly_labels"):
+    if wanted and not isinstance(task, ImageTensors):
         raise ValueError(f"metrics {', '.join(wanted)} need an image task")
+    if "anomaly" in wanted and not isinstance(task, AnomalySplit):
+        name = type(task).__name__
+        raise ValueError(f"anomaly needs a task with anomaly labels; {name} has none")
     out: dict[str, dict[str, Any]] = {}
     if "anomaly" in wanted:
         out["anomaly"] = evaluate_anomaly(

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from latentebm.metrics.text_eval import N_EXAMPLES
+from latentebm.task_contract import MoleculeReference
 
 DEFAULT_SAMPLES = {"moses": 30_000, "molecules": 10_000}
 
@@ -52,7 +53,7 @@ class MoleculeEvalSettings:
 
 def check_molecule_task(task: Any) -> None:
     """``moses`` and ``molecules`` need a molecule task (one with ``train_smiles``)."""
-    if not hasattr(task, "train_smiles"):
+    if not isinstance(task, MoleculeReference):
         raise ValueError(
             f"moses and molecules need a molecule task; {type(task).__name__} has no train_smiles"
         )

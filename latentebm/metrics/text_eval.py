@@ -43,6 +43,7 @@ from latentebm.metrics.lm import (
     train_language_model,
 )
 from latentebm.metrics.text import average_length, corpus_bleu, distinct_n, self_bleu
+from latentebm.task_contract import DecodesSequences, missing_members
 
 logger = logging.getLogger(__name__)
 Progress = Callable[[Iterable[Tensor], int, str], Iterable[Tensor]]
@@ -109,12 +110,10 @@ class TextEvalSettings:
 
 
 def check_text_task(task: Any) -> None:
-    """FPPL/RPPL/BLEU need a text task: sentences, a tokenizer, encode and decode."""
-    missing = [
-        name
-        for name in ("sentences", "num_sentences", "tokenizer", "encode", "decode")
-        if not hasattr(task, name)
-    ]
+    """FPPL/RPPL/BLEU need a text task: token sequences
+    (:class:`~latentebm.task_contract.DecodesSequences`) with their tokenizer."""
+    missing = missing_members(task, DecodesSequences)
+    missing += [name for name in ("tokenizer", "num_sentences") if not hasattr(task, name)]
     if missing:
         raise ValueError(
             f"fppl, rppl and bleu need a text task; {type(task).__name__} has no "
@@ -163,7 +162,7 @@ def real_language_model(
         model, _batcher(task, task.sentences("train")), config, progress=progress, device=device
     )
     info["trained_on"] = "train split"
-    if "valid" in getattr(task, "splits", []):
+    if "valid" in task.splits:
         info["valid"] = score(model, _batcher(task, task.sentences("valid")))
     save_language_model(path, model, config, tokenizer_state, info)
     if info.get("stopped_by_time"):

@@ -77,6 +77,7 @@ from latentebm.shortrun.tools import (
     reconstruction_entry,
     save_image_grid,
 )
+from latentebm.task_contract import DataSpaceTask, WritesSamples, check_task
 from latentebm.train_budget import TimedCheckpoints
 
 __all__ = ["ShortRunState", "ShortRunTrainer", "learning_rate_at", "ml_loss"]
@@ -158,7 +159,9 @@ class ShortRunTrainer:
 
     def _build_task(self) -> Any:
         if self._task is None:
-            self._task = instantiate(self.recipe.task, data_root=self.recipe.data.root, state=None)
+            task = instantiate(self.recipe.task, data_root=self.recipe.data.root, state=None)
+            check_task(task, self.recipe.task.component, DataSpaceTask)
+            self._task = task
         return self._task
 
     # ------------------------------------------------------------------ training
@@ -377,9 +380,8 @@ class ShortRunTrainer:
         if cfg.samples_at_end > 0:
             images = model.sample(cfg.samples_at_end, generator=rng)
             final = unused_path(run_dir / "samples" / "final.png")
-            save = getattr(task, "save_samples", None)
-            if callable(save):  # the task's own grid writer
-                save(images, final)
+            if isinstance(task, WritesSamples):  # the task's own grid writer
+                task.save_samples(images, final)
             else:
                 save_image_grid(images, final)
         if cfg.interpolation_pairs > 0:
