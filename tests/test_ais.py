@@ -351,8 +351,10 @@ def test_both_starts_are_tight_where_either_start_is() -> None:
         generator=seeded(2),
     )
     laplace_error = float((exact - laplace.summary.value).mean())
-    both_error = float((exact - both.summary.value).mean())
-    assert abs(both_error) < 0.2 < laplace_error
+    both_error = float((exact - both.summary.value).mean())  # > 0: below the truth
+    se = float(both.summary.std_error.pow(2).sum().sqrt()) / 40
+    # the larger of two estimates may sit above the truth by about the standard error
+    assert -2 * se - 0.05 < both_error < 0.2 < laplace_error
 
 
 @pytest.mark.parametrize(("dim_x", "tau"), [(3, 0.5), (1, 0.3)])

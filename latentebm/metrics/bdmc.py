@@ -5,8 +5,12 @@ Monte Carlo": on data simulated from the model, ``z* ~ p_alpha(z)`` exactly and
 ``x ~ p_beta(x | z*)``, so ``z*`` is an exact draw of ``p(z | x)``. Forward AIS on ``x`` gives a
 stochastic lower bound of ``log (Z(alpha) p(x))``, reverse AIS from ``z*`` an upper bound
 (:func:`latentebm.metrics.marginal.ais_log_joint_normaliser`); their gap bounds the error of
-either on such data. ``log Z(alpha)`` is bracketed the same way with exact prior draws
-(:func:`latentebm.metrics.marginal.sample_prior_exact`, rejection sampling).
+either on such data. With ``init: both`` each end is the better of two paths (the larger lower
+bound, the smaller upper bound), which is not a strict stochastic bound: where the two paths
+agree within their spread, each end can move toward the other by about that spread
+(:func:`~latentebm.metrics.marginal._better_of_both`), so a gap below the per-example standard
+errors is not evidence of exactness. ``log Z(alpha)`` is bracketed the same way with exact
+prior draws (:func:`latentebm.metrics.marginal.sample_prior_exact`, rejection sampling).
 
 Exact draws of ``p_beta(x | z)`` (:func:`simulate`): an image generator's
 ``g_beta(z) + tau * eps`` without clamping; a sequence decoder's full softmax at temperature 1
@@ -216,8 +220,8 @@ def bdmc(
     num_targets_fn: Callable[[Tensor], Tensor | int] | None = None,
 ) -> BDMCResult:
     """Forward and reverse AIS on ``data`` (module docstring), ``batch_size`` examples at a
-    time. The Laplace start density (``init: laplace``) is fitted once per batch from ``x`` and
-    shared by both directions (it never sees ``z*``). ``num_targets_fn(x)``: scored tokens of a
+    time. The Laplace start density (``init: laplace`` or ``both``) is fitted once per batch
+    from ``x`` and shared by both directions (it never sees ``z*``). ``num_targets_fn(x)``: scored tokens of a
     batch (e.g. the task's ``num_target_tokens``), for the per-token gap."""
     settings = settings or AISSettings()
     log_z_settings = log_z_settings or LogPartitionSettings()
