@@ -221,8 +221,8 @@ def bdmc(
 ) -> BDMCResult:
     """Forward and reverse AIS on ``data`` (module docstring), ``batch_size`` examples at a
     time. The Laplace start density (``init: laplace`` or ``both``) is fitted once per batch
-    from ``x`` and shared by both directions (it never sees ``z*``). ``num_targets_fn(x)``: scored tokens of a
-    batch (e.g. the task's ``num_target_tokens``), for the per-token gap."""
+    from ``x`` and shared by both directions (it never sees ``z*``). ``num_targets_fn(x)``:
+    scored tokens of a batch (e.g. the task's ``num_target_tokens``), for the per-token gap."""
     settings = settings or AISSettings()
     log_z_settings = log_z_settings or LogPartitionSettings()
     forward, reverse, forward_se, reverse_se = [], [], [], []
