@@ -18,7 +18,7 @@ from latentebm.langevin import LangevinSampler
 from latentebm.model import LatentEBM, Optimizers
 from latentebm.prior import EnergyPrior, GaussianPrior
 from latentebm.replay import PosteriorMemory, ReplayBuffer
-from latentebm.task_contract import IndexedBatches, check_task
+from latentebm.task_contract import IndexedBatches, TaskContractError, check_task, examples_in
 
 PRIORS: dict[str, type[GaussianPrior]] = {
     "ebm": EnergyPrior,
@@ -55,7 +55,7 @@ def build_task_from_checkpoint(recipe: Recipe, state: Any, source: Path) -> Any:
     what they are)."""
     try:
         return build_task(recipe, state=state)
-    except (DataFormatError, RecipeError, OSError):
+    except (DataFormatError, RecipeError, TaskContractError, OSError):
         raise
     except (KeyError, TypeError, AttributeError, IndexError, ValueError) as error:
         raise CheckpointError(f"{source}: damaged checkpoint: task_state ({error!r})") from error
@@ -114,7 +114,7 @@ def build_model(recipe: Recipe, task: Any, *, for_training: bool = True) -> Late
                 "model.posterior_chain.init: persistent needs a task with indexed_batches "
                 f"({type(task).__name__} has none)"
             )
-        memory = PosteriorMemory(task.num_examples("train"), z_dim)
+        memory = PosteriorMemory(examples_in(task, "train"), z_dim)
     return LatentEBM(
         build_prior(recipe),
         generator,

@@ -48,7 +48,7 @@ from latentebm.metrics.likelihood_eval import (
 from latentebm.metrics.molecule_eval import MoleculeEvalSettings
 from latentebm.metrics.text_eval import TextEvalSettings
 from latentebm.progress_bars import count_bar, example_bar
-from latentebm.task_contract import DecodesSequences
+from latentebm.task_contract import DecodesSequences, optional_member
 
 __all__ = [  # the metrics file and the table moved out; still importable from here
     "DEFAULT_BATCH_SIZE",
@@ -120,9 +120,7 @@ def choose_split(task: Any, split: str | None) -> str:
     Raises:
         ValueError: ``split`` is not a split of the task, or the task has neither.
     """
-    if not hasattr(task, "splits"):  # a task that does not list its splits: trust the caller
-        return split or "test"
-    available = list(task.splits)
+    available = list(task.splits)  # the task contract's (latentebm.task_contract.Task)
     if split is not None:
         if split not in available:
             raise ValueError(
@@ -330,14 +328,15 @@ def evaluate(
 def default_metrics(task: Any) -> tuple[str, ...]:
     """What ``evaluate`` computes when no metric is named: ``task.default_metrics`` or the
     marginal NLL."""
-    return tuple(canonical(getattr(task, "default_metrics", ("marginal_nll",))))
+    return tuple(canonical(optional_member(task, "default_metrics")))
 
 
 def length_sorted_batches(task: Any, split: str, batch_size: int) -> list[Tensor]:
     """The split's examples (``task.batches(split, shuffle=False)``, file order) stably sorted
     by length and re-cut into batches of ``batch_size``, each trimmed to its longest row.
 
-    Needs a padded text task (``task.pad_id``); otherwise the task's own batches are returned.
+    Needs a task of token sequences (:class:`~latentebm.task_contract.DecodesSequences`, for its
+    ``pad_id``); otherwise the task's own batches are returned.
     """
     batches = task.batches(split, batch_size, seed=0, epoch=0, shuffle=False)
     if not isinstance(task, DecodesSequences) or not batches or batches[0].dim() != 2:

@@ -71,6 +71,22 @@ def read_metrics_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def run_metrics_path(run_dir: str | Path) -> Path:
+    """The metrics file of a run directory to merge into: ``metrics.json``, or, where that holds
+    something else (a run whose trainer wrote another format, e.g. a short-run EBM run trained
+    before it wrote this one), the first of ``metrics-1.json``, ``metrics-2.json``, ... that is
+    absent or a file ``evaluate`` wrote. The other file is kept as it is."""
+    path = Path(run_dir) / METRICS_FILE
+    candidate, n = path, 0
+    while True:
+        try:
+            read_metrics_file(candidate)
+            return candidate
+        except ValueError:
+            n += 1
+            candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+
+
 def check_output(path: str | Path) -> None:
     """Fail now, not after the evaluation, when ``write_metrics(path, ...)`` would: ``path``
     is a folder or a file ``evaluate`` did not write (:func:`read_metrics_file`), or its folder

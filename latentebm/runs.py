@@ -37,6 +37,7 @@ from latentebm.checkpoint import (
     CheckpointFormatError,
     latest_checkpoint,
     list_checkpoints,
+    load_checkpoint,
     resolve_checkpoint,
 )
 from latentebm.errors import TrainingError
@@ -337,6 +338,22 @@ def run_family(run: str | Path) -> str:
     except (RecipeError, OSError, AttributeError):
         return "latent"
     return family if isinstance(family, str) and family else "latent"
+
+
+def model_family(run: str | Path) -> str:
+    """:func:`run_family`, and for a checkpoint file outside a run's ``checkpoints/`` (a copied
+    file, an exported ``model.pt``) the family the file itself records (read with
+    ``weights_only=True``, mapped, not loaded); ``latent`` when it cannot be read (the loader
+    then reports why)."""
+    family = run_family(run)
+    path = Path(run)
+    if family != "latent" or not path.is_file():
+        return family
+    try:
+        recorded = load_checkpoint(path, mmap=True).get("family", "latent")
+    except (CheckpointError, AttributeError):
+        return "latent"
+    return recorded if isinstance(recorded, str) else "latent"
 
 
 def run_id(run_dir: Path) -> str | None:

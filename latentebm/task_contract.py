@@ -13,7 +13,11 @@ the capability protocols list what only some tasks have, and code that needs one
 * :class:`IndexedBatches`: batches with the examples' indices (persistent posterior chains);
 * :class:`AnomalySplit`: 0/1 anomaly labels of a split (Pang et al. 2020, Table 4);
 * :class:`ImageTensors`: a split's images as one tensor (FID's reference statistics);
-* :class:`MoleculeReference`: the training SMILES (MOSES novelty and FCD reference).
+* :class:`MoleculeReference`: the training SMILES (MOSES novelty and FCD reference);
+* :class:`DrawsSampleGrid`: draws samples as one picture (``generate --grid``).
+
+Two members are optional, with defaults (:data:`OPTIONAL_MEMBERS`, read with
+:func:`optional_member`): ``default_metrics`` and ``throughput_unit``.
 
 The data-space short-run EBM needs less of its task (:class:`DataSpaceTask`: batches of
 images and their shape). :func:`check_task` is called where a task is built
@@ -26,27 +30,33 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from torch import Tensor
+if TYPE_CHECKING:
+    from torch import Tensor
 
 __all__ = [
     "AnomalySplit",
     "DataSpaceTask",
     "DecodesSequences",
+    "DrawsSampleGrid",
     "ImageTensors",
     "IndexedBatches",
     "MoleculeReference",
+    "OPTIONAL_MEMBERS",
     "Task",
     "TaskContractError",
     "WritesSamples",
     "check_task",
+    "examples_in",
     "missing_members",
+    "optional_member",
 ]
 
 
-class TaskContractError(TypeError):
-    """A task class lacks a member of the contract it is used under (one line)."""
+class TaskContractError(ValueError):
+    """A task class lacks a member of the contract it is used under (one line; the command
+    line prints it as ``latentebm: error: ...``)."""
 
 
 @runtime_checkable
@@ -153,6 +163,28 @@ class MoleculeReference(Protocol):
     def train_smiles(self) -> list[str]: ...
 
 
+@runtime_checkable
+class DrawsSampleGrid(Protocol):
+    """Draws generated samples as one picture (images: a PNG grid; molecules: RDKit's grid of
+    structures), for ``latentebm generate --grid``."""
+
+    def draw_grid(self, samples: Any, path: str | Path) -> Any: ...
+
+
+OPTIONAL_MEMBERS: dict[str, Any] = {
+    "default_metrics": ("marginal_nll",),
+    "throughput_unit": "tokens",
+}
+"""Members a task may define, with the value used when it does not: ``default_metrics`` (what
+``latentebm evaluate`` computes without ``--metrics``) and ``throughput_unit`` (the unit of the
+training log's throughput, ``tokens_per_s`` or e.g. ``images_per_s``)."""
+
+
+def optional_member(task: object, name: str) -> Any:
+    """``task.<name>`` for a member of :data:`OPTIONAL_MEMBERS`, else its default."""
+    return getattr(task, name, OPTIONAL_MEMBERS[name])
+
+
 def missing_members(task: object, contract: type) -> list[str]:
     """The members of the protocol ``contract`` (its own and inherited ones) that ``task``
     lacks, in the order they are declared."""
@@ -167,10 +199,22 @@ def missing_members(task: object, contract: type) -> list[str]:
     return [name for name in names if not hasattr(task, name)]
 
 
+def examples_in(task: Any, split: str) -> int:
+    """``task.num_examples(split)``; for a task class written before the contract named it,
+    its ``num_sentences(split)`` (the one older name :func:`check_task` accepts)."""
+    if hasattr(task, "num_examples"):
+        return int(task.num_examples(split))
+    return int(task.num_sentences(split))
+
+
 def check_task(task: object, component: str, contract: type = Task) -> None:
     """Raise :class:`TaskContractError` (one line naming ``component`` and what is missing)
-    unless ``task`` has every member of ``contract`` (:class:`Task` by default)."""
+    unless ``task`` has every member of ``contract`` (:class:`Task` by default). A task with
+    ``num_sentences`` but no ``num_examples`` (written before the contract) is accepted: callers
+    count examples with :func:`examples_in`."""
     missing = missing_members(task, contract)
+    if "num_examples" in missing and hasattr(task, "num_sentences"):
+        missing.remove("num_examples")
     if missing:
         raise TaskContractError(
             f"task {component}: {type(task).__name__} lacks {', '.join(missing)} of the "

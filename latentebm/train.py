@@ -65,6 +65,7 @@ from latentebm.runs import (
     release_run_dir,
     say,
 )
+from latentebm.task_contract import optional_member
 from latentebm.train_budget import FinalPhaseReserve, TimedCheckpoints
 from latentebm.train_checkpoint import (
     RESUME_FIELDS,
@@ -341,7 +342,7 @@ class Trainer:
         out_of_time = False
         indexed = model.posterior_memory is not None  # persistent posterior chains
         # tokens_per_s, or what the task counts instead (images_per_s)
-        rate_key = f"{getattr(task, 'throughput_unit', 'tokens')}_per_s"
+        rate_key = f"{optional_member(task, 'throughput_unit')}_per_s"
         within_step = ChainStepLabel(progress)
         while st.step < cfg.max_steps and not out_of_time:
             options = {

@@ -11,14 +11,14 @@ import torch
 from latentebm.distributed import DistContext, reduce_values
 from latentebm.model import LatentEBM
 from latentebm.progress_bars import ChainStepLabel
-from latentebm.task_contract import DecodesSequences
+from latentebm.task_contract import DecodesSequences, examples_in
 
 
 def has_split(task: Any, split: str) -> bool:
     """Whether ``task`` has examples in ``split`` (a task without the split says so by
     ``ValueError``)."""
     try:
-        return task.num_sentences(split) > 0
+        return examples_in(task, split) > 0
     except ValueError:
         return False
 

@@ -574,6 +574,12 @@ def test_evaluate_passes_the_ais_start_options_on() -> None:
     assert (ais.init, ais.n_temperatures, ais.defensive) == ("reference", 500, 0.3)
     ais = likelihood_settings(parser.parse_args(["evaluate", "RUN", "--defensive", "0"])).ais  # type: ignore[attr-defined]
     assert (ais.init, ais.defensive) == ("laplace", 0.0)
+    both = ["evaluate", "RUN", "--ais-init", "both", "--reference-temperatures", "900"]
+    ais = likelihood_settings(parser.parse_args(both)).ais  # type: ignore[attr-defined]
+    assert (ais.init, ais.n_temperatures, ais.reference_temperatures) == ("both", 25, 900)
+    alone = ["evaluate", "RUN", "--ais-init", "reference", "--reference-temperatures", "900"]
+    with pytest.raises(ValueError, match="--reference-temperatures: the reference path's share"):
+        likelihood_settings(parser.parse_args(alone))
 
 
 def test_a_malformed_rank_variable_is_not_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:

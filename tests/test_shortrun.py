@@ -601,6 +601,16 @@ def test_evaluate_a_shortrun_run(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert cli_main(["evaluate", str(run), "--metrics", "fid"]) == 2  # no feature network
     err = capsys.readouterr().err.strip()
     assert "fid needs one feature network" in err and "\n" not in err
+    assert cli_main(["evaluate", str(run), "--chains", "5"]) == 2  # a latent EBM option
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("latentebm: error: --chains: does not apply to a data-space short-run")
+    assert "\n" not in err
+    # a checkpoint file copied out of its run is recognised by the family it records
+    loose = tmp_path / "copied.pt"
+    loose.write_bytes((run / "checkpoints" / "step_00000004.pt").read_bytes())
+    out = tmp_path / "loose.json"
+    assert cli_main(["evaluate", str(loose), "--recon-images", "2", "-o", str(out)]) == 0
+    assert json.loads(out.read_text())["test"]["mse"]["n"] == 2
 
 
 def test_export_a_shortrun_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -646,3 +656,12 @@ def test_end_of_training_keeps_an_older_metrics_file(tmp_path: Path) -> None:
     assert (run / "metrics.json").read_text() == old
     beside = json.loads((run / "metrics-1.json").read_text())
     assert beside["test"]["mse"]["step"] == 4
+    # evaluate merges into the same file, not into the older one
+    from latentebm.metrics.image_eval import ImageEvalSettings
+    from latentebm.shortrun.evaluate import evaluate_shortrun
+
+    result = evaluate_shortrun(run, images=ImageEvalSettings(recon_images=2, recon_steps=1))
+    assert result["output"] == str(run / "metrics-1.json")
+    assert (run / "metrics.json").read_text() == old
+    merged = json.loads((run / "metrics-1.json").read_text())["test"]["mse"]
+    assert merged["n"] == 2 and merged["history"][0]["step"] == 4

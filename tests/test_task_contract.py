@@ -31,7 +31,9 @@ from latentebm.task_contract import (
     TaskContractError,
     WritesSamples,
     check_task,
+    examples_in,
     missing_members,
+    optional_member,
 )
 from latentebm.tasks.images import ImageTask
 from latentebm.tasks.text import TextTask
@@ -134,3 +136,55 @@ def test_a_task_without_the_contract_is_refused_where_tasks_are_built() -> None:
         "num_examples, num_target_tokens, state_dict, describe of the Task contract "
         "(latentebm.task_contract)"
     )
+
+
+class OlderTask(HalfTask):
+    """A task written before the contract named ``num_examples``: it counts with
+    ``num_sentences``, and has the rest."""
+
+    splits = ["train"]
+
+    def num_sentences(self, split: str) -> int:
+        return 5
+
+    def num_target_tokens(self, batch: Any) -> int:
+        return 0
+
+    def generator_kwargs(self) -> dict[str, Any]:
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def describe(self) -> str:
+        return "older"
+
+
+def test_a_task_written_before_the_contract_still_counts_its_examples() -> None:
+    task = OlderTask(OlderTask.Config())
+    check_task(task, "tests.test_task_contract.OlderTask")  # num_sentences stands in
+    assert examples_in(task, "train") == 5
+    assert optional_member(task, "throughput_unit") == "tokens"  # the documented default
+
+
+def test_the_contract_error_is_one_line_from_the_command_line_and_from_a_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import yaml
+
+    from latentebm.build import build_task_from_checkpoint
+    from latentebm.cli import main as cli_main
+
+    data = yaml.safe_load((REPO / "recipes" / "quickstart.yaml").read_text())
+    data["task"] = {"_component_": "tests.test_task_contract.HalfTask"}
+    recipe_file = tmp_path / "half.yaml"
+    recipe_file.write_text(yaml.safe_dump(data))
+    args = ["train", str(recipe_file), f"trainer.run_dir={tmp_path / 'run'}"]
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("latentebm: error: task tests.test_task_contract.HalfTask: ")
+    assert "lacks generator_kwargs" in err[-1]
+    assert all(not line.startswith("Traceback") for line in err)
+    recipe = load_recipe(recipe_file)
+    with pytest.raises(TaskContractError):  # not reported as a damaged checkpoint
+        build_task_from_checkpoint(recipe, None, tmp_path / "step_00000001.pt")

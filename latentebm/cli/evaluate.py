@@ -125,6 +125,12 @@ def likelihood_settings(args: argparse.Namespace) -> object:
         return {key: value for key, value in values.items() if value is not None}
 
     is_mode = args.estimator == "is"
+    init = args.ais_init or AISSettings.init
+    if args.reference_temperatures is not None and init != "both":
+        raise ValueError(
+            f"--reference-temperatures: the reference path's share of --ais-init both (this "
+            f"evaluation's start is {init}; with --ais-init reference, use --temperatures)"
+        )
     ais = AISSettings(
         **given(  # type: ignore[arg-type]
             init=args.ais_init,
@@ -214,10 +220,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from latentebm.evaluate import evaluate
     from latentebm.evaluate_table import format_table
     from latentebm.malloc_tuning import keep_freed_memory
-    from latentebm.runs import run_family
+    from latentebm.runs import model_family
 
     keep_freed_memory()  # the estimators' chains, as in cmd_train
-    if run_family(args.run) == "shortrun":
+    if model_family(args.run) == "shortrun":
         return _evaluate_shortrun(args)
     options = {"batch_size": args.batch_size}
     options = {key: value for key, value in options.items() if value is not None}
@@ -242,11 +248,44 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+SHORTRUN_EVALUATE_OPTIONS = (
+    "run",
+    "split",
+    "metrics",
+    "seed",
+    "device",
+    "output",
+    "batch_size",
+    "no_progress",
+    "samples",
+    "recon_images",
+    "recon_steps",
+    "fid_features",
+    "inception",
+    "fid_authors",
+)
+"""The ``evaluate`` options that apply to a data-space short-run EBM run."""
+
+
 def _evaluate_shortrun(args: argparse.Namespace) -> int:
-    """``evaluate`` for a data-space short-run EBM run (:mod:`latentebm.shortrun.evaluate`)."""
+    """``evaluate`` for a data-space short-run EBM run (:mod:`latentebm.shortrun.evaluate`);
+    an option of the latent EBM's metrics is refused in one line."""
+    from latentebm.cli.parser import build_parser
     from latentebm.evaluate_table import format_table
     from latentebm.shortrun.evaluate import evaluate_shortrun
 
+    parser = build_parser()
+    defaults = vars(parser.parse_args(["evaluate", args.run]))
+    for name, value in vars(args).items():
+        if name in SHORTRUN_EVALUATE_OPTIONS or name not in defaults:
+            continue
+        if value != defaults[name]:
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(
+                f"{flag}: does not apply to a data-space short-run EBM run (its metrics: mse, "
+                "fid; options: --split, --metrics, --recon-images, --recon-steps, --samples, "
+                "--fid-features, --inception, --fid-authors, --batch-size, --seed, --device, -o)"
+            )
     settings = _image_eval_settings(args)
     if args.batch_size is not None:
         settings = dataclasses.replace(settings, batch_size=args.batch_size)  # type: ignore[type-var]

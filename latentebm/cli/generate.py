@@ -58,18 +58,20 @@ def _generate_trajectory(args: argparse.Namespace, model: object) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from latentebm.pretrained import load
-    from latentebm.runs import run_family
+    from latentebm.runs import model_family
+    from latentebm.task_contract import DrawsSampleGrid, WritesSamples, optional_member
 
     _check_trajectory(args)
-    if run_family(args.run) == "shortrun":
+    if model_family(args.run) == "shortrun":
         return _generate_shortrun(args)
     model = load(args.run, device=args.device)
-    if hasattr(model.task, "save_samples"):
+    if isinstance(model.task, WritesSamples):
         return _generate_images(args, model)
-    if args.grid and not hasattr(model.task, "draw_grid"):
+    if args.grid and not isinstance(model.task, DrawsSampleGrid):
         raise ValueError(f"--grid: the {type(model.task).__name__} cannot draw its samples")
     if args.decode is None:  # as evaluate decodes: molecules sampled, text greedy (FPPL)
-        args.decode = "sample" if "molecules" in model.task.default_metrics else "greedy"
+        metrics = optional_member(model.task, "default_metrics")
+        args.decode = "sample" if "molecules" in metrics else "greedy"
     if args.trajectory:
         return _generate_trajectory(args, model)
     sentences = model.generate(
@@ -253,12 +255,13 @@ def _interpolate_shortrun(args: argparse.Namespace) -> int:
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
     from latentebm.pretrained import load
-    from latentebm.runs import run_family
+    from latentebm.runs import model_family
+    from latentebm.task_contract import WritesSamples
 
-    if run_family(args.run) == "shortrun":
+    if model_family(args.run) == "shortrun":
         return _interpolate_shortrun(args)
     model = load(args.run, device=args.device)
-    if hasattr(model.task, "save_samples"):
+    if isinstance(model.task, WritesSamples):
         return _interpolate_images(args, model)
     pairs = model.interpolate(
         args.sentence_a,

@@ -43,7 +43,7 @@ from latentebm.metrics.lm import (
     train_language_model,
 )
 from latentebm.metrics.text import average_length, corpus_bleu, distinct_n, self_bleu
-from latentebm.task_contract import DecodesSequences, missing_members
+from latentebm.task_contract import DecodesSequences, examples_in, missing_members
 
 logger = logging.getLogger(__name__)
 Progress = Callable[[Iterable[Tensor], int, str], Iterable[Tensor]]
@@ -113,7 +113,7 @@ def check_text_task(task: Any) -> None:
     """FPPL/RPPL/BLEU need a text task: token sequences
     (:class:`~latentebm.task_contract.DecodesSequences`) with their tokenizer."""
     missing = missing_members(task, DecodesSequences)
-    missing += [name for name in ("tokenizer", "num_sentences") if not hasattr(task, name)]
+    missing += [name for name in ("tokenizer",) if not hasattr(task, name)]
     if missing:
         raise ValueError(
             f"fppl, rppl and bleu need a text task; {type(task).__name__} has no "
@@ -290,7 +290,7 @@ def evaluate_text_metrics(
         return {}
     check_text_task(task)
     device = model.device
-    n_train = task.num_sentences("train") if "rppl" in wanted else 0
+    n_train = examples_in(task, "train") if "rppl" in wanted else 0
     rppl_n = settings.rppl_samples or n_train
     n_generate = max(
         settings.n_samples if "fppl" in wanted else 0,

@@ -34,7 +34,13 @@ import torch
 from torch import Tensor
 
 from latentebm.config import instantiate
-from latentebm.evaluate_output import METRICS_FILE, check_output, write_metrics
+from latentebm.evaluate_output import (
+    METRICS_FILE,
+    check_output,
+    run_metrics_path,
+    write_metrics,
+)
+from latentebm.export import HUB_PREFIX, PRETRAINED_PREFIX
 from latentebm.metrics.image_eval import ImageEvalSettings
 from latentebm.shortrun.config import ShortRunRecipe
 from latentebm.shortrun.tools import (
@@ -239,8 +245,8 @@ def evaluate_shortrun(
             ``batch_size``; the rest does not apply.
         seed: seeds the initial noise of every chain.
         device: where the model runs.
-        output: the metrics file; default ``RUN/metrics.json`` (merged into, as ``evaluate``
-            does: :func:`~latentebm.evaluate_output.write_metrics`).
+        output: the metrics file; default the run's (``RUN/metrics.json``, merged into as
+            ``evaluate`` does, :func:`~latentebm.evaluate_output.run_metrics_path`).
         write: ``False``: only return the result.
 
     Returns:
@@ -255,9 +261,14 @@ def evaluate_shortrun(
     checkpoint = loaded.checkpoint
     if output is not None:
         out_path = Path(output)
+    elif str(run).startswith((PRETRAINED_PREFIX, HUB_PREFIX)):
+        raise ValueError(
+            f"{run}: a shipped or downloaded model has no run directory to write "
+            f"{METRICS_FILE} into; give -o FILE.json"
+        )
     else:
         parent = checkpoint.parent
-        out_path = (parent.parent if parent.name == "checkpoints" else parent) / METRICS_FILE
+        out_path = run_metrics_path(parent.parent if parent.name == "checkpoints" else parent)
     if write:
         check_output(out_path)  # refused before the work
     started = time.perf_counter()

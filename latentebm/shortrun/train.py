@@ -55,7 +55,7 @@ from latentebm.checkpoint import (
     save_atomic,
 )
 from latentebm.config import current_component_paths, instantiate, recipe_to_yaml, to_plain
-from latentebm.evaluate_output import METRICS_FILE, read_metrics_file, write_metrics
+from latentebm.evaluate_output import run_metrics_path, write_metrics
 from latentebm.runs import (
     TrainingError,
     claim_run_dir,
@@ -371,7 +371,8 @@ class ShortRunTrainer:
 
     def _write_outputs(self, task: Any, model: ShortRunModel, device: torch.device) -> None:
         """Write ``samples/final.png``, ``interpolation.png``, ``reconstruction.png`` and the
-        reconstruction MSE per pixel into ``metrics.json`` (:func:`_write_summary`)."""
+        reconstruction MSE per pixel into ``metrics.json``
+        (:func:`~latentebm.evaluate_output.run_metrics_path`)."""
         cfg, run_dir = self.cfg, self.run_dir
         assert run_dir is not None
         model.energy.eval()
@@ -418,20 +419,8 @@ class ShortRunTrainer:
                 "torch_threads": torch.get_num_threads(),
                 "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             }
-            _write_summary(run_dir / METRICS_FILE, split, {"mse": {**entry, **stamp}})
-
-
-def _write_summary(path: Path, split: str, metrics: dict[str, Any]) -> Path:
-    """Merge the end-of-training metrics into the run's metrics file (the format
-    ``latentebm evaluate`` writes and merges into); a file of another format (a run trained
-    before this format, then resumed) is kept, and the metrics go beside it
-    (``metrics-1.json``)."""
-    try:
-        read_metrics_file(path)
-    except ValueError:
-        path = unused_path(path)
-    write_metrics(path, split, metrics)
-    return path
+            # metrics.json in evaluate's format (one written by an older trainer is kept)
+            write_metrics(run_metrics_path(run_dir), split, {"mse": {**entry, **stamp}})
 
 
 def _build_optimizer(recipe: ShortRunRecipe, model: ShortRunModel) -> torch.optim.Optimizer:
