@@ -522,6 +522,12 @@ def test_commands_on_a_shortrun_run(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert cli_main(["interpolate", str(run), "test:0", "test:1", "-o", str(strip)]) == 2
     err = capsys.readouterr().err.strip()
     assert "interpolates between two draws of its initial noise" in err and "\n" not in err
+    # diagnose: d_t, r_t and a long chain of the data-space model
+    diag = tmp_path / "diagnose"
+    diagnose = ["diagnose", str(run), "--chains", "2", "--long-chain-steps", "4", "-o", str(diag)]
+    assert cli_main(diagnose) == 0
+    assert (diag / "diagnostics.json").is_file()
+    capsys.readouterr()
     # plot: the short-run diagnostics are among the default panels
     if importlib.util.find_spec("matplotlib") is not None:
         curves = tmp_path / "curves.png"
