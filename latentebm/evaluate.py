@@ -33,6 +33,7 @@ from latentebm.evaluate_output import (
     METRICS_FILE,
     METRICS_FORMAT,
     check_output,
+    finish_evaluation,
     read_metrics_file,
     write_metrics,
 )
@@ -313,16 +314,15 @@ def evaluate(
     for name, entry in {**text_entries, **molecule_entries, **image_entries}.items():
         result[name] = {**entry, **stamp}
 
-    if write:
-        write_metrics(out_path, split, result)
-    return {
-        "split": split,
-        "metrics": result,
-        "checkpoint": str(pretrained.checkpoint),
-        "step": pretrained.step,
-        "seconds": time.perf_counter() - started,
-        "output": str(out_path) if write else None,
-    }
+    return finish_evaluation(
+        out_path,
+        split,
+        result,
+        checkpoint=pretrained.checkpoint,
+        step=pretrained.step,
+        seconds=time.perf_counter() - started,
+        write=write,
+    )
 
 
 def default_metrics(task: Any) -> tuple[str, ...]:

@@ -132,3 +132,28 @@ def write_metrics(path: str | Path, split: str, metrics: dict[str, Any]) -> dict
         json.dump(data, handle, indent=2, allow_nan=True)
         handle.write("\n")
     return data
+
+
+def finish_evaluation(
+    out_path: Path,
+    split: str,
+    result: dict[str, Any],
+    *,
+    checkpoint: Path,
+    step: int | None,
+    seconds: float,
+    write: bool,
+) -> dict[str, Any]:
+    """Write ``result`` (``{metric: entry}``) into the metrics file unless ``write`` is False,
+    and return what ``latentebm evaluate`` returns: ``{"split", "metrics", "checkpoint",
+    "step", "seconds", "output"}``."""
+    if write:
+        write_metrics(out_path, split, result)
+    return {
+        "split": split,
+        "metrics": result,
+        "checkpoint": str(checkpoint),
+        "step": step,
+        "seconds": seconds,
+        "output": str(out_path) if write else None,
+    }

@@ -37,8 +37,8 @@ from latentebm.config import instantiate
 from latentebm.evaluate_output import (
     METRICS_FILE,
     check_output,
+    finish_evaluation,
     run_metrics_path,
-    write_metrics,
 )
 from latentebm.export import HUB_PREFIX, PRETRAINED_PREFIX
 from latentebm.metrics.image_eval import ImageEvalSettings
@@ -292,13 +292,12 @@ def evaluate_shortrun(
         else:
             entry = _fid_entry(model, task, split, settings, generator)
         result[name] = {**entry, **stamp}
-    if write:
-        write_metrics(out_path, split, result)
-    return {
-        "split": split,
-        "metrics": result,
-        "checkpoint": str(checkpoint),
-        "step": loaded.step,
-        "seconds": time.perf_counter() - started,
-        "output": str(out_path) if write else None,
-    }
+    return finish_evaluation(
+        out_path,
+        split,
+        result,
+        checkpoint=checkpoint,
+        step=loaded.step,
+        seconds=time.perf_counter() - started,
+        write=write,
+    )
