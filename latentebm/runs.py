@@ -70,6 +70,7 @@ __all__ = [  # the time-budget helpers moved to latentebm.train_budget; still im
     "run_id",
     "say",
     "unused_path",
+    "model_family",
 ]
 
 RUN_ID_FILE = ".run_id"
@@ -342,12 +343,19 @@ def run_family(run: str | Path) -> str:
 
 def model_family(run: str | Path) -> str:
     """:func:`run_family`, and for a checkpoint file outside a run's ``checkpoints/`` (a copied
-    file, an exported ``model.pt``) the family the file itself records (read with
+    file, an exported ``model.pt``, a ``pretrained:NAME`` or ``hf:OWNER/REPO``) the family the
+    file itself records (read with
     ``weights_only=True``, mapped, not loaded); ``latent`` when it cannot be read (the loader
     then reports why)."""
     family = run_family(run)
+    if family != "latent":
+        return family
     path = Path(run)
-    if family != "latent" or not path.is_file():
+    if str(run).startswith(("pretrained:", "hf:")):  # a shipped or downloaded model
+        from latentebm.export import resolve_model
+
+        path = resolve_model(run)
+    if not path.is_file():
         return family
     try:
         recorded = load_checkpoint(path, mmap=True).get("family", "latent")

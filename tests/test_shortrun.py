@@ -649,6 +649,24 @@ def test_export_a_shortrun_run(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert png_size(grid)[0] > 0
     assert cli_main(["export", str(run), str(out)]) == 2  # never overwritten
     assert "exists and is not empty" in capsys.readouterr().err
+    # shipped as pretrained:NAME, it is still a short-run model to every command
+    import latentebm.export
+
+    shelf = tmp_path / "shelf"
+    shelf.mkdir()
+    (shelf / "tiny").symlink_to(out, target_is_directory=True)
+    original_root = latentebm.export._pretrained_root
+    latentebm.export._pretrained_root = lambda: shelf  # type: ignore[assignment]
+    try:
+        grid = tmp_path / "shipped.png"
+        assert cli_main(["generate", "pretrained:tiny", "-n", "2", "--grid", str(grid)]) == 0
+        assert png_size(grid)[0] > 0
+        capsys.readouterr()
+        assert cli_main(["evaluate", "pretrained:tiny"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "no run directory to write metrics.json into; give -o" in err
+    finally:
+        latentebm.export._pretrained_root = original_root
 
 
 def test_end_of_training_keeps_an_older_metrics_file(tmp_path: Path) -> None:

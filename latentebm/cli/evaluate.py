@@ -275,7 +275,7 @@ def _evaluate_shortrun(args: argparse.Namespace) -> int:
     from latentebm.shortrun.evaluate import evaluate_shortrun
 
     parser = build_parser()
-    defaults = vars(parser.parse_args(["evaluate", args.run]))
+    defaults = vars(parser.parse_args(["evaluate", "--", args.run]))
     for name, value in vars(args).items():
         if name in SHORTRUN_EVALUATE_OPTIONS or name not in defaults:
             continue
@@ -284,7 +284,8 @@ def _evaluate_shortrun(args: argparse.Namespace) -> int:
             raise ValueError(
                 f"{flag}: does not apply to a data-space short-run EBM run (its metrics: mse, "
                 "fid; options: --split, --metrics, --recon-images, --recon-steps, --samples, "
-                "--fid-features, --inception, --fid-authors, --batch-size, --seed, --device, -o)"
+                "--fid-features, --inception, --fid-authors, --batch-size, --seed, --device, -o, "
+                "--no-progress)"
             )
     settings = _image_eval_settings(args)
     if args.batch_size is not None:

@@ -206,6 +206,7 @@ def _interpolate_images(args: argparse.Namespace, model: Any) -> int:
 
     from latentebm.image_io import save_grid
     from latentebm.image_tools import interpolate
+    from latentebm.task_contract import examples_in
 
     out = _png_target(args.output, args.force)
     ends = []
@@ -213,7 +214,7 @@ def _interpolate_images(args: argparse.Namespace, model: Any) -> int:
         split, sep, index = spec.partition(":")
         if not sep or not index.isdigit():
             raise ValueError(f"{spec!r}: an image model takes SPLIT:INDEX, e.g. test:7")
-        n = model.task.num_examples(split)
+        n = examples_in(model.task, split)
         if int(index) >= n:
             raise ValueError(f"{spec!r}: the {split} split has {n} images")
         ends.append(model.task.tensor(split, [int(index)]))

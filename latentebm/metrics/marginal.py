@@ -29,7 +29,8 @@ Where the chains start (``init``)
 * ``both``: each example both ways (the reference path with ``reference_temperatures``), the
   larger estimate kept per example (:func:`_better_of_both`): the Laplace start is exact on
   Gaussian-like posteriors and loose on rugged ones (text models that use ``z``), the reference
-  path the other way round (docs/RESULTS.md section 12b).
+  path the other way round (docs/RESULTS.md section 12b). The larger of two estimates is not a
+  lower bound: where the paths agree it sits above either by up to about its standard error.
 
 This module holds the per-example AIS and the data-set NLL; beside it are the settings
 (:mod:`~latentebm.metrics.marginal_settings`), ``log Z(alpha)`` and exact prior draws
@@ -129,10 +130,11 @@ def ais_log_joint_normaliser(
 ) -> JointEstimate:
     """AIS estimate of ``log (Z(alpha) p(x_i))`` for each row of ``x`` (module docstring).
 
-    Forward (default): a stochastic lower bound (``init: both``: the larger of two, see
-    :func:`_better_of_both`). With ``z_exact`` (``(B, d)``, an exact draw of
-    ``p(z | x_i)`` per example: data simulated from the model) the path runs in reverse from it
-    (all ``n_chains`` chains of an example start there): a stochastic upper bound (BDMC).
+    Forward (default): a stochastic lower bound; with ``init: both`` not one: the larger of two,
+    biased upwards by up to about its standard error (:func:`_better_of_both`). With
+    ``z_exact`` (``(B, d)``, an exact draw of ``p(z | x_i)`` per example: data simulated from
+    the model) the path runs in reverse from it (all ``n_chains`` chains of an example start
+    there): a stochastic upper bound (BDMC).
     ``proposal``: the Laplace fit to use (``init: laplace``), e.g. shared by a forward and a
     reverse run; fitted here when None.
 
@@ -242,9 +244,10 @@ def _better_of_both(
     the closed-form mixture-prior problems of ``tests/test_ais.py``: a mean error of +0.10 and
     +0.16 nats against -0.04 and +0.02 for the Laplace start alone (docs/metrics.md). The tail
     bound of the larger is ``2 exp(-t)``. Choosing from a pilot run and reporting a fresh run
-    would keep the bound but was measured to fail badly: a heavy-tailed reference-path pilot
-    that gets lucky sends an example to a path whose fresh estimate is tens of nats low
-    (linear-Gaussian test problem, 4 pilot chains).
+    would keep the bound but was measured to fail badly: a pilot of 4 chains can be far off
+    (on the linear-Gaussian test problem one example's Laplace-start pilot came out hundreds of
+    nats low, its defensive chains carrying all the weight), which sends the example to the
+    reference path, whose fresh estimate there is tens of nats low.
     """
     laplace = ais_log_joint_normaliser(
         model,

@@ -21,14 +21,16 @@ class AISSettings:
         init: where the chains start (:mod:`~latentebm.metrics.marginal`): ``laplace``,
             ``reference``, or ``both``: each example is estimated both ways (the reference
             path with ``reference_temperatures``) and the larger estimate is kept (for a
-            reverse run the smaller), each example's own choice.
+            reverse run the smaller), each example's own choice; not a lower bound, biased
+            upwards by up to about its standard error where the two paths agree.
         n_chains: independent chains per example (their spread gives the standard error); with
             ``both``, per path.
         n_temperatures: transitions of the likelihood path (``both``: of its Laplace path).
         reference_temperatures: ``both`` only: transitions of the likelihood along the
             reference path.
         schedule: spacing of its temperatures (:func:`~latentebm.metrics.ais.temperatures`).
-        prior_temperatures: ``reference`` only: transitions that switch on the tilt ``f``.
+        prior_temperatures: ``reference`` (and ``both``'s reference path): transitions that
+            switch on the tilt ``f``.
         leapfrog_steps: HMC leapfrog steps per transition (1: MALA).
         initial_step_size: first leapfrog step size (in whitened units; None: ``d^(-1/4)``).
         target_acceptance: HMC acceptance rate the step sizes adapt toward.

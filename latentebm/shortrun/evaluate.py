@@ -49,6 +49,7 @@ from latentebm.shortrun.tools import (
     reconstruct,
     reconstruction_entry,
 )
+from latentebm.task_contract import DataSpaceTask, check_task
 
 __all__ = ["DEFAULT_SHORTRUN_METRICS", "SHORTRUN_METRICS", "evaluate_shortrun", "split_images"]
 
@@ -274,6 +275,7 @@ def evaluate_shortrun(
     started = time.perf_counter()
     recipe = loaded.recipe
     task = instantiate(recipe.task, data_root=recipe.data.root, state=None)
+    check_task(task, recipe.task.component, DataSpaceTask)
     split = _default_split(task, split)
     model = loaded.model
     stamp = {
