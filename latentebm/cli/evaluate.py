@@ -270,12 +270,10 @@ SHORTRUN_EVALUATE_OPTIONS = (
 def _evaluate_shortrun(args: argparse.Namespace) -> int:
     """``evaluate`` for a data-space short-run EBM run (:mod:`latentebm.shortrun.evaluate`);
     an option of the latent EBM's metrics is refused in one line."""
-    from latentebm.cli.parser import build_parser
     from latentebm.evaluate_table import format_table
     from latentebm.shortrun.evaluate import evaluate_shortrun
 
-    parser = build_parser()
-    defaults = vars(parser.parse_args(["evaluate", "--", args.run]))
+    defaults = getattr(args, "option_defaults", {})  # set by the parser
     for name, value in vars(args).items():
         if name in SHORTRUN_EVALUATE_OPTIONS or name not in defaults:
             continue

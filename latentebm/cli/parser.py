@@ -472,6 +472,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="fid: NVIDIA's inception-2015-12-05.pt TorchScript file (standard FID)",
     )
     ev.set_defaults(func=cmd_evaluate)
+    # what each option is when not given: evaluate of a short-run run refuses the others
+    ev.set_defaults(option_defaults={a.dest: a.default for a in ev._actions if a.option_strings})
 
     export = sub.add_parser(
         "export",
