@@ -82,6 +82,13 @@ def main(argv: list[str] | None = None) -> int:
         "the EBM prior, e.g. optim.prior.lr); default: --tag",
     )
     parser.add_argument(
+        "--runs",
+        default=None,
+        metavar="EBM_RUN,GAUSSIAN_RUN",
+        help="evaluate these two trained runs (e.g. continued or forked ones whose folders do "
+        "not follow the --tag naming) instead of training; --steps is then only recorded",
+    )
+    parser.add_argument(
         "--true-generator",
         action="store_true",
         help="images only: both models keep the true generator, fixed (trainer.init_from, "
@@ -89,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         "(nothing to train) and only the EBM prior learns, from posterior samples",
     )
     args = parser.parse_args(argv)
+    if args.runs and (args.runs.count(",") != 1 or args.true_generator):
+        parser.error("--runs takes EBM_RUN,GAUSSIAN_RUN (and not --true-generator)")
     if args.true_generator and "text" in args.kinds.split(","):
         parser.error("--true-generator: images only (the text task numbers its words itself)")
     torch.set_num_threads(args.threads)
@@ -132,6 +141,9 @@ def run_one(kind: str, z_dim: int, out: Path, args: argparse.Namespace) -> dict[
             "trainer.init_parts=[generator]",
             "trainer.freeze=[generator]",
         ]
+    if args.runs:
+        ebm_run, gaussian_run = args.runs.split(",")
+        runs = {"ebm": Path(ebm_run), "gaussian": Path(gaussian_run)}
     for prior in ("ebm", "gaussian"):
         if prior in runs:
             continue
