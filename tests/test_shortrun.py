@@ -689,3 +689,27 @@ def test_end_of_training_keeps_an_older_metrics_file(tmp_path: Path) -> None:
     assert (run / "metrics.json").read_text() == old
     merged = json.loads((run / "metrics-1.json").read_text())["test"]["mse"]
     assert merged["n"] == 2 and merged["history"][0]["step"] == 4
+
+
+def test_shortrun_evaluate_says_how_far_it_is(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The noise fit reports its iterations (not the chain's steps), the fid sampling its
+    chain, as log lines."""
+    import logging
+
+    import latentebm.progress
+    from latentebm.metrics import image_eval
+    from latentebm.shortrun.evaluate import evaluate_shortrun
+
+    monkeypatch.setattr(latentebm.progress, "PROGRESS_SECONDS", 0.0)
+    run = ShortRunTrainer(tiny_recipe(tmp_path / "run")).fit()
+    monkeypatch.setattr(image_eval, "fid_extractor", lambda s: (lambda x: x.flatten(1), "px", {}))
+    settings = image_eval.ImageEvalSettings(recon_images=2, recon_steps=3, fid_samples=4)
+    with caplog.at_level(logging.INFO, logger="latentebm.shortrun.evaluate"):
+        evaluate_shortrun(run, metrics="mse,fid", images=settings, write=False)
+    lines = [r.getMessage() for r in caplog.records]
+    assert "mse: noise fit of images 1-2 of 2, iteration: step 3 of 3" in lines
+    assert any(line.startswith("fid: samples 1-4 of 4, chain: step") for line in lines)
+    with pytest.raises(ValueError, match="at least 1, got 0"):
+        evaluate_shortrun(run, images=image_eval.ImageEvalSettings(recon_steps=0), write=False)

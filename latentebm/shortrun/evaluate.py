@@ -24,6 +24,7 @@ checkpoint's recipe. Nothing here trains or changes the run.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -42,6 +43,7 @@ from latentebm.evaluate_output import (
 )
 from latentebm.export import HUB_PREFIX, PRETRAINED_PREFIX
 from latentebm.metrics.image_eval import ImageEvalSettings
+from latentebm.progress import logged_within
 from latentebm.shortrun.config import ShortRunRecipe
 from latentebm.shortrun.tools import (
     ShortRunModel,
@@ -50,6 +52,8 @@ from latentebm.shortrun.tools import (
     reconstruction_entry,
 )
 from latentebm.task_contract import DataSpaceTask, check_task
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_SHORTRUN_METRICS", "SHORTRUN_METRICS", "evaluate_shortrun", "split_images"]
 
@@ -116,10 +120,12 @@ def reconstruction_error(
 ) -> float:
     """Mean squared error per pixel (``[-1, 1]`` scale) of :func:`reconstruct` over
     ``images``, fitted ``batch_size`` images at a time."""
-    squared, pixels = 0.0, 0
-    for start in range(0, images.shape[0], batch_size):
+    squared, pixels, n = 0.0, 0, images.shape[0]
+    for start in range(0, n, batch_size):
         batch = images[start : start + batch_size]
-        _, mse = reconstruct(model, batch, n_iters, lr, generator=generator)
+        label = f"mse: noise fit of images {start + 1}-{start + batch.shape[0]} of {n}, iteration"
+        with logged_within(logger, label):
+            _, mse = reconstruct(model, batch, n_iters, lr, generator=generator)
         squared += mse * batch.numel()
         pixels += batch.numel()
     return squared / pixels
@@ -148,6 +154,10 @@ def _mse_entry(
     n_iters = (
         settings.recon_steps if settings.recon_steps is not None else trainer.reconstruction_iters
     )
+    if n_iters < 1:
+        raise ValueError(
+            f"mse: --recon-steps counts the noise fit's iterations; at least 1, got {n_iters}"
+        )
     images = split_images(task, split, settings.batch_size, n).to(model.device)
     mse = reconstruction_error(
         model,
@@ -192,10 +202,12 @@ def _fid_entry(
     started = time.perf_counter()
     reference_split = settings.fid_reference or split
     reference = split_images(task, reference_split, settings.batch_size)
-    samples = [
-        model.sample(min(settings.batch_size, settings.fid_samples - start), generator).cpu()
-        for start in range(0, settings.fid_samples, settings.batch_size)
-    ]
+    samples = []
+    for start in range(0, settings.fid_samples, settings.batch_size):
+        k = min(settings.batch_size, settings.fid_samples - start)
+        label = f"fid: samples {start + 1}-{start + k} of {settings.fid_samples}, chain"
+        with logged_within(logger, label):
+            samples.append(model.sample(k, generator).cpu())
     mu_gen, sigma_gen = compute_statistics(extractor, torch.cat(samples), settings.batch_size)
     mu_ref, sigma_ref = compute_statistics(extractor, reference, settings.batch_size)
     return {

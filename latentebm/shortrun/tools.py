@@ -239,8 +239,10 @@ def reconstruct(
     target = images.to(model.device).detach()
     z = model.initial(target.shape[0], generator).requires_grad_(True)
     optimizer = torch.optim.Adam([z], lr=lr)
-    for _ in range(n_iters):
-        x = model.run_chain(z, noise=False, differentiable=True).x
+    for i in range(n_iters):
+        report_within(i, n_iters)  # the fit's iteration, not the chain's step
+        with reporting_within(_ignore):
+            x = model.run_chain(z, noise=False, differentiable=True).x
         loss = (x - target).pow(2).sum()
         optimizer.zero_grad(set_to_none=True)
         (grad,) = torch.autograd.grad(loss, z)
