@@ -272,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_int,
         default=None,
         metavar="T",
-        help="AIS temperatures of the likelihood path (25)",
+        help="AIS temperatures of the likelihood path (200)",
     )
     like.add_argument(
         "--ais-init",
