@@ -280,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="AIS start: a Laplace fit per example (exact for Gaussian-like posteriors), "
         "N(0, sigma^2 I) (with --temperatures 500: tight on the rugged posteriors of text "
-        "models that use z, at about 12x the cost; docs/RESULTS.md section 12b), or both, "
+        "models that use z, at more cost; docs/RESULTS.md section 12b), or both, "
         "keeping each example's larger estimate (--reference-temperatures for that path; "
         "not a lower bound: up to about one standard error high where the two agree)",
     )
