@@ -28,7 +28,7 @@ class AISSettings:
         n_temperatures: transitions of the likelihood path (``both``: of its Laplace path).
             200: on 64 sentences simulated from a PTB model whose 32 latent units are all
             active, the bidirectional Monte Carlo gap of the Laplace start was 1.7 nats per
-            sentence with 25 transitions and 0.47 with 200, for 5.5-6.3x the CPU time
+            sentence with 25 transitions and 0.47 with 200, for roughly 6x the CPU time
             (docs/RESULTS.md section 12b); on Gaussian-like posteriors, where the Laplace start
             is already exact, the extra transitions mostly cost time.
         reference_temperatures: ``both`` only: transitions of the likelihood along the
