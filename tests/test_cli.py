@@ -605,29 +605,44 @@ def test_generate_samples_molecules_and_decodes_text_greedily_by_default(
 
 
 @pytest.mark.parametrize(
-    "args",
+    ("args", "bar_drawn"),
     [
-        ["generate", "pretrained:quickstart", "-n", "1000000"],
-        ["evaluate", "pretrained:quickstart", "--metrics", "marginal_nll", "-o", "m.json"],
+        (["generate", "pretrained:quickstart", "-n", "1000000"], "sample/s"),
+        (
+            ["evaluate", "pretrained:quickstart", "--metrics", "marginal_nll", "-o", "m.json"],
+            "sent/s",
+        ),
     ],
     ids=["generate", "evaluate"],
 )
-def test_ctrl_c_stops_a_model_command_with_one_line(tmp_path: Path, args: list[str]) -> None:
-    """SIGINT while a model command works: exit 130, ``latentebm: interrupted``, no traceback,
-    nothing half-written."""
+def test_ctrl_c_stops_a_model_command_with_one_line(
+    tmp_path: Path, args: list[str], bar_drawn: str
+) -> None:
+    """SIGINT while a model command works, its progress bar open: exit 130,
+    ``latentebm: interrupted`` as the last line (the bar does not draw again below it), no
+    traceback, nothing half-written."""
+    import os
+    import select
+
     process = subprocess.Popen(
         [*latentebm_command(), *args], cwd=tmp_path, env=cli_env(),
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_as_usual,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=sigint_as_usual,
     )  # fmt: skip
+    assert process.stderr is not None
+    seen = b""
     try:
-        time.sleep(4.0)  # loaded and working (the model is small)
-        assert process.poll() is None, process.communicate()
+        deadline = time.monotonic() + 120  # a hang guard, not a speed target
+        while bar_drawn.encode() not in seen:  # interrupt only once the bar is on stderr
+            assert process.poll() is None and time.monotonic() < deadline, seen.decode()
+            if select.select([process.stderr], [], [], 1.0)[0]:
+                seen += os.read(process.stderr.fileno(), 65536)
         process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=60)  # a hang guard, not a speed target
+        _, rest = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
             process.kill()
             process.communicate()
+    stderr = (seen + rest).decode()
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr, stderr
     assert stderr.strip().splitlines()[-1].endswith("latentebm: interrupted"), stderr

@@ -53,10 +53,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     _show_toolkit_logs()
     try:
         return int(args.func(args))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
+        _unwind(interrupt)
         print("latentebm: interrupted", file=sys.stderr)
         return 130
     except Interrupted as error:
+        _unwind(error)
         print(f"latentebm: {error}", file=sys.stderr)
         return error.exit_code
     except BrokenPipeError as error:
@@ -79,6 +81,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"latentebm: error: {one_line(str(error))}", file=sys.stderr)
         return 2
+
+
+def _unwind(error: BaseException) -> None:
+    """Let what the interrupted command still holds finish now, before the last line is printed.
+
+    A generator suspended mid-loop (a progress bar over batches, say) is referenced only by the
+    frames of ``error``'s traceback; left alone it is closed after ``main`` returns, and a
+    progress bar would then draw its last state below ``latentebm: interrupted``. Clearing the
+    frames (the still-running ones refuse, harmlessly) and collecting cycles closes such
+    generators here, so the interruption line is the last one on stderr."""
+    import gc
+    import traceback
+
+    traceback.clear_frames(error.__traceback__)
+    gc.collect()
+    sys.stderr.flush()
 
 
 def _stdout_closed() -> bool:
