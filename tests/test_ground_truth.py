@@ -146,3 +146,25 @@ def test_quadrature_fast_path_for_image_generators_equals_the_generic_one() -> N
     slow = quadrature_log_marginal(plain, x, limit=4.0, points=41)
     assert torch.allclose(fast.log_marginal, slow.log_marginal, atol=1e-3)
     assert abs(fast.log_z) < 1e-3  # the mixture prior has Z = 1
+
+
+@pytest.mark.parametrize(("c", "truncated"), [(0.0, False), (-0.5, False), (-0.9, True)])
+def test_quadrature_says_when_the_prior_reaches_the_grids_edge(c: float, truncated: bool) -> None:
+    """f(z) = -(c/2)|z|^2 makes the prior N(0, I / (1 + c)) with log Z = -log(1 + c) in 2-D: the
+    grid over [-5, 5]^2 holds N(0, I) and N(0, 2 I) (log Z exact to 1e-3), not N(0, 10 I),
+    whose grid log Z falls short of the exact one by -log(0.79) = 0.24 and is flagged."""
+    from tests.test_langevin import QuadraticPrior
+
+    torch.manual_seed(0)
+    generator = ConvGenerator(ConvGenerator.Config(ngf=4), z_dim=2, image_shape=(1, 28, 28))
+    model = LatentEBM(
+        QuadraticPrior(2, c), generator, LangevinSampler(1, 0.4), LangevinSampler(1, 0.1)
+    )
+    x = generator.sample(torch.randn(2, 2), noise=True, clamp=False).detach()
+    grid = quadrature_log_marginal(model, x, limit=5.0, points=151)
+    exact = -math.log(1 + c)
+    assert grid.truncated is truncated
+    if truncated:
+        assert grid.edge_share > 1e-3 and grid.log_z < exact - 0.2
+    else:
+        assert grid.edge_share < 1e-3 and abs(grid.log_z - exact) < 1e-3
