@@ -15,18 +15,58 @@ def reference(
     lengths: list[int], batch_size: int, seed: int, epoch: int, rank: int, world_size: int
 ) -> list[list[int]]:
     """The scheme written out with plain lists: shuffle, pools of 50 batches sorted by length
-    (stably), chunk, shuffle the batches, every world_size-th batch from rank, equal counts."""
+    (stably), chunk, group world_size neighbouring batches of a pool into a step (the pools'
+    remainders after all pools), shuffle the steps, batch ``rank`` of each step."""
     g = torch.Generator().manual_seed(seed * 100003 + epoch)
     perm = torch.randperm(len(lengths), generator=g).tolist()
     pool = 50 * batch_size
-    batches: list[list[int]] = []
+    steps: list[list[list[int]]] = []
+    rest: list[list[int]] = []
     for start in range(0, len(perm), pool):
         ordered = sorted(perm[start : start + pool], key=lambda i: lengths[i])
-        batches += [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
+        batches = [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
+        while len(batches) >= world_size:
+            steps.append(batches[:world_size])
+            batches = batches[world_size:]
+        rest += batches
+    while len(rest) >= world_size:
+        steps.append(rest[:world_size])
+        rest = rest[world_size:]
+    order = torch.randperm(len(steps), generator=g).tolist()
+    return [steps[i][rank] for i in order]
+
+
+def test_one_process_order_is_the_shuffled_batches() -> None:
+    """world_size 1: the batch order of the scheme before steps were grouped (single-process
+    runs and their resumption are unchanged)."""
+    lengths = np.random.default_rng(3).integers(1, 40, size=1234)
+    g = torch.Generator().manual_seed(2 * 100003 + 1)
+    perm = torch.randperm(len(lengths), generator=g).numpy()
+    batches = []
+    for start in range(0, len(perm), 50 * 8):
+        idx = perm[start : start + 50 * 8]
+        idx = idx[np.argsort(lengths[idx], kind="stable")]
+        batches += [idx[i : i + 8] for i in range(0, len(idx), 8)]
     order = torch.randperm(len(batches), generator=g).tolist()
-    batches = [batches[i] for i in order]
-    count = len(batches) // world_size
-    return [batches[i] for i in range(rank, len(batches), world_size)][:count]
+    got = bucketed_batch_indices(lengths, 8, seed=2, epoch=1)
+    assert [b.tolist() for b in got] == [batches[i].tolist() for i in order]
+
+
+def test_ranks_train_on_batches_of_similar_length_at_each_step() -> None:
+    """A step waits for its slowest rank: the ranks' batches at a step come from neighbouring
+    batches of one sorted pool, so their longest examples differ little, far less than those
+    of two batches drawn independently (the scheme before)."""
+    lengths = np.random.default_rng(0).integers(1, 80, size=20_000)
+    ranks = [
+        bucketed_batch_indices(lengths, 32, seed=1, epoch=0, rank=r, world_size=2) for r in range(2)
+    ]
+    longest = np.array([[lengths[b].max() for b in got] for got in ranks])  # (2, steps)
+    step_gap = np.abs(longest[0] - longest[1]).mean()
+    alone = np.array(
+        [lengths[b].max() for b in bucketed_batch_indices(lengths, 32, seed=1, epoch=0)]
+    )
+    independent_gap = np.abs(alone[0::2][: len(alone) // 2] - alone[1::2][: len(alone) // 2]).mean()
+    assert step_gap < 4.0 < 15.0 < independent_gap  # measured: 1.6 and 28
 
 
 @pytest.mark.parametrize("n", [0, 1, 7, 149, 150, 151, 1000])
