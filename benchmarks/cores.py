@@ -1,8 +1,11 @@
 """How to use every CPU core: one process with N threads, or N processes with one thread each.
 
 Runs ``latentebm train`` a few steps in each of these settings, in turn, for several rounds, and
-reports the training throughput (examples per second of wall time, from the run's
-``metrics.jsonl``, the first logging interval left out as warm-up):
+reports the training throughput per second of wall time in the task's own unit (target tokens
+for text, images for images; also examples/s), from the run's ``metrics.jsonl``, the first
+logging interval left out as warm-up. For text only tokens/s compares settings: its batches are
+bucketed by length, a few steps draw batches of very different lengths, and a data-parallel run
+draws other batches than one process does:
 
 * ``1 proc x 1 thread``: ``OMP_NUM_THREADS=1``, the baseline;
 * ``1 proc x N threads``: ``OMP_NUM_THREADS=N`` (intra-op parallelism);
@@ -19,7 +22,8 @@ Modalities (``--modality``):
 * ``images``: ``recipes/svhn.yaml`` (batch 100, z 100, ngf 64, K0 60, K1 20) on synthetic
   3x32x32 uint8 images written to a temporary ``array`` data set (no download needed).
 
-    OMP_NUM_THREADS=1 LATENTEBM_DATA=../shared/data python benchmarks/cores.py --modality text
+    OMP_NUM_THREADS=1 LATENTEBM_DATA=../shared/data python benchmarks/cores.py --modality text \
+        --steps 21 --log-every 5 --rounds 2
     python benchmarks/cores.py --modality images --steps 8 --rounds 2 --json out.json
 
 Run it on an otherwise idle machine: every setting uses all the cores it names.
@@ -118,19 +122,31 @@ def command(
 
 
 def throughput(run_dir: Path, batch: int, procs: int) -> dict[str, float]:
-    """Examples/s and seconds per update after the first logged interval."""
+    """Examples/s, the task's own unit per second (target tokens for text, images for images:
+    ``<unit>_per_s`` in ``metrics.jsonl``, summed over the processes) and seconds per update,
+    over the logged intervals after the first, each interval weighted by its duration.
+
+    For text the unit is what counts: length-bucketed batches differ in length several-fold,
+    so examples/s over a few steps depends on which batches a run drew (a data-parallel run
+    draws other batches than one process does), while tokens/s does not."""
     rows = [
         json.loads(line)
         for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
         if line.strip()
     ]
-    rows = [r for r in rows if "steps_per_s" in r][1:]
-    if not rows:
+    rows = [r for r in rows if "steps_per_s" in r]
+    if len(rows) < 2:
         raise SystemExit(f"{run_dir}/metrics.jsonl: no logged interval after the first")
-    steps_per_s = statistics.median(r["steps_per_s"] for r in rows)
+    unit = next(k for k in rows[0] if k.endswith("_per_s") and k != "steps_per_s")
+    steps = [b["step"] - a["step"] for a, b in zip(rows, rows[1:], strict=False)]
+    seconds = [n / r["steps_per_s"] for n, r in zip(steps, rows[1:], strict=True)]
+    total_seconds, total_steps = sum(seconds), sum(steps)
+    units = sum(r[unit] * t for r, t in zip(rows[1:], seconds, strict=True))
     return {
-        "examples_per_s": steps_per_s * batch * procs,
-        "seconds_per_update": 1.0 / steps_per_s,
+        "examples_per_s": total_steps * batch * procs / total_seconds,
+        "unit": unit.removesuffix("_per_s"),
+        "units_per_s": units / total_seconds,
+        "seconds_per_update": total_seconds / total_steps,
     }
 
 
@@ -159,6 +175,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 results[setting].append(row)
                 print(
                     f"round {round_ + 1} {setting:8s} {row['examples_per_s']:8.2f} examples/s "
+                    f"{row['units_per_s']:9.1f} {row['unit']}/s "
                     f"{row['seconds_per_update']:7.3f} s/update",
                     flush=True,
                 )
@@ -166,18 +183,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                     shutil.copytree(run_dir, args.keep / run_dir.name, dirs_exist_ok=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    base = (
-        statistics.median(r["examples_per_s"] for r in results.get("1x1", []))
-        if ("1x1" in results)
-        else None
-    )
+    base = statistics.median(r["units_per_s"] for r in results["1x1"]) if "1x1" in results else None
     summary: dict[str, Any] = {}
     for setting, rows in results.items():
-        speeds = sorted(r["examples_per_s"] for r in rows)
+        speeds = sorted(r["units_per_s"] for r in rows)
         summary[setting] = {
-            "examples_per_s_median": statistics.median(speeds),
-            "examples_per_s_min": speeds[0],
-            "examples_per_s_max": speeds[-1],
+            "unit": rows[0]["unit"],
+            "units_per_s_median": statistics.median(speeds),
+            "units_per_s_min": speeds[0],
+            "units_per_s_max": speeds[-1],
+            "examples_per_s_median": statistics.median(r["examples_per_s"] for r in rows),
             "seconds_per_update_median": statistics.median(r["seconds_per_update"] for r in rows),
             "speedup_vs_1x1": None if base is None else statistics.median(speeds) / base,
         }
@@ -194,14 +209,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "load_end": _load(),
         },
     }
-    print(f"\n{'setting':10s} {'examples/s':>12s} {'(min-max)':>17s}", end=" ")
-    print(f"{'s/update':>9s} {'x 1x1':>6s}")
+    unit = next(iter(summary.values()))["unit"] if summary else "examples"
+    print(f"\n{'setting':10s} {unit + '/s':>12s} {'(min-max)':>19s}", end=" ")
+    print(f"{'examples/s':>11s} {'s/update':>9s} {'x 1x1':>6s}")
     for setting, row in summary.items():
         speedup = "" if row["speedup_vs_1x1"] is None else f"{row['speedup_vs_1x1']:.2f}"
         print(
-            f"{setting:10s} {row['examples_per_s_median']:12.2f} "
-            f"({row['examples_per_s_min']:7.2f}-{row['examples_per_s_max']:7.2f}) "
-            f"{row['seconds_per_update_median']:9.3f} {speedup:>6s}"
+            f"{setting:10s} {row['units_per_s_median']:12.1f} "
+            f"({row['units_per_s_min']:8.1f}-{row['units_per_s_max']:8.1f}) "
+            f"{row['examples_per_s_median']:11.2f} {row['seconds_per_update_median']:9.3f} "
+            f"{speedup:>6s}"
         )
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -293,7 +293,9 @@ def test_cores_benchmark_end_to_end(tmp_path: Path) -> None:
     summary = result["summary"]
     assert set(summary) == {"1x1", "Nx1half"}
     assert summary["1x1"]["speedup_vs_1x1"] == pytest.approx(1.0)
-    assert all(row["examples_per_s_median"] > 0 for row in summary.values())
+    for row in summary.values():  # an image is an example: the two rates agree
+        assert row["unit"] == "images" and row["examples_per_s_median"] > 0
+        assert row["units_per_s_median"] == pytest.approx(row["examples_per_s_median"], rel=0.05)
     assert "Nx1half" in done.stdout
 
 
