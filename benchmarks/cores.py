@@ -121,7 +121,12 @@ def command(
     return cmd, env, batch
 
 
-def throughput(run_dir: Path, batch: int, procs: int) -> dict[str, float]:
+UNITS = ("tokens", "images")
+"""The throughput units of the toolkit's tasks in ``metrics.jsonl`` (``<unit>_per_s``; a task of
+one's own may name another, ``throughput_unit``, which is used when these are absent)."""
+
+
+def throughput(run_dir: Path, batch: int, procs: int) -> dict[str, Any]:
     """Examples/s, the task's own unit per second (target tokens for text, images for images:
     ``<unit>_per_s`` in ``metrics.jsonl``, summed over the processes) and seconds per update,
     over the logged intervals after the first, each interval weighted by its duration.
@@ -129,15 +134,18 @@ def throughput(run_dir: Path, batch: int, procs: int) -> dict[str, float]:
     For text the unit is what counts: length-bucketed batches differ in length several-fold,
     so examples/s over a few steps depends on which batches a run drew (a data-parallel run
     draws other batches than one process does), while tokens/s does not."""
+    where = run_dir / "metrics.jsonl"
     rows = [
-        json.loads(line)
-        for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-        if line.strip()
+        json.loads(line) for line in where.read_text(encoding="utf-8").splitlines() if line.strip()
     ]
-    rows = [r for r in rows if "steps_per_s" in r]
+    rows = [r for r in rows if "steps_per_s" in r and "step" in r]
     if len(rows) < 2:
-        raise SystemExit(f"{run_dir}/metrics.jsonl: no logged interval after the first")
-    unit = next(k for k in rows[0] if k.endswith("_per_s") and k != "steps_per_s")
+        raise SystemExit(f"{where}: no logged interval (with step and steps_per_s) after the first")
+    known = [f"{u}_per_s" for u in UNITS if f"{u}_per_s" in rows[0]]
+    other = [k for k in rows[0] if k.endswith("_per_s") and k != "steps_per_s"]
+    if not known + other:
+        raise SystemExit(f"{where}: no <unit>_per_s key besides steps_per_s")
+    unit = (known + other)[0]
     steps = [b["step"] - a["step"] for a, b in zip(rows, rows[1:], strict=False)]
     seconds = [n / r["steps_per_s"] for n, r in zip(steps, rows[1:], strict=True)]
     total_seconds, total_steps = sum(seconds), sum(steps)
@@ -157,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         raise SystemExit("text: set LATENTEBM_DATA to the folder holding ptb/ptb.train.txt.gz")
     load_start = _load()
     scratch = Path(tempfile.mkdtemp(prefix="latentebm_cores_"))
-    results: dict[str, list[dict[str, float]]] = {s: [] for s in settings}
+    results: dict[str, list[dict[str, Any]]] = {s: [] for s in settings}
     try:
         data = synthetic_images(scratch / "data") if args.modality == "images" else None
         for round_ in range(args.rounds):

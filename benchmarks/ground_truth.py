@@ -66,6 +66,8 @@ from latentebm.metrics.quadrature import (  # noqa: E402
 )
 
 REPO = Path(__file__).resolve().parent.parent
+QUADRATURE_LIMIT = 5.0
+"""The quadrature grid is ``[-QUADRATURE_LIMIT, QUADRATURE_LIMIT]^2``."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -210,7 +212,7 @@ def run_one(kind: str, z_dim: int, out: Path, args: argparse.Namespace) -> dict[
     if truncated:  # a grid NLL of a cut prior is not the model's: compare AIS with AIS
         print(
             f"ground_truth: {kind}: the prior of {', '.join(truncated)} reaches the edge of the "
-            "quadrature grid [-5, 5]^2 (edge share above "
+            f"quadrature grid [-{QUADRATURE_LIMIT:g}, {QUADRATURE_LIMIT:g}]^2 (edge share above "
             f"{EDGE_SHARE_LIMIT:g}); its grid NLL is that of a truncated prior: the row "
             "compares the AIS estimates instead",
             file=sys.stderr,
@@ -313,8 +315,9 @@ def quadrature_nll(model: torch.nn.Module, x: torch.Tensor) -> dict[str, Any]:
     10 examples when the grid is refined to 201 x 201 (the grid's error), and whether the
     prior's mass reaches the grid's edge (``truncated``: then the NLL is that of the prior cut
     to the grid, not the model's)."""
-    coarse = quadrature_log_marginal(model, x, limit=5.0, points=151)  # type: ignore[arg-type]
-    fine = quadrature_log_marginal(model, x[:10], limit=5.0, points=201)  # type: ignore[arg-type]
+    limit = QUADRATURE_LIMIT
+    coarse = quadrature_log_marginal(model, x, limit=limit, points=151)  # type: ignore[arg-type]
+    fine = quadrature_log_marginal(model, x[:10], limit=limit, points=201)  # type: ignore[arg-type]
     change = (fine.log_marginal - coarse.log_marginal[:10]).abs().max()
     return {
         "nll": -float(coarse.log_marginal.mean()),
@@ -377,7 +380,7 @@ def figure(rows: list[dict[str, Any]], out: Path, path: Path) -> None:
         with torch.no_grad():
             true_density = true_model.prior.log_prob(grid).exp()
             learned = ebm.prior.log_density(grid)
-            at_edge = grid_edge_share(learned.view(161, 161).double()) > EDGE_SHARE_LIMIT
+            at_edge = not grid_edge_share(learned.view(161, 161), grid_axis) <= EDGE_SHARE_LIMIT
             learned = (learned - torch.logsumexp(learned, 0)).exp()
         samples = ebm.sample_prior(2000, generator=torch.Generator().manual_seed(0)).z
         outside = float((samples.abs() > 4).any(1).float().mean())

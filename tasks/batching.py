@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 POOL_BATCHES = 50
-"""A pool (sorted by length before it is chunked into batches) holds this many batches."""
+"""A pool (sorted by length before it is chunked into batches) holds this many batches per
+rank (steps)."""
 
 
 def check_batch_options(batch_size: int, *, rank: int, world_size: int) -> None:
@@ -34,17 +35,17 @@ def bucketed_batch_indices(
 
     With ``shuffle`` the order is a deterministic function of ``(seed, epoch)`` (one
     ``torch.Generator`` seeded with ``seed * 100003 + epoch``): the examples are shuffled, cut
-    into pools of ``50 * batch_size``, each pool is sorted by length (stable) and chunked into
-    batches (so lengths within a batch are similar); consecutive batches of a pool are grouped
-    ``world_size`` at a time into *steps* (the batches of a pool's last, incomplete step go
-    into steps of their own after all pools), the order of the steps is shuffled, and rank
-    ``r`` gets the ``r``-th batch of every step. The ranks therefore train on batches of
-    similar length at each step: a step waits for its slowest rank, and of two independently
-    drawn PTB batches (batch 32) the longer is on average 1.26 times as long as a batch. With
-    ``world_size == 1`` a step is one batch, and the order is the batch order shuffled. Batches
-    that do not fill a last step (at most ``world_size - 1``) are left out, so every rank has
-    the same count. Without ``shuffle`` batches follow index order and rank ``r`` gets
-    ``all_batches[r::world_size]``, truncated likewise.
+    into pools of ``50 * world_size * batch_size``, each pool is sorted by length (stable) and
+    chunked into batches (so lengths within a batch are similar); neighbouring batches of a pool
+    are grouped ``world_size`` at a time into *steps*, the order of the steps is shuffled, and
+    rank ``r`` gets the ``r``-th batch of every step. The ranks therefore train on batches of
+    similar length at each step: a step waits for its slowest rank, and on PTB (batch 32) the
+    longer of two independently drawn batches is on average 1.26 times the length of the
+    pair's mean. With ``world_size == 1`` a step is one batch and the order is the batch order
+    shuffled, as before steps were grouped. Where the last pool's batches do not fill its last
+    step, that many of its batches (at most ``world_size - 1``), drawn at random, are left out,
+    so every rank has the same count. Without ``shuffle`` batches follow index order and rank
+    ``r`` gets ``all_batches[r::world_size]``, truncated likewise.
 
     Args:
         lengths: ``(n,)`` length of each example (only their order matters).
@@ -61,18 +62,16 @@ def bucketed_batch_indices(
         return groups[rank::world_size][: len(groups) // world_size]
     g = torch.Generator().manual_seed(seed * 100003 + epoch)
     perm = torch.randperm(n, generator=g).numpy()
-    pool = batch_size * POOL_BATCHES
+    pool = batch_size * POOL_BATCHES * world_size
     steps: list[list[np.ndarray]] = []
-    leftover: list[np.ndarray] = []
     for start in range(0, n, pool):
         idx = perm[start : start + pool]
         idx = idx[np.argsort(lengths[idx], kind="stable")]
         batches = [idx[i : i + batch_size] for i in range(0, len(idx), batch_size)]
-        full = len(batches) // world_size * world_size
-        steps.extend(batches[i : i + world_size] for i in range(0, full, world_size))
-        leftover.extend(batches[full:])
-    full = len(leftover) // world_size * world_size
-    steps.extend(leftover[i : i + world_size] for i in range(0, full, world_size))
+        if extra := len(batches) % world_size:  # only in the last pool: leave out random ones
+            dropped = set(torch.randperm(len(batches), generator=g)[:extra].tolist())
+            batches = [b for i, b in enumerate(batches) if i not in dropped]
+        steps.extend(batches[i : i + world_size] for i in range(0, len(batches), world_size))
     order = torch.randperm(len(steps), generator=g).tolist()
     return [steps[i][rank] for i in order]
 

@@ -299,6 +299,31 @@ def test_cores_benchmark_end_to_end(tmp_path: Path) -> None:
     assert "Nx1half" in done.stdout
 
 
+def test_cores_throughput_weights_intervals_by_their_duration(tmp_path: Path) -> None:
+    """Two intervals after the warm-up one: 5 steps in 10 s at 1000 tokens/s and 1 step in 10 s
+    at 10 tokens/s give 505 tokens/s and 20 s / 6 steps, not the mean of the two rates."""
+    script = SCRIPT.with_name("cores.py")
+    spec = importlib.util.spec_from_file_location("bench_cores", script)
+    assert spec is not None and spec.loader is not None
+    cores = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cores)
+    rows = [
+        {"step": 5, "tokens_per_s": 1.0, "steps_per_s": 0.01},  # warm-up: left out
+        {"step": 10, "tokens_per_s": 1000.0, "steps_per_s": 0.5, "recon_nll": 100.0},
+        {"event": "checkpoint", "step": 10},
+        {"step": 11, "tokens_per_s": 10.0, "steps_per_s": 0.1},
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    got = cores.throughput(tmp_path, batch=4, procs=2)
+    assert got["unit"] == "tokens"
+    assert got["units_per_s"] == pytest.approx(505.0)
+    assert got["seconds_per_update"] == pytest.approx(20.0 / 6)
+    assert got["examples_per_s"] == pytest.approx(6 * 4 * 2 / 20.0)
+    (tmp_path / "metrics.jsonl").write_text(json.dumps(rows[0]) + "\n")
+    with pytest.raises(SystemExit, match="no logged interval"):
+        cores.throughput(tmp_path, batch=4, procs=2)
+
+
 def test_cores_benchmark_rejects_too_few_steps() -> None:
     done = run_benchmark("cores.py", "--steps", "2", "--log-every", "3")
     assert done.returncode == 2 and "--steps must exceed --log-every" in done.stderr

@@ -87,16 +87,27 @@ def _unwind(error: BaseException) -> None:
     """Let what the interrupted command still holds finish now, before the last line is printed.
 
     A generator suspended mid-loop (a progress bar over batches, say) is referenced only by the
-    frames of ``error``'s traceback; left alone it is closed after ``main`` returns, and a
-    progress bar would then draw its last state below ``latentebm: interrupted``. Clearing the
-    frames (the still-running ones refuse, harmlessly) and collecting cycles closes such
-    generators here, so the interruption line is the last one on stderr."""
+    frames of ``error``'s traceback (and of the exceptions it was raised from or while
+    handling); left alone it is closed after ``main`` returns, and a progress bar would then
+    draw its last state below ``latentebm: interrupted``. Clearing those frames (the
+    still-running ones refuse, harmlessly) and collecting cycles closes such generators here, so
+    the interruption line is the last one on stderr. A second Ctrl-C meanwhile, or a closed
+    stderr, only cuts this short."""
     import gc
     import traceback
 
-    traceback.clear_frames(error.__traceback__)
-    gc.collect()
-    sys.stderr.flush()
+    with contextlib.suppress(KeyboardInterrupt, OSError, ValueError):
+        seen: set[int] = set()
+        pending: list[BaseException | None] = [error]
+        while pending:
+            current = pending.pop()
+            if current is None or id(current) in seen:
+                continue
+            seen.add(id(current))
+            traceback.clear_frames(current.__traceback__)
+            pending += [current.__cause__, current.__context__]
+        gc.collect()
+        sys.stderr.flush()
 
 
 def _stdout_closed() -> bool:
