@@ -4,6 +4,7 @@ import io
 import logging
 import os
 import random
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -218,12 +219,13 @@ def test_batches_ranks(batch_task: TextTask) -> None:
     ]
     assert len({len(s) for s in shares}) == 1
     assert len(shares[0]) == len(full) // world
-    # rank r gets full[r::world] (truncated): the shares are disjoint slices of one epoch
-    for r, s in enumerate(shares):
-        assert all(torch.equal(x, y) for x, y in zip(s, full[r::world], strict=False))
-    used = sorted(_row_ids([b for s in shares for b in s]))
-    kept = sorted(_row_ids(full[: world * len(shares[0])]))
-    assert used == kept
+    # the shares are disjoint parts of one epoch (tasks/batching.py groups the ranks' batches
+    # by length), missing at most world - 1 batches of it: no sentence more often than the
+    # split holds it
+    used = Counter(_row_ids([b for s in shares for b in s]))
+    everything = Counter(_row_ids(full))
+    assert not used - everything
+    assert everything.total() - (world - 1) * 16 <= used.total() <= everything.total()
     with pytest.raises(ValueError):
         task.batches("train", 16, seed=4, epoch=2, rank=3, world_size=3)
 
