@@ -94,6 +94,18 @@ def reduce_values(
     return dict(zip(keys, tensor.cpu().tolist(), strict=True))
 
 
+def max_over_ranks(value: float, ctx: DistContext) -> float:
+    """The largest of every rank's ``value``, on every rank (e.g. a stop signal that one rank
+    received: every rank then stops at the same step, as the collectives require)."""
+    if not ctx.enabled:
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        tensor = tensor.cuda()
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return float(tensor.item())
+
+
 def broadcast_object(obj: Any, ctx: DistContext) -> Any:
     """Rank 0's ``obj`` on every rank."""
     if not ctx.enabled:

@@ -50,6 +50,7 @@ from latentebm.distributed import (
     broadcast_parameters,
     gather_objects,
     init_distributed,
+    max_over_ranks,
     reduce_values,
     shutdown,
 )
@@ -450,13 +451,16 @@ class Trainer:
                     interval_start = time.perf_counter()
                 if st.step % cfg.checkpoint_every == 0 or last or checkpoint_due:
                     self._save_checkpoint(task, model, optimizers, langevin_rng)
-                if self._signal is not None:
+                # every rank stops at the same step (the checkpoint gathers from all of them),
+                # even when the signal reached them on either side of this line
+                stop = int(max_over_ranks(float(self._signal or 0), ctx))
+                if stop:
                     where = self._save_checkpoint(task, model, optimizers, langevin_rng)
-                    name = signal.Signals(self._signal).name
+                    name = signal.Signals(stop).name
                     raise Interrupted(
                         f"{name} at step {st.step}: checkpoint saved to {where}; "
                         "continue with resume=auto",
-                        exit_code=128 + self._signal,
+                        exit_code=128 + stop,
                     )
             if st.batch_in_epoch >= len(batches):
                 st.epoch += 1

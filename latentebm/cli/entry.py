@@ -5,6 +5,7 @@ records go to stderr as plain lines.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
 import os
@@ -39,6 +40,24 @@ def _show_toolkit_logs() -> None:
             log.setLevel(logging.INFO)
 
 
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line, with a command's ``key=value`` overrides allowed after its options too
+    (``latentebm train ptb --processes 2 trainer.max_steps=10``: argparse alone would have
+    ended the overrides at the option)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    overrides = getattr(args, "overrides", None)
+    if extra and (overrides is None or any(_not_an_override(item) for item in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.overrides = [*overrides, *extra]
+    return args
+
+
+def _not_an_override(item: str) -> bool:
+    return item.startswith("-") or ("=" not in item and not item.startswith("~"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; user errors print one line and exit non-zero (LATENTEBM_DEBUG=1: traceback)."""
     from latentebm.config import RecipeError
@@ -49,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         TrainingError,
     )
 
-    args = build_parser().parse_args(argv)
+    args = _parse(argv)
     _show_toolkit_logs()
     try:
         return int(args.func(args))
@@ -59,7 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Interrupted as error:
         _unwind(error)
-        print(f"latentebm: {error}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # data-parallel: every rank stopped; one says so
+            print(f"latentebm: {error}", file=sys.stderr)
         return error.exit_code
     except BrokenPipeError as error:
         if not _stdout_closed():  # a pipe of something else broke: a real failure

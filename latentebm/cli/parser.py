@@ -77,11 +77,20 @@ def build_parser() -> argparse.ArgumentParser:
         "  latentebm train ptb trainer.resume=auto\n"
         "  latentebm train qm9 '~model.generator' "
         "model.generator._component_=latentebm.generators.transformer.TransformerDecoder\n"
-        "  torchrun --nproc_per_node 2 -m latentebm.cli train ptb",
+        "  latentebm train ptb_reference --processes 2    # two data-parallel processes",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     train.add_argument("recipe", help="a recipe file, or a built-in recipe name (latentebm ls)")
     train.add_argument("overrides", nargs="*", metavar="key=value", help=OVERRIDES_HELP)
+    train.add_argument(
+        "--processes",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="train with N data-parallel processes on this machine, trainer.batch_size split "
+        "among them (the same examples per update), OMP_NUM_THREADS or cores/N threads each; "
+        "on a CPU the faster way for text (docs/performance.md); default 1",
+    )
     train.set_defaults(func=cmd_train)
 
     gen = sub.add_parser(

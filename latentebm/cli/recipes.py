@@ -167,17 +167,51 @@ def cmd_train(args: argparse.Namespace) -> int:
     # family shortrun: the data-space short-run EBM of Nijkamp, Hill, Zhu and Wu (2019), "Learning
     # Non-Convergent Non-Persistent Short-Run MCMC Toward Energy-Based Model"
     family = recipe_family(path)  # the YAML only: a first line before torch and the task load
-    _say_starting(path)
+    launching = args.processes > 1 and "WORLD_SIZE" not in os.environ
+    if not launching:  # else the main process of the job says it
+        _say_starting(path)
     if family == "shortrun":
         from latentebm.shortrun import ShortRunTrainer, load_shortrun_recipe
+
+        if args.processes > 1:
+            raise ValueError(
+                f"--processes {args.processes}: {path} is a short-run recipe, which trains in "
+                "one process (use OMP_NUM_THREADS for the cores)"
+            )
 
         ShortRunTrainer(load_shortrun_recipe(path, args.overrides)).fit()
         return 0
     recipe = load_recipe(path, args.overrides)  # imports the recipe's task and generator
+    if launching:
+        return _train_in_processes(path, args.overrides, recipe.trainer.batch_size, args.processes)
     from latentebm.train import Trainer
 
     Trainer(recipe).fit()
     return 0
+
+
+def _train_in_processes(path: Path, overrides: list[str], batch_size: int, processes: int) -> int:
+    """``--processes N``: N data-parallel copies of this command (:mod:`latentebm.launch`), each
+    with ``trainer.batch_size / N`` examples, so an update sees the recipe's batch as one process
+    would (the gradients are averaged over processes)."""
+    from latentebm.launch import run_processes, threads_per_process
+
+    if batch_size % processes:
+        raise ValueError(
+            f"--processes {processes}: trainer.batch_size={batch_size} does not split into "
+            f"{processes} equal shares (each process takes batch_size / processes examples of an "
+            f"update); set trainer.batch_size to a multiple of {processes}"
+        )
+    per_process = batch_size // processes
+    threads = threads_per_process(processes, os.environ)
+    print(
+        f"latentebm: {processes} data-parallel processes of {threads} thread(s), "
+        f"trainer.batch_size={per_process} each ({batch_size} examples per update)",
+        file=sys.stderr,
+    )
+    command = [sys.executable, "-m", "latentebm.cli", "train", str(path), *overrides]
+    command.append(f"trainer.batch_size={per_process}")
+    return run_processes(command, processes, threads=threads)
 
 
 def _say_starting(path: Path) -> None:

@@ -1,0 +1,162 @@
+"""Start data-parallel training processes on this machine: ``latentebm train --processes N``.
+
+What ``torchrun --standalone --nproc_per_node N`` does for one machine, without its agent in
+the middle: :func:`run_processes` starts ``N`` copies of a command with the environment that
+:func:`latentebm.distributed.init_distributed` reads (``RANK``, ``LOCAL_RANK``,
+``WORLD_SIZE``, ``MASTER_ADDR``/``MASTER_PORT`` of a free local port), ``OMP_NUM_THREADS``
+threads each, and waits for them.
+
+Contract:
+
+* **Signals reach every process exactly once.** The processes run in their own process group,
+  so a Ctrl-C at the terminal reaches this process alone, which passes SIGINT (and SIGTERM) on
+  to each of them once: every process then finishes its step, the processes agree on the stop
+  (:func:`latentebm.distributed.max_over_ranks`) and the main one saves a checkpoint. A second
+  Ctrl-C is passed on too (the trainer then stops at once); SIGHUP (the terminal closed) is
+  passed on as SIGTERM. Should this process die, the processes get SIGTERM from the kernel
+  (Linux ``PR_SET_PDEATHSIG``): they save and stop at the end of their step, unless one waits
+  in a collective for a peer that is gone (it then waits for gloo's timeout).
+* **One failure ends them all.** When a process exits with an error, the others get
+  ``grace_seconds`` to end by themselves (an error the trainer sees on every rank ends every
+  rank) and are then killed (a rank waiting in a collective for a dead peer would otherwise wait
+  for gloo's 30-minute timeout).
+* **The exit status** is the first non-zero status of a process (a signal ``s`` as ``128 + s``),
+  else 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from types import FrameType
+
+GRACE_SECONDS = 10.0
+_PR_SET_PDEATHSIG = 1
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def threads_per_process(processes: int, environ: Mapping[str, str]) -> int:
+    """``OMP_NUM_THREADS`` if the user set it, else the usable cores shared out (at least 1)."""
+    given = environ.get("OMP_NUM_THREADS", "").strip()
+    if given.isdigit() and int(given) > 0:
+        return int(given)
+    return max(1, usable_cores() // processes)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for the process group's store)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def worker_environment(
+    base: Mapping[str, str], *, rank: int, processes: int, port: int, threads: int
+) -> dict[str, str]:
+    """The environment of process ``rank`` of ``processes`` (module docstring)."""
+    env = dict(base)
+    env.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(processes),
+        LOCAL_WORLD_SIZE=str(processes),
+        GROUP_RANK="0",
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        OMP_NUM_THREADS=str(threads),
+    )
+    return env
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _status(returncode: int) -> int:
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def run_processes(
+    command: Sequence[str],
+    processes: int,
+    *,
+    threads: int,
+    environ: Mapping[str, str] | None = None,
+    grace_seconds: float = GRACE_SECONDS,
+) -> int:
+    """Run ``processes`` copies of ``command`` as one data-parallel job; their exit status."""
+    if processes < 2:
+        raise ValueError(f"processes must be >= 2, got {processes}")
+    base = dict(os.environ if environ is None else environ)
+    port = free_port()
+    children: list[subprocess.Popen[bytes]] = []
+
+    def pass_on(signum: int, frame: FrameType | None) -> None:
+        for child in children:
+            if child.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    child.send_signal(signum)
+
+    def hung_up(signum: int, frame: FrameType | None) -> None:  # the terminal closed
+        pass_on(signal.SIGTERM, frame)
+
+    handlers = {signal.SIGINT: pass_on, signal.SIGTERM: pass_on, signal.SIGHUP: hung_up}
+    previous = {s: signal.signal(s, handler) for s, handler in handlers.items()}
+    try:
+        for rank in range(processes):
+            env = worker_environment(
+                base, rank=rank, processes=processes, port=port, threads=threads
+            )
+            children.append(
+                subprocess.Popen(
+                    list(command),
+                    env=env,
+                    process_group=0,
+                    preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                )
+            )
+        return _wait(children, grace_seconds)
+    finally:
+        for child in children:  # only after an error of our own: never leave one running
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _wait(children: list[subprocess.Popen[bytes]], grace_seconds: float) -> int:
+    first_error = 0
+    failed_at: float | None = None
+    while True:
+        running = [c for c in children if c.poll() is None]
+        for child in children:
+            code = child.returncode
+            if code not in (None, 0) and not first_error:
+                first_error = _status(code)
+                failed_at = time.monotonic()
+        if not running:
+            return first_error
+        if failed_at is not None and time.monotonic() - failed_at > grace_seconds:
+            for child in running:
+                child.kill()
+            for child in running:
+                child.wait()
+            return first_error
+        time.sleep(0.1)

@@ -1,0 +1,187 @@
+"""``latentebm train --processes N`` and :mod:`latentebm.launch`: the processes' environment,
+signals passed on exactly once, one failure ending the job, the batch split, and a stop that
+reaches one rank only stopping every rank at the same step."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from latentebm.checkpoint import checkpoint_path, list_checkpoints
+from latentebm.cli import main
+from latentebm.cli.entry import _parse
+from latentebm.launch import run_processes, threads_per_process, worker_environment
+from tests.conftest import cli_env
+
+# a worker that counts the SIGINTs it gets until SIGTERM or 30 s, then exits 10 + the count
+COUNTING_WORKER = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    count = 0
+    def on_int(signum, frame):
+        global count
+        count += 1
+    signal.signal(signal.SIGINT, on_int)
+    open(os.environ["READY_DIR"] + "/" + os.environ["RANK"], "w").close()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not count:
+        time.sleep(0.05)
+    time.sleep(1.0)  # a second copy of the signal would arrive within this
+    sys.exit(10 + count)
+    """
+)
+
+
+def test_threads_per_process_shares_the_cores_unless_told() -> None:
+    assert threads_per_process(2, {"OMP_NUM_THREADS": "3"}) == 3
+    cores = len(os.sched_getaffinity(0))
+    assert threads_per_process(2, {}) == max(1, cores // 2)
+    assert threads_per_process(cores * 4, {"OMP_NUM_THREADS": ""}) == 1
+
+
+def test_worker_environment_is_what_init_distributed_reads() -> None:
+    env = worker_environment({"KEEP": "1"}, rank=1, processes=2, port=1234, threads=1)
+    assert env["KEEP"] == "1"
+    assert (env["RANK"], env["LOCAL_RANK"], env["WORLD_SIZE"]) == ("1", "1", "2")
+    assert (env["MASTER_ADDR"], env["MASTER_PORT"], env["OMP_NUM_THREADS"]) == (
+        "127.0.0.1",
+        "1234",
+        "1",
+    )
+
+
+def test_each_process_gets_its_rank(tmp_path: Path) -> None:
+    script = (
+        "import os, sys; "
+        "open(sys.argv[1] + '/' + os.environ['RANK'], 'w').write(os.environ['WORLD_SIZE'])"
+    )
+    command = [sys.executable, "-c", script, str(tmp_path)]
+    assert run_processes(command, 3, threads=1) == 0
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {"0": "3", "1": "3", "2": "3"}
+
+
+def test_one_failure_ends_the_others(tmp_path: Path) -> None:
+    script = (
+        "import os, sys, time; r = os.environ['RANK']; sys.exit(3) if r == '1' else time.sleep(60)"
+    )
+    started = time.monotonic()
+    assert run_processes([sys.executable, "-c", script], 2, threads=1, grace_seconds=0.5) == 3
+    assert time.monotonic() - started < 20  # rank 0 was killed, not waited for
+
+
+def test_a_ctrl_c_at_the_terminal_reaches_every_process_once(tmp_path: Path) -> None:
+    """The terminal sends SIGINT to the foreground process group: here the launcher's own
+    (a new session stands for the terminal's group). Each worker must count exactly one."""
+    launcher = (
+        "import sys; from latentebm.launch import run_processes; "
+        f"sys.exit(run_processes([sys.executable, '-c', {COUNTING_WORKER!r}], 2, threads=1))"
+    )
+    env = cli_env(READY_DIR=str(tmp_path))
+    job = subprocess.Popen([sys.executable, "-c", launcher], env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(tmp_path.iterdir())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.killpg(job.pid, signal.SIGINT)  # what Ctrl-C does
+        assert job.wait(timeout=60) == 11  # every worker: one SIGINT
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+
+
+def test_overrides_may_follow_the_options() -> None:
+    args = _parse(["train", "r.yaml", "a.b=1", "--processes", "2", "c=2", "~d"])
+    assert (args.processes, args.overrides) == (2, ["a.b=1", "c=2", "~d"])
+    with pytest.raises(SystemExit):
+        _parse(["train", "r.yaml", "--processes", "2", "stray"])
+
+
+def test_a_batch_that_does_not_split_is_refused_before_anything_starts(
+    tiny_recipe, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recipe = tiny_recipe()  # batch_size 16
+    run = tmp_path / "run"
+    assert main(["train", str(recipe), "--processes", "3", f"trainer.run_dir={run}"]) != 0
+    err = capsys.readouterr().err
+    assert "trainer.batch_size=16 does not split into 3" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not run.exists()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _rank_of(pid: int) -> str | None:
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    for item in environ:
+        if item.startswith(b"RANK="):
+            return item[5:].decode()
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc (Linux)")
+def test_processes_train_split_batches_and_stop_together(tiny_recipe, tmp_path: Path) -> None:
+    """Two processes: half the batch each, one run folder; a SIGINT that reaches rank 1 alone
+    stops both at the same step with a checkpoint (they agree on the stop), and the run
+    resumes from it."""
+    run = tmp_path / "run"
+    base = ["train", str(tiny_recipe()), "--processes", "2", f"trainer.run_dir={run}"]
+    command = [sys.executable, "-m", "latentebm.cli", *base, "trainer.max_steps=100000"]
+    job = subprocess.Popen(command, cwd=tmp_path, env=cli_env(), stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run / "checkpoints").is_dir() or not list_checkpoints(run):
+            assert time.monotonic() < deadline and job.poll() is None, "no checkpoint"
+            time.sleep(0.2)
+        rank1 = [p for p in _children(job.pid) if _rank_of(p) == "1"]
+        assert len(rank1) == 1
+        os.kill(rank1[0], signal.SIGINT)  # the main process never got a signal
+        _, err = job.communicate(timeout=120)
+    finally:
+        if job.poll() is None:  # the workers too: they run in their own process group
+            for pid in _children(job.pid):
+                os.kill(pid, signal.SIGKILL)
+            job.kill()
+    assert job.returncode == 130, err[-2000:]
+    assert err.count("SIGINT at step") == 1, err[-2000:]
+    step = int(err.split("SIGINT at step ")[1].split(":")[0])
+    state = torch.load(checkpoint_path(run, step), weights_only=True)
+    assert state["world_size"] == 2 and len(state["rng"]) == 2
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["trainer"]["batch_size"] == 8  # the recipe's 16 split in two
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "latentebm.cli", *base, f"trainer.max_steps={step + 2}"]
+        + ["trainer.resume=auto"],
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"at step {step}" in resumed.stderr
+    assert list_checkpoints(run)[-1] == checkpoint_path(run, step + 2)
