@@ -12,7 +12,8 @@ draws other batches than one process does:
 * ``N procs x 1 thread``: ``torchrun --standalone --nproc_per_node N`` with ``OMP_NUM_THREADS=1``
   (data parallel over gloo; every rank reads its own batch of ``trainer.batch_size``, so an
   update sees N times as many examples);
-* ``N procs x 1 thread, batch / N``: the same with ``trainer.batch_size`` divided by N, so an
+* ``N procs x 1 thread, batch / N``: the documented command, ``latentebm train --processes N``
+  with ``OMP_NUM_THREADS=1``: the same processes with ``trainer.batch_size`` divided by N, so an
   update sees the baseline's number of examples (the same optimisation, only faster).
 
 Modalities (``--modality``):
@@ -110,7 +111,12 @@ def command(
         overrides += ["task.dataset=array", f"task.path={data}", "task.valid_fraction=0.0"]
     overrides += args.override
     recipe = RECIPES[args.modality]
-    if procs == 1:
+    if setting == "Nx1half":  # the launcher divides the recipe's batch itself
+        full = [o for o in overrides if not o.startswith("trainer.batch_size=")]
+        full.insert(0, f"trainer.batch_size={BATCH[args.modality]}")
+        cmd = [sys.executable, "-m", "latentebm.cli", "train", recipe, "--processes", str(procs)]
+        cmd += full
+    elif procs == 1:
         cmd = [sys.executable, "-m", "latentebm.cli", "train", recipe, *overrides]
     else:
         cmd = [

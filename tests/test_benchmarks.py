@@ -278,7 +278,7 @@ def test_ais_vs_quadrature_rejects_an_unknown_variant_in_one_line(
 
 
 def test_cores_benchmark_end_to_end(tmp_path: Path) -> None:
-    """``benchmarks/cores.py`` on a tiny image model: one process and two (torchrun)."""
+    """``benchmarks/cores.py`` on a tiny image model: one process and two (``--processes``)."""
     out = tmp_path / "cores.json"
     args = [
         "--modality", "images", "--cores", "2", "--steps", "3", "--log-every", "1",
