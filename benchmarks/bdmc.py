@@ -22,6 +22,7 @@ Prints a summary and writes a JSON record (``--json``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -59,6 +60,13 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="shortest simulated sentence in tokens before <eos> (shorter ones are rejected: "
         "data of the real split's lengths; the latent vectors stay exact posterior draws)",
+    )
+    parser.add_argument(
+        "--first",
+        type=positive_int,
+        default=None,
+        help="score only the first K of the simulated sentences (the same sentences as a run "
+        "with the same --examples and --seed, e.g. to compare settings on a subset)",
     )
     parser.add_argument("--ais", default="{}", help="AISSettings fields as JSON")
     parser.add_argument("--split", default="test")
@@ -98,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as error:  # e.g. a prior too tilted for exact draws by rejection
         print(f"bdmc.py: {args.run}: cannot simulate from the model: {error}", file=sys.stderr)
         return 2
+    if args.first is not None and args.first < args.examples:
+        data = dataclasses.replace(data, x=data.x[: args.first], z=data.z[: args.first])
+    scored = int(data.x.shape[0])
     started = time.process_time()
     result = bdmc(
         model,
@@ -118,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "cpu_seconds": cpu,
         # everything bdmc() did (both directions, both log Z runs) per example and direction
-        "cpu_seconds_per_example_per_direction": cpu / args.examples / 2,
+        "cpu_seconds_per_example_per_direction": cpu / scored / 2,
         "per_example": {
             "forward": result.forward.tolist(),
             "reverse": result.reverse.tolist(),
@@ -130,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.time_batches <= 0 and not args.full_split:
         record["load_average_end"] = load_average()
-        _print_bdmc(args.examples, record["bdmc"])
+        _print_bdmc(scored, record["bdmc"])
         if args.json:
             Path(args.json).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         return 0
@@ -163,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     record["load_average_end"] = load_average()
     t = record["timing"]
-    _print_bdmc(args.examples, record["bdmc"])
+    _print_bdmc(scored, record["bdmc"])
     print(
         f"marginal_nll CPU time on {args.split}: {t['cpu_seconds_whole_split']:.0f} s "
         f"({'extrapolated from' if t['extrapolated'] else 'all'} {t['examples_timed']} examples)"
