@@ -78,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
+    if not 0 <= args.min_length < args.max_length:
+        parser.error(
+            f"--min-length {args.min_length}: must be >= 0 and below --max-length "
+            f"{args.max_length} (tokens before <eos>, which itself counts toward --max-length)"
+        )
     torch.set_num_threads(args.threads)
     pretrained = latentebm.load(args.run)
     model, task = pretrained.model, pretrained.task

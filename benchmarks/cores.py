@@ -76,6 +76,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.steps <= args.log_every:
         parser.error("--steps must exceed --log-every (the first interval is warm-up)")
+    if "Nx1half" in args.settings and BATCH[args.modality] % args.cores:
+        parser.error(
+            f"Nx1half: the {args.modality} recipe's batch of {BATCH[args.modality]} does not "
+            f"split into {args.cores} equal shares; pass --cores that divides it"
+        )
+    if any(o.startswith("trainer.batch_size=") for o in args.override):
+        parser.error("--override trainer.batch_size: the settings choose the batch sizes")
     return args
 
 
@@ -96,11 +103,13 @@ def command(
     n = args.cores
     procs, threads = {"1x1": (1, 1), "1xN": (1, n), "Nx1": (n, 1), "Nx1half": (n, 1)}[setting]
     batch = BATCH[args.modality] // (n if setting == "Nx1half" else 1)
+    # Nx1half: `latentebm train --processes N` is given the recipe's batch and divides it
+    given = BATCH[args.modality] if setting == "Nx1half" else batch
     overrides = [
         f"trainer.run_dir={run_dir}",
         f"trainer.max_steps={args.steps}",
         f"trainer.log_every={args.log_every}",
-        f"trainer.batch_size={batch}",
+        f"trainer.batch_size={given}",
         f"trainer.valid_every={args.steps + 1}",
         "trainer.samples_at_end=0",
         f"trainer.checkpoint_every={args.steps + 1}",
@@ -111,11 +120,9 @@ def command(
         overrides += ["task.dataset=array", f"task.path={data}", "task.valid_fraction=0.0"]
     overrides += args.override
     recipe = RECIPES[args.modality]
-    if setting == "Nx1half":  # the launcher divides the recipe's batch itself
-        full = [o for o in overrides if not o.startswith("trainer.batch_size=")]
-        full.insert(0, f"trainer.batch_size={BATCH[args.modality]}")
+    if setting == "Nx1half":
         cmd = [sys.executable, "-m", "latentebm.cli", "train", recipe, "--processes", str(procs)]
-        cmd += full
+        cmd += overrides
     elif procs == 1:
         cmd = [sys.executable, "-m", "latentebm.cli", "train", recipe, *overrides]
     else:

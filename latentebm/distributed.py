@@ -85,25 +85,26 @@ def reduce_values(
     if not ctx.enabled or not values:
         return values
     keys = sorted(values)
-    tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    reduced = _all_reduce([values[k] for k in keys], dist.ReduceOp.SUM)
+    if average:
+        reduced = [v / ctx.world_size for v in reduced]
+    return dict(zip(keys, reduced, strict=True))
+
+
+def _all_reduce(values: list[float], op: dist.ReduceOp) -> list[float]:
+    tensor = torch.tensor(values, dtype=torch.float64)
     if dist.get_backend() == "nccl":
         tensor = tensor.cuda()
-    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    if average:
-        tensor /= ctx.world_size
-    return dict(zip(keys, tensor.cpu().tolist(), strict=True))
+    dist.all_reduce(tensor, op=op)
+    return [float(v) for v in tensor.cpu().tolist()]
 
 
-def max_over_ranks(value: float, ctx: DistContext) -> float:
+def max_over_ranks(value: int, ctx: DistContext) -> int:
     """The largest of every rank's ``value``, on every rank (e.g. a stop signal that one rank
     received: every rank then stops at the same step, as the collectives require)."""
     if not ctx.enabled:
         return value
-    tensor = torch.tensor([value], dtype=torch.float64)
-    if dist.get_backend() == "nccl":
-        tensor = tensor.cuda()
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return float(tensor.item())
+    return round(_all_reduce([float(value)], dist.ReduceOp.MAX)[0])
 
 
 def broadcast_object(obj: Any, ctx: DistContext) -> Any:

@@ -8,14 +8,19 @@ threads each, and waits for them.
 
 Contract:
 
-* **Signals reach every process exactly once.** The processes run in their own process group,
-  so a Ctrl-C at the terminal reaches this process alone, which passes SIGINT (and SIGTERM) on
-  to each of them once: every process then finishes its step, the processes agree on the stop
+* **A Ctrl-C at the terminal reaches every process once.** Each process runs in a process
+  group of its own, so the terminal's SIGINT reaches this process alone, which passes it on to
+  each of them: every process then finishes its step, the processes agree on the stop
   (:func:`latentebm.distributed.max_over_ranks`) and the main one saves a checkpoint. A second
-  Ctrl-C is passed on too (the trainer then stops at once); SIGHUP (the terminal closed) is
-  passed on as SIGTERM. Should this process die, the processes get SIGTERM from the kernel
-  (Linux ``PR_SET_PDEATHSIG``): they save and stop at the end of their step, unless one waits
-  in a collective for a peer that is gone (it then waits for gloo's timeout).
+  Ctrl-C is passed on too (the trainer then stops at once). SIGTERM is passed on; SIGHUP (the
+  terminal closed) as SIGTERM; Ctrl-Z (SIGTSTP) stops the processes too and SIGCONT continues
+  them. A signal that is ignored when the launcher starts (``nohup``: SIGHUP) stays ignored.
+  Signals that arrive while the processes start are held until all of them exist. Tools that
+  signal every process of a job themselves (systemd, SLURM) deliver SIGTERM twice; the trainer
+  counts a second SIGTERM within 2 s as the same request. Should this process die, the
+  processes get SIGTERM from the kernel (Linux ``PR_SET_PDEATHSIG``): they save and stop at the
+  end of their step, unless one waits in a collective for a peer that is gone (it then waits
+  for gloo's timeout).
 * **One failure ends them all.** When a process exits with an error, the others get
   ``grace_seconds`` to end by themselves (an error the trainer sees on every rank ends every
   rank) and are then killed (a rank waiting in a collective for a dead peer would otherwise wait
@@ -34,11 +39,24 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
 
 GRACE_SECONDS = 10.0
 _PR_SET_PDEATHSIG = 1
+FORWARDED = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGTSTP, signal.SIGCONT}
+"""The signals the launcher passes on to its processes (SIGHUP as SIGTERM, SIGTSTP as SIGSTOP)."""
+
+
+LAUNCHED_ENV = "LATENTEBM_LAUNCHED"
+"""Set in the processes that :func:`run_processes` starts (the launcher spoke for them already)."""
+
+
+def is_main_process(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether this process speaks for its job: not one of several data-parallel processes, or
+    their rank 0 (``RANK`` unset, empty or 0: what torchrun and :func:`run_processes` set)."""
+    rank = (os.environ if environ is None else environ).get("RANK", "0").strip()
+    return rank in ("", "0")
 
 
 def usable_cores() -> int:
@@ -79,13 +97,31 @@ def worker_environment(
         MASTER_PORT=str(port),
         OMP_NUM_THREADS=str(threads),
     )
+    env[LAUNCHED_ENV] = "1"
     return env
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def _child_setup(prctl: Callable[..., int] | None) -> Callable[[], None]:
+    """What each process runs between fork and exec: its own process group, the signals the
+    launcher held while starting it unblocked again, and (Linux) SIGTERM when the launcher
+    dies. ``prctl`` is looked up before the fork: no library is loaded in the child."""
+
+    def setup() -> None:  # pragma: no cover - runs in the child
+        os.setpgid(0, 0)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+    return setup
+
+
+def _find_prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl  # type: ignore[no-any-return]
+    except (OSError, AttributeError):
+        return None
 
 
 def _status(returncode: int) -> int:
@@ -108,29 +144,39 @@ def run_processes(
     children: list[subprocess.Popen[bytes]] = []
 
     def pass_on(signum: int, frame: FrameType | None) -> None:
+        sent = signal.SIGTERM if signum == signal.SIGHUP else signum  # SIGHUP: terminal closed
         for child in children:
             if child.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
-                    child.send_signal(signum)
+                    child.send_signal(sent)
 
-    def hung_up(signum: int, frame: FrameType | None) -> None:  # the terminal closed
-        pass_on(signal.SIGTERM, frame)
+    def suspend(signum: int, frame: FrameType | None) -> None:  # Ctrl-Z: the whole job stops
+        pass_on(signal.SIGSTOP, frame)
+        os.kill(os.getpid(), signal.SIGSTOP)
 
-    handlers = {signal.SIGINT: pass_on, signal.SIGTERM: pass_on, signal.SIGHUP: hung_up}
-    previous = {s: signal.signal(s, handler) for s, handler in handlers.items()}
+    def resume(signum: int, frame: FrameType | None) -> None:
+        pass_on(signal.SIGCONT, frame)
+
+    handlers = {s: pass_on for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    handlers.update({signal.SIGTSTP: suspend, signal.SIGCONT: resume})
+    previous = {
+        s: signal.signal(s, handler)
+        for s, handler in handlers.items()
+        if signal.getsignal(s) is not signal.SIG_IGN  # nohup, a background job: stays ignored
+    }
+    setup = _child_setup(_find_prctl())
     try:
-        for rank in range(processes):
-            env = worker_environment(
-                base, rank=rank, processes=processes, port=port, threads=threads
-            )
-            children.append(
-                subprocess.Popen(
-                    list(command),
-                    env=env,
-                    process_group=0,
-                    preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        # held while the processes start, so that none is signalled before all exist (a
+        # worker that missed the signal would wait for the stopped ones); passed on after
+        signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+        try:
+            for rank in range(processes):
+                env = worker_environment(
+                    base, rank=rank, processes=processes, port=port, threads=threads
                 )
-            )
+                children.append(subprocess.Popen(list(command), env=env, preexec_fn=setup))
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
         return _wait(children, grace_seconds)
     finally:
         for child in children:  # only after an error of our own: never leave one running

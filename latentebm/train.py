@@ -125,6 +125,7 @@ class Trainer:
         self.ctx: DistContext = DistContext()
         self.state = TrainState()
         self._signal: int | None = None
+        self._signal_at = 0.0
         self._metrics: MetricsLog | None = None  # RUN/metrics.jsonl, on the main process
         self._diverging = False
         self._held: Path | None = None  # the run directory this process has locked
@@ -453,13 +454,14 @@ class Trainer:
                     self._save_checkpoint(task, model, optimizers, langevin_rng)
                 # every rank stops at the same step (the checkpoint gathers from all of them),
                 # even when the signal reached them on either side of this line
-                stop = int(max_over_ranks(float(self._signal or 0), ctx))
+                stop = max_over_ranks(self._signal or 0, ctx)
                 if stop:
                     where = self._save_checkpoint(task, model, optimizers, langevin_rng)
                     name = signal.Signals(stop).name
+                    again = " with the same processes" if ctx.enabled else ""
                     raise Interrupted(
                         f"{name} at step {st.step}: checkpoint saved to {where}; "
-                        "continue with resume=auto",
+                        f"continue with resume=auto{again}",
                         exit_code=128 + stop,
                     )
             if st.batch_in_epoch >= len(batches):
@@ -577,9 +579,12 @@ class Trainer:
         self._previous: dict[int, Any] = {}
 
         def handler(signum: int, frame: FrameType | None) -> None:
-            if self._signal is not None:  # a second signal: stop now
-                raise KeyboardInterrupt
-            self._signal = signum
+            now = time.monotonic()
+            if self._signal is not None:
+                if signum == signal.SIGTERM == self._signal and now - self._signal_at < 2.0:
+                    return  # the same request twice: a job manager signals every process
+                raise KeyboardInterrupt  # a second signal: stop now
+            self._signal, self._signal_at = signum, now
             if self.ctx.is_main:
                 say(f"\n{signal.Signals(signum).name}: saving a checkpoint after this step ...")
 

@@ -4,6 +4,7 @@ reaches one rank only stopping every rank at the same step."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -22,23 +23,54 @@ from latentebm.cli.entry import _parse
 from latentebm.launch import run_processes, threads_per_process, worker_environment
 from tests.conftest import cli_env
 
-# a worker that counts the SIGINTs it gets until SIGTERM or 30 s, then exits 10 + the count
+# a worker that counts the SIGINTs and SIGTERMs it gets (until one arrives, or 30 s, then 1 s
+# more for a second copy) and writes "<SIGINTs> <SIGTERMs>" to READY_DIR/<rank>.count
 COUNTING_WORKER = textwrap.dedent(
     """
     import os, signal, sys, time
-    count = 0
-    def on_int(signum, frame):
-        global count
-        count += 1
-    signal.signal(signal.SIGINT, on_int)
-    open(os.environ["READY_DIR"] + "/" + os.environ["RANK"], "w").close()
+    counts = {signal.SIGINT: 0, signal.SIGTERM: 0}
+    def count(signum, frame):
+        counts[signum] += 1
+    signal.signal(signal.SIGINT, count)
+    signal.signal(signal.SIGTERM, count)
+    folder, rank = os.environ["READY_DIR"], os.environ["RANK"]
+    open(f"{folder}/{rank}", "w").close()
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not count:
+    while time.monotonic() < deadline and not any(counts.values()):
         time.sleep(0.05)
-    time.sleep(1.0)  # a second copy of the signal would arrive within this
-    sys.exit(10 + count)
+    time.sleep(1.0)
+    with open(f"{folder}/{rank}.count", "w") as out:
+        out.write(f"{counts[signal.SIGINT]} {counts[signal.SIGTERM]}")
     """
 )
+
+
+def _counting_job(folder: Path, *, ignore_hangup: bool = False) -> subprocess.Popen[bytes]:
+    """A launcher of two counting workers in a new session (standing for a terminal's
+    foreground process group), once both workers are up."""
+    ignore = (
+        "import signal; signal.signal(signal.SIGHUP, signal.SIG_IGN); " if ignore_hangup else ""
+    )
+    launcher = (
+        f"import sys; {ignore}from latentebm.launch import run_processes; "
+        f"sys.exit(run_processes([sys.executable, '-c', {COUNTING_WORKER!r}], 2, threads=1))"
+    )
+    env = cli_env(READY_DIR=str(folder))
+    job = subprocess.Popen([sys.executable, "-c", launcher], env=env, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not ((folder / "0").exists() and (folder / "1").exists()):
+        assert time.monotonic() < deadline and job.poll() is None, "the workers did not start"
+        time.sleep(0.05)
+    return job
+
+
+def _counts(job: subprocess.Popen[bytes], folder: Path) -> dict[str, str]:
+    try:
+        assert job.wait(timeout=60) == 0
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    return {rank: (folder / f"{rank}.count").read_text() for rank in ("0", "1")}
 
 
 def test_threads_per_process_shares_the_cores_unless_told() -> None:
@@ -79,23 +111,32 @@ def test_one_failure_ends_the_others(tmp_path: Path) -> None:
 
 
 def test_a_ctrl_c_at_the_terminal_reaches_every_process_once(tmp_path: Path) -> None:
-    """The terminal sends SIGINT to the foreground process group: here the launcher's own
-    (a new session stands for the terminal's group). Each worker must count exactly one."""
-    launcher = (
-        "import sys; from latentebm.launch import run_processes; "
-        f"sys.exit(run_processes([sys.executable, '-c', {COUNTING_WORKER!r}], 2, threads=1))"
-    )
-    env = cli_env(READY_DIR=str(tmp_path))
-    job = subprocess.Popen([sys.executable, "-c", launcher], env=env, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while len(list(tmp_path.iterdir())) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        os.killpg(job.pid, signal.SIGINT)  # what Ctrl-C does
-        assert job.wait(timeout=60) == 11  # every worker: one SIGINT
-    finally:
-        if job.poll() is None:
-            os.killpg(job.pid, signal.SIGKILL)
+    """The terminal sends SIGINT to its foreground process group: the launcher's. Each worker
+    must get exactly one (from the launcher), not a second one from the terminal."""
+    job = _counting_job(tmp_path)
+    os.killpg(job.pid, signal.SIGINT)  # what Ctrl-C does
+    assert _counts(job, tmp_path) == {"0": "1 0", "1": "1 0"}
+
+
+def test_sigterm_to_the_launcher_reaches_every_process(tmp_path: Path) -> None:
+    job = _counting_job(tmp_path)
+    job.send_signal(signal.SIGTERM)
+    assert _counts(job, tmp_path) == {"0": "0 1", "1": "0 1"}
+
+
+def test_a_hangup_ignored_by_nohup_stays_ignored(tmp_path: Path) -> None:
+    """Under ``nohup`` a closed terminal must not stop the job; a closed terminal without it
+    stops the processes with SIGTERM."""
+    job = _counting_job(tmp_path, ignore_hangup=True)
+    os.killpg(job.pid, signal.SIGHUP)
+    time.sleep(1.0)
+    os.killpg(job.pid, signal.SIGINT)
+    assert _counts(job, tmp_path) == {"0": "1 0", "1": "1 0"}  # no SIGTERM from the hangup
+    folder = tmp_path / "without_nohup"
+    folder.mkdir()
+    job = _counting_job(folder)
+    os.killpg(job.pid, signal.SIGHUP)
+    assert _counts(job, folder) == {"0": "0 1", "1": "0 1"}
 
 
 def test_overrides_may_follow_the_options() -> None:
@@ -113,8 +154,22 @@ def test_a_batch_that_does_not_split_is_refused_before_anything_starts(
     assert main(["train", str(recipe), "--processes", "3", f"trainer.run_dir={run}"]) != 0
     err = capsys.readouterr().err
     assert "trainer.batch_size=16 does not split into 3" in err
-    assert len(err.strip().splitlines()) == 1
+    assert len([line for line in err.splitlines() if "error" in line]) == 1
     assert not run.exists()
+
+
+def test_processes_are_refused_where_they_cannot_apply(
+    tiny_recipe, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recipe = tiny_recipe()
+    monkeypatch.setenv("WORLD_SIZE", "2")  # already one of torchrun's processes
+    assert main(["train", str(recipe), "--processes", "2"]) != 0
+    assert "already runs as one of 2 processes" in capsys.readouterr().err
+    monkeypatch.delenv("WORLD_SIZE")
+    shortrun = tmp_path / "shortrun.yaml"
+    shortrun.write_text("family: shortrun\n")
+    assert main(["train", str(shortrun), "--processes", "2"]) != 0
+    assert "is a short-run recipe, which trains in one process" in capsys.readouterr().err
 
 
 def _children(pid: int) -> list[int]:
@@ -163,7 +218,8 @@ def test_processes_train_split_batches_and_stop_together(tiny_recipe, tmp_path: 
     finally:
         if job.poll() is None:  # the workers too: they run in their own process group
             for pid in _children(job.pid):
-                os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             job.kill()
     assert job.returncode == 130, err[-2000:]
     assert err.count("SIGINT at step") == 1, err[-2000:]

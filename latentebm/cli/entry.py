@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from latentebm.cli.parser import build_parser
+from latentebm.launch import is_main_process
 
 
 class _StderrLines(logging.Handler):
@@ -31,7 +32,7 @@ def _show_toolkit_logs() -> None:
     or caching is said, never silent (once per process; under torchrun on the first process
     only). A program that configured logging itself (handlers on the root logger) keeps its
     own setup: nothing is added then, and records always propagate."""
-    if logging.getLogger().handlers or os.environ.get("RANK", "0").strip() not in ("", "0"):
+    if logging.getLogger().handlers or not is_main_process():
         return
     log = logging.getLogger("latentebm")
     if not any(isinstance(h, _StderrLines) for h in log.handlers):
@@ -74,11 +75,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except KeyboardInterrupt as interrupt:
         _unwind(interrupt)
-        print("latentebm: interrupted", file=sys.stderr)
+        if is_main_process():
+            print("latentebm: interrupted", file=sys.stderr)
         return 130
     except Interrupted as error:
         _unwind(error)
-        if os.environ.get("RANK", "0") == "0":  # data-parallel: every rank stopped; one says so
+        if is_main_process():  # data-parallel: every rank stopped; one says so
             print(f"latentebm: {error}", file=sys.stderr)
         return error.exit_code
     except BrokenPipeError as error:

@@ -168,8 +168,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     # Non-Convergent Non-Persistent Short-Run MCMC Toward Energy-Based Model"
     family = recipe_family(path)  # the YAML only: a first line before torch and the task load
     launching = args.processes > 1 and "WORLD_SIZE" not in os.environ
-    if not launching:  # else the main process of the job says it
-        _say_starting(path)
+    _say_starting(path)
     if family == "shortrun":
         from latentebm.shortrun import ShortRunTrainer, load_shortrun_recipe
 
@@ -182,12 +181,34 @@ def cmd_train(args: argparse.Namespace) -> int:
         ShortRunTrainer(load_shortrun_recipe(path, args.overrides)).fit()
         return 0
     recipe = load_recipe(path, args.overrides)  # imports the recipe's task and generator
+    if args.processes > 1 and not launching:
+        raise ValueError(
+            f"--processes {args.processes}: this command already runs as one of "
+            f"{os.environ['WORLD_SIZE']} processes (WORLD_SIZE is set, e.g. by torchrun); "
+            "drop --processes or the outer launcher"
+        )
     if launching:
+        _check_cpu_device(recipe.device, args.processes)
         return _train_in_processes(path, args.overrides, recipe.trainer.batch_size, args.processes)
     from latentebm.train import Trainer
 
     Trainer(recipe).fit()
     return 0
+
+
+def _check_cpu_device(device: str, processes: int) -> None:
+    """``--processes`` shares out CPU cores; GPU runs start one process per GPU with torchrun."""
+    on_gpu = device != "cpu"
+    if device == "auto":
+        import torch
+
+        on_gpu = torch.cuda.is_available()
+    if on_gpu:
+        raise ValueError(
+            f"--processes {processes}: the recipe trains on {device} (device); --processes "
+            "starts CPU processes. On GPUs start one process per GPU with `torchrun "
+            "--standalone --nproc_per_node N -m latentebm.cli train ...`, or set device=cpu"
+        )
 
 
 def _train_in_processes(path: Path, overrides: list[str], batch_size: int, processes: int) -> int:
@@ -218,7 +239,9 @@ def _say_starting(path: Path) -> None:
     """The first line of a training command, said before the recipe's components (and torch) are
     imported and the data read: seconds that were silent; the main process only under
     torchrun."""
-    if os.environ.get("RANK", "0") == "0":
+    from latentebm.launch import LAUNCHED_ENV, is_main_process
+
+    if is_main_process() and LAUNCHED_ENV not in os.environ:  # launched: the launcher said it
         print(f"latentebm: training {path}: loading torch, the data and the model", file=sys.stderr)
 
 
