@@ -241,3 +241,25 @@ def test_processes_train_split_batches_and_stop_together(tiny_recipe, tmp_path: 
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"at step {step}" in resumed.stderr
     assert list_checkpoints(run)[-1] == checkpoint_path(run, step + 2)
+
+
+def test_a_repeated_sigterm_is_one_request(tiny_recipe) -> None:
+    """A job manager that signals every process (and the launcher passing it on) delivers
+    SIGTERM twice: the trainer counts the second, within 2 s, as the same request (it still
+    finishes its step and saves), where any other second signal stops at once."""
+    from latentebm.config import load_recipe
+    from latentebm.train import Trainer
+
+    trainer = Trainer(load_recipe(tiny_recipe()))
+    trainer._install_signal_handlers()
+    try:
+        signal.raise_signal(signal.SIGTERM)
+        signal.raise_signal(signal.SIGTERM)  # no KeyboardInterrupt
+        assert trainer._signal == signal.SIGTERM
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+        trainer._signal_at -= 3.0  # a SIGTERM seconds later is a second request
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGTERM)
+    finally:
+        trainer._restore_signal_handlers()
