@@ -48,11 +48,12 @@ COUNTING_WORKER = textwrap.dedent(
 def _counting_job(folder: Path, *, ignore_hangup: bool = False) -> subprocess.Popen[bytes]:
     """A launcher of two counting workers in a new session (standing for a terminal's
     foreground process group), once both workers are up."""
-    ignore = (
-        "import signal; signal.signal(signal.SIGHUP, signal.SIG_IGN); " if ignore_hangup else ""
-    )
+    # a terminal's foreground job: SIGINT and SIGHUP as a shell leaves them (pytest itself may
+    # run as a background job, whose SIGINT is ignored and would stay so)
+    hangup = "signal.SIG_IGN" if ignore_hangup else "signal.SIG_DFL"
     launcher = (
-        f"import sys; {ignore}from latentebm.launch import run_processes; "
+        "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        f"signal.signal(signal.SIGHUP, {hangup}); from latentebm.launch import run_processes; "
         f"sys.exit(run_processes([sys.executable, '-c', {COUNTING_WORKER!r}], 2, threads=1))"
     )
     env = cli_env(READY_DIR=str(folder))
