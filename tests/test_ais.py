@@ -344,7 +344,10 @@ def test_both_starts_are_tight_where_either_start_is() -> None:
     z = prior.sample(40, generator=g)
     x = z @ weight.T + bias + 0.3 * torch.randn(40, 1, generator=g)
     exact = mixture_marginal_linear_gaussian(prior, weight, bias, 0.3, x)
-    narrow = {"laplace_starts": 1, "defensive": 0.0}
+    # the Laplace path at 200 temperatures (the default when the bounds below were set; with
+    # 500 the larger of the two estimates sat 0.18 nats above the truth, 3 standard errors:
+    # the overshoot of keeping the larger estimate, docs/metrics.md)
+    narrow = {"laplace_starts": 1, "defensive": 0.0, "n_temperatures": 200}
     laplace = ais_log_joint_normaliser(model, x, AISSettings(**narrow), generator=seeded(2))
     both = ais_log_joint_normaliser(
         model,

@@ -576,7 +576,7 @@ def test_evaluate_passes_the_ais_start_options_on() -> None:
     assert (ais.init, ais.defensive) == ("laplace", 0.0)
     both = ["evaluate", "RUN", "--ais-init", "both", "--reference-temperatures", "900"]
     ais = likelihood_settings(parser.parse_args(both)).ais  # type: ignore[attr-defined]
-    assert (ais.init, ais.n_temperatures, ais.reference_temperatures) == ("both", 200, 900)
+    assert (ais.init, ais.n_temperatures, ais.reference_temperatures) == ("both", 500, 900)
     alone = ["evaluate", "RUN", "--ais-init", "reference", "--reference-temperatures", "900"]
     with pytest.raises(ValueError, match="--reference-temperatures: the reference path's share"):
         likelihood_settings(parser.parse_args(alone))

@@ -281,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_int,
         default=None,
         metavar="T",
-        help="AIS temperatures of the likelihood path (200)",
+        help="AIS temperatures of the likelihood path (500)",
     )
     like.add_argument(
         "--ais-init",

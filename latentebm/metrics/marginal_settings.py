@@ -26,6 +26,9 @@ class AISSettings:
         n_chains: independent chains per example (their spread gives the standard error); with
             ``both``, per path.
         n_temperatures: transitions of the likelihood path (``both``: of its Laplace path).
+            500: on sentences simulated from a PTB model that uses z, of PTB's own lengths
+            (16-28 words), 200 left a BDMC gap of 1.7 nats per sentence and 500 0.2
+            (docs/RESULTS.md section 12b), for 2.3x the CPU time.
             200: on 64 sentences simulated from a PTB model whose 32 latent units are all
             active, the bidirectional Monte Carlo gap of the Laplace start was 1.7 nats per
             sentence with 25 transitions and 0.47 with 200, for roughly 6x the CPU time
@@ -68,7 +71,7 @@ class AISSettings:
 
     init: AISInit = "laplace"
     n_chains: int = 12
-    n_temperatures: int = 200
+    n_temperatures: int = 500
     reference_temperatures: int = 500
     schedule: ScheduleShape = "sigmoid"
     prior_temperatures: int = 100
