@@ -101,14 +101,16 @@ def worker_environment(
     return env
 
 
-def _child_setup(prctl: Callable[..., int] | None) -> Callable[[], None]:
-    """What each process runs between fork and exec: its own process group, the signals the
-    launcher held while starting it unblocked again, and (Linux) SIGTERM when the launcher
-    dies. ``prctl`` is looked up before the fork: no library is loaded in the child."""
+def _child_setup(prctl: Callable[..., int] | None, mask: set[signal.Signals]) -> Callable[[], None]:
+    """What each process runs between fork and exec: its own process group, the caller's signal
+    mask again (the launcher held the forwarded signals while starting it; one that reached the
+    child in that window runs the launcher's handlers there, which do nothing outside the
+    launcher), and (Linux) SIGTERM when the launcher dies. ``prctl`` is looked up before the
+    fork: no library is loaded in the child."""
 
     def setup() -> None:  # pragma: no cover - runs in the child
         os.setpgid(0, 0)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         if prctl is not None:
             prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
@@ -142,8 +144,11 @@ def run_processes(
     base = dict(os.environ if environ is None else environ)
     port = free_port()
     children: list[subprocess.Popen[bytes]] = []
+    owner = os.getpid()  # the handlers act in the launcher only, not in a child before exec
 
     def pass_on(signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != owner:
+            return
         sent = signal.SIGTERM if signum == signal.SIGHUP else signum  # SIGHUP: terminal closed
         for child in children:
             if child.poll() is None:
@@ -151,6 +156,8 @@ def run_processes(
                     child.send_signal(sent)
 
     def suspend(signum: int, frame: FrameType | None) -> None:  # Ctrl-Z: the whole job stops
+        if os.getpid() != owner:
+            return
         pass_on(signal.SIGSTOP, frame)
         os.kill(os.getpid(), signal.SIGSTOP)
 
@@ -159,16 +166,17 @@ def run_processes(
 
     handlers = {s: pass_on for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     handlers.update({signal.SIGTSTP: suspend, signal.SIGCONT: resume})
+    # held from before the handlers are installed until every process exists, so that none is
+    # signalled before all exist (a worker that missed the signal would wait for the stopped
+    # ones) and none is lost; passed on after
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
     previous = {
         s: signal.signal(s, handler)
         for s, handler in handlers.items()
         if signal.getsignal(s) is not signal.SIG_IGN  # nohup, a background job: stays ignored
     }
-    setup = _child_setup(_find_prctl())
+    setup = _child_setup(_find_prctl(), mask)
     try:
-        # held while the processes start, so that none is signalled before all exist (a
-        # worker that missed the signal would wait for the stopped ones); passed on after
-        signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
         try:
             for rank in range(processes):
                 env = worker_environment(
@@ -176,7 +184,7 @@ def run_processes(
                 )
                 children.append(subprocess.Popen(list(command), env=env, preexec_fn=setup))
         finally:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         return _wait(children, grace_seconds)
     finally:
         for child in children:  # only after an error of our own: never leave one running

@@ -166,6 +166,17 @@ def test_processes_are_refused_where_they_cannot_apply(
     monkeypatch.setenv("WORLD_SIZE", "2")  # already one of torchrun's processes
     assert main(["train", str(recipe), "--processes", "2"]) != 0
     assert "already runs as one of 2 processes" in capsys.readouterr().err
+    monkeypatch.setenv("WORLD_SIZE", "1")  # one process: nothing launched yet, no refusal
+    run = tmp_path / "gpu_run"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # device=auto: the GPU
+    assert (
+        main(["train", str(recipe), "--processes", "2", "device=auto", f"trainer.run_dir={run}"])
+        != 0
+    )
+    assert "the recipe trains on auto (device); --processes starts CPU processes" in (
+        capsys.readouterr().err
+    )
+    assert not run.exists()
     monkeypatch.delenv("WORLD_SIZE")
     shortrun = tmp_path / "shortrun.yaml"
     shortrun.write_text("family: shortrun\n")

@@ -167,7 +167,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     # family shortrun: the data-space short-run EBM of Nijkamp, Hill, Zhu and Wu (2019), "Learning
     # Non-Convergent Non-Persistent Short-Run MCMC Toward Energy-Based Model"
     family = recipe_family(path)  # the YAML only: a first line before torch and the task load
-    launching = args.processes > 1 and "WORLD_SIZE" not in os.environ
+    launching = args.processes > 1 and int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1
     _say_starting(path)
     if family == "shortrun":
         from latentebm.shortrun import ShortRunTrainer, load_shortrun_recipe

@@ -208,7 +208,11 @@ class TrainerConfig(TimeBudgetConfig):
 
     max_steps: int = checked_field(40000, "Total number of training steps.", check=positive)
     batch_size: int = checked_field(
-        32, "Training batch size per process (torchrun: times the process count).", check=positive
+        32,
+        "Training batch size per process (torchrun: an update sees it times the process "
+        "count; `latentebm train --processes N` divides the given value among the N processes "
+        "and records each one's share in the run's config.yaml).",
+        check=positive,
     )
     log_every: int = checked_field(
         10, "Log training metrics every this many steps.", check=positive
