@@ -22,13 +22,16 @@ class AISSettings:
             ``reference``, or ``both``: each example is estimated both ways (the reference
             path with ``reference_temperatures``) and the larger estimate is kept (for a
             reverse run the smaller), each example's own choice; not a lower bound, biased
-            upwards by up to about its standard error where the two paths agree.
+            upwards where the two paths agree: by about its standard error with 200
+            temperatures, by about 3 on a closed-form mixture problem with 500
+            (docs/metrics.md).
         n_chains: independent chains per example (their spread gives the standard error); with
             ``both``, per path.
         n_temperatures: transitions of the likelihood path (``both``: of its Laplace path).
-            500: on sentences simulated from a PTB model that uses z, of PTB's own lengths
-            (16-28 words), 200 left a BDMC gap of 1.7 nats per sentence and 500 0.2
-            (docs/RESULTS.md section 12b), for 2.3x the CPU time.
+            500: on 32 sentences of 16-28 words simulated from a PTB model that uses z, 200
+            left a BDMC gap of 1.75 nats per sentence, and on 16 of them 500 left 0.22
+            (docs/RESULTS.md section 12b), for 2.3x the CPU time; longer sentences were not
+            measured.
             200: on 64 sentences simulated from a PTB model whose 32 latent units are all
             active, the bidirectional Monte Carlo gap of the Laplace start was 1.7 nats per
             sentence with 25 transitions and 0.47 with 200, for roughly 6x the CPU time
