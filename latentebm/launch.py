@@ -44,7 +44,11 @@ from types import FrameType
 
 GRACE_SECONDS = 10.0
 _PR_SET_PDEATHSIG = 1
-FORWARDED = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGTSTP, signal.SIGCONT}
+FORWARDED = {
+    getattr(signal, name)
+    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGTSTP", "SIGCONT")
+    if hasattr(signal, name)  # Windows has only the first two (and no --processes)
+}
 """The signals the launcher passes on to its processes (SIGHUP as SIGTERM, SIGTSTP as SIGSTOP)."""
 
 
@@ -141,6 +145,8 @@ def run_processes(
     """Run ``processes`` copies of ``command`` as one data-parallel job; their exit status."""
     if processes < 2:
         raise ValueError(f"processes must be >= 2, got {processes}")
+    if not hasattr(signal, "pthread_sigmask") or not hasattr(os, "setpgid"):
+        raise OSError("--processes needs a POSIX system (Linux, macOS); use torchrun here")
     base = dict(os.environ if environ is None else environ)
     port = free_port()
     children: list[subprocess.Popen[bytes]] = []
