@@ -302,7 +302,9 @@ class LatentEBM(nn.Module):
         ``inference_param_grad_norm``.
 
         ``grad_hook(modules)`` runs after the backward pass and before clipping (the trainer
-        averages gradients over processes there).
+        averages gradients over processes there). Where a term of this process's own batch is
+        not finite, the hook gets NaN gradients, so that the average is NaN on every process
+        and every process raises at the same step.
 
         Raises:
             NonFiniteError: a term is NaN or infinite; no parameter was changed.
@@ -315,34 +317,36 @@ class LatentEBM(nn.Module):
         if losses.inference_loss is not None:
             total = total + losses.inference_loss
         total.backward()
+        local = _batch_terms(losses)
         if grad_hook is not None:
             modules: list[nn.Module] = [self.prior, self.generator]
             if self.inference is not None:
                 modules.append(self.inference)
+            if not all(math.isfinite(value) for value in local.values()):
+                # a term of this process's batch alone is not finite: NaN gradients make the
+                # hook's average NaN on every process, so every process skips this step (an
+                # update on some processes only would leave their models different)
+                _poison_gradients(modules)
             grad_hook(modules)
 
         terms: dict[str, float] = {
-            "recon_nll": float(losses.generator_loss.detach()),
-            "posterior_grad_norm": losses.posterior_chain.mean_grad_norm,
+            "recon_nll": local["recon_nll"],
+            "posterior_grad_norm": local["posterior_grad_norm"],
             "generator_param_grad_norm": _clip(self.generator, optimizers.generator_grad_clip),
         }
         if losses.prior_loss is not None:
-            assert losses.energy_pos is not None and losses.energy_neg is not None
-            assert losses.prior_chain is not None
-            energy_pos = float(losses.energy_pos.mean())
-            energy_neg = float(losses.energy_neg.mean())
             terms.update(
-                prior_loss=float(losses.prior_loss.detach()),
-                energy_pos=energy_pos,
-                energy_neg=energy_neg,
-                energy_diff=energy_pos - energy_neg,
-                prior_grad_norm=losses.prior_chain.mean_grad_norm,
+                prior_loss=local["prior_loss"],
+                energy_pos=local["energy_pos"],
+                energy_neg=local["energy_neg"],
+                energy_diff=local["energy_pos"] - local["energy_neg"],
+                prior_grad_norm=local["prior_grad_norm"],
                 prior_param_grad_norm=_clip(self.prior, optimizers.prior_grad_clip),
             )
         if losses.inference_loss is not None:
             assert self.inference is not None
             terms.update(
-                inference_nll=float(losses.inference_loss.detach()),
+                inference_nll=local["inference_nll"],
                 inference_param_grad_norm=_clip(self.inference, optimizers.inference_grad_clip),
             )
         for name, value in terms.items():
@@ -355,6 +359,36 @@ class LatentEBM(nn.Module):
         if optimizers.inference is not None and losses.inference_loss is not None:
             optimizers.inference.step()
         return terms
+
+
+def _batch_terms(losses: LossTerms) -> dict[str, float]:
+    """The terms of :meth:`LatentEBM.learning_step` that come from this process's batch alone
+    (in a data-parallel run each process has its own; the gradient norms come after averaging)."""
+    local = {
+        "recon_nll": float(losses.generator_loss.detach()),
+        "posterior_grad_norm": losses.posterior_chain.mean_grad_norm,
+    }
+    if losses.prior_loss is not None:
+        assert losses.energy_pos is not None and losses.energy_neg is not None
+        assert losses.prior_chain is not None
+        local.update(
+            prior_loss=float(losses.prior_loss.detach()),
+            energy_pos=float(losses.energy_pos.mean()),
+            energy_neg=float(losses.energy_neg.mean()),
+            prior_grad_norm=losses.prior_chain.mean_grad_norm,
+        )
+    if losses.inference_loss is not None:
+        local["inference_nll"] = float(losses.inference_loss.detach())
+    return local
+
+
+def _poison_gradients(modules: list[nn.Module]) -> None:
+    """Fill every gradient with NaN (see :meth:`LatentEBM.learning_step`)."""
+    with torch.no_grad():
+        for module in modules:
+            for p in module.parameters():
+                if p.grad is not None:
+                    p.grad.fill_(float("nan"))
 
 
 def _clip(module: nn.Module, max_norm: float | None) -> float:

@@ -328,6 +328,73 @@ def test_non_finite_parameter_gradient_raises_and_changes_nothing(target: str, t
         assert torch.equal(p.detach(), before[name]), name
 
 
+def test_a_non_finite_term_on_one_process_stops_every_process_at_that_step() -> None:
+    """Data parallel: one process's batch gives an infinite recon_nll with finite gradients.
+    Without an agreement that process skips while the other updates, and the two models
+    part; with it both raise at the same step and neither changes (two processes stood in
+    for by two threads whose hook averages their gradients)."""
+    import dataclasses
+    import threading
+
+    models = [make_model(EnergyPrior(Z_DIM, hidden_dims=(8,))) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    before = params_snapshot(models[0])
+    sick = models[1]
+    healthy_losses = sick.compute_losses
+
+    def infinite_recon(*args: object, **kwargs: object) -> LossTerms:
+        losses = healthy_losses(*args, **kwargs)  # type: ignore[arg-type]
+        # inf in value, its gradient that of the finite loss (the constant has none)
+        return dataclasses.replace(
+            losses, generator_loss=losses.generator_loss + torch.tensor(float("inf"))
+        )
+
+    sick.compute_losses = infinite_recon  # type: ignore[method-assign]
+    barrier = threading.Barrier(2, timeout=30)
+    grads: list[list[Tensor]] = [[], []]
+
+    def averaging_hook(rank: int):
+        def hook(modules: list[nn.Module]) -> None:
+            grads[rank] = [p.grad for m in modules for p in m.parameters() if p.grad is not None]
+            barrier.wait()
+            pairs = zip(grads[rank], grads[1 - rank], strict=True)
+            averaged = [(mine + other) / 2 for mine, other in pairs]
+            barrier.wait()
+            for g, value in zip(grads[rank], averaged, strict=True):
+                g.copy_(value)
+
+        return hook
+
+    outcome: list[object] = [None, None]
+
+    def run(rank: int) -> None:
+        model = models[rank]
+        opts = Optimizers(
+            generator=torch.optim.SGD(model.generator.parameters(), lr=0.1),
+            prior=torch.optim.SGD(model.prior.parameters(), lr=0.1),
+        )
+        try:
+            outcome[rank] = model.learning_step(
+                make_batch(),
+                opts,
+                generator=torch.Generator().manual_seed(rank),
+                grad_hook=averaging_hook(rank),
+            )
+        except NonFiniteError as error:
+            outcome[rank] = error
+
+    threads = [threading.Thread(target=run, args=(rank,)) for rank in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert isinstance(outcome[1], NonFiniteError) and outcome[1].term == "recon_nll"
+    assert isinstance(outcome[0], NonFiniteError), outcome[0]  # the healthy process too
+    for model in models:
+        for name, p in model.named_parameters():
+            assert torch.equal(p.detach(), before[name]), name
+
+
 def test_gradients_do_not_pile_up_without_a_prior_optimiser() -> None:
     """Every step starts from zero gradients, also for modules that have no optimiser."""
     from latentebm.generators.lstm import LSTMDecoder
