@@ -44,12 +44,16 @@ class NonFiniteError(RuntimeError):
     Attributes:
         term: the name of the first offending term (e.g. ``prior_loss``).
         value: its value.
+        own_batch: whether ``term`` comes from this process's own batch; ``False`` for a
+            parameter's gradient norm, which in a data-parallel run is also how another
+            process's non-finite term arrives (see :meth:`LatentEBM.learning_step`).
     """
 
-    def __init__(self, term: str, value: float) -> None:
+    def __init__(self, term: str, value: float, *, own_batch: bool = True) -> None:
         super().__init__(f"non-finite {term} = {value}")
         self.term = term
         self.value = value
+        self.own_batch = own_batch
 
 
 @dataclass
@@ -304,10 +308,12 @@ class LatentEBM(nn.Module):
         ``grad_hook(modules)`` runs after the backward pass and before clipping (the trainer
         averages gradients over processes there). Where a term of this process's own batch is
         not finite, the hook gets NaN gradients, so that the average is NaN on every process
-        and every process raises at the same step.
+        and every process raises at the same step: this one naming its own term, the others a
+        parameter gradient norm (NaN).
 
         Raises:
-            NonFiniteError: a term is NaN or infinite; no parameter was changed.
+            NonFiniteError: a term is NaN or infinite (this batch's own terms are checked
+                first); no parameter was changed.
         """
         self.zero_grad(set_to_none=True)
         losses = self.compute_losses(x, generator=generator, indices=indices)
@@ -324,7 +330,7 @@ class LatentEBM(nn.Module):
                 modules.append(self.inference)
             if not all(math.isfinite(value) for value in local.values()):
                 # a term of this process's batch alone is not finite: NaN gradients make the
-                # hook's average NaN on every process, so every process skips this step (an
+                # hook's average NaN on every process, so every process raises at this step (an
                 # update on some processes only would leave their models different)
                 _poison_gradients(modules)
             grad_hook(modules)
@@ -349,10 +355,10 @@ class LatentEBM(nn.Module):
                 inference_nll=local["inference_nll"],
                 inference_param_grad_norm=_clip(self.inference, optimizers.inference_grad_clip),
             )
-        for name, value in terms.items():
+        for name, value in [*local.items(), *terms.items()]:  # this batch's own terms first
             if not math.isfinite(value):
                 self.zero_grad(set_to_none=True)
-                raise NonFiniteError(name, value)
+                raise NonFiniteError(name, value, own_batch=name in local)
         optimizers.generator.step()
         if optimizers.prior is not None and losses.prior_loss is not None:
             optimizers.prior.step()
@@ -363,7 +369,8 @@ class LatentEBM(nn.Module):
 
 def _batch_terms(losses: LossTerms) -> dict[str, float]:
     """The terms of :meth:`LatentEBM.learning_step` that come from this process's batch alone
-    (in a data-parallel run each process has its own; the gradient norms come after averaging)."""
+    (in a data-parallel run each process has its own; the parameters' gradient norms come
+    after averaging)."""
     local = {
         "recon_nll": float(losses.generator_loss.detach()),
         "posterior_grad_norm": losses.posterior_chain.mean_grad_norm,
@@ -383,7 +390,7 @@ def _batch_terms(losses: LossTerms) -> dict[str, float]:
 
 
 def _poison_gradients(modules: list[nn.Module]) -> None:
-    """Fill every gradient with NaN (see :meth:`LatentEBM.learning_step`)."""
+    """Fill every existing ``.grad`` of ``modules`` with NaN (:meth:`LatentEBM.learning_step`)."""
     with torch.no_grad():
         for module in modules:
             for p in module.parameters():

@@ -388,8 +388,17 @@ class Trainer:
                             + (", or set trainer.nonfinite=skip" if cfg.nonfinite == "stop" else "")
                         ) from error
                     st.skipped += 1
-                    if ctx.is_main:
-                        say(f"step {st.step + 1}: {error.term} is {error.value}; batch skipped")
+                    # every process skips this step; the one whose batch caused it says so too
+                    if ctx.is_main or error.own_batch:
+                        whose = (
+                            f" (process {ctx.rank}'s batch)"
+                            if ctx.enabled and error.own_batch
+                            else ""
+                        )
+                        say(
+                            f"step {st.step + 1}: {error.term} is {error.value}{whose}; "
+                            "batch skipped"
+                        )
                     continue
                 consecutive_skips = 0
                 st.step += 1

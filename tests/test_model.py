@@ -328,28 +328,63 @@ def test_non_finite_parameter_gradient_raises_and_changes_nothing(target: str, t
         assert torch.equal(p.detach(), before[name]), name
 
 
-def test_a_non_finite_term_on_one_process_stops_every_process_at_that_step() -> None:
-    """Data parallel: one process's batch gives an infinite recon_nll with finite gradients.
+def _with_infinite(model: LatentEBM, term: str) -> None:
+    """Make ``model``'s ``term`` (a loss of :class:`LossTerms`) infinite in value while its
+    gradient stays that of the finite loss (the added constant has none)."""
+    import dataclasses
+
+    healthy = model.compute_losses
+
+    def compute_losses(*args: object, **kwargs: object) -> LossTerms:
+        losses = healthy(*args, **kwargs)  # type: ignore[arg-type]
+        value = getattr(losses, term) + torch.tensor(float("inf"))
+        return dataclasses.replace(losses, **{term: value})
+
+    model.compute_losses = compute_losses  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize(
+    ("term", "name"), [("generator_loss", "recon_nll"), ("prior_loss", "prior_loss")]
+)
+@pytest.mark.parametrize("hook", [None, "no-op"])
+def test_a_non_finite_loss_is_named_with_or_without_a_hook(term: str, name: str, hook) -> None:
+    """One process (the trainer passes a hook that does nothing then): the error names the
+    infinite loss, not the NaN gradients that are made for other processes."""
+    model = make_model(EnergyPrior(Z_DIM, hidden_dims=(8,)))
+    before = params_snapshot(model)
+    _with_infinite(model, term)
+    opts = Optimizers(
+        generator=torch.optim.SGD(model.generator.parameters(), lr=0.1),
+        prior=torch.optim.SGD(model.prior.parameters(), lr=0.1),
+    )
+    with pytest.raises(NonFiniteError) as info:
+        model.learning_step(
+            make_batch(),
+            opts,
+            generator=torch.Generator().manual_seed(0),
+            grad_hook=None if hook is None else (lambda modules: None),
+        )
+    assert (info.value.term, info.value.value, info.value.own_batch) == (name, math.inf, True)
+    for key, p in model.named_parameters():
+        assert torch.equal(p.detach(), before[key]), key
+
+
+@pytest.mark.parametrize(
+    ("term", "name"), [("generator_loss", "recon_nll"), ("prior_loss", "prior_loss")]
+)
+def test_a_non_finite_term_on_one_process_stops_every_process_at_that_step(
+    term: str, name: str
+) -> None:
+    """Data parallel: one process's batch gives an infinite loss with finite gradients.
     Without an agreement that process skips while the other updates, and the two models
     part; with it both raise at the same step and neither changes (two processes stood in
     for by two threads whose hook averages their gradients)."""
-    import dataclasses
     import threading
 
     models = [make_model(EnergyPrior(Z_DIM, hidden_dims=(8,))) for _ in range(2)]
     models[1].load_state_dict(models[0].state_dict())
     before = params_snapshot(models[0])
-    sick = models[1]
-    healthy_losses = sick.compute_losses
-
-    def infinite_recon(*args: object, **kwargs: object) -> LossTerms:
-        losses = healthy_losses(*args, **kwargs)  # type: ignore[arg-type]
-        # inf in value, its gradient that of the finite loss (the constant has none)
-        return dataclasses.replace(
-            losses, generator_loss=losses.generator_loss + torch.tensor(float("inf"))
-        )
-
-    sick.compute_losses = infinite_recon  # type: ignore[method-assign]
+    _with_infinite(models[1], term)
     barrier = threading.Barrier(2, timeout=30)
     grads: list[list[Tensor]] = [[], []]
 
@@ -380,19 +415,26 @@ def test_a_non_finite_term_on_one_process_stops_every_process_at_that_step() -> 
                 generator=torch.Generator().manual_seed(rank),
                 grad_hook=averaging_hook(rank),
             )
-        except NonFiniteError as error:
+        except Exception as error:  # noqa: BLE001 - recorded and asserted below
             outcome[rank] = error
+            if not isinstance(error, NonFiniteError):
+                barrier.abort()  # the other thread stops waiting
 
-    threads = [threading.Thread(target=run, args=(rank,)) for rank in range(2)]
+    threads = [threading.Thread(target=run, args=(rank,), daemon=True) for rank in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
-    assert isinstance(outcome[1], NonFiniteError) and outcome[1].term == "recon_nll"
-    assert isinstance(outcome[0], NonFiniteError), outcome[0]  # the healthy process too
+    assert not any(thread.is_alive() for thread in threads)
+    sick, healthy = outcome[1], outcome[0]
+    assert isinstance(sick, NonFiniteError), sick
+    assert (sick.term, sick.own_batch) == (name, True)
+    assert isinstance(healthy, NonFiniteError), healthy  # the healthy process stops too
+    assert healthy.term == "generator_param_grad_norm" and not healthy.own_batch
+    assert math.isnan(healthy.value)
     for model in models:
-        for name, p in model.named_parameters():
-            assert torch.equal(p.detach(), before[name]), name
+        for key, p in model.named_parameters():
+            assert torch.equal(p.detach(), before[key]), key
 
 
 def test_gradients_do_not_pile_up_without_a_prior_optimiser() -> None:
