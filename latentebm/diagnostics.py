@@ -52,6 +52,7 @@ __all__ = [  # the chain records and plot helpers moved out; still importable fr
     "long_prior_chain",
     "nijkamp_scale",
     "oscillation_summary",
+    "prior_chain_step",
     "read_metrics",
     "rolling_mean",
 ]
@@ -194,27 +195,88 @@ def _latent_usage(
     return {**entry, "split": split, "checkpoint_step": pretrained.step}
 
 
-def _chain_drifts(run_dir: Path) -> tuple[float, float] | None:
-    """Mean ``a_k^2 / 2`` of the prior and the posterior chain from the run's ``config.yaml``
-    (the drift per unit of ``grad log pi``), or None when the file does not say (or cannot be
-    read: the diagnosis goes on without the drifts)."""
+def _model_config(run_dir: Path) -> dict[str, Any] | None:
+    """The ``model`` section of the run's ``config.yaml``, or None when the file does not say
+    (or cannot be read: the diagnosis goes on without what needs it)."""
     from latentebm.config import RecipeError, read_yaml
 
     config = run_dir / "config.yaml"
     if not config.is_file():
         return None
     try:
-        data = read_yaml(config, str(config))
-        chains = [data["model"]["prior_chain"], data["model"]["posterior_chain"]]
+        model = read_yaml(config, str(config))["model"]
     except (RecipeError, OSError, KeyError, TypeError):
         return None
-    drifts = []
-    for chain in chains:
-        n = max(int(chain.get("n_steps", 1)), 1)
-        schedule = chain.get("step_schedule") or [chain["step_size"]]
-        sizes = [schedule[min(k, len(schedule) - 1)] for k in range(n)]
-        drifts.append(float(np.mean([0.5 * a * a for a in sizes])))
+    return model if isinstance(model, dict) else None
+
+
+def _step_sizes(chain: dict[str, Any]) -> list[float]:
+    """The step size ``a_k`` of each of a chain's steps (its ``step_schedule``, last value
+    repeated, or its ``step_size``)."""
+    n = max(int(chain.get("n_steps", 1)), 1)
+    schedule = chain.get("step_schedule") or [chain["step_size"]]
+    return [float(schedule[min(k, len(schedule) - 1)]) for k in range(n)]
+
+
+def _chain_drifts(model: dict[str, Any] | None) -> tuple[float, float] | None:
+    """Mean ``a_k^2 / 2`` of the prior and the posterior chain of a run's model config (the
+    drift per unit of ``grad log pi``), or None when it does not say."""
+    try:
+        chains = [model["prior_chain"], model["posterior_chain"]]  # type: ignore[index]
+        drifts = [float(np.mean([0.5 * a * a for a in _step_sizes(c)])) for c in chains]
+    except (KeyError, TypeError, ValueError):
+        return None
     return drifts[0], drifts[1]
+
+
+def prior_chain_step(
+    prior_r: Sequence[float], model: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """Is the prior chain's step small enough for the energy it meets?
+    (:mod:`latentebm.chain_step`). From the logged ``prior_grad_norm`` of each row and the
+    model config's ``z_dim`` and ``prior_chain`` (a schedule counts as its root mean square
+    step), the step index ``rho`` of the first and the last tenth of the rows and its largest
+    row, and for the last tenth the share of the stability bound and the variance inflation;
+    ``advice`` says what to change when the chain samples too wide. None without logged
+    gradient norms or a readable config."""
+    from latentebm.chain_step import step_index
+
+    if not prior_r or model is None:
+        return None
+    try:
+        chain = model["prior_chain"]
+        sizes = _step_sizes(chain)
+        step_size = math.sqrt(float(np.mean([a * a for a in sizes])))
+        noise_factor = float(chain.get("noise_factor", 1.0))
+        z_dim = int(model["z_dim"])
+        rows = [step_index(step_size, g, z_dim, noise_factor) for g in prior_r]
+    except (KeyError, TypeError, ValueError):
+        return None
+    window = max(1, len(rows) // 10)
+    first = float(np.mean([r.rho for r in rows[:window]]))
+    last_norm = float(np.mean(prior_r[-window:]))
+    last = step_index(step_size, last_norm, z_dim, noise_factor)
+    advice = None
+    if last.too_wide:
+        advice = (
+            f"the prior chain samples about {last.variance_inflation:.1f}x the variance of a "
+            "Gaussian with the curvature it meets: eq. (10) then sharpens the energy and the "
+            "chain falls further behind (watch d_t grow); lower model.prior_chain.step_size "
+            f"(now {step_size:g}; at the same energy, halving it halves rho)"
+        )
+    return {
+        "step_size": step_size,
+        "noise_factor": noise_factor,
+        "z_dim": z_dim,
+        "rows_per_window": window,
+        "rho_first": first,
+        "rho_last": last.rho,
+        "rho_max": max(r.rho for r in rows),
+        "bound_fraction_last": last.bound_fraction,
+        "variance_inflation_last": last.variance_inflation,
+        "too_wide": last.too_wide,
+        "advice": advice,
+    }
 
 
 def nijkamp_scale(
@@ -293,7 +355,9 @@ def diagnose(
         ``log_every``, ``oscillation`` (:func:`oscillation_summary` of ``d_t``, or ``None``
         for a model without an energy prior), ``autocorrelation``, ``r_t`` (means of
         ``prior``/``posterior``, as logged), ``nijkamp`` (``d_t`` and ``r_t`` in Nijkamp et al.'s
-        sign and scale, :func:`nijkamp_scale`), ``valid_recon_nll`` (last) and ``long_chain``
+        sign and scale, :func:`nijkamp_scale`), ``prior_chain_step`` (is the prior chain's
+        step small enough for its energy? :func:`prior_chain_step`, or ``None``),
+        ``valid_recon_nll`` (last) and ``long_chain``
         (:func:`long_prior_chain` plus ``checkpoint`` and ``checkpoint_step``, or ``None``)
         and ``plots_skipped``.
 
@@ -376,6 +440,7 @@ def diagnose(
             long_chain=long_chain,
         )
 
+    model_config = None if shortrun else _model_config(run_dir)
     summary: dict[str, Any] = {
         "run_dir": str(run_dir),
         "out_dir": str(out),
@@ -391,8 +456,9 @@ def diagnose(
             prior_r,
             post_r,
             shortrun=shortrun,
-            drifts=None if shortrun else _chain_drifts(run_dir),
+            drifts=None if shortrun else _chain_drifts(model_config),
         ),
+        "prior_chain_step": None if shortrun else prior_chain_step(prior_r, model_config),
         "valid_recon_nll": float(valid[-1]["valid_recon_nll"]) if valid else None,
         "long_chain": long_chain,
         "latent_usage": usage,

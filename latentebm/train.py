@@ -128,6 +128,7 @@ class Trainer:
         self._signal_at = 0.0
         self._metrics: MetricsLog | None = None  # RUN/metrics.jsonl, on the main process
         self._diverging = False
+        self._prior_chain_warned = False
         self._held: Path | None = None  # the run directory this process has locked
         self._console: ConsoleLog | None = None  # RUN/console.log, on the main process
         self.run_dir: Path | None = None
@@ -431,6 +432,7 @@ class Trainer:
                     row["steps_per_s"] = count / max(elapsed, 1e-9)
                     row = reduce_values(row, ctx)
                     self._log(row, progress, echo=by_time)
+                    self._check_prior_chain_step(model, row)
                     sums.clear()
                     count, tokens, interval_start = 0, 0, time.perf_counter()
                 elif progress is not None:  # the count moves every step; tqdm redraws at most
@@ -511,6 +513,44 @@ class Trainer:
                 "chains' step sizes"
             )
             self._append_metrics({"event": "diverging", "max_abs_parameter": largest})
+
+    def _check_prior_chain_step(self, model: LatentEBM, row: dict[str, float]) -> None:
+        """Warn once (stderr and a ``prior_chain_too_wide`` event in ``metrics.jsonl``) when a
+        row's ``prior_grad_norm`` says the prior chain samples at least twice the variance of a
+        Gaussian with the curvature it meets (:mod:`latentebm.chain_step`): eq. (10) of Pang et
+        al. (2020) then sharpens the energy until it runs away from its own chain, as on PTB
+        under Table 5's a0 = 0.4 (docs/RESULTS.md 12c). Training goes on."""
+        from latentebm.chain_step import step_index
+
+        norm = row.get("prior_grad_norm")
+        chain = model.prior_chain
+        if (
+            self._prior_chain_warned
+            or not self.ctx.is_main
+            or norm is None
+            or not math.isfinite(norm)
+            or not chain.noise
+            or chain.noise_factor <= 0
+        ):
+            return
+        squares = [chain.step_size_at(k) ** 2 for k in range(max(chain.n_steps, 1))]
+        step_size = math.sqrt(sum(squares) / len(squares))
+        index = step_index(step_size, norm, model.z_dim, chain.noise_factor)
+        if index.too_wide:
+            self._prior_chain_warned = True
+            say(
+                f"warning: step {self.state.step}: the prior chain samples about "
+                f"{index.variance_inflation:.1f}x the variance of a Gaussian with the curvature "
+                f"it meets (step index {index.rho:.2f}); if energy_diff keeps growing, lower "
+                f"model.prior_chain.step_size (now {step_size:g}); see latentebm diagnose"
+            )
+            self._append_metrics(
+                {
+                    "event": "prior_chain_too_wide",
+                    "rho": index.rho,
+                    "variance_inflation": index.variance_inflation,
+                }
+            )
 
     # ------------------------------------------------------------------ validation
     def validate(

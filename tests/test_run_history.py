@@ -310,6 +310,26 @@ def test_a_finite_divergence_is_flagged(
     assert len(events) == 1 and events[0]["max_abs_parameter"] > DIVERGED_WEIGHT
 
 
+def test_a_prior_chain_that_samples_too_wide_is_flagged_once(
+    tiny_recipe, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A prior chain step past the reference's stability bound (a^2 = 9 > 4 sigma^2) samples
+    far wider than any Gaussian of the curvature it meets: one warning naming the key, one
+    event; Table 5's 0.4 on the same model none."""
+    recipe = tiny_recipe()
+    calm = tmp_path / "calm"
+    fit(recipe, "trainer.max_steps=4", f"trainer.run_dir={calm}")
+    assert "prior chain samples" not in capsys.readouterr().err
+    assert not [r for r in metrics(calm) if r.get("event") == "prior_chain_too_wide"]
+    wide = tmp_path / "wide"
+    fit(recipe, "trainer.max_steps=4", "model.prior_chain.step_size=3.0", f"trainer.run_dir={wide}")
+    err = capsys.readouterr().err
+    assert err.count("the prior chain samples about") == 1
+    assert "lower model.prior_chain.step_size (now 3)" in err
+    events = [r for r in metrics(wide) if r.get("event") == "prior_chain_too_wide"]
+    assert len(events) == 1 and events[0]["variance_inflation"] >= 2.0
+
+
 # ----------------------------------------------------------------------------- short-run EBM
 
 

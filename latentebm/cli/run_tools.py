@@ -76,6 +76,19 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         ("r_t posterior, Nijkamp scale", _fmt(nijkamp["r_t_posterior"])),
         ("  (mapping)", nijkamp["mapping"]),
     ]
+    step = result.get("prior_chain_step")
+    if step:
+        rows += [
+            (
+                "prior chain step index rho, first / last tenth",
+                f"{step['rho_first']:.3g} / {step['rho_last']:.3g}",
+            ),
+            (
+                "  variance sampled / a Gaussian's (last)",
+                f"{step['variance_inflation_last']:.3g}x "
+                f"(step at {100 * step['bound_fraction_last']:.0f} % of its stability bound)",
+            ),
+        ]
     usage = result.get("latent_usage")
     if usage:
         rows += [
@@ -94,6 +107,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
+    if step and step["advice"]:
+        print(f"warning: {step['advice']}")
     if result["plots_skipped"]:
         print(f"diagnostics.json -> {result['out_dir']} (plots skipped: {result['plots_skipped']})")
     else:
