@@ -233,37 +233,30 @@ def prior_chain_step(
     prior_r: Sequence[float], model: dict[str, Any] | None
 ) -> dict[str, Any] | None:
     """Is the prior chain's step small enough for the energy it meets?
-    (:mod:`latentebm.chain_step`). From the logged ``prior_grad_norm`` of each row and the
-    model config's ``z_dim`` and ``prior_chain`` (a schedule counts as its root mean square
-    step), the step index ``rho`` of the first and the last tenth of the rows and its largest
-    row, and for the last tenth the share of the stability bound and the variance inflation;
-    ``advice`` says what to change when the chain samples too wide. None without logged
-    gradient norms or a readable config."""
-    from latentebm.chain_step import step_index
+    (:mod:`latentebm.chain_step`). From the logged ``prior_grad_norm`` of each row (non-finite
+    rows left out) and the model config's ``z_dim`` and ``prior_chain`` (a schedule counts as
+    its root mean square step), the step index ``rho`` of the first and the last tenth of the
+    rows and its largest row, and for the last tenth ``a^2`` as a share of the stability bound
+    and the variance inflation; ``advice`` says what to change when the chain samples too
+    wide. None without logged gradient norms, a readable config, or a chain with noise."""
+    from latentebm.chain_step import step_index, too_wide_advice
 
-    if not prior_r or model is None:
+    norms = [float(g) for g in prior_r if math.isfinite(g)]
+    chain = model.get("prior_chain") if isinstance(model, dict) else None
+    if not norms or not isinstance(chain, dict) or chain.get("noise", True) is False:
         return None
     try:
-        chain = model["prior_chain"]
         sizes = _step_sizes(chain)
         step_size = math.sqrt(float(np.mean([a * a for a in sizes])))
         noise_factor = float(chain.get("noise_factor", 1.0))
-        z_dim = int(model["z_dim"])
-        rows = [step_index(step_size, g, z_dim, noise_factor) for g in prior_r]
+        z_dim = int(model["z_dim"])  # type: ignore[index]
+        rows = [step_index(step_size, g, z_dim, noise_factor) for g in norms]
     except (KeyError, TypeError, ValueError):
         return None
     window = max(1, len(rows) // 10)
     first = float(np.mean([r.rho for r in rows[:window]]))
-    last_norm = float(np.mean(prior_r[-window:]))
-    last = step_index(step_size, last_norm, z_dim, noise_factor)
-    advice = None
-    if last.too_wide:
-        advice = (
-            f"the prior chain samples about {last.variance_inflation:.1f}x the variance of a "
-            "Gaussian with the curvature it meets: eq. (10) then sharpens the energy and the "
-            "chain falls further behind (watch d_t grow); lower model.prior_chain.step_size "
-            f"(now {step_size:g}; at the same energy, halving it halves rho)"
-        )
+    last = step_index(step_size, float(np.mean(norms[-window:])), z_dim, noise_factor)
+    scheduled = bool(chain.get("step_schedule"))
     return {
         "step_size": step_size,
         "noise_factor": noise_factor,
@@ -275,7 +268,7 @@ def prior_chain_step(
         "bound_fraction_last": last.bound_fraction,
         "variance_inflation_last": last.variance_inflation,
         "too_wide": last.too_wide,
-        "advice": advice,
+        "advice": too_wide_advice(last, step_size, scheduled=scheduled) if last.too_wide else None,
     }
 
 

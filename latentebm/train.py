@@ -519,8 +519,9 @@ class Trainer:
         row's ``prior_grad_norm`` says the prior chain samples at least twice the variance of a
         Gaussian with the curvature it meets (:mod:`latentebm.chain_step`): eq. (10) of Pang et
         al. (2020) then sharpens the energy until it runs away from its own chain, as on PTB
-        under Table 5's a0 = 0.4 (docs/RESULTS.md 12c). Training goes on."""
-        from latentebm.chain_step import step_index
+        under Table 5's a0 = 0.4 (docs/RESULTS.md 12c). Training goes on. Once per process: a
+        resumed run that is still too wide warns (and records the event) again."""
+        from latentebm.chain_step import step_index, too_wide_advice
 
         norm = row.get("prior_grad_norm")
         chain = model.prior_chain
@@ -538,12 +539,9 @@ class Trainer:
         index = step_index(step_size, norm, model.z_dim, chain.noise_factor)
         if index.too_wide:
             self._prior_chain_warned = True
-            say(
-                f"warning: step {self.state.step}: the prior chain samples about "
-                f"{index.variance_inflation:.1f}x the variance of a Gaussian with the curvature "
-                f"it meets (step index {index.rho:.2f}); if energy_diff keeps growing, lower "
-                f"model.prior_chain.step_size (now {step_size:g}); see latentebm diagnose"
-            )
+            scheduled = chain.step_schedule is not None
+            advice = too_wide_advice(index, step_size, scheduled=scheduled)
+            say(f"warning: step {self.state.step}: {advice}; see latentebm diagnose")
             self._append_metrics(
                 {
                     "event": "prior_chain_too_wide",

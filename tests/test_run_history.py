@@ -325,9 +325,15 @@ def test_a_prior_chain_that_samples_too_wide_is_flagged_once(
     fit(recipe, "trainer.max_steps=4", "model.prior_chain.step_size=3.0", f"trainer.run_dir={wide}")
     err = capsys.readouterr().err
     assert err.count("the prior chain samples about") == 1
-    assert "lower model.prior_chain.step_size (now 3)" in err
-    events = [r for r in metrics(wide) if r.get("event") == "prior_chain_too_wide"]
+    assert "lower model.prior_chain.step_size (now 3;" in err
+    rows = metrics(wide)
+    events = [r for r in rows if r.get("event") == "prior_chain_too_wide"]
     assert len(events) == 1 and events[0]["variance_inflation"] >= 2.0
+    # the index of the row it was read from, with the chain's step and the model's z_dim
+    from latentebm.chain_step import step_index
+
+    row = next(r for r in rows if r.get("step") == events[0]["step"] and "prior_grad_norm" in r)
+    assert events[0]["rho"] == pytest.approx(step_index(3.0, row["prior_grad_norm"], 4).rho)
 
 
 # ----------------------------------------------------------------------------- short-run EBM

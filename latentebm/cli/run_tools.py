@@ -86,7 +86,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
             (
                 "  variance sampled / a Gaussian's (last)",
                 f"{step['variance_inflation_last']:.3g}x "
-                f"(step at {100 * step['bound_fraction_last']:.0f} % of its stability bound)",
+                f"(a^2 at {100 * step['bound_fraction_last']:.0f} % of its stability bound 4 v)",
             ),
         ]
     usage = result.get("latent_usage")
