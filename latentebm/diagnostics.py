@@ -224,7 +224,7 @@ def _chain_drifts(model: dict[str, Any] | None) -> tuple[float, float] | None:
     try:
         chains = [model["prior_chain"], model["posterior_chain"]]  # type: ignore[index]
         drifts = [float(np.mean([0.5 * a * a for a in _step_sizes(c)])) for c in chains]
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, AttributeError):  # e.g. prior_chain: null
         return None
     return drifts[0], drifts[1]
 

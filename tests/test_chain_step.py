@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from latentebm.chain_step import WIDE_CHAIN_INFLATION, chi_mean_factor, step_index
-from latentebm.diagnostics import diagnose, prior_chain_step
+from latentebm.diagnostics import _chain_drifts, diagnose, prior_chain_step
 from latentebm.langevin import LangevinSampler
 
 
@@ -98,6 +98,7 @@ def test_prior_chain_step_windows_and_advice() -> None:
     assert prior_chain_step([15.0], None) is None
     assert prior_chain_step([15.0], {"prior_chain": {"step_size": 0.4}}) is None
     assert prior_chain_step([15.0], {**MODEL, "prior_chain": None}) is None
+    assert _chain_drifts({**MODEL, "prior_chain": None}) is None  # not an AttributeError
     assert (
         prior_chain_step([15.0], {**MODEL, "prior_chain": {"step_size": 0.4, "noise": False}})
         is None
