@@ -57,9 +57,9 @@ class StepIndex:
     Attributes:
         rho: ``a sqrt(E||grad log pi||^2) / (2 sqrt(d))``.
         bound_fraction: ``a^2 / (4 v)`` for the Gaussian ``N(0, v I)`` whose stationary chain
-            has this ``rho``: ``rho^2 / (rho^2 + tau^2)``, in ``[0, 1)``.
+            has this ``rho``: ``rho^2 / (rho^2 + T^2)``, in ``[0, 1)``.
         variance_inflation: the chain's stationary variance over the (tempered) target's,
-            ``1 + (rho / tau)^2``.
+            ``1 + (rho / T)^2``.
     """
 
     rho: float
@@ -74,8 +74,8 @@ class StepIndex:
 
 def chi_mean_factor(dim: int) -> float:
     """``kappa_d = E chi_d / sqrt(d) = sqrt(2 / d) Gamma((d + 1) / 2) / Gamma(d / 2)``: the mean
-    norm of an isotropic Gaussian vector over its root mean square norm (pi / 4 squared in 2
-    dimensions, ``1 - 1 / (4 d)`` to first order)."""
+    norm of an isotropic Gaussian vector over its root mean square norm (``kappa_2^2 = pi / 4``;
+    ``1 - 1 / (4 d)`` to first order)."""
     return math.exp(math.lgamma((dim + 1) / 2) - math.lgamma(dim / 2)) * math.sqrt(2.0 / dim)
 
 
