@@ -40,9 +40,17 @@ energy, which the same step then samples wider still: the runaway of docs/RESULT
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["WIDE_CHAIN_INFLATION", "StepIndex", "chi_mean_factor", "step_index", "too_wide_advice"]
+__all__ = [
+    "WIDE_CHAIN_INFLATION",
+    "StepIndex",
+    "chi_mean_factor",
+    "rms_step_size",
+    "step_index",
+    "too_wide_advice",
+]
 
 WIDE_CHAIN_INFLATION = 2.0
 """A chain whose ``variance_inflation`` reaches this (``rho >= T``: at least twice the variance
@@ -77,6 +85,15 @@ def chi_mean_factor(dim: int) -> float:
     norm of an isotropic Gaussian vector over its root mean square norm (``kappa_2^2 = pi / 4``;
     ``1 - 1 / (4 d)`` to first order)."""
     return math.exp(math.lgamma((dim + 1) / 2) - math.lgamma(dim / 2)) * math.sqrt(2.0 / dim)
+
+
+def rms_step_size(step_sizes: Sequence[float]) -> float:
+    """The root mean square of a chain's per-step sizes ``a_k`` (its ``step_schedule`` over its
+    K steps, or ``step_size`` repeated): the one step size the index reads a schedule as."""
+    sizes = list(step_sizes)
+    if not sizes:
+        raise ValueError("rms_step_size needs at least one step size")
+    return math.sqrt(sum(a * a for a in sizes) / len(sizes))
 
 
 def step_index(

@@ -239,7 +239,7 @@ def prior_chain_step(
     rows and its largest row, and for the last tenth ``a^2`` as a share of the stability bound
     and the variance inflation; ``advice`` says what to change when the chain samples too
     wide. None without logged gradient norms, a readable config, or a chain with noise."""
-    from latentebm.chain_step import step_index, too_wide_advice
+    from latentebm.chain_step import rms_step_size, step_index, too_wide_advice
 
     norms = [float(g) for g in prior_r if math.isfinite(g)]
     chain = model.get("prior_chain") if isinstance(model, dict) else None
@@ -247,7 +247,7 @@ def prior_chain_step(
         return None
     try:
         sizes = _step_sizes(chain)
-        step_size = math.sqrt(float(np.mean([a * a for a in sizes])))
+        step_size = rms_step_size(sizes)
         noise_factor = float(chain.get("noise_factor", 1.0))
         z_dim = int(model["z_dim"])  # type: ignore[index]
         rows = [step_index(step_size, g, z_dim, noise_factor) for g in norms]

@@ -521,7 +521,7 @@ class Trainer:
         al. (2020) then sharpens the energy until it runs away from its own chain, as on PTB
         under Table 5's a0 = 0.4 (docs/RESULTS.md 12c). Training goes on. Once per process: a
         resumed run that is still too wide warns (and records the event) again."""
-        from latentebm.chain_step import step_index, too_wide_advice
+        from latentebm.chain_step import rms_step_size, step_index, too_wide_advice
 
         norm = row.get("prior_grad_norm")
         chain = model.prior_chain
@@ -534,8 +534,7 @@ class Trainer:
             or chain.noise_factor <= 0
         ):
             return
-        squares = [chain.step_size_at(k) ** 2 for k in range(max(chain.n_steps, 1))]
-        step_size = math.sqrt(sum(squares) / len(squares))
+        step_size = rms_step_size([chain.step_size_at(k) for k in range(max(chain.n_steps, 1))])
         index = step_index(step_size, norm, model.z_dim, chain.noise_factor)
         if index.too_wide:
             self._prior_chain_warned = True
