@@ -3,8 +3,8 @@
 What ``torchrun --standalone --nproc_per_node N`` does for one machine, without its agent in
 the middle: :func:`run_processes` starts ``N`` copies of a command with the environment that
 :func:`latentebm.distributed.init_distributed` reads (``RANK``, ``LOCAL_RANK``,
-``WORLD_SIZE``, ``MASTER_ADDR``/``MASTER_PORT`` of a free local port), ``OMP_NUM_THREADS``
-threads each, and waits for them.
+``WORLD_SIZE``, ``MASTER_ADDR``/``MASTER_PORT``), ``OMP_NUM_THREADS`` threads each, and waits
+for them.
 
 Contract:
 
@@ -27,6 +27,11 @@ Contract:
   for gloo's 30-minute timeout).
 * **The exit status** is the first non-zero status of a process (a signal ``s`` as ``128 + s``),
   else 0.
+* **The process group's store is the launcher's.** The launcher serves the ``TCPStore`` that
+  the processes meet at, on a port the system gives it when it binds, before any process
+  starts, and holds it until they end; the processes join as its clients
+  (``TORCHELASTIC_USE_AGENT_STORE``, as under torchrun's agent). No port is chosen first and
+  bound later, so no other program can take it in between.
 """
 
 from __future__ import annotations
@@ -35,12 +40,12 @@ import contextlib
 import ctypes
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
+from typing import Any
 
 GRACE_SECONDS = 10.0
 _PR_SET_PDEATHSIG = 1
@@ -79,11 +84,25 @@ def threads_per_process(processes: int, environ: Mapping[str, str]) -> int:
     return max(1, usable_cores() // processes)
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (for the process group's store)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+STORE_HOST = "127.0.0.1"
+
+
+def serve_store(processes: int) -> Any:
+    """A ``torch.distributed.TCPStore`` server for ``processes`` clients on a port of
+    ``STORE_HOST`` that the system picks as it binds (read it from ``.port``). It serves from a
+    thread of its own, which keeps the signal mask of the thread that created it."""
+    from datetime import timedelta
+
+    from torch.distributed import TCPStore  # torch only here: the launcher starts fast
+
+    return TCPStore(
+        STORE_HOST,
+        0,
+        world_size=processes,
+        is_master=True,
+        timeout=timedelta(minutes=30),
+        wait_for_workers=False,
+    )
 
 
 def worker_environment(
@@ -97,8 +116,10 @@ def worker_environment(
         WORLD_SIZE=str(processes),
         LOCAL_WORLD_SIZE=str(processes),
         GROUP_RANK="0",
-        MASTER_ADDR="127.0.0.1",
+        MASTER_ADDR=STORE_HOST,
         MASTER_PORT=str(port),
+        TORCHELASTIC_USE_AGENT_STORE="True",  # every rank a client of the launcher's store
+        TORCHELASTIC_RESTART_COUNT="0",  # what torch's agent-store path may read with it
         OMP_NUM_THREADS=str(threads),
     )
     env[LAUNCHED_ENV] = "1"
@@ -148,7 +169,7 @@ def run_processes(
     if not hasattr(signal, "pthread_sigmask") or not hasattr(os, "setpgid"):
         raise OSError("--processes needs a POSIX system (Linux, macOS); use torchrun here")
     base = dict(os.environ if environ is None else environ)
-    port = free_port()
+    store: Any = None
     children: list[subprocess.Popen[bytes]] = []
     owner = os.getpid()  # the handlers act in the launcher only, not in a child before exec
 
@@ -184,9 +205,12 @@ def run_processes(
     setup = _child_setup(_find_prctl(), mask)
     try:
         try:
+            # created while the forwarded signals are held: its thread keeps them held, so
+            # they reach the main thread's handlers only
+            store = serve_store(processes)
             for rank in range(processes):
                 env = worker_environment(
-                    base, rank=rank, processes=processes, port=port, threads=threads
+                    base, rank=rank, processes=processes, port=store.port, threads=threads
                 )
                 children.append(subprocess.Popen(list(command), env=env, preexec_fn=setup))
         finally:
@@ -199,6 +223,7 @@ def run_processes(
                 child.wait()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        del store  # the server stops with its last reference, after every process ended
 
 
 def _wait(children: list[subprocess.Popen[bytes]], grace_seconds: float) -> int:

@@ -102,6 +102,28 @@ def test_each_process_gets_its_rank(tmp_path: Path) -> None:
     assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {"0": "3", "1": "3", "2": "3"}
 
 
+def test_the_store_is_served_before_any_process_starts(tmp_path: Path) -> None:
+    """Each process finds the launcher's store already listening at MASTER_PORT and joins it as
+    a client: what one process sets there, another reads (no port picked first and bound by
+    rank 0 later, which another program could take in between)."""
+    script = textwrap.dedent(
+        """
+        import os, sys
+        from datetime import timedelta
+        from torch.distributed import TCPStore
+        assert os.environ["TORCHELASTIC_USE_AGENT_STORE"] == "True"
+        store = TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                         is_master=False, timeout=timedelta(seconds=20))
+        rank = os.environ["RANK"]
+        store.set("rank" + rank, "here")
+        other = store.get("rank" + str(1 - int(rank))).decode()
+        open(sys.argv[1] + "/" + rank, "w").write(other)
+        """
+    )
+    assert run_processes([sys.executable, "-c", script, str(tmp_path)], 2, threads=1) == 0
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == {"0": "here", "1": "here"}
+
+
 def test_one_failure_ends_the_others(tmp_path: Path) -> None:
     script = (
         "import os, sys, time; r = os.environ['RANK']; sys.exit(3) if r == '1' else time.sleep(60)"
