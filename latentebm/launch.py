@@ -31,7 +31,10 @@ Contract:
   the processes meet at, on a port the system gives it when it binds, before any process
   starts, and holds it until they end; the processes join as its clients
   (``TORCHELASTIC_USE_AGENT_STORE``, as under torchrun's agent). No port is chosen first and
-  bound later, so no other program can take it in between.
+  bound later, so no other program can take it in between. Like rank 0's store under plain
+  ``torchrun``, the server listens on every interface of this machine, and it keeps its keys
+  for the job's lifetime: a process initialises its process group once (a second
+  ``init_process_group`` after ``destroy_process_group`` would meet the first one's keys).
 """
 
 from __future__ import annotations
@@ -88,9 +91,9 @@ STORE_HOST = "127.0.0.1"
 
 
 def serve_store(processes: int) -> Any:
-    """A ``torch.distributed.TCPStore`` server for ``processes`` clients on a port of
-    ``STORE_HOST`` that the system picks as it binds (read it from ``.port``). It serves from a
-    thread of its own, which keeps the signal mask of the thread that created it."""
+    """A ``torch.distributed.TCPStore`` server for ``processes`` clients, reached at
+    ``STORE_HOST``, on a port that the system picks as it binds (read it from ``.port``). It
+    serves from a thread of its own, which keeps the signal mask of the thread that created it."""
     from datetime import timedelta
 
     from torch.distributed import TCPStore  # torch only here: the launcher starts fast
@@ -119,7 +122,6 @@ def worker_environment(
         MASTER_ADDR=STORE_HOST,
         MASTER_PORT=str(port),
         TORCHELASTIC_USE_AGENT_STORE="True",  # every rank a client of the launcher's store
-        TORCHELASTIC_RESTART_COUNT="0",  # what torch's agent-store path may read with it
         OMP_NUM_THREADS=str(threads),
     )
     env[LAUNCHED_ENV] = "1"
@@ -193,20 +195,33 @@ def run_processes(
 
     handlers = {s: pass_on for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     handlers.update({signal.SIGTSTP: suspend, signal.SIGCONT: resume})
-    # held from before the handlers are installed until every process exists, so that none is
+    # Held from before the handlers are installed until every process exists, so that none is
     # signalled before all exist (a worker that missed the signal would wait for the stopped
-    # ones) and none is lost; passed on after
+    # ones) and none is lost; passed on after. Two layers: this thread's mask, and, for a
+    # signal that reaches another thread of this process (one started before the mask, e.g. a
+    # BLAS pool of an earlier torch import), a queue that the handlers fill while starting.
+    queued: list[int] = []
+    starting = [True]
+
+    def held(handler: Callable[[int, FrameType | None], None]) -> Callable[..., None]:
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            if starting[0] and os.getpid() == owner:
+                queued.append(signum)
+            else:
+                handler(signum, frame)
+
+        return on_signal
+
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
     previous = {
-        s: signal.signal(s, handler)
+        s: signal.signal(s, held(handler))
         for s, handler in handlers.items()
         if signal.getsignal(s) is not signal.SIG_IGN  # nohup, a background job: stays ignored
     }
     setup = _child_setup(_find_prctl(), mask)
     try:
         try:
-            # created while the forwarded signals are held: its thread keeps them held, so
-            # they reach the main thread's handlers only
+            # the store's thread, created here, keeps the forwarded signals masked for good
             store = serve_store(processes)
             for rank in range(processes):
                 env = worker_environment(
@@ -214,7 +229,10 @@ def run_processes(
                 )
                 children.append(subprocess.Popen(list(command), env=env, preexec_fn=setup))
         finally:
+            starting[0] = False
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        for signum in queued:
+            handlers[signal.Signals(signum)](signum, None)
         return _wait(children, grace_seconds)
     finally:
         for child in children:  # only after an error of our own: never leave one running

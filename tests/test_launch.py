@@ -113,7 +113,7 @@ def test_the_store_is_served_before_any_process_starts(tmp_path: Path) -> None:
         from torch.distributed import TCPStore
         assert os.environ["TORCHELASTIC_USE_AGENT_STORE"] == "True"
         store = TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
-                         is_master=False, timeout=timedelta(seconds=20))
+                         is_master=False, timeout=timedelta(seconds=120))
         rank = os.environ["RANK"]
         store.set("rank" + rank, "here")
         other = store.get("rank" + str(1 - int(rank))).decode()
@@ -145,6 +145,42 @@ def test_sigterm_to_the_launcher_reaches_every_process(tmp_path: Path) -> None:
     job = _counting_job(tmp_path)
     job.send_signal(signal.SIGTERM)
     assert _counts(job, tmp_path) == {"0": "0 1", "1": "0 1"}
+
+
+def test_a_signal_while_the_processes_start_reaches_them_after(tmp_path: Path) -> None:
+    """A SIGTERM that arrives while the launcher starts its processes, and lands on a thread of
+    the launcher that does not hold it (one started before the launcher's signal mask), is
+    queued and passed on once every process exists, not lost."""
+    launcher = textwrap.dedent(
+        f"""
+        import os, signal, sys, threading, time
+        import latentebm.launch as launch
+        go, sent = threading.Event(), threading.Event()
+        def other_thread():  # started before the mask: SIGTERM lands here
+            go.wait()
+            os.kill(os.getpid(), signal.SIGTERM)
+            sent.set()
+        threading.Thread(target=other_thread, daemon=True).start()
+        serve = launch.serve_store
+        def serve_after_a_signal(processes):
+            go.set()
+            sent.wait()
+            time.sleep(0.5)  # the handler runs in the main thread meanwhile
+            return serve(processes)
+        launch.serve_store = serve_after_a_signal
+        sys.exit(launch.run_processes([sys.executable, "-c", {COUNTING_WORKER!r}], 2, threads=1))
+        """
+    )
+    env = cli_env(READY_DIR=str(tmp_path))
+    job = subprocess.run([sys.executable, "-c", launcher], env=env, timeout=120)
+    counts = {p.name: p.read_text() for p in tmp_path.glob("*.count")}
+    # each worker counted the SIGTERM, or (before installing its handler) was ended by it;
+    # a lost signal leaves both counting "0 0" after 30 s and the job exiting 0
+    if job.returncode == 0:
+        assert counts == {"0.count": "0 1", "1.count": "0 1"}
+    else:
+        assert job.returncode == 128 + signal.SIGTERM
+        assert all(count == "0 1" for count in counts.values())
 
 
 def test_a_hangup_ignored_by_nohup_stays_ignored(tmp_path: Path) -> None:
