@@ -57,6 +57,19 @@ def _likelihood_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
                     f"{settings['n_chains']}",
                 )
             )
+        elif settings["estimator"] == "ais" and settings["init"] == "pilot":
+            rows.append(
+                (
+                    "estimator",
+                    f"AIS, per example the path a pilot chose: a Laplace start "
+                    f"({settings['n_chains']} chains x {settings['n_temperatures']} "
+                    f"temperatures) or the reference path ({settings['n_chains']} x "
+                    f"{settings['reference_temperatures']}); the reference path for "
+                    f"{nll['reference_share']:.0%} of them; {settings['leapfrog_steps']} leapfrog "
+                    f"steps; acceptance {nll['mean_acceptance']:.2f}, mean ESS "
+                    f"{nll['mean_ess']:.2f} of {settings['n_chains']}",
+                )
+            )
         elif settings["estimator"] == "ais":
             rows.append(
                 (

@@ -573,10 +573,11 @@ def test_evaluate_passes_the_ais_start_options_on() -> None:
     ais = likelihood_settings(parser.parse_args(args)).ais  # type: ignore[attr-defined]
     assert (ais.init, ais.n_temperatures, ais.defensive) == ("reference", 500, 0.3)
     ais = likelihood_settings(parser.parse_args(["evaluate", "RUN", "--defensive", "0"])).ais  # type: ignore[attr-defined]
-    assert (ais.init, ais.defensive) == ("laplace", 0.0)
-    both = ["evaluate", "RUN", "--ais-init", "both", "--reference-temperatures", "900"]
-    ais = likelihood_settings(parser.parse_args(both)).ais  # type: ignore[attr-defined]
-    assert (ais.init, ais.n_temperatures, ais.reference_temperatures) == ("both", 500, 900)
+    assert (ais.init, ais.defensive) == ("pilot", 0.0)
+    for init in ("both", "pilot"):
+        given = ["evaluate", "RUN", "--ais-init", init, "--reference-temperatures", "900"]
+        ais = likelihood_settings(parser.parse_args(given)).ais  # type: ignore[attr-defined]
+        assert (ais.init, ais.n_temperatures, ais.reference_temperatures) == (init, 500, 900)
     alone = ["evaluate", "RUN", "--ais-init", "reference", "--reference-temperatures", "900"]
     with pytest.raises(ValueError, match="--reference-temperatures: the reference path's share"):
         likelihood_settings(parser.parse_args(alone))

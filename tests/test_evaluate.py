@@ -77,7 +77,7 @@ def test_evaluate_writes_metrics_json(tiny_run: Path) -> None:
     ):
         assert key in entry, key
     settings = entry["settings"]
-    assert settings["estimator"] == "ais" and settings["init"] == "laplace"
+    assert settings["estimator"] == "ais" and settings["init"] == "pilot"
     assert settings["n_chains"] == 2 and settings["n_temperatures"] == 3
     assert entry["log_z"]["n_chains"] == 16 and entry["log_z"]["std_error"] >= 0
     assert 1.0 <= entry["mean_ess"] <= 2.0 and 0.0 <= entry["mean_acceptance"] <= 1.0
@@ -253,7 +253,13 @@ def test_cli(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str])
     argv += ["--max-batches", "1", "-o", str(out), "--no-progress"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    for label in ("marginal NLL (nats/example)", "PPL", "log Z", "AIS from laplace", str(out)):
+    for label in (
+        "marginal NLL (nats/example)",
+        "PPL",
+        "log Z",
+        "the path a pilot chose",
+        str(out),
+    ):
         assert label in printed
     entry = json.loads(out.read_text(encoding="utf-8"))["valid"]["marginal_nll"]
     assert entry["settings"]["n_temperatures"] == 3

@@ -126,10 +126,10 @@ def likelihood_settings(args: argparse.Namespace) -> object:
 
     is_mode = args.estimator == "is"
     init = args.ais_init or AISSettings.init
-    if args.reference_temperatures is not None and init != "both":
+    if args.reference_temperatures is not None and init not in ("pilot", "both"):
         raise ValueError(
-            f"--reference-temperatures: the reference path's share of --ais-init both (this "
-            f"evaluation's start is {init}; with --ais-init reference, use --temperatures)"
+            f"--reference-temperatures: the reference path's share of --ais-init pilot or both "
+            f"(this evaluation's start is {init}; with --ais-init reference, use --temperatures)"
         )
     ais = AISSettings(
         **given(  # type: ignore[arg-type]

@@ -285,20 +285,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     like.add_argument(
         "--ais-init",
-        choices=("laplace", "reference", "both"),
+        choices=("pilot", "laplace", "reference", "both"),
         default=None,
-        help="AIS start: a Laplace fit per example (exact for Gaussian-like posteriors), "
-        "N(0, sigma^2 I) (with --temperatures 500: tight on the rugged posteriors of text "
-        "models that use z, at more cost; docs/RESULTS.md section 12b), or both, "
-        "keeping each example's larger estimate (--reference-temperatures for that path; "
-        "not a lower bound: up to about one standard error high where the two agree)",
+        help="AIS start: pilot (default): per example, short pilots of the two paths below "
+        "choose one, then a fresh run on it; laplace: a Laplace fit per example (exact for "
+        "Gaussian-like posteriors); reference: N(0, sigma^2 I) (tight on the broad, rugged "
+        "posteriors of trained text models; docs/RESULTS.md section 12b); both: both paths, "
+        "keeping each example's larger estimate (not a lower bound: up to about one standard "
+        "error high where the two agree)",
     )
     like.add_argument(
         "--reference-temperatures",
         type=positive_int,
         default=None,
         metavar="T",
-        help="--ais-init both: temperatures of the reference path (500)",
+        help="--ais-init pilot or both: temperatures of the reference path (500)",
     )
     like.add_argument(
         "--defensive",

@@ -38,6 +38,7 @@ from latentebm.metrics.marginal import (
     PriorRejectionSampler,
     ais_log_joint_normaliser,
     ais_log_partition,
+    choose_reference_path,
     fit_laplace,
 )
 from latentebm.model import LatentEBM
@@ -220,8 +221,9 @@ def bdmc(
     num_targets_fn: Callable[[Tensor], Tensor | int] | None = None,
 ) -> BDMCResult:
     """Forward and reverse AIS on ``data`` (module docstring), ``batch_size`` examples at a
-    time. The Laplace start density (``init: laplace`` or ``both``) is fitted once per batch
-    from ``x`` and shared by both directions (it never sees ``z*``). ``num_targets_fn(x)``:
+    time. The Laplace start density (``init: laplace``, ``both`` or ``pilot``) is fitted once
+    per batch from ``x`` and shared by both directions (it never sees ``z*``), and so is
+    ``pilot``'s choice of path (made from ``x`` and forward pilots only). ``num_targets_fn(x)``:
     scored tokens of a batch (e.g. the task's ``num_target_tokens``), for the per-token gap."""
     settings = settings or AISSettings()
     log_z_settings = log_z_settings or LogPartitionSettings()
@@ -232,12 +234,19 @@ def bdmc(
         z = data.z[start : start + batch_size].to(model.device)
         fit = (
             fit_laplace(model, x, settings, generator=generator)
-            if settings.init in ("laplace", "both")
+            if settings.init in ("laplace", "both", "pilot")
             else None
         )
-        ahead = ais_log_joint_normaliser(model, x, settings, generator=generator, proposal=fit)
+        paths = (
+            choose_reference_path(model, x, settings, generator=generator, proposal=fit)
+            if settings.init == "pilot"
+            else None
+        )
+        ahead = ais_log_joint_normaliser(
+            model, x, settings, generator=generator, proposal=fit, reference_rows=paths
+        )
         back = ais_log_joint_normaliser(
-            model, x, settings, generator=generator, z_exact=z, proposal=fit
+            model, x, settings, generator=generator, z_exact=z, proposal=fit, reference_rows=paths
         )
         forward.append(ahead.summary.value.cpu())
         forward_se.append(ahead.summary.std_error.cpu())

@@ -16,7 +16,12 @@ reported apart, and :func:`reverse_ais_log_partition` gives the matching upper b
 
 Where the chains start (``init``)
 ---------------------------------
-* ``laplace`` (default): a Gaussian ``q(z | x) = N(m, widen^2 H^-1)`` per example, ``m`` the
+* ``pilot`` (default): per example, one of the two paths below, chosen by two short forward
+  pilots (:func:`choose_reference_path`), then a fresh run on it: the Laplace start where the
+  posterior is Gaussian-like, the reference path where its mass lies far from every mode the
+  searches find (trained text models, docs/RESULTS.md section 12b). The pilots' chains are
+  independent of the run reported, so it keeps the guarantees of either path.
+* ``laplace``: a Gaussian ``q(z | x) = N(m, widen^2 H^-1)`` per example, ``m`` the
   mode of ``log p(x, z)`` found by Adam from a few starts, ``H`` the negative Hessian there by
   central differences of the gradient in two passes (:func:`fit_laplace`). The
   path is ``q^(1 - b) (joint)^b``; the chains run in the coordinates ``u`` with ``z = m + L u``,
@@ -58,6 +63,7 @@ from latentebm.metrics.ais import (
     staged_schedule,
     temperatures,
 )
+from latentebm.metrics.gaussian_proposal import GaussianProposal
 from latentebm.metrics.joint import REFERENCE_FLOATS_PER_TOKEN, SEQUENCE_TOKENS_PER_ROW, Joint
 from latentebm.metrics.laplace import LaplaceFit, fit_laplace
 from latentebm.metrics.marginal_settings import AISInit, AISSettings, LogPartitionSettings
@@ -85,6 +91,7 @@ __all__ = [  # the settings, log Z, the joint and the Laplace fit moved out; imp
     "PriorRejectionSampler",
     "ais_log_joint_normaliser",
     "ais_log_partition",
+    "choose_reference_path",
     "evaluate_marginal_nll",
     "fit_laplace",
     "sample_prior_exact",
@@ -108,8 +115,8 @@ class JointEstimate:
             those of ``1 / (Z p(x))``.
         acceptance: mean HMC acceptance rate.
         gradient_evaluations: per chain.
-        reference_chosen: ``init: both``: ``(B,)`` whether the reference path's estimate was
-            kept (else the Laplace start's); None otherwise.
+        reference_chosen: ``init: both`` or ``pilot``: ``(B,)`` whether the estimate is the
+            reference path's (else the Laplace start's); None otherwise.
     """
 
     log_weights: Tensor
@@ -127,6 +134,7 @@ def ais_log_joint_normaliser(
     generator: torch.Generator | None = None,
     z_exact: Tensor | None = None,
     proposal: LaplaceFit | None = None,
+    reference_rows: Tensor | None = None,
 ) -> JointEstimate:
     """AIS estimate of ``log (Z(alpha) p(x_i))`` for each row of ``x`` (module docstring).
 
@@ -135,8 +143,10 @@ def ais_log_joint_normaliser(
     ``z_exact`` (``(B, d)``, an exact draw of ``p(z | x_i)`` per example: data simulated from
     the model) the path runs in reverse from it (all ``n_chains`` chains of an example start
     there): a stochastic upper bound (BDMC).
-    ``proposal``: the Laplace fit to use (``init: laplace``), e.g. shared by a forward and a
-    reverse run; fitted here when None.
+    ``proposal``: the Laplace fit to use (``init: laplace`` or ``pilot``), e.g. shared by a
+    forward and a reverse run; fitted here when None. ``reference_rows``: ``init: pilot``
+    only, the path of each example (:func:`choose_reference_path`), e.g. shared by a forward
+    and a reverse run; chosen here when None.
 
     The model is in eval mode, its parameters frozen: only ``z`` is differentiated.
     """
@@ -144,6 +154,16 @@ def ais_log_joint_normaliser(
     if settings.init == "both":
         return _better_of_both(
             model, x, settings, generator=generator, z_exact=z_exact, proposal=proposal
+        )
+    if settings.init == "pilot":
+        return _path_chosen_by_pilot(
+            model,
+            x,
+            settings,
+            generator=generator,
+            z_exact=z_exact,
+            proposal=proposal,
+            reference_rows=reference_rows,
         )
     k, batch, d = settings.n_chains, x.shape[0], model.z_dim
     sigma = model.prior.prior_sigma
@@ -292,6 +312,126 @@ def _better_of_both(
     )
 
 
+def choose_reference_path(
+    model: LatentEBM,
+    x: Tensor,
+    settings: AISSettings,
+    *,
+    generator: torch.Generator | None = None,
+    proposal: LaplaceFit | None = None,
+) -> Tensor:
+    """``init: pilot``: ``(B,)`` whether each example's estimate should take the reference path.
+
+    Two short forward pilots per example, ``pilot_chains`` chains and
+    :meth:`~latentebm.metrics.marginal_settings.AISSettings.pilot_transitions` transitions
+    each: the Laplace start without its defensive share (its chains all start at the fitted
+    modes) and the reference path; the path whose pilot estimate is larger wins. The pilots'
+    chains are independent of the estimate that follows, so a fresh run on the chosen path
+    keeps the guarantees of either path alone (a forward run: a stochastic lower bound; a
+    reverse run: an upper bound), unlike ``both``. Without the defensive share the Laplace
+    pilot is exact where the posterior is the fitted Gaussian, so it cannot lose there to the
+    reference path, which is far too low on such posteriors (a pilot with the share could: its
+    reference-started chains carried all the weight in one example of the linear-Gaussian
+    test problem, docs/metrics.md). On posteriors whose mass lies far from every mode found
+    (a trained PTB model's, docs/RESULTS.md section 12b) the reference pilot wins by many nats.
+    """
+    if proposal is None:
+        proposal = fit_laplace(model, x, settings, generator=generator)
+    pilot = replace(
+        settings, n_chains=settings.pilot_chains, n_temperatures=settings.pilot_transitions()
+    )
+    laplace = ais_log_joint_normaliser(
+        model,
+        x,
+        replace(pilot, init="laplace", defensive=0.0),
+        generator=generator,
+        proposal=proposal,
+    )
+    reference = ais_log_joint_normaliser(
+        model, x, replace(pilot, init="reference"), generator=generator
+    )
+    return (reference.summary.value > laplace.summary.value).cpu()
+
+
+def _laplace_rows(fit: LaplaceFit, rows: Tensor) -> LaplaceFit:
+    """The Laplace fit of the examples ``rows`` only."""
+    return LaplaceFit(
+        proposal=GaussianProposal(
+            mean=fit.proposal.mean[rows], scale_tril=fit.proposal.scale_tril[rows]
+        ),
+        modes=fit.modes[rows],
+        log_weights=fit.log_weights[rows],
+    )
+
+
+def _path_chosen_by_pilot(
+    model: LatentEBM,
+    x: Tensor,
+    settings: AISSettings,
+    *,
+    generator: torch.Generator | None,
+    z_exact: Tensor | None,
+    proposal: LaplaceFit | None,
+    reference_rows: Tensor | None,
+) -> JointEstimate:
+    """``init: pilot``: each example's path by :func:`choose_reference_path` (unless given),
+    then a fresh run of ``n_chains`` chains on it: the Laplace start (with its defensive share,
+    ``n_temperatures``) or the reference path (``reference_temperatures``)."""
+    if proposal is None:
+        proposal = fit_laplace(model, x, settings, generator=generator)
+    if reference_rows is None:
+        reference_rows = choose_reference_path(
+            model, x, settings, generator=generator, proposal=proposal
+        )
+    pick = reference_rows.to(torch.bool).cpu()
+    if pick.shape != (x.shape[0],):
+        raise ValueError(f"reference_rows: expected shape ({x.shape[0]},), got {tuple(pick.shape)}")
+    parts: list[tuple[Tensor, JointEstimate]] = []
+    for use_reference in (False, True):
+        rows = (pick == use_reference).nonzero().squeeze(1)
+        if rows.numel() == 0:
+            continue
+        on_device = rows.to(x.device)
+        path = (
+            replace(settings, init="reference", n_temperatures=settings.reference_temperatures)
+            if use_reference
+            else replace(settings, init="laplace")
+        )
+        estimate = ais_log_joint_normaliser(
+            model,
+            x.index_select(0, on_device),
+            path,
+            generator=generator,
+            z_exact=None if z_exact is None else z_exact.to(x.device).index_select(0, on_device),
+            proposal=None if use_reference else _laplace_rows(proposal, on_device),
+        )
+        parts.append((rows, estimate))
+    first = parts[0][1]
+    batch = x.shape[0]
+
+    def gathered(get: Callable[[JointEstimate], Tensor]) -> Tensor:
+        out = get(first).new_empty((batch, *get(first).shape[1:]))
+        for rows, estimate in parts:
+            out[rows.to(out.device)] = get(estimate)
+        return out
+
+    evaluations = sum(estimate.gradient_evaluations * len(rows) for rows, estimate in parts)
+    acceptance = sum(
+        estimate.acceptance * estimate.gradient_evaluations * len(rows) for rows, estimate in parts
+    ) / max(evaluations, 1)
+    return JointEstimate(
+        log_weights=gathered(lambda e: e.log_weights),
+        summary=LogMeanExp(
+            gathered(lambda e: e.summary.value),
+            gathered(lambda e: e.summary.std_error),
+            gathered(lambda e: e.summary.ess),
+        ),
+        acceptance=acceptance,
+        gradient_evaluations=round(evaluations / batch),
+        reference_chosen=pick,
+    )
+
+
 class _StartDensity:
     """The start density of ``init: laplace`` for ``k`` chains per example, in the whitened
     coordinates ``u`` of the best mode's Laplace fit: ``z = m_1 + L u``.
@@ -384,8 +524,8 @@ class MarginalNLLResult:
         std_errors: each example's standard error: chain-to-chain, and float32 rounding
             (:data:`ROUNDING`).
         settings: the estimator's settings.
-        reference_share: ``init: both``: the share of examples whose estimate came from the
-            reference path (else from the Laplace start); None otherwise.
+        reference_share: ``init: both`` or ``pilot``: the share of examples whose estimate
+            came from the reference path (else from the Laplace start); None otherwise.
     """
 
     nll_per_example: float
