@@ -326,6 +326,18 @@ def test_both_starts_keep_each_examples_better_estimate() -> None:
         assert 0 < int(pick.sum()) < len(pick)  # each path wins for some examples here
 
 
+def ring_seen_through_one_dimension() -> tuple[LatentEBM, Tensor, Tensor]:
+    """A ring of 8 Gaussian modes in 2-D seen through one noisy linear dimension: 40 examples
+    whose posteriors have separated modes, and their exact log p(x) (Z = 1)."""
+    prior = GaussianMixturePrior.ring(8, 2.0, 0.3)
+    g = seeded(1)
+    weight, bias = torch.randn(1, 2, generator=g), 0.1 * torch.randn(1, generator=g)
+    model = model_of(prior, weight, bias, 0.3)
+    z = prior.sample(40, generator=g)
+    x = z @ weight.T + bias + 0.3 * torch.randn(40, 1, generator=g)
+    return model, x, mixture_marginal_linear_gaussian(prior, weight, bias, 0.3, x)
+
+
 def test_both_starts_are_tight_where_either_start_is() -> None:
     """The default's alternative ``both`` on the two regimes: on the linear-Gaussian closed
     form (where the reference path alone is tens of nats low) it is as tight as the Laplace
@@ -339,13 +351,7 @@ def test_both_starts_are_tight_where_either_start_is() -> None:
     assert float(error.abs().mean()) < 0.5
     assert result.reference_share is not None and result.reference_share < 0.5
 
-    prior = GaussianMixturePrior.ring(8, 2.0, 0.3)
-    g = seeded(1)
-    weight, bias = torch.randn(1, 2, generator=g), 0.1 * torch.randn(1, generator=g)
-    model = model_of(prior, weight, bias, 0.3)
-    z = prior.sample(40, generator=g)
-    x = z @ weight.T + bias + 0.3 * torch.randn(40, 1, generator=g)
-    exact = mixture_marginal_linear_gaussian(prior, weight, bias, 0.3, x)
+    model, x, exact = ring_seen_through_one_dimension()
     # the Laplace path at 200 temperatures (the default when the bounds below were set; with
     # 500 the larger of the two estimates sat 0.18 nats above the truth, 3 standard errors:
     # the overshoot of keeping the larger estimate, docs/metrics.md)
@@ -384,13 +390,7 @@ def test_pilot_takes_the_reference_path_where_the_laplace_start_misses_modes() -
     most examples to the reference path and is about as tight as that path alone. Unlike
     ``both`` it reports a fresh run of the chosen path, so it does not sit above the truth
     beyond its error (``both``, which keeps the larger estimate, measured 0.03 above here)."""
-    prior = GaussianMixturePrior.ring(8, 2.0, 0.3)
-    g = seeded(1)
-    weight, bias = torch.randn(1, 2, generator=g), 0.1 * torch.randn(1, generator=g)
-    model = model_of(prior, weight, bias, 0.3)
-    z = prior.sample(40, generator=g)
-    x = z @ weight.T + bias + 0.3 * torch.randn(40, 1, generator=g)
-    exact = mixture_marginal_linear_gaussian(prior, weight, bias, 0.3, x)
+    model, x, exact = ring_seen_through_one_dimension()
     narrow = {"laplace_starts": 1, "defensive": 0.0, "n_temperatures": 200}
     laplace = ais_log_joint_normaliser(
         model, x, AISSettings(init="laplace", **narrow), generator=seeded(2)

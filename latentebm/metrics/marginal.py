@@ -264,11 +264,11 @@ def _better_of_both(
     +0.16 nats at ``s`` = 0.1 / 0.3 / 0.6), which is about the reported standard error; measured on
     the closed-form mixture-prior problems of ``tests/test_ais.py``: a mean error of +0.10 and
     +0.16 nats against -0.04 and +0.02 for the Laplace start alone (docs/metrics.md). The tail
-    bound of the larger is ``2 exp(-t)``. Choosing from a pilot run and reporting a fresh run
-    would keep the bound but was measured to fail badly: a pilot of 4 chains can be far off
-    (on the linear-Gaussian test problem one example's Laplace-start pilot came out hundreds of
-    nats low, its defensive chains carrying all the weight), which sends the example to the
-    reference path, whose fresh estimate there is tens of nats low.
+    bound of the larger is ``2 exp(-t)``. ``pilot`` chooses from pilot runs and reports a fresh
+    run, which keeps the bound; its Laplace pilot leaves the defensive share out, because with
+    it a pilot of 4 chains was measured far off (on the linear-Gaussian test problem one
+    example's pilot came out hundreds of nats low, its defensive chains carrying all the
+    weight), which sent the example to the reference path, tens of nats low there.
     """
     laplace = ais_log_joint_normaliser(
         model,
@@ -377,7 +377,7 @@ def _path_chosen_by_pilot(
     """``init: pilot``: each example's path by :func:`choose_reference_path` (unless given),
     then a fresh run of ``n_chains`` chains on it: the Laplace start (with its defensive share,
     ``n_temperatures``) or the reference path (``reference_temperatures``)."""
-    if proposal is None:
+    if proposal is None and (reference_rows is None or not bool(reference_rows.all())):
         proposal = fit_laplace(model, x, settings, generator=generator)
     if reference_rows is None:
         reference_rows = choose_reference_path(
@@ -403,7 +403,9 @@ def _path_chosen_by_pilot(
             path,
             generator=generator,
             z_exact=None if z_exact is None else z_exact.to(x.device).index_select(0, on_device),
-            proposal=None if use_reference else _laplace_rows(proposal, on_device),
+            proposal=None
+            if use_reference or proposal is None
+            else _laplace_rows(proposal, on_device),
         )
         parts.append((rows, estimate))
     first = parts[0][1]
