@@ -196,6 +196,11 @@ def _print_bdmc(examples: int, b: dict[str, Any]) -> None:
         f"{b['mean_gap_per_token']:.4f} per token); log Z in [{b['log_z_forward']['value']:.4f}, "
         f"{b['log_z_reverse']['value']:.4f}]; {b['cpu_seconds_per_example_per_direction']:.2f} "
         f"CPU-s per example per direction (incl. the two log Z runs)"
+        + (
+            ""
+            if b.get("reference_share") is None
+            else f"; the reference path for {b['reference_share']:.0%} of the examples"
+        )
     )
 
 

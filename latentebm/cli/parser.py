@@ -306,7 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=share_below_one,
         default=None,
         metavar="F",
-        help="laplace: share of N(0, sigma^2 I) in the start density (0.3)",
+        help="laplace (and pilot's Laplace path): share of N(0, sigma^2 I) in the start "
+        "density (0.3)",
     )
     like.add_argument(
         "--leapfrog", type=positive_int, default=None, metavar="L", help="HMC leapfrog (2)"

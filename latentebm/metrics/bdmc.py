@@ -175,6 +175,8 @@ class BDMCResult:
         forward_std_error, reverse_std_error: their chain-to-chain standard errors.
         log_z_forward, log_z_reverse: ``log Z(alpha)`` bracketed the same way.
         total_targets: scored tokens of all examples (for per-token gaps; 0: not counted).
+        reference_chosen: ``init: pilot`` or ``both``: ``(n,)`` whether an example's forward
+            estimate came from the reference path (else the Laplace start); None otherwise.
     """
 
     forward: Tensor
@@ -184,6 +186,7 @@ class BDMCResult:
     log_z_forward: AISEstimate
     log_z_reverse: AISEstimate
     total_targets: int
+    reference_chosen: Tensor | None = None
 
     @property
     def gap(self) -> Tensor:
@@ -207,6 +210,11 @@ class BDMCResult:
             "log_z_forward": self.log_z_forward.as_dict(),
             "log_z_reverse": self.log_z_reverse.as_dict(),
             "log_z_gap": self.log_z_reverse.value - self.log_z_forward.value,
+            "reference_share": (
+                None
+                if self.reference_chosen is None
+                else float(self.reference_chosen.double().mean())
+            ),
         }
 
 
@@ -227,7 +235,7 @@ def bdmc(
     scored tokens of a batch (e.g. the task's ``num_target_tokens``), for the per-token gap."""
     settings = settings or AISSettings()
     log_z_settings = log_z_settings or LogPartitionSettings()
-    forward, reverse, forward_se, reverse_se = [], [], [], []
+    forward, reverse, forward_se, reverse_se, chosen = [], [], [], [], []
     total_targets = 0
     for start in range(0, data.x.shape[0], batch_size):
         x = data.x[start : start + batch_size].to(model.device)
@@ -252,6 +260,8 @@ def bdmc(
         forward_se.append(ahead.summary.std_error.cpu())
         reverse.append(back.summary.value.cpu())
         reverse_se.append(back.summary.std_error.cpu())
+        if ahead.reference_chosen is not None:
+            chosen.append(ahead.reference_chosen.cpu())
         if num_targets_fn is not None:
             total_targets += int(torch.as_tensor(num_targets_fn(x)).sum())
     exact_prior = exact_prior_sampler(model.prior, generator).draw(
@@ -267,4 +277,5 @@ def bdmc(
             model.prior, log_z_settings, generator=generator, z_exact=exact_prior.z
         ),
         total_targets=total_targets,
+        reference_chosen=torch.cat(chosen) if chosen else None,
     )
