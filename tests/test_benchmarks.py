@@ -235,6 +235,52 @@ def test_ground_truth_benchmark_end_to_end(tmp_path: Path) -> None:
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def _ground_truth_record(path: Path, true: float, ebm: float, gaussian: float, kinds=("images",)):
+    rows = [
+        {
+            "kind": kind,
+            "z_dim": 2,
+            "true": {"nll": true},
+            "ebm": {"nll": ebm, "std_error": 0.01},
+            "gaussian": {"nll": gaussian, "std_error": 0.01},
+        }
+        for kind in kinds
+    ]
+    path.write_text(json.dumps({"rows": rows}), encoding="utf-8")
+    return str(path)
+
+
+def test_ground_truth_seeds_pools_paired_differences(tmp_path: Path) -> None:
+    """Hand-computed: gaps EBM 0.2, 0.6 and Gaussian 0.5, 0.4 give differences -0.3, +0.2
+    (mean -0.05, standard error sd / sqrt(2) = 0.25), shares 60 % and -50 %, and 1 - 0.4 / 0.45
+    of the mean gaps."""
+    first = _ground_truth_record(tmp_path / "s1.json", 10.0, 10.2, 10.5)
+    second = _ground_truth_record(tmp_path / "s2.json", 10.0, 10.6, 10.4)
+    out = tmp_path / "pooled.json"
+    proc = run_benchmark("ground_truth_seeds.py", first, second, "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    pooled = json.loads(out.read_text())
+    assert [s["share_closed"] for s in pooled["seeds"]] == pytest.approx([0.6, -0.5])
+    assert pooled["mean_ebm_minus_gaussian"] == pytest.approx(-0.05)
+    assert pooled["std_error_ebm_minus_gaussian"] == pytest.approx(0.25)
+    assert pooled["seeds_favouring_ebm"] == 1 and pooled["n"] == 2
+    assert pooled["share_closed_of_mean_gaps"] == pytest.approx(1 - 0.4 / 0.45)
+    assert "-0.050 ± 0.250" in proc.stdout
+
+
+def test_ground_truth_seeds_refuses_records_of_other_data(tmp_path: Path) -> None:
+    first = _ground_truth_record(tmp_path / "s1.json", 10.0, 10.2, 10.5)
+    other = _ground_truth_record(tmp_path / "other.json", 11.0, 11.2, 11.5)
+    proc = run_benchmark("ground_truth_seeds.py", first, other)
+    assert proc.returncode == 2
+    assert "other: the true model's NLL" in proc.stderr and proc.stdout == ""
+    both = _ground_truth_record(tmp_path / "both.json", 10.0, 10.2, 10.5, ("text", "images"))
+    proc = run_benchmark("ground_truth_seeds.py", first, both)
+    assert proc.returncode == 2 and "both.json: 2 rows match" in proc.stderr
+    proc = run_benchmark("ground_truth_seeds.py", first, both, "--kind", "images")
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_prior_learning_benchmark(tmp_path: Path) -> None:
     """The grid NLL is exact for closed-form priors, and a short run of eq. (10) on exact ring
     samples moves the EBM prior toward the ring (it closes part of N(0, I)'s gap)."""
