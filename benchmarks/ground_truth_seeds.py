@@ -18,7 +18,9 @@ reports, per seed and pooled:
         docs/bench/ground_truth_images_persistent_10k_seed2.json --json pooled.json
 
 Every record must score the same true model on the same test examples (its NLL agrees to
-1e-6); a record holding several rows (e.g. text and images) needs ``--kind``.
+1e-6); a record holding several rows (e.g. text and images) needs ``--kind``. Records of
+different update counts are pooled with a warning; that they share the rest of the protocol
+(the recipe overrides, which ``--runs`` records leave empty) is the caller's to ensure.
 """
 
 from __future__ import annotations
@@ -38,8 +40,10 @@ class RecordError(ValueError):
     """A record that cannot be pooled; the message names the file."""
 
 
-def pick_row(record: dict[str, Any], path: str, kind: str | None, z_dim: int | None) -> dict:
+def pick_row(record: Any, path: str, kind: str | None, z_dim: int | None) -> dict[str, Any]:
     """The one row of ``record`` of the given kind and z_dim (any, if not given)."""
+    if not isinstance(record, dict) or not isinstance(record.get("rows"), list):
+        raise RecordError(f"{path}: not a ground_truth.py record (no list of 'rows')")
     rows = [
         row
         for row in record.get("rows", [])
@@ -53,8 +57,9 @@ def pick_row(record: dict[str, Any], path: str, kind: str | None, z_dim: int | N
         )
     row = rows[0]
     for key in ("true", "ebm", "gaussian"):
-        if not isinstance(row.get(key), dict) or "nll" not in row[key]:
-            raise RecordError(f"{path}: row has no '{key}.nll' (not a ground_truth.py record?)")
+        nll = row[key].get("nll") if isinstance(row.get(key), dict) else None
+        if isinstance(nll, bool) or not isinstance(nll, (int, float)) or not math.isfinite(nll):
+            raise RecordError(f"{path}: row has no finite number '{key}.nll'")
     return row
 
 
@@ -69,15 +74,23 @@ def mean_and_error(values: list[float]) -> tuple[float, float]:
 
 
 def pool(rows: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
-    """Per-seed gaps, paired differences and shares, and their pooled summary."""
+    """Per-seed gaps, paired differences and shares, and their pooled summary; ``rows`` are
+    (record path, row) pairs, each labelled in the output by its file's stem."""
     truth = rows[0][1]["true"]["nll"]
     per_seed = []
-    for label, row in rows:
+    for path, row in rows:
         if abs(row["true"]["nll"] - truth) > SAME_TRUTH_TOLERANCE:
             raise RecordError(
-                f"{label}: the true model's NLL {row['true']['nll']:.6f} differs from "
+                f"{path}: the true model's NLL {row['true']['nll']:.6f} differs from "
                 f"{rows[0][0]}'s {truth:.6f}: the records score different data or examples"
             )
+        if row.get("steps") != rows[0][1].get("steps"):
+            print(
+                f"ground_truth_seeds: warning: {path} trained {row.get('steps')} updates, "
+                f"{rows[0][0]} {rows[0][1].get('steps')}: not one protocol",
+                file=sys.stderr,
+            )
+        label = Path(path).stem
         gap_gaussian = row["gaussian"]["nll"] - truth
         gap_ebm = row["ebm"]["nll"] - truth
         per_seed.append(
@@ -115,6 +128,21 @@ def pool(rows: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
     }
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN replaced by None (null), so that the record is strict JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
+
+
+def _plus_minus(error: float) -> str:
+    return f"± {error:.3f}" if math.isfinite(error) else "(one seed: no error)"
+
+
 def markdown(pooled: dict[str, Any]) -> str:
     lines = [
         "| seed (record) | true model | EBM prior | Gaussian prior | EBM - Gaussian "
@@ -130,9 +158,9 @@ def markdown(pooled: dict[str, Any]) -> str:
     difference_error = pooled["std_error_ebm_minus_gaussian"]
     lines.append(
         f"| **mean of {pooled['n']}** | | gap {pooled['mean_gap_ebm']:.3f} "
-        f"± {pooled['std_error_gap_ebm']:.3f} | gap {pooled['mean_gap_gaussian']:.3f} "
-        f"± {pooled['std_error_gap_gaussian']:.3f} "
-        f"| **{difference:+.3f} ± {difference_error:.3f}** "
+        f"{_plus_minus(pooled['std_error_gap_ebm'])} | gap {pooled['mean_gap_gaussian']:.3f} "
+        f"{_plus_minus(pooled['std_error_gap_gaussian'])} "
+        f"| **{difference:+.3f} {_plus_minus(difference_error)}** "
         f"| **{100 * pooled['share_closed_of_mean_gaps']:.0f} %** (of the mean gaps) |"
     )
     lines.append(
@@ -156,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                 record = json.loads(Path(path).read_text(encoding="utf-8"))
             except (OSError, json.JSONDecodeError) as error:
                 raise RecordError(f"{path}: cannot read a JSON record ({error})") from error
-            rows.append((Path(path).stem, pick_row(record, path, args.kind, args.z_dim)))
+            rows.append((path, pick_row(record, path, args.kind, args.z_dim)))
         pooled = pool(rows)
     except RecordError as error:
         print(f"ground_truth_seeds: {error}", file=sys.stderr)
@@ -164,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     pooled["records"] = list(args.records)
     print(markdown(pooled))
     if args.json:
-        Path(args.json).write_text(json.dumps(pooled, indent=2) + "\n", encoding="utf-8")
+        Path(args.json).write_text(json.dumps(_finite(pooled), indent=2) + "\n", encoding="utf-8")
     return 0
 
 

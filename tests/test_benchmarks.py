@@ -235,7 +235,9 @@ def test_ground_truth_benchmark_end_to_end(tmp_path: Path) -> None:
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def _ground_truth_record(path: Path, true: float, ebm: float, gaussian: float, kinds=("images",)):
+def _ground_truth_record(
+    path: Path, true: float, ebm: float, gaussian: float, kinds: tuple[str, ...] = ("images",)
+) -> str:
     rows = [
         {
             "kind": kind,
@@ -265,7 +267,14 @@ def test_ground_truth_seeds_pools_paired_differences(tmp_path: Path) -> None:
     assert pooled["std_error_ebm_minus_gaussian"] == pytest.approx(0.25)
     assert pooled["seeds_favouring_ebm"] == 1 and pooled["n"] == 2
     assert pooled["share_closed_of_mean_gaps"] == pytest.approx(1 - 0.4 / 0.45)
+    assert pooled["mean_gap_ebm"] == pytest.approx(0.4)
+    assert pooled["std_error_gap_ebm"] == pytest.approx(0.2)  # sd 0.2828 / sqrt(2)
+    assert pooled["mean_gap_gaussian"] == pytest.approx(0.45)
+    assert pooled["std_error_gap_gaussian"] == pytest.approx(0.05)
     assert "-0.050 ± 0.250" in proc.stdout
+    proc = run_benchmark("ground_truth_seeds.py", first, "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(out.read_text())["std_error_ebm_minus_gaussian"] is None  # strict JSON
 
 
 def test_ground_truth_seeds_refuses_records_of_other_data(tmp_path: Path) -> None:
@@ -273,12 +282,18 @@ def test_ground_truth_seeds_refuses_records_of_other_data(tmp_path: Path) -> Non
     other = _ground_truth_record(tmp_path / "other.json", 11.0, 11.2, 11.5)
     proc = run_benchmark("ground_truth_seeds.py", first, other)
     assert proc.returncode == 2
-    assert "other: the true model's NLL" in proc.stderr and proc.stdout == ""
+    assert "other.json: the true model's NLL" in proc.stderr and proc.stdout == ""
     both = _ground_truth_record(tmp_path / "both.json", 10.0, 10.2, 10.5, ("text", "images"))
     proc = run_benchmark("ground_truth_seeds.py", first, both)
     assert proc.returncode == 2 and "both.json: 2 rows match" in proc.stderr
     proc = run_benchmark("ground_truth_seeds.py", first, both, "--kind", "images")
     assert proc.returncode == 0, proc.stderr
+    broken = tmp_path / "broken.json"
+    for text in ("[1]", '{"rows": [{"true": {"nll": "x"}, "ebm": {}, "gaussian": {}}]}', "{"):
+        broken.write_text(text, encoding="utf-8")
+        proc = run_benchmark("ground_truth_seeds.py", first, str(broken))
+        assert proc.returncode == 2 and f"{broken}:" in proc.stderr, text
+        assert "Traceback" not in proc.stderr
 
 
 def test_prior_learning_benchmark(tmp_path: Path) -> None:
