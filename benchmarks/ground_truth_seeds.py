@@ -42,7 +42,11 @@ class RecordError(ValueError):
 
 def pick_row(record: Any, path: str, kind: str | None, z_dim: int | None) -> dict[str, Any]:
     """The one row of ``record`` of the given kind and z_dim (any, if not given)."""
-    if not isinstance(record, dict) or not isinstance(record.get("rows"), list):
+    if (
+        not isinstance(record, dict)
+        or not isinstance(record.get("rows"), list)
+        or not all(isinstance(row, dict) for row in record["rows"])
+    ):
         raise RecordError(f"{path}: not a ground_truth.py record (no list of 'rows')")
     rows = [
         row

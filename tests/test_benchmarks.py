@@ -289,7 +289,12 @@ def test_ground_truth_seeds_refuses_records_of_other_data(tmp_path: Path) -> Non
     proc = run_benchmark("ground_truth_seeds.py", first, both, "--kind", "images")
     assert proc.returncode == 0, proc.stderr
     broken = tmp_path / "broken.json"
-    for text in ("[1]", '{"rows": [{"true": {"nll": "x"}, "ebm": {}, "gaussian": {}}]}', "{"):
+    for text in (
+        "[1]",
+        '{"rows": [1]}',
+        '{"rows": [{"true": {"nll": "x"}, "ebm": {}, "gaussian": {}}]}',
+        "{",
+    ):
         broken.write_text(text, encoding="utf-8")
         proc = run_benchmark("ground_truth_seeds.py", first, str(broken))
         assert proc.returncode == 2 and f"{broken}:" in proc.stderr, text
