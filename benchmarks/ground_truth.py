@@ -171,6 +171,7 @@ def run_one(kind: str, z_dim: int, out: Path, args: argparse.Namespace) -> dict[
     row["data"] = summary["splits"]
     shift = true_nll_shift(summary) if kind == "text" else 0.0
     t0 = time.process_time()
+    progress(f"{kind}: the true model: AIS and reverse AIS on {x_true.shape[0]} test examples")
     truth = evaluate_marginal_nll(true_model, [x_true], _count, settings, generator=seed)
     upper = ais_log_joint_normaliser(true_model, x_true, settings, generator=seed, z_exact=z_star)
     row["true"] = {
@@ -181,6 +182,7 @@ def run_one(kind: str, z_dim: int, out: Path, args: argparse.Namespace) -> dict[
         "cpu_seconds": time.process_time() - t0,
     }
     if z_dim == 2:  # the exact reference: quadrature
+        progress(f"{kind}: the true model: quadrature")
         grid = quadrature_nll(true_model, x_true)
         row["true"]["nll_quadrature"] = grid["nll"] + shift
         row["true"]["grid_error"] = grid["grid_error"]
@@ -191,6 +193,7 @@ def run_one(kind: str, z_dim: int, out: Path, args: argparse.Namespace) -> dict[
     for prior, run_dir in runs.items():
         model = latentebm.load(run_dir).model
         t0 = time.process_time()
+        progress(f"{kind}: the {prior} prior's model ({run_dir}): AIS")
         result = evaluate_marginal_nll(model, [x_task], _count, settings, generator=seed)
         row[prior] = {
             "nll": result.nll_per_example,
@@ -201,6 +204,7 @@ def run_one(kind: str, z_dim: int, out: Path, args: argparse.Namespace) -> dict[
             "run": str(run_dir),
         }
         if z_dim == 2:
+            progress(f"{kind}: the {prior} prior's model: quadrature")
             grid = quadrature_nll(model, x_task)
             row[prior]["nll_quadrature"] = grid["nll"]
             row[prior]["grid_error"] = grid["grid_error"]
@@ -308,6 +312,11 @@ def test_examples(
 
     x = torch.from_numpy(np.load(data_dir / "test.npy")[:n])
     return x, x, z_star
+
+
+def progress(message: str) -> None:
+    """One line on stderr per evaluation phase (each takes minutes on this CPU)."""
+    print(f"ground_truth: {time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
 
 
 def quadrature_nll(model: torch.nn.Module, x: torch.Tensor) -> dict[str, Any]:

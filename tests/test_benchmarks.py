@@ -208,7 +208,7 @@ def test_bdmc_benchmark_on_a_tiny_run(tmp_path: Path) -> None:
     assert "mean gap" in proc.stdout
 
 
-def test_ground_truth_benchmark_end_to_end(tmp_path: Path) -> None:
+def test_ground_truth_benchmark_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """Tiny data and 2 updates per model: the pipeline, not the numbers."""
     script = SCRIPT.with_name("ground_truth.py")
     spec = importlib.util.spec_from_file_location("bench_ground_truth", script)
@@ -227,6 +227,10 @@ def test_ground_truth_benchmark_end_to_end(tmp_path: Path) -> None:
     args = ["--out", str(out), "--kinds", "text", "--steps", "2", "--eval-examples", "3"]
     args += ["--json", str(record), "--figure", str(figure), "--set", "trainer.valid_batches=1"]
     assert bench.main(args) == 0
+    phases = [
+        line for line in capsys.readouterr().err.splitlines() if line.startswith("ground_truth:")
+    ]
+    assert len(phases) == 6 and "the true model: AIS" in phases[0]  # a line per evaluation phase
     (row,) = json.loads(record.read_text())["rows"]
     assert row["examples"] == 3 and row["steps"] == 2
     for who in ("true", "ebm", "gaussian"):
