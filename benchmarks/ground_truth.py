@@ -4,7 +4,9 @@
     python benchmarks/ground_truth.py --kinds text --z-dims 2,8 --steps 3000
 
 For each kind (``text``: sentences through the LSTM text path; ``images``: continuous 28x28
-images through the image path) and latent dimension:
+images through the image path; ``images_linear``: the same images made by a linear generator
+``x = W z + b + tau eps``, the recipe's generator linear too, so that only the prior can make
+``p(x)`` multimodal) and latent dimension:
 
 1. data from a known latent model (:mod:`latentebm.ground_truth`: a ring of 8 Gaussian modes in
    z, a fixed random generator of the recipe's own class and size);
@@ -67,6 +69,13 @@ from latentebm.metrics.quadrature import (  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 QUADRATURE_LIMIT = 5.0
+KINDS: dict[str, dict[str, Any]] = {
+    "text": {"kind": "text"},
+    "images": {"kind": "images"},
+    "images_linear": {"kind": "images", "image_generator": "linear"},
+}
+"""``--kinds`` -> the true model's settings (:class:`GroundTruthConfig`); each kind trains with
+``recipes/ground_truth_{kind}.yaml``."""
 """The quadrature grid is ``[-QUADRATURE_LIMIT, QUADRATURE_LIMIT]^2``."""
 
 
@@ -105,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         "(nothing to train) and only the EBM prior learns, from posterior samples",
     )
     args = parser.parse_args(argv)
+    unknown = sorted(set(args.kinds.split(",")) - set(KINDS))
+    if unknown:
+        parser.error(f"--kinds: unknown {', '.join(unknown)} (known: {', '.join(KINDS)})")
     if args.runs and (args.runs.count(",") != 1 or args.true_generator):
         parser.error("--runs takes EBM_RUN,GAUSSIAN_RUN (and not --true-generator)")
     if args.true_generator and "text" in args.kinds.split(","):
@@ -135,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_one(kind: str, z_dim: int, out: Path, args: argparse.Namespace) -> dict[str, Any]:
     data_dir = out / "data" / f"{kind}{z_dim}"
-    config = GroundTruthConfig(kind=kind, z_dim=z_dim)  # type: ignore[arg-type]
+    config = GroundTruthConfig(z_dim=z_dim, **KINDS[kind])
     summary_file = data_dir / "summary.json"
     if summary_file.exists():
         summary = json.loads(summary_file.read_text(encoding="utf-8"))

@@ -2,6 +2,7 @@
 
     python data_scripts/ground_truth.py --kind text --out $LATENTEBM_DATA/ground_truth/text
     python data_scripts/ground_truth.py --kind images --z-dim 8 --out DIR
+    python data_scripts/ground_truth.py --kind images --image-generator linear --out DIR
 
 Writes train/valid/test sentences (text: ``*.txt``, one per line) or images (``train.npy``,
 ``test.npy``: float32 (N, 1, 28, 28)), the latent vector behind each example (``*_z.pt``), the
@@ -21,6 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kind", choices=("text", "images"), required=True)
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--z-dim", type=int, default=2, help="latent dimension (default 2)")
+    parser.add_argument(
+        "--image-generator",
+        choices=("conv", "linear"),
+        default="conv",
+        help="images: the true generator, the ConvTranspose one (default) or x = W z + b",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-train", type=int, default=None, help="default 20,000")
     parser.add_argument("--n-test", type=int, default=None, help="default 1,000")
@@ -32,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         config = GroundTruthConfig(
             kind=args.kind,
             z_dim=args.z_dim,
+            image_generator=args.image_generator,
             seed=args.seed,
             **{k: v for k, v in sizes.items() if v is not None},
         )

@@ -16,7 +16,14 @@ The true model is ``p(x, z) = p(z) p_beta*(x | z)`` with
   * ``images``: a :class:`~latentebm.generators.conv.ConvGenerator` (``mnist28``, ``ngf``) with
     its Xavier-normal initial weights, the first layer's (which reads z) scaled by
     ``image_latent_scale``; ``x = g(z) + tau eps`` without clamping (continuous data, written as
-    float arrays).
+    float arrays);
+  * ``images`` with ``image_generator: linear``: a
+    :class:`~latentebm.generators.linear.LinearGenerator`, ``x = W z + b + tau eps`` with ``W``
+    Xavier-normal scaled by ``linear_latent_scale`` and ``b = 0``. Under a linear generator a
+    Gaussian prior can only make a Gaussian ``p(x)``, so the ring has to be learned by the prior
+    (the nonlinear generator above can instead warp a Gaussian onto the data). The true ``log
+    p(x)`` is then also known in closed form
+    (:func:`~latentebm.mixture_prior.mixture_marginal_linear_gaussian`).
 
 Data are exact draws (:func:`latentebm.metrics.bdmc.simulate`: sequences that are empty, hold
 ``<pad>``/``<bos>`` before ``<eos>`` or do not end within ``max_length`` tokens are rejected; the
@@ -44,6 +51,7 @@ from torch import Tensor
 
 from latentebm.atomic import atomic_write, write_bytes_atomic
 from latentebm.generators.conv import ConvGenerator
+from latentebm.generators.linear import LinearGenerator
 from latentebm.generators.lstm import LSTMDecoder
 from latentebm.langevin import LangevinSampler
 from latentebm.mixture_prior import GaussianMixturePrior
@@ -80,10 +88,16 @@ class GroundTruthConfig:
     ngf: int = 16
     likelihood_sigma: float = 0.3
     image_latent_scale: float = 6.0
+    image_generator: Literal["conv", "linear"] = "conv"
+    linear_latent_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.kind not in ("text", "images"):
             raise ValueError(f"kind must be 'text' or 'images', got {self.kind!r}")
+        if self.image_generator not in ("conv", "linear"):
+            raise ValueError(
+                f"image_generator must be 'conv' or 'linear', got {self.image_generator!r}"
+            )
         if self.z_dim < 2:
             raise ValueError(f"z_dim must be >= 2 (a ring), got {self.z_dim}")
         for name in ("n_modes", "n_train", "n_test", "n_words", "max_length"):
@@ -122,6 +136,14 @@ def build_true_model(config: GroundTruthConfig) -> LatentEBM:
             decoder.output.bias[[PAD, BOS, UNK]] = -30.0
             decoder.output.bias[EOS] = config.eos_bias
         generator: torch.nn.Module = decoder
+    elif config.image_generator == "linear":
+        generator = LinearGenerator(
+            LinearGenerator.Config(likelihood_sigma=config.likelihood_sigma),
+            z_dim=config.z_dim,
+            image_shape=(1, 28, 28),
+        )
+        with torch.no_grad():
+            generator.linear.weight.mul_(config.linear_latent_scale)
     else:
         generator = ConvGenerator(
             ConvGenerator.Config(
@@ -176,7 +198,7 @@ def write_dataset(config: GroundTruthConfig, out_dir: str | os.PathLike[str]) ->
     existing = out / MODEL_FILE
     if existing.exists():
         saved = torch.load(existing, weights_only=True)["config"]
-        if saved != dataclasses.asdict(config):
+        if GroundTruthConfig(**saved) != config:  # a file without a newer key has its default
             raise FileExistsError(f"{existing}: holds another true model; not overwritten")
     out.mkdir(parents=True, exist_ok=True)
     model = build_true_model(config)

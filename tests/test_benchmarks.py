@@ -239,6 +239,12 @@ def test_ground_truth_benchmark_end_to_end(tmp_path: Path, capsys: pytest.Captur
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_ground_truth_benchmark_refuses_an_unknown_kind(tmp_path: Path) -> None:
+    proc = run_benchmark("ground_truth.py", "--out", str(tmp_path), "--kinds", "images,imagez")
+    assert proc.returncode == 2 and "--kinds: unknown imagez" in proc.stderr
+    assert "images_linear" in proc.stderr and not list(tmp_path.iterdir())  # nothing written
+
+
 def _ground_truth_record(
     path: Path, true: float, ebm: float, gaussian: float, kinds: tuple[str, ...] = ("images",)
 ) -> str:

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from latentebm.generators.conv import ConvGenerator
+from latentebm.generators.linear import LinearGenerator
 from latentebm.ground_truth import (
     GroundTruthConfig,
     build_true_model,
@@ -26,7 +27,7 @@ from latentebm.langevin import LangevinSampler
 from latentebm.metrics.bdmc import simulate
 from latentebm.metrics.latent_usage import latent_usage, mutual_information
 from latentebm.metrics.quadrature import quadrature_log_marginal
-from latentebm.mixture_prior import GaussianMixturePrior
+from latentebm.mixture_prior import GaussianMixturePrior, mixture_marginal_linear_gaussian
 from latentebm.model import LatentEBM
 from latentebm.tasks.images import ImageDataError, ImageTask
 from latentebm.tasks.text import TextTask
@@ -74,6 +75,66 @@ def test_image_data_are_continuous_arrays_the_image_task_reads(tmp_path: Path) -
     assert task.image_shape == (1, 28, 28) and set(task.splits) == {"train", "valid", "test"}
     batch = task.batches("test", 12, seed=0, epoch=0, shuffle=False)[0]
     assert torch.allclose(batch, torch.from_numpy(np.load(tmp_path / "test.npy")))
+
+
+def test_linear_image_data_and_their_exact_likelihood(tmp_path: Path) -> None:
+    """The linear true model writes images the image task reads, and quadrature on its 2-D
+    latent space gives the closed-form log p(x) of a ring mixture through x = W z + b + noise."""
+    config = GroundTruthConfig(kind="images", image_generator="linear", **SMALL)
+    summary = write_dataset(config, tmp_path)
+    model, loaded = load_true_model(tmp_path)
+    assert loaded == config and isinstance(model.generator, LinearGenerator)
+    assert summary["splits"]["train"]["information"] > 10  # z tells about x
+    x = torch.from_numpy(np.load(tmp_path / "test.npy")[:5])
+    linear = model.generator.linear
+    exact = mixture_marginal_linear_gaussian(
+        model.prior, linear.weight, linear.bias, config.likelihood_sigma, x.flatten(1)
+    )
+    grid = quadrature_log_marginal(model, x, limit=5.0, points=301)
+    assert torch.allclose(grid.log_marginal, exact, atol=2e-3)
+    conv = write_dataset(GroundTruthConfig(kind="images", **SMALL), tmp_path / "conv")
+    assert conv["splits"]["train"]["information"] != summary["splits"]["train"]["information"]
+    with pytest.raises(FileExistsError, match="another true model"):
+        write_dataset(GroundTruthConfig(kind="images", **SMALL), tmp_path)
+
+
+def test_a_true_model_written_before_a_setting_existed_is_still_accepted(tmp_path: Path) -> None:
+    """A ``true_model.pt`` without the newer keys (``image_generator``) means their defaults."""
+    config = GroundTruthConfig(kind="images", **SMALL)
+    write_dataset(config, tmp_path)
+    state = torch.load(tmp_path / "true_model.pt", weights_only=True)
+    for key in ("image_generator", "linear_latent_scale"):
+        del state["config"][key]
+    torch.save(state, tmp_path / "true_model.pt")
+    assert load_true_model(tmp_path)[1] == config
+    write_dataset(config, tmp_path)  # the same settings: rewritten, not refused
+    with pytest.raises(FileExistsError, match="another true model"):
+        write_dataset(dataclasses.replace(config, image_generator="linear"), tmp_path)
+
+
+def test_linear_generator_is_the_gaussian_it_says() -> None:
+    torch.manual_seed(0)
+    generator = LinearGenerator(
+        LinearGenerator.Config(likelihood_sigma=0.4), z_dim=3, image_shape=(2, 4, 5)
+    )
+    assert float(generator.linear.bias.detach().abs().max()) == 0.0  # xavier_normal: b starts at 0
+    with torch.no_grad():
+        generator.linear.bias.normal_()
+    z, x = torch.randn(6, 3), torch.randn(6, 2, 4, 5)
+    mean = (z @ generator.linear.weight.T + generator.linear.bias).view(6, 2, 4, 5)
+    expected = torch.distributions.Normal(mean, 0.4).log_prob(x).flatten(1).sum(1)
+    assert torch.allclose(generator.log_likelihood(x, z), expected, atol=1e-4)
+    assert torch.equal(generator.sample(z), generator.mean(z))
+    assert generator.num_targets(x).tolist() == [40] * 6
+    with torch.no_grad():
+        draws = generator.sample(z.repeat(2000, 1), noise=True, clamp=False)
+    assert abs(float((draws - mean.repeat(2000, 1, 1, 1)).std()) - 0.4) < 0.01
+    with pytest.raises(ValueError, match=r"expected z of shape \(B, 3\)"):
+        generator.mean(torch.randn(2, 4))
+    with pytest.raises(ValueError, match=r"expected images of shape \(B, 2, 4, 5\)"):
+        generator.log_likelihood(torch.randn(6, 1, 4, 5), z)
+    with pytest.raises(ValueError, match="likelihood_sigma"):
+        LinearGenerator.Config(likelihood_sigma=0.0)
 
 
 def test_array_data_set_reads_uint8_and_refuses_bad_arrays(tmp_path: Path) -> None:
@@ -172,3 +233,26 @@ def test_quadrature_says_when_the_prior_reaches_the_grids_edge(c: float, truncat
     with torch.no_grad():
         model.prior.c.fill_(float("nan"))
     assert quadrature_log_marginal(model, x, limit=5.0, points=151).truncated
+
+
+def test_linear_ground_truth_recipe_trains_and_reloads(tmp_path: Path) -> None:
+    """recipes/ground_truth_images_linear.yaml on tiny linear data: two updates, a checkpoint,
+    the run reloaded with its linear generator."""
+    from latentebm.config import load_recipe
+    from latentebm.pretrained import load
+    from latentebm.train import Trainer
+
+    data = tmp_path / "data"
+    write_dataset(GroundTruthConfig(kind="images", image_generator="linear", **SMALL), data)
+    recipe_file = (
+        Path(__file__).resolve().parents[1] / "recipes" / "ground_truth_images_linear.yaml"
+    )
+    overrides = [f"task.path={data}", f"trainer.run_dir={tmp_path / 'run'}", "device=cpu"]
+    overrides += ["model.prior_chain.n_steps=3", "model.posterior_chain.n_steps=3"]
+    overrides += ["trainer.max_steps=2", "trainer.batch_size=8", "trainer.samples_at_end=2"]
+    overrides += ["trainer.valid_batches=1", "trainer.progress=false", "trainer.tensorboard=false"]
+    run = Trainer(load_recipe(recipe_file, overrides)).fit()
+    loaded = load(run, device="cpu")
+    assert isinstance(loaded.model.generator, LinearGenerator)
+    images = loaded.model.generate(3, generator=torch.Generator().manual_seed(0))
+    assert images.shape == (3, 1, 28, 28)

@@ -90,6 +90,7 @@ BUILTIN_COMPONENTS = {
         "latentebm.generators.lstm.LSTMDecoder",
         "latentebm.generators.transformer.TransformerDecoder",
         "latentebm.generators.conv.ConvGenerator",
+        "latentebm.generators.linear.LinearGenerator",
     ),
     "model.inference": ("latentebm.inference.SequenceEncoder",),
 }

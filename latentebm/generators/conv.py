@@ -28,7 +28,8 @@ reference ``weights_init_xavier``.
 
 The likelihood is the normalised Gaussian density with standard deviation ``tau``
 (``likelihood_sigma``, 0.3 in the reference code, ``g_llhd_sigma``), summed over the
-``D = C H W`` pixels::
+``D = C H W`` pixels (:class:`~latentebm.generators.gaussian_image.GaussianImageGenerator`, which
+every Gaussian image generator shares)::
 
     log p_beta(x | z) = -||x - g_beta(z)||^2 / (2 tau^2) - (D / 2) log(2 pi tau^2)
 
@@ -67,7 +68,6 @@ hidden layers' convolutions, which oneDNN runs near the core's float32 peak.
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
@@ -78,6 +78,7 @@ from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 from latentebm.config import check_fields, checked_field, non_negative, positive
+from latentebm.generators.gaussian_image import GaussianImageGenerator
 from latentebm.langevin import frozen_window
 
 __all__ = ["ARCHITECTURES", "ConvGenerator"]
@@ -96,7 +97,7 @@ _AUTO = {28: "mnist28", 32: "svhn32", 64: "celeba64"}
 """``architecture: auto`` by image side (use ``cifar32`` explicitly for Table 6's CIFAR-10)."""
 
 
-class ConvGenerator(nn.Module):
+class ConvGenerator(GaussianImageGenerator):
     """Gaussian image generator ``x = g_beta(z) + tau * eps`` with a ConvTranspose ``g_beta``.
 
     Args:
@@ -199,16 +200,6 @@ class ConvGenerator(nn.Module):
             elif isinstance(module, nn.BatchNorm2d):
                 nn.init.normal_(module.weight, 1.0, 0.02)
                 nn.init.zeros_(module.bias)
-
-    @property
-    def likelihood_sigma(self) -> float:
-        """tau, the pixel noise standard deviation of ``p_beta(x | z)``."""
-        return self.config.likelihood_sigma
-
-    @property
-    def num_pixels(self) -> int:
-        """``D = C H W``."""
-        return math.prod(self.image_shape)
 
     def mean(self, z: Tensor) -> Tensor:
         """``g_beta(z)``: images ``(B, C, H, W)`` in ``[-1, 1]`` for ``z (B, d)``."""
@@ -323,43 +314,6 @@ class ConvGenerator(nn.Module):
         )
 
     forward = mean
-
-    def log_likelihood(self, x: Tensor, z: Tensor) -> Tensor:
-        """``log N(x; g_beta(z), tau^2 I)`` summed over pixels, shape ``(B,)``:
-        ``-||x - g_beta(z)||^2 / (2 tau^2) - (D/2) log(2 pi tau^2)`` (normalised)."""
-        if x.shape[1:] != self.image_shape:
-            raise ValueError(
-                f"expected images of shape (B, {', '.join(map(str, self.image_shape))}), "
-                f"got {tuple(x.shape)}"
-            )
-        tau = self.config.likelihood_sigma
-        residual = (x - self.mean(z)).flatten(1)
-        log_norm = 0.5 * self.num_pixels * math.log(2 * math.pi * tau**2)
-        return -residual.pow(2).sum(dim=1) / (2 * tau**2) - log_norm
-
-    def num_targets(self, x: Tensor) -> Tensor:
-        """Scored values per image: ``D = C H W`` (for per-dimension likelihoods)."""
-        return torch.full((x.shape[0],), self.num_pixels, dtype=torch.long, device=x.device)
-
-    def sample(
-        self,
-        z: Tensor,
-        *,
-        generator: torch.Generator | None = None,
-        noise: bool = False,
-        clamp: bool = True,
-        **ignored: Any,
-    ) -> Tensor:
-        """The image of each row of ``z``: ``g_beta(z)`` (the usual way to show samples), or
-        with ``noise`` a draw ``g_beta(z) + tau * eps``, clamped to ``[-1, 1]`` unless ``clamp``
-        is false (an exact draw of ``p_beta(x | z)``). Text decoding options (``decode``,
-        ``temperature``, ``top_k`` ...) are ignored."""
-        mean = self.mean(z)
-        if not noise:
-            return mean
-        eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-        draw = mean + self.config.likelihood_sigma * eps
-        return draw.clamp(-1.0, 1.0) if clamp else draw
 
 
 # ------------------------------------------------------------------------------ the CPU path

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from latentebm.generators.conv import ConvGenerator
+from latentebm.generators.gaussian_image import GaussianImageGenerator
 from latentebm.langevin import eval_mode
 from latentebm.model import LatentEBM
 
@@ -87,7 +87,7 @@ def quadrature_log_marginal(
         log_tilted = model.prior.energy(grid).double() + log_ref
         log_z = float(torch.logsumexp(log_tilted, 0)) + cell
         edge = grid_edge_share(log_tilted.view(points, points), axis)
-        if isinstance(model.generator, ConvGenerator):
+        if isinstance(model.generator, GaussianImageGenerator):
             log_lik = _gaussian_log_likelihoods(model.generator, x, grid, batch_size)
             log_p = torch.logsumexp(log_lik + log_tilted.unsqueeze(0), dim=1) + cell - log_z
             return QuadratureResult(log_z, log_p.cpu(), limit, points, edge)
@@ -115,7 +115,7 @@ def grid_edge_share(log_mass: Tensor, axis: Tensor, band: float = EDGE_BAND) -> 
 
 
 def _gaussian_log_likelihoods(
-    generator: ConvGenerator, x: Tensor, grid: Tensor, batch_size: int
+    generator: GaussianImageGenerator, x: Tensor, grid: Tensor, batch_size: int
 ) -> Tensor:
     """``log N(x_i; g(z_j), tau^2 I)`` for every example and grid point, ``(B, n)`` float64: each
     image ``g(z_j)`` is made once, the distances by one matrix product per chunk."""
