@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 import torch
 
@@ -237,6 +238,37 @@ def test_ground_truth_benchmark_end_to_end(tmp_path: Path, capsys: pytest.Captur
         assert "nll_quadrature" in row[who] and row[who]["grid_error"] < 0.05
     assert row["true"]["nll"] < row["gaussian"]["nll"]  # untrained models are far from the truth
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_ground_truth_linear_references_match_the_truth_for_a_gaussian_prior(
+    tmp_path: Path,
+) -> None:
+    """With a Gaussian true prior, the probabilistic-PCA fit to many draws is the true model,
+    so its NLL equals the closed form to sampling error; a wrong fit (e.g. W without the
+    ``- tau^2``) would be off by nats."""
+    script = SCRIPT.with_name("ground_truth.py")
+    spec = importlib.util.spec_from_file_location("bench_ground_truth_linear", script)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    from latentebm.generators.linear import LinearGenerator
+    from latentebm.langevin import LangevinSampler
+    from latentebm.mixture_prior import GaussianMixturePrior
+    from latentebm.model import LatentEBM
+
+    torch.manual_seed(0)
+    generator = LinearGenerator(
+        LinearGenerator.Config(likelihood_sigma=1.0), z_dim=2, image_shape=(1, 3, 3)
+    )  # W W^T's eigenvalues about 1.6: tau^2 = 1 is a large part of the covariance
+    prior = GaussianMixturePrior(torch.zeros(1, 2), 1.0)  # N(0, I)
+    model = LatentEBM(prior, generator, LangevinSampler(1, 0.1), LangevinSampler(1, 0.1))
+    with torch.no_grad():
+        train = generator.sample(torch.randn(50_000, 2), noise=True, clamp=False)
+        x = generator.sample(torch.randn(400, 2), noise=True, clamp=False)
+    np.save(tmp_path / "train.npy", train.numpy())
+    refs = bench.linear_references(tmp_path, model, x)
+    assert refs["gaussian_class_ml"]["nll"] == pytest.approx(refs["true_nll_closed_form"], abs=0.01)
+    assert 5 < refs["true_nll_closed_form"] < 30  # 9 pixels: a few nats each
 
 
 def test_ground_truth_benchmark_refuses_an_unknown_kind(tmp_path: Path) -> None:
