@@ -20,7 +20,9 @@ images through the image path; ``images_linear``: the same images made by a line
    true_nll_shift`); with 2-D latents the row's NLLs are exact, by quadrature on a grid over
    [-5, 5]^2 (:mod:`latentebm.metrics.quadrature`), unless a learned prior's mass reaches the
    grid's edge (a diverged energy): then the grid would score a truncated prior, the benchmark
-   says so, and the row compares the AIS estimates (``nll_by`` in the JSON);
+   says so, and the row compares the AIS estimates (``nll_by`` in the JSON); for
+   ``images_linear`` the true model's NLL is its closed form in any ``z_dim``
+   (:func:`linear_references`, which also scores the best Gaussian-prior linear model);
 4. the share of the Gaussian prior's NLL gap (to the true model) that the EBM prior closes;
 5. for 2-D latents a figure: the true prior density, the learned EBM prior ``exp(f) N / Z`` on a
    grid, K0-step short-run chain samples of it, and the Gaussian model's posterior modes of the
@@ -240,6 +242,8 @@ def run_one(kind: str, z_dim: int, out: Path, args: argparse.Namespace) -> dict[
         row["nll_by"] = "ais"
         for name in ("true", *runs):
             row[name]["nll"] = row[name]["nll_ais"]
+    if "true_nll_closed_form" in row:  # exact in any z_dim: the reference of the gaps
+        row["true"]["nll"] = row["true_nll_closed_form"]
     gap_gauss = row["gaussian"]["nll"] - row["true"]["nll"]
     gap_ebm = row["ebm"]["nll"] - row["true"]["nll"]
     row["gap_gaussian"], row["gap_ebm"] = gap_gauss, gap_ebm
@@ -407,7 +411,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             e_other, g_other = f" ({e['nll_ais']:.3f})", f" ({g['nll_ais']:.3f})"
         else:
             cut = r.get("quadrature_truncated")
-            how = "AIS (true: reverse AIS)" + (f"; grid cuts {', '.join(cut)}" if cut else "")
+            truth = "closed form; reverse AIS" if "true_nll_closed_form" in r else "reverse AIS"
+            how = f"AIS (true: {truth})" + (f"; grid cuts {', '.join(cut)}" if cut else "")
             true_other = t["nll_lower_bound"]
             e_other, g_other = f" ± {e['std_error']:.3f}", f" ± {g['std_error']:.3f}"
         lines.append(
