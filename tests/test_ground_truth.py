@@ -121,10 +121,11 @@ def test_linear_generator_is_the_gaussian_it_says() -> None:
     with torch.no_grad():
         generator.linear.bias.normal_()
     z, x = torch.randn(6, 3), torch.randn(6, 2, 4, 5)
-    mean = (z @ generator.linear.weight.T + generator.linear.bias).view(6, 2, 4, 5)
+    mean = (z @ generator.linear.weight.T + generator.linear.bias).view(6, 2, 4, 5).detach()
     expected = torch.distributions.Normal(mean, 0.4).log_prob(x).flatten(1).sum(1)
     assert torch.allclose(generator.log_likelihood(x, z), expected, atol=1e-4)
     assert torch.equal(generator.sample(z), generator.mean(z))
+    assert torch.allclose(generator(z), mean, atol=1e-6)
     assert generator.num_targets(x).tolist() == [40] * 6
     with torch.no_grad():
         draws = generator.sample(z.repeat(2000, 1), noise=True, clamp=False)

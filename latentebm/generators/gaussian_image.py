@@ -31,6 +31,10 @@ class GaussianImageGenerator(nn.Module):
         """``g_beta(z)``: images ``(B, C, H, W)`` for ``z (B, d)``."""
         raise NotImplementedError
 
+    def forward(self, z: Tensor) -> Tensor:
+        """``g_beta(z)`` (:meth:`mean`)."""
+        return self.mean(z)
+
     @property
     def likelihood_sigma(self) -> float:
         """tau, the pixel noise standard deviation of ``p_beta(x | z)``."""
