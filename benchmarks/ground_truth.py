@@ -30,6 +30,9 @@ images through the image path; ``images_linear``: the same images made by a line
 
 Writes a JSON record (``--json``) and the figure (``--figure``); prints a markdown table. Runs
 that already reached ``--steps`` are reused (the folder ``--out`` keeps data and runs).
+``--then STEPS`` adds a second phase: each model continued for STEPS updates in a new run from
+its weights with the ``--then-set`` overrides (the protocol of docs/RESULTS.md's linear rows:
+decayed learning rates), and the row scores the continued models.
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ from latentebm.metrics.quadrature import (  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 QUADRATURE_LIMIT = 5.0
+"""The quadrature grid is ``[-QUADRATURE_LIMIT, QUADRATURE_LIMIT]^2``."""
 KINDS: dict[str, dict[str, Any]] = {
     "text": {"kind": "text"},
     "images": {"kind": "images"},
@@ -78,7 +82,6 @@ KINDS: dict[str, dict[str, Any]] = {
 }
 """``--kinds`` -> the true model's settings (:class:`GroundTruthConfig`); each kind trains with
 ``recipes/ground_truth_{kind}.yaml``."""
-"""The quadrature grid is ``[-QUADRATURE_LIMIT, QUADRATURE_LIMIT]^2``."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,7 +118,21 @@ def main(argv: list[str] | None = None) -> int:
         "trainer.freeze); the Gaussian-prior model is then the true generator under N(0, I) "
         "(nothing to train) and only the EBM prior learns, from posterior samples",
     )
+    parser.add_argument(
+        "--then",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="after --steps, continue each model for STEPS more updates in a new run started "
+        "from its weights (trainer.init_from: fresh optimiser moments and chains) with the "
+        "--then-set overrides added (e.g. decayed learning rates); the row scores those",
+    )
+    parser.add_argument(
+        "--then-set", action="append", default=[], help="extra override of the --then runs"
+    )
     args = parser.parse_args(argv)
+    if args.then < 0 or (args.then and (args.runs or args.true_generator)):
+        parser.error("--then takes STEPS >= 0, and not with --runs or --true-generator")
     unknown = sorted(set(args.kinds.split(",")) - set(KINDS))
     if unknown:
         parser.error(f"--kinds: unknown {', '.join(unknown)} (known: {', '.join(KINDS)})")
@@ -174,12 +191,20 @@ def run_one(kind: str, z_dim: int, out: Path, args: argparse.Namespace) -> dict[
         run_dir = out / "runs" / f"{kind}{z_dim}_{prior}{tag}"
         train(kind, z_dim, prior, data_dir, run_dir, args, extra)
         runs[prior] = run_dir
+    if args.then:  # a second phase from the first's weights, e.g. with decayed learning rates
+        for prior, first in list(runs.items()):
+            then = [*args.then_set, f"trainer.init_from={first}"]
+            second = first.with_name(f"{first.name}_then{args.then}")
+            train(kind, z_dim, prior, data_dir, second, args, then, steps=args.then)
+            runs[prior] = second
     true_model, _ = load_true_model(data_dir)
     x_true, x_task, z_star = test_examples(kind, data_dir, config, runs["ebm"], args.eval_examples)
     settings = AISSettings()
     seed = torch.Generator().manual_seed(0)
-    row: dict[str, Any] = {"kind": kind, "z_dim": z_dim, "steps": args.steps}
+    row: dict[str, Any] = {"kind": kind, "z_dim": z_dim, "steps": args.steps + args.then}
     row["overrides"], row["tag"] = list(args.set), args.tag
+    if args.then:
+        row["then"], row["then_overrides"] = args.then, list(args.then_set)
     row["true_generator"] = bool(args.true_generator)
     row["examples"] = int(x_true.shape[0])
     row["data"] = summary["splits"]
@@ -194,6 +219,7 @@ def run_one(kind: str, z_dim: int, out: Path, args: argparse.Namespace) -> dict[
         "nll_lower_bound": -float(upper.summary.value.mean()) + shift,
         "log_p_a": shift,
         "cpu_seconds": time.process_time() - t0,
+        "nll_ais": truth.nll_per_example + shift,
     }
     if z_dim == 2:  # the exact reference: quadrature
         progress(f"{kind}: the true model: quadrature")
@@ -201,7 +227,6 @@ def run_one(kind: str, z_dim: int, out: Path, args: argparse.Namespace) -> dict[
         row["true"]["nll_quadrature"] = grid["nll"] + shift
         row["true"]["grid_error"] = grid["grid_error"]
         row["true"]["grid_edge_share"] = grid["edge_share"]
-        row["true"]["nll_ais"] = row["true"]["nll"]
         row["true"]["nll"] = row["true"]["nll_quadrature"]
     truncated: list[str] = []
     for prior, run_dir in runs.items():
@@ -407,7 +432,10 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         t, e, g = r["true"], r["ebm"], r["gaussian"]
         by_grid = r.get("nll_by", "quadrature" if "nll_quadrature" in t else "ais") == "quadrature"
         if by_grid:
-            how, true_other = "quadrature (AIS)", t["nll_ais"]
+            how = "quadrature (AIS)"
+            if "true_nll_closed_form" in r:
+                how = "quadrature; true: closed form (AIS)"
+            true_other = t["nll_ais"]
             e_other, g_other = f" ({e['nll_ais']:.3f})", f" ({g['nll_ais']:.3f})"
         else:
             cut = r.get("quadrature_truncated")

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -98,6 +99,10 @@ class GroundTruthConfig:
             raise ValueError(
                 f"image_generator must be 'conv' or 'linear', got {self.image_generator!r}"
             )
+        if self.image_generator != "conv" and self.kind != "images":
+            raise ValueError(f"image_generator {self.image_generator!r} needs kind 'images'")
+        if not (math.isfinite(self.linear_latent_scale) and self.linear_latent_scale > 0):
+            raise ValueError(f"linear_latent_scale must be > 0, got {self.linear_latent_scale}")
         if self.z_dim < 2:
             raise ValueError(f"z_dim must be >= 2 (a ring), got {self.z_dim}")
         for name in ("n_modes", "n_train", "n_test", "n_words", "max_length"):
@@ -198,7 +203,7 @@ def write_dataset(config: GroundTruthConfig, out_dir: str | os.PathLike[str]) ->
     existing = out / MODEL_FILE
     if existing.exists():
         saved = torch.load(existing, weights_only=True)["config"]
-        if GroundTruthConfig(**saved) != config:  # a file without a newer key has its default
+        if not _same_settings(saved, config):
             raise FileExistsError(f"{existing}: holds another true model; not overwritten")
     out.mkdir(parents=True, exist_ok=True)
     model = build_true_model(config)
@@ -236,6 +241,18 @@ def write_dataset(config: GroundTruthConfig, out_dir: str | os.PathLike[str]) ->
         torch.save(state, handle)
     write_bytes_atomic(out / SUMMARY_FILE, (json.dumps(summary, indent=2) + "\n").encode())
     return summary
+
+
+def _same_settings(saved: dict[str, Any], config: GroundTruthConfig) -> bool:
+    """Whether a saved config describes ``config``: a key it lacks (written before that setting
+    existed) means the default; a key this version does not know, or invalid settings, never
+    match."""
+    if not set(saved) <= {f.name for f in dataclasses.fields(GroundTruthConfig)}:
+        return False
+    try:
+        return GroundTruthConfig(**saved) == config
+    except (TypeError, ValueError):
+        return False
 
 
 def true_nll_shift(summary: dict[str, Any]) -> float:

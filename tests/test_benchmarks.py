@@ -227,13 +227,18 @@ def test_ground_truth_benchmark_end_to_end(tmp_path: Path, capsys: pytest.Captur
     figure = tmp_path / "gt.png"
     args = ["--out", str(out), "--kinds", "text", "--steps", "2", "--eval-examples", "3"]
     args += ["--json", str(record), "--figure", str(figure), "--set", "trainer.valid_batches=1"]
+    args += ["--then", "1", "--then-set", "optim.generator.lr_decay=0.5"]  # a second phase
     assert bench.main(args) == 0
     phases = [
         line for line in capsys.readouterr().err.splitlines() if line.startswith("ground_truth:")
     ]
     assert len(phases) == 6 and "the true model: AIS" in phases[0]  # a line per evaluation phase
     (row,) = json.loads(record.read_text())["rows"]
-    assert row["examples"] == 3 and row["steps"] == 2
+    assert row["examples"] == 3 and row["steps"] == 3 and row["then"] == 1
+    for prior in ("ebm", "gaussian"):  # scored: the second phase, started from the first
+        assert row[prior]["run"] == str(out / "runs" / f"text2_{prior}_then1")
+        config = (out / "runs" / f"text2_{prior}_then1" / "config.yaml").read_text()
+        assert "lr_decay: 0.5" in config and f"text2_{prior}" in config  # init_from the first
     for who in ("true", "ebm", "gaussian"):
         assert "nll_quadrature" in row[who] and row[who]["grid_error"] < 0.05
     assert row["true"]["nll"] < row["gaussian"]["nll"]  # untrained models are far from the truth
@@ -263,6 +268,7 @@ def test_ground_truth_linear_references_match_the_truth_for_a_gaussian_prior(
     prior = GaussianMixturePrior(torch.zeros(1, 2), 1.0)  # N(0, I)
     model = LatentEBM(prior, generator, LangevinSampler(1, 0.1), LangevinSampler(1, 0.1))
     with torch.no_grad():
+        generator.linear.bias.normal_()  # a mean the fit must find
         train = generator.sample(torch.randn(50_000, 2), noise=True, clamp=False)
         x = generator.sample(torch.randn(400, 2), noise=True, clamp=False)
     np.save(tmp_path / "train.npy", train.numpy())

@@ -92,8 +92,8 @@ def test_linear_image_data_and_their_exact_likelihood(tmp_path: Path) -> None:
     )
     grid = quadrature_log_marginal(model, x, limit=5.0, points=301)
     assert torch.allclose(grid.log_marginal, exact, atol=2e-3)
-    conv = write_dataset(GroundTruthConfig(kind="images", **SMALL), tmp_path / "conv")
-    assert conv["splits"]["train"]["information"] != summary["splits"]["train"]["information"]
+    write_dataset(GroundTruthConfig(kind="images", **SMALL), tmp_path / "conv")
+    assert isinstance(load_true_model(tmp_path / "conv")[0].generator, ConvGenerator)
     with pytest.raises(FileExistsError, match="another true model"):
         write_dataset(GroundTruthConfig(kind="images", **SMALL), tmp_path)
 
@@ -110,6 +110,27 @@ def test_a_true_model_written_before_a_setting_existed_is_still_accepted(tmp_pat
     write_dataset(config, tmp_path)  # the same settings: rewritten, not refused
     with pytest.raises(FileExistsError, match="another true model"):
         write_dataset(dataclasses.replace(config, image_generator="linear"), tmp_path)
+    for saved in ({"a_later_setting": 1}, {"z_dim": 0}):  # unknown to this version; invalid
+        state["config"] = {**dataclasses.asdict(config), **saved}
+        torch.save(state, tmp_path / "true_model.pt")
+        with pytest.raises(FileExistsError, match="another true model"):
+            write_dataset(config, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"kind": "text", "image_generator": "linear"}, "needs kind 'images'"),
+        ({"kind": "images", "image_generator": "dense"}, "must be 'conv' or 'linear'"),
+        ({"kind": "images", "linear_latent_scale": 0.0}, "linear_latent_scale must be > 0"),
+        ({"kind": "images", "linear_latent_scale": float("nan")}, "linear_latent_scale"),
+    ],
+)
+def test_ground_truth_config_refuses_settings_that_mean_nothing(
+    settings: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        GroundTruthConfig(**settings)  # type: ignore[arg-type]
 
 
 def test_linear_generator_is_the_gaussian_it_says() -> None:
